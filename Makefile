@@ -1,0 +1,84 @@
+# rerankd: see README.md. `make run`, `make test`, `make bench`, `make sanitize`.
+PREFIX   ?= /usr/local
+CC       ?= cc
+PKGS     := luajit libcurl libevent yaml-0.1
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+VERSION  := 0.1.0
+OPT      ?= -O2
+CFLAGS   ?=
+CFLAGS   += -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -DRERANKD_VERSION='"$(VERSION)"' \
+            -DRERANKD_DATADIR='"$(PREFIX)/share/rerankd"' $(PKG_CFLAGS)
+LDFLAGS  ?=
+LDLIBS   += $(PKG_LIBS) -levent_pthreads -lpthread -lm -ldl
+BUILD    ?= build
+
+# Sources shared by the daemon and the Lua C module rerank/core.so.
+LIB_SRC    := core/topk.c core/bm25.c core/yaml.c core/lcore.c core/log.c
+DAEMON_SRC := core/main.c core/server.c core/luahost.c core/fetch.c
+LIB_OBJ    := $(LIB_SRC:core/%.c=$(BUILD)/%.o)
+DAEMON_OBJ := $(DAEMON_SRC:core/%.c=$(BUILD)/%.o)
+PIC_OBJ    := $(LIB_SRC:core/%.c=$(BUILD)/pic/%.o)
+CTEST_SRC  := $(wildcard tests/c/test_*.c)
+CTEST_BIN  := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps build run test unit sanitize bench clean install lint
+all: build
+build: rerankd rerank/core.so
+
+deps:
+	@sh scripts/deps.sh $(DEPS_SET)
+
+rerankd: $(DAEMON_OBJ) $(LIB_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -Wl,-E
+
+# The Lua module resolves lua_* from the host (luajit or nginx), so it does not link libluajit.
+rerank/core.so: $(PIC_OBJ)
+	@mkdir -p rerank
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $^ $(shell pkg-config --libs libcurl yaml-0.1) -lm
+
+$(BUILD)/%.o: core/%.c core/*.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/pic/%.o: core/%.c core/*.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -DRERANK_LUA_MODULE -c -o $@ $<
+
+# tests/c/test_X.c unit-tests core/X.c alone.
+$(BUILD)/tests/test_%: tests/c/test_%.c $(BUILD)/%.o tests/c/ctest.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icore -o $@ $< $(BUILD)/$*.o $(LDLIBS)
+
+run: DEPS_SET=build
+run: deps build
+	./rerankd -c config.yaml
+
+# Every suite; the last line is "N passed, M failed".
+test: deps build $(CTEST_BIN)
+	@sh tests/run.sh
+
+unit: build $(CTEST_BIN)
+	@SUITES="c lua" sh tests/run.sh
+
+sanitize:
+	$(MAKE) clean
+	$(MAKE) CC=clang OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	        LDFLAGS="-fsanitize=address,undefined" BUILD=build/asan build $(patsubst build/%,build/asan/%,$(CTEST_BIN))
+	ASAN_OPTIONS=detect_leaks=0 RERANKD_SANITIZE=1 CTEST_BUILD=build/asan sh tests/run.sh
+
+bench: deps build
+	@sh bench/run.sh
+
+lint:
+	luacheck --no-color -q lua providers tests examples
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/rerankd $(DESTDIR)$(PREFIX)/lib/lua/5.1/rerank $(DESTDIR)$(PREFIX)/share/lua/5.1
+	install -m 755 rerankd $(DESTDIR)$(PREFIX)/bin/rerankd
+	install -m 755 rerank/core.so $(DESTDIR)$(PREFIX)/lib/lua/5.1/rerank/core.so
+	cp -R lua/rerank $(DESTDIR)$(PREFIX)/share/lua/5.1/
+	cp -R lua providers $(DESTDIR)$(PREFIX)/share/rerankd/
+
+clean:
+	rm -rf build rerankd rerank/core.so

@@ -1,0 +1,444 @@
+/* BM25 tokenizer and Okapi BM25 scoring over one request's documents.
+ * Tokens: maximal runs of word characters (ASCII alnum, and non-ASCII letters,
+ * digits and marks), split on ASCII punctuation/space/control, common Unicode
+ * punctuation/symbol blocks and invalid UTF-8 bytes. Tokens are lower-cased for
+ * ASCII, Latin-1, Latin Extended-A, Greek, Cyrillic and fullwidth Latin. */
+#include "rerank.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- UTF-8 ---- */
+
+/* Strict decode (no overlongs, surrogates or > U+10FFFF); 0 = invalid byte. */
+static inline size_t utf8_decode(const unsigned char *s, size_t rem, uint32_t *cp)
+{
+    unsigned c = s[0];
+    if (c < 0xC2) return 0; /* ASCII is handled by callers; 80-C1 never lead */
+    if (c < 0xE0) {
+        if (rem < 2 || (s[1] & 0xC0) != 0x80) return 0;
+        *cp = ((c & 0x1Fu) << 6) | (s[1] & 0x3Fu);
+        return 2;
+    }
+    if (c < 0xF0) {
+        if (rem < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
+        if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] > 0x9F)) return 0;
+        *cp = ((c & 0x0Fu) << 12) | ((s[1] & 0x3Fu) << 6) | (s[2] & 0x3Fu);
+        return 3;
+    }
+    if (c < 0xF5) {
+        if (rem < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
+            return 0;
+        if ((c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] > 0x8F)) return 0;
+        *cp = ((c & 0x07u) << 18) | ((s[1] & 0x3Fu) << 12) | ((s[2] & 0x3Fu) << 6) | (s[3] & 0x3Fu);
+        return 4;
+    }
+    return 0;
+}
+
+static inline size_t utf8_encode(uint32_t cp, unsigned char *o)
+{
+    if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
+    if (cp < 0x800) {
+        o[0] = (unsigned char)(0xC0 | (cp >> 6));
+        o[1] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (unsigned char)(0xE0 | (cp >> 12));
+        o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (unsigned char)(0xF0 | (cp >> 18));
+    o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+    o[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* ---- character classes ---- */
+
+/* Non-ASCII word characters: everything except the punctuation, symbol, space,
+ * control, private-use and emoji ranges we can recognise with a few compares. */
+static int is_word_cp(uint32_t cp)
+{
+    if (cp < 0x100) {
+        if (cp < 0xC0) return cp == 0xAA || cp == 0xB5 || cp == 0xBA; /* ª µ º */
+        return cp != 0xD7 && cp != 0xF7;                               /* × ÷ */
+    }
+    if (cp < 0x2000) {
+        switch (cp) {
+        case 0x37E: case 0x387:                                /* Greek ; · */
+        case 0x589: case 0x5BE: case 0x5C0: case 0x5C3: case 0x5C6: case 0x5F3: case 0x5F4:
+        case 0x60C: case 0x60D: case 0x61B: case 0x61F: case 0x6D4: /* Arabic , ; ? . */
+        case 0x964: case 0x965: case 0x970:                    /* Devanagari danda */
+        case 0xE4F: case 0xE5A: case 0xE5B:                    /* Thai */
+        case 0x1680:                                           /* Ogham space */
+            return 0;
+        default:
+            return !(cp >= 0x55A && cp <= 0x55F) && !(cp >= 0x66A && cp <= 0x66D);
+        }
+    }
+    if (cp < 0x2100) return 0;   /* general punctuation, super/subscripts, currency */
+    if (cp < 0x2190) return 1;   /* letterlike symbols, number forms (ℕ, Ⅻ) */
+    if (cp < 0x2C00) return 0;   /* arrows, math, technical, boxes, shapes, dingbats */
+    if (cp < 0x2E00) return 1;   /* Glagolitic, Coptic, Georgian, Tifinagh, ... */
+    if (cp < 0x2E80) return 0;   /* supplemental punctuation */
+    if (cp < 0x3000) return cp < 0x2FF0; /* radicals yes, ideographic description no */
+    if (cp < 0x3040)             /* CJK symbols and punctuation: a few are letters */
+        return (cp >= 0x3005 && cp <= 0x3007) || (cp >= 0x3021 && cp <= 0x3029) ||
+               (cp >= 0x3031 && cp <= 0x3035) || (cp >= 0x3038 && cp <= 0x303C);
+    if (cp < 0xD800) return cp != 0x30A0 && cp != 0x30FB && !(cp >= 0x4DC0 && cp <= 0x4DFF);
+    if (cp < 0xF900) return 0;   /* private use */
+    if (cp < 0xFE00) return cp != 0xFD3E && cp != 0xFD3F;
+    if (cp < 0xFE10) return 1;   /* variation selectors stay inside words */
+    if (cp < 0xFE20) return 0;   /* vertical forms */
+    if (cp < 0xFE30) return 1;   /* combining half marks */
+    if (cp < 0xFE70) return 0;   /* CJK compatibility / small form punctuation */
+    if (cp < 0xFF00) return cp != 0xFEFF;
+    if (cp < 0xFFF0)             /* fullwidth digits/letters, halfwidth kana/hangul */
+        return (cp >= 0xFF10 && cp <= 0xFF19) || (cp >= 0xFF21 && cp <= 0xFF3A) ||
+               (cp >= 0xFF41 && cp <= 0xFF5A) || (cp >= 0xFF66 && cp <= 0xFFDC);
+    if (cp < 0x10000) return 0;  /* specials */
+    if (cp >= 0x1F000 && cp < 0x1FB00) return 0; /* emoji, cards, enclosed symbols */
+    return cp < 0xE0000;         /* tags and supplementary private use are not */
+}
+
+static uint32_t lower_cp(uint32_t cp)
+{
+    if (cp < 0x100) return (cp >= 0xC0 && cp <= 0xDE && cp != 0xD7) ? cp + 0x20 : cp;
+    if (cp < 0x180) { /* Latin Extended-A: upper/lower pairs */
+        if (cp == 0x130) return 'i';
+        if (cp == 0x178) return 0xFF;
+        if ((cp <= 0x137 || (cp >= 0x14A && cp <= 0x177)) && !(cp & 1)) return cp + 1;
+        if (((cp >= 0x139 && cp <= 0x148) || (cp >= 0x179 && cp <= 0x17E)) && (cp & 1))
+            return cp + 1;
+        return cp;
+    }
+    if (cp >= 0x386 && cp <= 0x3A9) { /* Greek */
+        if (cp >= 0x391) return cp == 0x3A2 ? cp : cp + 0x20;
+        if (cp == 0x386) return 0x3AC;
+        if (cp >= 0x388 && cp <= 0x38A) return cp + 0x25;
+        if (cp == 0x38C) return 0x3CC;
+        if (cp == 0x38E || cp == 0x38F) return cp + 0x3F;
+        return cp;
+    }
+    if (cp >= 0x400 && cp <= 0x42F) return cp < 0x410 ? cp + 0x50 : cp + 0x20; /* Cyrillic */
+    if (cp >= 0xFF21 && cp <= 0xFF3A) return cp + 0x20; /* fullwidth A-Z */
+    return cp;
+}
+
+/* ASCII class: 0 separator, 1 word, 2 upper-case word, 3 non-ASCII (decode). */
+enum { C_SEP, C_WORD, C_UPPER, C_HIGH };
+static const unsigned char cls[256] = {
+#define R16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
+    R16(0), R16(0), R16(0),
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,           /* 0-9 */
+    0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,           /* @A-O */
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0,           /* P-Z */
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,           /* `a-o */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0,           /* p-z */
+    R16(3), R16(3), R16(3), R16(3), R16(3), R16(3), R16(3), R16(3),
+#undef R16
+};
+
+/* ---- tokenizer core ---- */
+
+typedef struct {
+    unsigned char stack[256];
+    unsigned char *heap;
+    size_t cap;
+} lbuf;
+
+/* Writes the lower-cased token into b; NULL if it does not fit and malloc fails. */
+static const char *lower_token(const unsigned char *t, size_t len, lbuf *b, size_t *olen)
+{
+    unsigned char *o = b->stack;
+    if (len > sizeof b->stack) { /* lower-casing never grows a token */
+        if (len > b->cap) {
+            unsigned char *nh = realloc(b->heap, len);
+            if (!nh) return NULL;
+            b->heap = nh;
+            b->cap = len;
+        }
+        o = b->heap;
+    }
+    size_t i = 0, w = 0;
+    while (i < len) {
+        unsigned c = t[i];
+        if (c < 0x80) {
+            o[w++] = (unsigned char)(cls[c] == C_UPPER ? c | 0x20 : c);
+            i++;
+        } else {
+            uint32_t cp = 0;
+            size_t n = utf8_decode(t + i, len - i, &cp); /* valid: the scanner checked */
+            w += utf8_encode(lower_cp(cp), o + w);
+            i += n;
+        }
+    }
+    *olen = w;
+    return (const char *)o;
+}
+
+/* Calls emit for tokens number skip+1 .. skip+limit (1-based) and stops there.
+ * Returns the number of tokens seen (all of them when limit is not reached). */
+static inline __attribute__((always_inline)) size_t
+scan(const char *text, size_t len, size_t skip, size_t limit, rr_token_fn emit, void *ud, lbuf *b)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    size_t i = 0, count = 0;
+    while (i < len) {
+        /* skip separators */
+        unsigned c = s[i];
+        unsigned k = cls[c];
+        if (k == C_SEP) { i++; continue; }
+        if (k == C_HIGH) {
+            uint32_t cp = 0;
+            size_t n = utf8_decode(s + i, len - i, &cp);
+            if (n == 0) { i++; continue; }
+            if (!is_word_cp(cp)) { i += n; continue; }
+        }
+        /* token: s[start..i) */
+        size_t start = i;
+        int lower = 0;
+        for (;;) {
+            while (i < len && (k = cls[s[i]]) == C_WORD) i++;
+            if (i >= len || k == C_SEP) break;
+            if (k == C_UPPER) { lower = 1; i++; continue; }
+            uint32_t cp = 0;
+            size_t n = utf8_decode(s + i, len - i, &cp);
+            if (n == 0 || !is_word_cp(cp)) break;
+            lower |= lower_cp(cp) != cp;
+            i += n;
+        }
+        count++;
+        if (count > skip && emit) {
+            size_t tl = i - start;
+            const char *tok = (const char *)s + start;
+            if (lower) {
+                const char *lt = lower_token(s + start, tl, b, &tl);
+                if (lt) tok = lt; /* else: out of memory, emit as written */
+                else tl = i - start;
+            }
+            emit(tok, tl, start, ud);
+        }
+        if (count - skip >= limit && count > skip) break;
+    }
+    return count;
+}
+
+size_t rr_tokenize(const char *text, size_t len, rr_token_fn emit, void *ud)
+{
+    lbuf b;
+    b.heap = NULL;
+    b.cap = 0;
+    size_t n = scan(text, len, 0, (size_t)-1, emit, ud, &b);
+    free(b.heap);
+    return n;
+}
+
+/* ---- BM25 ---- */
+
+typedef struct {
+    uint64_t hash;
+    const char *str; /* lower-cased term, owned by the query arena */
+    uint32_t len;
+} term;
+
+typedef struct {
+    /* query terms: open addressing, slots hold term id + 1 (0 = empty) */
+    term *terms;
+    uint32_t nterms, mask;
+    uint32_t *slots;
+    char *arena;
+    size_t arena_used;
+    uint64_t lenmask;     /* bit min(len, 63) set for each term length */
+    uint64_t first[4];    /* bitmap of first bytes */
+    /* current document */
+    uint32_t *tf;         /* per term, reset after each doc */
+    uint32_t *touched;    /* term ids with tf > 0 in the current doc */
+    uint32_t ntouched;
+    size_t dl;
+} bm25_ctx;
+
+static inline uint64_t hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a: tokens are short */
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static inline int32_t find_term(const bm25_ctx *c, const char *tok, size_t len, uint64_t h)
+{
+    for (uint32_t i = (uint32_t)h & c->mask;; i = (i + 1) & c->mask) {
+        uint32_t s = c->slots[i];
+        if (!s) return -1;
+        const term *t = &c->terms[s - 1];
+        if (t->hash == h && t->len == len && memcmp(t->str, tok, len) == 0) return (int32_t)(s - 1);
+    }
+}
+
+static void add_query_term(const char *tok, size_t len, size_t off, void *ud)
+{
+    (void)off;
+    bm25_ctx *c = ud;
+    uint64_t h = hash_bytes(tok, len);
+    if (find_term(c, tok, len, h) >= 0) return; /* repeated query terms count once */
+    char *dst = c->arena + c->arena_used;
+    memcpy(dst, tok, len);
+    c->arena_used += len;
+    term *t = &c->terms[c->nterms];
+    t->hash = h;
+    t->str = dst;
+    t->len = (uint32_t)len;
+    uint32_t i = (uint32_t)h & c->mask;
+    while (c->slots[i]) i = (i + 1) & c->mask;
+    c->slots[i] = ++c->nterms;
+    c->lenmask |= 1ull << (len < 63 ? len : 63);
+    unsigned char f = (unsigned char)tok[0];
+    c->first[f >> 6] |= 1ull << (f & 63);
+}
+
+static void count_doc_term(const char *tok, size_t len, size_t off, void *ud)
+{
+    (void)off;
+    bm25_ctx *c = ud;
+    c->dl++;
+    /* cheap filters: most document tokens are not query terms */
+    if (!(c->lenmask & (1ull << (len < 63 ? len : 63)))) return;
+    unsigned char f = (unsigned char)tok[0];
+    if (!(c->first[f >> 6] & (1ull << (f & 63)))) return;
+    int32_t id = find_term(c, tok, len, hash_bytes(tok, len));
+    if (id < 0) return;
+    if (c->tf[id]++ == 0) c->touched[c->ntouched++] = (uint32_t)id;
+}
+
+typedef struct { uint32_t term, tf; } posting;
+
+/* Tokens of one document, truncated per the params; fills c->dl, c->tf, c->touched. */
+static void scan_doc(bm25_ctx *c, const char *d, size_t len, const rr_bm25_params *p, lbuf *b)
+{
+    c->dl = 0;
+    c->ntouched = 0;
+    size_t skip = 0, limit = (size_t)-1;
+    if (p->max_tokens > 0) {
+        limit = p->max_tokens;
+        if (p->keep_end) {
+            size_t total = scan(d, len, 0, (size_t)-1, NULL, NULL, b);
+            if (total > limit) skip = total - limit;
+        }
+    }
+    scan(d, len, skip, limit, count_doc_term, c, b);
+}
+
+static void sort_u32(uint32_t *a, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        uint32_t v = a[i];
+        size_t j = i;
+        while (j > 0 && a[j - 1] > v) { a[j] = a[j - 1]; j--; }
+        a[j] = v;
+    }
+}
+
+int rr_bm25(const char *query, size_t qlen, const char *const *docs, const size_t *lens,
+            size_t n, const rr_bm25_params *p, double *scores_out)
+{
+    for (size_t i = 0; i < n; i++) scores_out[i] = 0.0;
+    if (n == 0) return 0;
+    size_t nq = rr_tokenize(query, qlen, NULL, NULL);
+    if (nq == 0) return 0;
+    if (nq > UINT32_MAX / 4) return -1;
+
+    int rc = -1;
+    bm25_ctx c;
+    memset(&c, 0, sizeof c);
+    lbuf b;
+    b.heap = NULL;
+    b.cap = 0;
+    size_t cap = 8;
+    while (cap < 2 * nq) cap <<= 1;
+    c.mask = (uint32_t)(cap - 1);
+    posting *post = NULL;
+    size_t npost = 0, post_cap = 0;
+    size_t *dls = malloc(n * sizeof *dls);
+    size_t *post_end = malloc(n * sizeof *post_end);
+    uint32_t *df = calloc(nq, sizeof *df);
+    double *idf = malloc(nq * sizeof *idf);
+    c.terms = malloc(nq * sizeof *c.terms);
+    c.slots = calloc(cap, sizeof *c.slots);
+    c.arena = malloc(qlen ? qlen : 1);
+    c.tf = calloc(nq, sizeof *c.tf);
+    c.touched = malloc(nq * sizeof *c.touched);
+    if (!dls || !post_end || !df || !idf || !c.terms || !c.slots || !c.arena || !c.tf || !c.touched)
+        goto done;
+
+    /* query terms; lower-casing never grows a token, so qlen bytes suffice */
+    scan(query, qlen, 0, (size_t)-1, add_query_term, &c, &b);
+
+    /* one pass per document: dl, and tf of query terms only, kept as postings */
+    double total_dl = 0;
+    for (size_t i = 0; i < n; i++) {
+        scan_doc(&c, docs[i], lens[i], p, &b);
+        dls[i] = c.dl;
+        total_dl += (double)c.dl;
+        if (npost + c.ntouched > post_cap) {
+            size_t nc = post_cap ? post_cap * 2 : 256;
+            while (nc < npost + c.ntouched) nc *= 2;
+            posting *np = realloc(post, nc * sizeof *np);
+            if (!np) goto done;
+            post = np;
+            post_cap = nc;
+        }
+        /* canonical term order so equal documents get bit-identical scores */
+        if (c.ntouched <= 32) {
+            sort_u32(c.touched, c.ntouched);
+        } else {
+            uint32_t m = 0;
+            for (uint32_t t = 0; t < c.nterms; t++)
+                if (c.tf[t]) c.touched[m++] = t;
+        }
+        for (uint32_t j = 0; j < c.ntouched; j++) {
+            uint32_t t = c.touched[j];
+            post[npost].term = t;
+            post[npost].tf = c.tf[t];
+            npost++;
+            df[t]++;
+            c.tf[t] = 0;
+        }
+        post_end[i] = npost;
+    }
+
+    rc = 0;
+    double avgdl = total_dl / (double)n;
+    if (avgdl <= 0) goto done; /* every document empty: all scores stay 0 */
+    double N = (double)n, k1 = p->k1, bb = p->b;
+    for (uint32_t t = 0; t < c.nterms; t++)
+        idf[t] = log(1.0 + (N - df[t] + 0.5) / (df[t] + 0.5));
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        double norm = k1 * (1.0 - bb + bb * (double)dls[i] / avgdl);
+        double sc = 0;
+        for (; j < post_end[i]; j++) {
+            double tf = (double)post[j].tf;
+            sc += idf[post[j].term] * tf * (k1 + 1.0) / (tf + norm);
+        }
+        scores_out[i] = sc;
+    }
+
+done:
+    free(b.heap);
+    free(post);
+    free(dls);
+    free(post_end);
+    free(df);
+    free(idf);
+    free(c.terms);
+    free(c.slots);
+    free(c.arena);
+    free(c.tf);
+    free(c.touched);
+    return rc;
+}

@@ -1,0 +1,87 @@
+/* The daemon's internal API: workers (server.c), Lua hosting (luahost.c),
+ * upstream HTTP (fetch.c), process lifecycle (main.c). */
+#ifndef RERANKD_DAEMON_H
+#define RERANKD_DAEMON_H
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <lua.h>
+
+typedef struct {
+    const char *config_path;
+    const char *root;          /* directory holding lua/ and providers/ */
+    char host[256];
+    int port;                  /* -p override or from config; resolved when 0 */
+    int workers;
+    int port_override, workers_override;
+    size_t max_body;
+    double timeout;            /* per-request deadline, seconds */
+    double keepalive;          /* idle connection timeout, seconds */
+    double drain;              /* graceful shutdown limit, seconds */
+} rr_options;
+
+typedef struct rr_worker rr_worker;
+typedef struct rr_req rr_req;
+
+struct rr_worker {
+    int id;
+    pthread_t thread;
+    const rr_options *opt;
+    int listen_fd;
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    struct event *stop_ev, *drain_ev;
+    lua_State *L;
+    int handler_ref;           /* rerank.server.handle */
+    size_t inflight;
+    int stopping;
+    void *fetch;               /* fetch.c per-worker state */
+};
+
+/* One HTTP request driven by one Lua coroutine. */
+struct rr_req {
+    rr_worker *w;
+    struct evhttp_request *evreq;  /* NULL once answered */
+    lua_State *co;
+    int co_ref;
+    struct event *deadline_ev, *resume_ev;
+    uint64_t t0_us;
+    int resume_nargs;
+    int (*push)(rr_req *, lua_State *co); /* pushes the resume values; returns their count */
+    int aborted;
+    void (*cancel)(rr_req *);      /* cleanup hook of the one pending operation */
+    void *pending;
+};
+
+extern atomic_int rr_workers_up;
+extern int rr_workers_total;
+
+/* server.c */
+int rr_listen_socket(const char *host, int port, int *bound_port, char *err, size_t errlen);
+int rr_worker_start(rr_worker *w);
+void rr_worker_stop(rr_worker *w); /* thread-safe: begins a graceful drain */
+uint64_t rr_now_us(void);
+void rr_req_reply(rr_req *r, int status, lua_State *from, int idx_headers, const char *body, size_t len);
+void rr_req_reply_error(rr_req *r, int status, const char *type, const char *msg);
+void rr_req_finish(rr_req *r);
+/* the coroutine yielded on I/O: arm the deadline and client-abort detection */
+void rr_req_parked(rr_req *r);
+/* schedule a coroutine resume from the loop (never from inside a callback stack) */
+void rr_req_schedule_resume(rr_req *r, int nargs);
+
+/* luahost.c */
+lua_State *rr_lua_new(const char *root, char *err, size_t errlen);
+int rr_lua_init_worker(rr_worker *w, char *err, size_t errlen);
+int rr_lua_check_config(const rr_options *opt, rr_options *out, char *err, size_t errlen);
+void rr_lua_start_request(rr_req *r);
+void rr_lua_resume(rr_req *r, int nargs);
+rr_req *rr_lua_current_req(lua_State *co);
+
+/* fetch.c */
+int rr_fetch_init(rr_worker *w);
+void rr_fetch_free(rr_worker *w);
+int rr_fetch_open(lua_State *L);
+#endif

@@ -1,0 +1,287 @@
+/* Lua hosting: one lua_State per worker, one coroutine per request, every entry
+ * protected; a script error answers 500 for that request and the worker lives on. */
+#include "daemon.h"
+#include "rerank.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+static char reqs_key; /* registry: weak table coroutine -> rr_req* */
+
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    luaL_traceback(L, L, msg ? msg : "(error object is not a string)", 1);
+    return 1;
+}
+
+/* Protected call of the function below nargs args; on error copies the message to err. */
+static int pcall_tb(lua_State *L, int nargs, int nres, char *err, size_t errlen)
+{
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, traceback);
+    lua_insert(L, base);
+    int rc = lua_pcall(L, nargs, nres, base);
+    lua_remove(L, base);
+    if (rc != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "unknown Lua error");
+        lua_pop(L, 1);
+    }
+    return rc;
+}
+
+lua_State *rr_lua_new(const char *root, char *err, size_t errlen)
+{
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        snprintf(err, errlen, "cannot create a Lua state");
+        return NULL;
+    }
+    luaL_openlibs(L);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s", root, root, lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_rerank_core);
+    lua_setfield(L, -2, "rerank.core");
+    lua_pushcfunction(L, rr_fetch_open);
+    lua_setfield(L, -2, "rerank.core.fetch");
+    lua_pop(L, 2);
+    /* weak-keyed map from request coroutines to their rr_req */
+    lua_pushlightuserdata(L, &reqs_key);
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    return L;
+}
+
+/* Pushes require("rerank.server")[fn] */
+static int push_server_fn(lua_State *L, const char *fn, char *err, size_t errlen)
+{
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "rerank.server");
+    if (pcall_tb(L, 1, 1, err, errlen) != 0) return -1;
+    lua_getfield(L, -1, fn);
+    lua_remove(L, -2);
+    if (!lua_isfunction(L, -1)) {
+        snprintf(err, errlen, "rerank.server.%s is missing", fn);
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+static void push_overrides(lua_State *L, const rr_options *opt, int worker)
+{
+    lua_newtable(L);
+    if (opt->port_override) { lua_pushinteger(L, opt->port); lua_setfield(L, -2, "port"); }
+    if (opt->workers_override) { lua_pushinteger(L, opt->workers); lua_setfield(L, -2, "workers"); }
+    lua_pushinteger(L, worker);
+    lua_setfield(L, -2, "worker");
+}
+
+/* Calls server.<fn>(config_path, overrides) -> cfg_summary | nil, err */
+static int call_load(lua_State *L, const char *fn, const rr_options *opt, int worker, char *err, size_t errlen)
+{
+    if (push_server_fn(L, fn, err, errlen) != 0) return -1;
+    lua_pushstring(L, opt->config_path);
+    push_overrides(L, opt, worker);
+    if (pcall_tb(L, 2, 2, err, errlen) != 0) return -1;
+    if (lua_isnil(L, -2)) {
+        snprintf(err, errlen, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "invalid configuration");
+        lua_pop(L, 2);
+        return -1;
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+static double field_num(lua_State *L, int idx, const char *k, double dflt)
+{
+    lua_getfield(L, idx, k);
+    double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : dflt;
+    lua_pop(L, 1);
+    return v;
+}
+
+int rr_lua_check_config(const rr_options *opt, rr_options *out, char *err, size_t errlen)
+{
+    lua_State *L = rr_lua_new(opt->root, err, errlen);
+    if (!L) return -1;
+    int rc = call_load(L, "load_config", opt, -1, err, errlen);
+    if (rc == 0 && out) {
+        lua_getfield(L, -1, "server");
+        if (lua_istable(L, -1)) {
+            lua_getfield(L, -1, "host");
+            snprintf(out->host, sizeof out->host, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "127.0.0.1");
+            lua_pop(L, 1);
+            out->port = (int)field_num(L, -1, "port", 8080);
+            out->workers = (int)field_num(L, -1, "workers", 0);
+            out->max_body = (size_t)field_num(L, -1, "max_body", 8 << 20);
+            out->timeout = field_num(L, -1, "timeout", 30);
+            out->keepalive = field_num(L, -1, "keepalive", 75);
+            out->drain = field_num(L, -1, "drain_timeout", 30);
+        }
+        lua_pop(L, 1);
+    }
+    lua_close(L);
+    return rc;
+}
+
+int rr_lua_init_worker(rr_worker *w, char *err, size_t errlen)
+{
+    w->L = rr_lua_new(w->opt->root, err, errlen);
+    if (!w->L) return -1;
+    lua_State *L = w->L;
+    if (call_load(L, "init", w->opt, w->id, err, errlen) != 0) return -1;
+    lua_pop(L, 1);
+    if (push_server_fn(L, "handle", err, errlen) != 0) return -1;
+    w->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+rr_req *rr_lua_current_req(lua_State *co)
+{
+    lua_pushlightuserdata(co, &reqs_key);
+    lua_rawget(co, LUA_REGISTRYINDEX);
+    lua_pushthread(co);
+    lua_rawget(co, -2);
+    rr_req *r = lua_touserdata(co, -1);
+    lua_pop(co, 2);
+    return r;
+}
+
+static void set_str(lua_State *L, const char *k, const char *v)
+{
+    lua_pushstring(L, v ? v : "");
+    lua_setfield(L, -2, k);
+}
+
+static const char *method_name(enum evhttp_cmd_type m)
+{
+    switch (m) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    default: return "OTHER";
+    }
+}
+
+/* A client-supplied x-request-id is kept when short and printable, else we mint one. */
+static void assign_request_id(rr_req *r, char *id, size_t cap)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(r->evreq);
+    const char *given = evhttp_find_header(in, "x-request-id");
+    int ok = given && given[0] && strlen(given) < cap;
+    for (const char *p = given; ok && *p; p++)
+        if (*p < 0x21 || *p > 0x7e) ok = 0;
+    if (ok) snprintf(id, cap, "%s", given);
+    else {
+        static _Thread_local unsigned long long seq;
+        snprintf(id, cap, "%02x%06llx%08llx", (unsigned)r->w->id & 0xff,
+                 (unsigned long long)(r->t0_us & 0xffffff), ++seq);
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(r->evreq), "x-request-id", id);
+}
+
+/* Builds the ctx table the Lua handler receives, on the coroutine's stack. */
+static void push_ctx(lua_State *co, rr_req *r, const char *id)
+{
+    struct evhttp_request *e = r->evreq;
+    lua_createtable(co, 0, 10);
+    set_str(co, "method", method_name(evhttp_request_get_command(e)));
+    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(e);
+    set_str(co, "path", u ? evhttp_uri_get_path(u) : "/");
+    set_str(co, "query", u ? evhttp_uri_get_query(u) : "");
+    set_str(co, "id", id);
+    lua_pushinteger(co, r->w->id);
+    lua_setfield(co, -2, "worker");
+    lua_pushinteger(co, atomic_load(&rr_workers_up));
+    lua_setfield(co, -2, "workers_up");
+    lua_pushinteger(co, rr_workers_total);
+    lua_setfield(co, -2, "workers");
+    lua_pushnumber(co, (lua_Number)r->t0_us);
+    lua_setfield(co, -2, "t0_us");
+    lua_newtable(co);
+    struct evkeyvalq *hs = evhttp_request_get_input_headers(e);
+    for (struct evkeyval *h = hs->tqh_first; h; h = h->next.tqe_next) {
+        char key[128];
+        size_t n = strlen(h->key);
+        if (n >= sizeof key) continue;
+        for (size_t i = 0; i <= n; i++) key[i] = (char)((h->key[i] >= 'A' && h->key[i] <= 'Z') ? h->key[i] + 32 : h->key[i]);
+        lua_pushstring(co, h->value);
+        lua_setfield(co, -2, key);
+    }
+    lua_setfield(co, -2, "headers");
+    struct evbuffer *in = evhttp_request_get_input_buffer(e);
+    size_t len = evbuffer_get_length(in);
+    lua_pushlstring(co, (const char *)evbuffer_pullup(in, -1), len);
+    lua_setfield(co, -2, "body");
+}
+
+void rr_lua_start_request(rr_req *r)
+{
+    rr_worker *w = r->w;
+    lua_State *L = w->L;
+    char id[80];
+    assign_request_id(r, id, sizeof id);
+    lua_State *co = lua_newthread(L);
+    r->co = co;
+    lua_pushlightuserdata(L, &reqs_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, -2);
+    lua_pushlightuserdata(L, r);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops the thread, keeps it alive */
+    lua_rawgeti(co, LUA_REGISTRYINDEX, w->handler_ref);
+    push_ctx(co, r, id);
+    rr_lua_resume(r, 1);
+}
+
+void rr_lua_resume(rr_req *r, int nargs)
+{
+    lua_State *co = r->co;
+    int rc = lua_resume(co, nargs);
+    if (rc == LUA_YIELD) {
+        if (!r->pending) rr_req_schedule_resume(r, 0); /* a bare yield: run again next loop turn */
+        rr_req_parked(r);
+        return;
+    }
+    if (rc == 0) {
+        int status = (int)lua_tointeger(co, 1);
+        size_t len = 0;
+        const char *body = lua_tolstring(co, 3, &len);
+        if (status < 100 || status > 599 || !body) {
+            rr_log(RR_LOG_ERROR, "request handler returned an invalid response (status %d)", status);
+            rr_req_reply_error(r, 500, "internal_error", "internal error: invalid handler response");
+        } else {
+            rr_req_reply(r, status, co, 2, body, len);
+        }
+    } else {
+        const char *msg = lua_tostring(co, -1);
+        luaL_traceback(r->w->L, co, msg ? msg : "(non-string error)", 0);
+        rr_log(RR_LOG_ERROR, "Lua error: %s", lua_tostring(r->w->L, -1));
+        lua_pop(r->w->L, 1);
+        char m[600];
+        snprintf(m, sizeof m, "internal error in a Lua script: %s", msg ? msg : "(non-string error)");
+        rr_req_reply_error(r, 500, "internal_error", m);
+    }
+    rr_req_finish(r);
+}

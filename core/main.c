@@ -1,0 +1,183 @@
+/* rerankd: CLI, workers, signals (SIGTERM/SIGINT graceful drain). */
+#include "daemon.h"
+#include "rerank.h"
+
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <event2/thread.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: rerankd [-c FILE] [-t] [-p PORT] [-w N] [--version] [--help]\n"
+            "  -c, --config FILE   configuration file (default ./config.yaml)\n"
+            "  -t, --test          validate the configuration and exit (0 ok, 1 invalid)\n"
+            "  -p, --port PORT     listen port (overrides server.listen)\n"
+            "  -w, --workers N     worker threads (overrides server.workers; default = cores)\n"
+            "  -v, --version       print the version and exit\n"
+            "  -h, --help          this help\n"
+            "env: RERANKD_HOME = directory holding lua/ and providers/ (default: next to the binary)\n");
+}
+
+static int has_lua_tree(const char *dir)
+{
+    char p[PATH_MAX + 32];
+    snprintf(p, sizeof p, "%s/lua/rerank/server.lua", dir);
+    return access(p, R_OK) == 0;
+}
+
+/* RERANKD_HOME, else the binary's directory (source tree), else the install datadir. */
+static const char *find_root(char *buf, size_t cap)
+{
+    const char *env = getenv("RERANKD_HOME");
+    if (env && env[0]) return env;
+    ssize_t n = readlink("/proc/self/exe", buf, cap - 1);
+    if (n > 0) {
+        buf[n] = 0;
+        char *slash = strrchr(buf, '/');
+        if (slash) *slash = 0;
+        if (has_lua_tree(buf)) return buf;
+    }
+    return RERANKD_DATADIR;
+}
+
+static int parse_int(const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static rr_worker *workers;
+static int nworkers;
+
+static void on_signal(evutil_socket_t sig, short ev, void *arg)
+{
+    (void)ev;
+    struct event_base *base = arg;
+    rr_log(RR_LOG_INFO, "signal %d: draining and stopping", (int)sig);
+    for (int i = 0; i < nworkers; i++) rr_worker_stop(&workers[i]);
+    event_base_loopexit(base, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    rr_options opt = { 0 };
+    opt.config_path = "config.yaml";
+    int test_only = 0;
+    static const struct option longopts[] = {
+        { "config", required_argument, NULL, 'c' }, { "test", no_argument, NULL, 't' },
+        { "port", required_argument, NULL, 'p' },   { "workers", required_argument, NULL, 'w' },
+        { "version", no_argument, NULL, 'v' },      { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "c:tp:w:vh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'c': opt.config_path = optarg; break;
+        case 't': test_only = 1; break;
+        case 'p':
+            if (parse_int(optarg, 0, 65535, &opt.port) != 0) {
+                fprintf(stderr, "rerankd: -p: invalid port \"%s\" (0-65535)\n", optarg);
+                return 2;
+            }
+            opt.port_override = 1;
+            break;
+        case 'w':
+            if (parse_int(optarg, 1, 1024, &opt.workers) != 0) {
+                fprintf(stderr, "rerankd: -w: invalid worker count \"%s\" (1-1024)\n", optarg);
+                return 2;
+            }
+            opt.workers_override = 1;
+            break;
+        case 'v': printf("rerankd %s\n", RERANKD_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "rerankd: unexpected argument \"%s\"\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    char rootbuf[PATH_MAX];
+    opt.root = find_root(rootbuf, sizeof rootbuf);
+    setenv("RERANKD_HOME", opt.root, 1);
+
+    char err[2048];
+    rr_options cfg = opt;
+    if (rr_lua_check_config(&opt, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "rerankd: %s\n", err);
+        if (test_only) fprintf(stderr, "rerankd: configuration %s test failed\n", opt.config_path);
+        return 1;
+    }
+    if (test_only) {
+        printf("rerankd: configuration %s is ok\n", opt.config_path);
+        return 0;
+    }
+    if (opt.port_override) cfg.port = opt.port;
+    if (opt.workers_override) cfg.workers = opt.workers;
+    if (cfg.workers <= 0) cfg.workers = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (cfg.workers <= 0) cfg.workers = 1;
+
+    signal(SIGPIPE, SIG_IGN);
+    evthread_use_pthreads();
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+
+    int port = cfg.port;
+    int fd0 = rr_listen_socket(cfg.host, cfg.port, &port, err, sizeof err);
+    if (fd0 < 0) {
+        fprintf(stderr, "rerankd: %s\n", err);
+        return 1;
+    }
+    cfg.port = port;
+    nworkers = cfg.workers;
+    rr_workers_total = nworkers;
+    workers = calloc((size_t)nworkers, sizeof *workers);
+    if (!workers) return 1;
+    for (int i = 0; i < nworkers; i++) {
+        workers[i].id = i;
+        workers[i].opt = &cfg;
+        workers[i].listen_fd = i == 0 ? fd0 : rr_listen_socket(cfg.host, port, NULL, err, sizeof err);
+        if (workers[i].listen_fd < 0 || rr_worker_start(&workers[i]) != 0) {
+            if (workers[i].listen_fd < 0) fprintf(stderr, "rerankd: %s\n", err);
+            for (int j = 0; j < i; j++) rr_worker_stop(&workers[j]);
+            for (int j = 0; j < i; j++) pthread_join(workers[j].thread, NULL);
+            return 1;
+        }
+    }
+    rr_log(RR_LOG_INFO, "rerankd %s listening on %s:%d with %d worker%s (config %s)", RERANKD_VERSION, cfg.host,
+           port, nworkers, nworkers == 1 ? "" : "s", opt.config_path);
+
+    struct event_base *mainbase = event_base_new();
+    struct event *sigterm = evsignal_new(mainbase, SIGTERM, on_signal, mainbase);
+    struct event *sigint = evsignal_new(mainbase, SIGINT, on_signal, mainbase);
+    evsignal_add(sigterm, NULL);
+    evsignal_add(sigint, NULL);
+    event_base_dispatch(mainbase);
+    for (int i = 0; i < nworkers; i++) pthread_join(workers[i].thread, NULL);
+    for (int i = 0; i < nworkers; i++) {
+        rr_worker *w = &workers[i];
+        if (w->stop_ev) event_free(w->stop_ev);
+        rr_fetch_free(w);
+        if (w->http) evhttp_free(w->http);
+        if (w->L) lua_close(w->L);
+        if (w->base) event_base_free(w->base);
+    }
+    free(workers);
+    event_free(sigterm);
+    event_free(sigint);
+    event_base_free(mainbase);
+    curl_global_cleanup();
+    rr_log(RR_LOG_INFO, "rerankd stopped");
+    return 0;
+}

@@ -1,0 +1,50 @@
+/* rerankd internal C API: the kernels shared by the daemon and rerank/core.so.
+ * One responsibility per file; the Lua glue for all of them lives in lcore.c. */
+#ifndef RERANK_H
+#define RERANK_H
+#include <stddef.h>
+#include <stdint.h>
+#include <lua.h>
+
+/* ---- topk.c ----
+ * Order indices 0..n-1 by score descending, ties by index ascending, NaN last
+ * (NaNs among themselves by index). Writes min(k, n) indices to out.
+ * scratch must hold n uint32_t (no allocation inside the kernel). */
+size_t rr_topk(const double *scores, size_t n, size_t k, uint32_t *out, uint32_t *scratch);
+
+/* ---- bm25.c ---- */
+typedef struct {
+    double k1, b;
+    size_t max_tokens;   /* 0 = no truncation; else score only this many tokens per doc */
+    int keep_end;        /* with max_tokens: 1 = keep the last tokens (truncate "start") */
+} rr_bm25_params;
+
+/* Tokenizer: UTF-8 aware, lower-cases ASCII and common Unicode letters (Latin-1,
+ * Latin Extended-A, Greek, Cyrillic), splits on anything not a letter or digit.
+ * Calls emit(tok, len, start_byte_offset, ud) per token; tok is lower-cased and
+ * only valid during the call. Returns the token count. */
+typedef void (*rr_token_fn)(const char *tok, size_t len, size_t offset, void *ud);
+size_t rr_tokenize(const char *text, size_t len, rr_token_fn emit, void *ud);
+
+/* Okapi BM25 of query against docs[0..n) (idf over these docs):
+ * idf = ln(1 + (N - n_t + 0.5)/(n_t + 0.5)); repeated query terms count once.
+ * Returns 0 on success, -1 on allocation failure. */
+int rr_bm25(const char *query, size_t qlen, const char *const *docs, const size_t *lens,
+            size_t n, const rr_bm25_params *p, double *scores_out);
+
+/* ---- yaml.c ----
+ * Parse YAML text into Lua values pushed on L: on success pushes (value, marks)
+ * and returns 2; on error pushes (nil, "name:line:col: message") and returns 2.
+ * marks maps a path ("server.listen", "models[0].provider", "" for the root)
+ * to "line:col" (1-based) of that node. ${VAR} / ${VAR:-default} / ${VAR:?msg}
+ * are interpolated in scalars; plain scalars resolve to bool/null/int/float. */
+int rr_yaml_push(lua_State *L, const char *text, size_t len, const char *name);
+
+/* ---- lcore.c ---- */
+int luaopen_rerank_core(lua_State *L);
+
+/* ---- log.c ---- */
+enum { RR_LOG_DEBUG, RR_LOG_INFO, RR_LOG_WARN, RR_LOG_ERROR };
+void rr_log_set_level(int level);
+void rr_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#endif

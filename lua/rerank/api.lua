@@ -1,0 +1,280 @@
+-- Wire shapes in and out (DESIGN §3, §6).
+--
+--   api.parse(shape, body, opts) -> req | nil, err
+--       body: the request body (a JSON string), or an already-decoded table (library callers).
+--       opts: { max_documents = 10000 }
+--       err:  { status = 400|413|415|422, type = "invalid_request_error", message =, param = }
+--   api.render(shape, result, req) -> JSON string in the shape the client spoke
+--   api.render_error(shape, err) -> JSON error body in that shape
+--   api.register(shape, { parse = fn(body_table, opts) -> req | nil, err,
+--                         render = fn(result, req) -> string, render_error = fn(err)? })
+--
+-- The internal request every shape normalises to (others rely on it):
+--   req = { model = string|nil (nil: the default model), query = string,
+--           documents = { { index = 0-based, text = string, id = string|number|nil,
+--                           title = string|nil, metadata = table|nil,
+--                           raw = the client's document value as decoded (string or table) }, ... },
+--           top_n = integer|nil, return_documents = bool, truncate = "none"|"start"|"end"|nil,
+--           max_tokens_per_document = integer|nil, metadata = table|nil, user = string|nil,
+--           extra_body = table|nil, shape = "rerankd" }
+-- Document text is the decoder's string itself (no copies).
+--
+-- Validation rules (stable messages; tests assert them): JSON null counts as absent for
+-- optional fields; a field of the wrong JSON type -> 400 "<param> must be a <type>"; a value
+-- of the right type but out of range -> 422; param paths are 0-based ("documents[3].text").
+-- Unknown top-level fields are ignored. An empty table counts as an empty documents array
+-- (Lua callers cannot mark it); a JSON [] is never accepted where an object is expected.
+-- top_n may exceed the document count (the runtime clamps it); integral huge values
+-- (1e300, even 1e400 = inf) are kept as numbers and clamp the same way.
+local json = require "rerank.json"
+
+local type, next, floor, find, lower, tostring = type, next, math.floor, string.find, string.lower, tostring
+local concat = table.concat
+local null, kind, number = json.null, json.kind, json.number
+local jstring, jencode = json.string, json.encode
+
+local ok_tnew, table_new = pcall(require, "table.new")
+if not ok_tnew then table_new = function() return {} end end
+
+local api = {}
+api.DEFAULT_MAX_DOCUMENTS = 10000
+
+local shapes = {}
+api.shapes = shapes
+
+local function fail(status, message, param)
+  return nil, { status = status, type = json.error_type(status), message = message, param = param }
+end
+api.fail = fail
+
+---------------------------------------------------------------------------------------------
+-- field checks shared by the shapes; each returns value | nil, err (value nil when absent)
+
+local function present(v) return v ~= nil and v ~= null end
+
+local function is_object(v) return type(v) == "table" and kind(v) == "object" end
+
+-- Arrays: a marked or [1]-holding table, or an empty unmarked one.
+local function is_array(v)
+  return type(v) == "table" and (kind(v) == "array" or next(v) == nil)
+end
+
+local function check_string(v, param)
+  if not present(v) then return nil end
+  if type(v) ~= "string" then return fail(400, param .. " must be a string", param) end
+  return v
+end
+
+local function check_bool(v, param)
+  if not present(v) then return nil end
+  if type(v) ~= "boolean" then return fail(400, param .. " must be a boolean", param) end
+  return v
+end
+
+local function check_object(v, param)
+  if not present(v) then return nil end
+  if not is_object(v) then return fail(400, param .. " must be an object", param) end
+  return v
+end
+
+-- integer >= min: a JSON number without a fractional part
+local function check_int(v, param, min)
+  if not present(v) then return nil end
+  if type(v) ~= "number" or v ~= floor(v) then return fail(400, param .. " must be an integer", param) end
+  if min and v < min then return fail(422, param .. " must be >= " .. min, param) end
+  return v
+end
+
+local TRUNCATE = { none = "none", start = "start", ["end"] = "end" }
+
+local function check_truncate(v, param)
+  local s, err = check_string(v, param)
+  if not s then return nil, err end
+  local t = TRUNCATE[lower(s)]
+  if not t then return fail(422, param .. ' must be one of "none", "start", "end"', param) end
+  return t
+end
+
+local function check_query(v, param)
+  if not present(v) then return fail(400, param .. " is required", param) end
+  if type(v) ~= "string" then return fail(400, param .. " must be a string", param) end
+  if not find(v, "%S") then return fail(422, param .. " must not be empty", param) end
+  return v
+end
+
+-- documents: strings or {text, id?, title?, metadata?} objects -> internal documents
+local function check_documents(v, param, max_docs)
+  if not present(v) then return fail(400, param .. " is required", param) end
+  if not is_array(v) then return fail(400, param .. " must be an array", param) end
+  local n = #v
+  if n > max_docs then
+    return fail(422, param .. " has " .. n .. " items; the maximum is " .. max_docs, param)
+  end
+  local docs = table_new(n, 0)
+  for i = 1, n do
+    local d = v[i]
+    local td = type(d)
+    if td == "string" then
+      docs[i] = { index = i - 1, text = d, raw = d }
+    elseif td == "table" and kind(d) == "object" then
+      local p = param .. "[" .. (i - 1) .. "]"
+      local text, id, title, md = d.text, d.id, d.title, d.metadata
+      if not present(text) then return fail(400, p .. ".text is required", p .. ".text") end
+      if type(text) ~= "string" then return fail(400, p .. ".text must be a string", p .. ".text") end
+      if id == null then
+        id = nil
+      elseif id ~= nil and type(id) ~= "string" and type(id) ~= "number" then
+        return fail(400, p .. ".id must be a string or a number", p .. ".id")
+      end
+      local err
+      if title ~= nil then
+        title, err = check_string(title, p .. ".title")
+        if err then return nil, err end
+      end
+      if md ~= nil then
+        md, err = check_object(md, p .. ".metadata")
+        if err then return nil, err end
+      end
+      docs[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d }
+    else
+      local p = param .. "[" .. (i - 1) .. "]"
+      return fail(400, p .. " must be a string or an object with a text field", p)
+    end
+  end
+  return docs
+end
+
+api.check = {
+  present = present, is_object = is_object, is_array = is_array,
+  string = check_string, bool = check_bool, object = check_object, int = check_int,
+  truncate = check_truncate, query = check_query, documents = check_documents,
+}
+
+---------------------------------------------------------------------------------------------
+-- rerankd's own POST /v1/rerank (reference/002_6e2ab227ad9244fd.txt)
+
+local function parse_rerankd(b, opts)
+  local req = { shape = "rerankd", return_documents = false }
+  local v, err
+  -- model
+  v, err = check_string(b.model, "model")
+  if err then return nil, err end
+  if v == "" then return fail(422, "model must not be empty", "model") end
+  req.model = v
+  v, err = check_query(b.query, "query")
+  if err then return nil, err end
+  req.query = v
+  v, err = check_documents(b.documents, "documents", opts.max_documents or api.DEFAULT_MAX_DOCUMENTS)
+  if err then return nil, err end
+  req.documents = v
+  v, err = check_int(b.top_n, "top_n", 1)
+  if err then return nil, err end
+  req.top_n = v
+  v, err = check_bool(b.return_documents, "return_documents")
+  if err then return nil, err end
+  if v ~= nil then req.return_documents = v end
+  v, err = check_truncate(b.truncate, "truncate")
+  if err then return nil, err end
+  req.truncate = v
+  v, err = check_int(b.max_tokens_per_document, "max_tokens_per_document", 1)
+  if err then return nil, err end
+  req.max_tokens_per_document = v
+  v, err = check_object(b.metadata, "metadata")
+  if err then return nil, err end
+  req.metadata = v
+  v, err = check_string(b.user, "user")
+  if err then return nil, err end
+  req.user = v
+  v, err = check_object(b.extra_body, "extra_body")
+  if err then return nil, err end
+  req.extra_body = v
+  return req
+end
+
+-- The client's document for a result: its original value (string or object) as decoded.
+local function document_json(req, index)
+  local d = req.documents and req.documents[index + 1]
+  if not d then return "null" end
+  local raw = d.raw
+  if raw == nil then raw = d.text end
+  if type(raw) == "string" then return jstring(raw) end
+  return jencode(raw)
+end
+api.document_json = document_json
+
+local function value_json(v)
+  if v == nil then return "null" end
+  if type(v) == "number" then return number(v) end
+  return jencode(v)
+end
+
+-- {"id":..,"object":"list","model":..,"results":[{"index":..,"relevance_score":..,
+-- "document":..?}],"usage":{"prompt_tokens":..,"total_tokens":..},"degraded":true?}
+-- relevance_score goes through json.number (exact, shortest; a non-finite score, which the
+-- runtime never produces, would print as null rather than break the JSON).
+local function render_rerankd(result, req)
+  local results = result.results or {}
+  local n = #results
+  local with_docs = req and req.return_documents
+  local buf = table_new(n + 2, 0)
+  buf[1] = '{"id":' .. value_json(result.id) .. ',"object":"list","model":'
+      .. value_json(result.model or (req and req.model)) .. ',"results":['
+  for i = 1, n do
+    local r = results[i]
+    local idx = r.index
+    if with_docs then
+      buf[i + 1] = (i > 1 and ',{"index":' or '{"index":') .. number(idx) .. ',"relevance_score":'
+          .. number(r.relevance_score) .. ',"document":' .. document_json(req, idx) .. '}'
+    else
+      buf[i + 1] = (i > 1 and ',{"index":' or '{"index":') .. number(idx) .. ',"relevance_score":'
+          .. number(r.relevance_score) .. '}'
+    end
+  end
+  local u = result.usage or {}
+  local pt = u.prompt_tokens or 0
+  buf[n + 2] = '],"usage":{"prompt_tokens":' .. number(pt) .. ',"total_tokens":'
+      .. number(u.total_tokens or pt) .. (result.degraded and '}},"degraded":true}' or '}}')
+  return concat(buf)
+end
+
+shapes.rerankd = { parse = parse_rerankd, render = render_rerankd }
+
+---------------------------------------------------------------------------------------------
+
+function api.register(name, shape)
+  if type(name) ~= "string" or type(shape) ~= "table" or type(shape.parse) ~= "function"
+      or type(shape.render) ~= "function" then
+    error("api.register(name, { parse = fn, render = fn })", 2)
+  end
+  shapes[name] = shape
+end
+
+local function get_shape(name)
+  local sh = shapes[name]
+  if not sh then error("unknown API shape " .. tostring(name), 3) end
+  return sh
+end
+
+function api.parse(shape, body, opts)
+  local sh = get_shape(shape)
+  local b = body
+  if type(body) ~= "table" then
+    local err
+    b, err = json.decode(body)
+    if b == nil then return fail(400, "invalid JSON body: " .. tostring(err)) end
+  end
+  if not is_object(b) then return fail(400, "request body must be a JSON object") end
+  return sh.parse(b, opts or {})
+end
+
+function api.render(shape, result, req)
+  return get_shape(shape).render(result, req)
+end
+
+function api.render_error(shape, err)
+  local sh = get_shape(shape)
+  if sh.render_error then return sh.render_error(err) end
+  return json.error_body(err.status or 500, err.type, err.message, err.param)
+end
+
+return api

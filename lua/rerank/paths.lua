@@ -1,0 +1,102 @@
+-- Small path helpers (POSIX paths) and the location of rerankd's own files.
+--   paths.root()          directory holding lua/ and providers/ (RERANKD_HOME, else derived
+--                         from this file: <root>/lua/rerank/paths.lua, or the installed
+--                         PREFIX/share/lua/5.1/rerank/paths.lua -> PREFIX/share/rerankd)
+--   paths.join(a, b, ...) joins with "/"; an absolute later part replaces what came before
+--   paths.is_abs(p), paths.dirname(p), paths.basename(p), paths.normalize(p)
+--   paths.abs(p, base)    absolute, normalised path of p relative to base (default: cwd)
+--   paths.cwd()           the working directory
+--   paths.exists(file)    true when the file can be opened for reading
+local M = {}
+
+function M.is_abs(p)
+  return type(p) == "string" and p:sub(1, 1) == "/"
+end
+
+function M.join(a, ...)
+  local out = a
+  for i = 1, select("#", ...) do
+    local b = select(i, ...)
+    if M.is_abs(b) or out == nil or out == "" then
+      out = b
+    elseif b ~= "" then
+      out = (out:sub(-1) == "/" and out or out .. "/") .. b
+    end
+  end
+  return out
+end
+
+-- Lexically removes "." and "x/.." segments and duplicate slashes.
+function M.normalize(p)
+  local abs = M.is_abs(p)
+  local parts = {}
+  for seg in p:gmatch("[^/]+") do
+    if seg == ".." then
+      if #parts > 0 and parts[#parts] ~= ".." then
+        parts[#parts] = nil
+      elseif not abs then
+        parts[#parts + 1] = ".."
+      end
+    elseif seg ~= "." then
+      parts[#parts + 1] = seg
+    end
+  end
+  local s = table.concat(parts, "/")
+  if abs then return "/" .. s end
+  return s == "" and "." or s
+end
+
+function M.dirname(p)
+  local d = p:match("^(.*)/[^/]*$")
+  if d == nil then return "." end
+  if d == "" then return "/" end
+  return d
+end
+
+function M.basename(p)
+  return (p:gsub("/+$", ""):match("[^/]*$"))
+end
+
+function M.exists(file)
+  local f = io.open(file, "rb")
+  if f then
+    f:close()
+    return true
+  end
+  return false
+end
+
+local cwd_cache
+function M.cwd()
+  if cwd_cache then return cwd_cache end
+  local pwd = os.getenv("PWD")
+  if M.is_abs(pwd) then
+    cwd_cache = M.normalize(pwd)
+  else
+    local ok, pipe = pcall(io.popen, "pwd")
+    local out = ok and pipe and pipe:read("*l")
+    if ok and pipe then pipe:close() end
+    cwd_cache = M.is_abs(out) and out or "/"
+  end
+  return cwd_cache
+end
+
+function M.abs(p, base)
+  if M.is_abs(p) then return M.normalize(p) end
+  base = base or M.cwd()
+  if not M.is_abs(base) then base = M.join(M.cwd(), base) end
+  return M.normalize(M.join(base, p))
+end
+
+function M.root()
+  local env = os.getenv("RERANKD_HOME")
+  if env and env ~= "" then return M.abs(env) end
+  local src = debug.getinfo(1, "S").source
+  local file = src:sub(1, 1) == "@" and src:sub(2) or "lua/rerank/paths.lua"
+  local dir = M.dirname(M.abs(file)) -- .../rerank
+  local prefix = dir:match("^(.*)/share/lua/5%.1/rerank$")
+  if prefix then return prefix .. "/share/rerankd" end
+  return M.normalize(dir .. "/../..")
+end
+
+return M

@@ -1,0 +1,34 @@
+#!/bin/sh
+# Runs every suite and prints "N passed, M failed" last.
+# SUITES="c lua e2e" selects; CTEST_BUILD points at the C test binaries.
+cd "$(dirname "$0")/.." || exit 1
+SUITES=${SUITES:-"c lua e2e"}
+CTEST_BUILD=${CTEST_BUILD:-build}
+export LUA_PATH="$PWD/lua/?.lua;$PWD/lua/?/init.lua;$PWD/tests/?.lua;;"
+export LUA_CPATH="$PWD/?.so;;"
+mkdir -p tests/tmp
+log=tests/tmp/results.tap
+: > "$log"
+if [ -n "$RERANKD_SANITIZE" ]; then
+  # core.so is ASan-instrumented: the luajit host needs the runtime preloaded.
+  asan=$(clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null)
+  [ -f "$asan" ] && export LD_PRELOAD="$asan"
+fi
+for s in $SUITES; do
+  case $s in
+    c)
+      for t in "$CTEST_BUILD"/tests/test_*; do
+        [ -x "$t" ] || continue
+        echo "== $t"; "$t" 2>&1 | tee -a "$log" | grep -v '^ok ' ; done ;;
+    lua|e2e)
+      echo "== busted tests/$s"
+      busted --lua=luajit -o TAP "tests/$s" 2>&1 | tee -a "$log" | grep -v '^ok ' ;;
+  esac
+done
+unset LD_PRELOAD
+passed=$(grep -c '^ok ' "$log")
+failed=$(grep -c '^not ok ' "$log")
+# a suite that crashed without TAP output counts as a failure
+grep -q '^# busted crashed\|^Error → \|^lua: \|^luajit: ' "$log" && failed=$((failed + 1))
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -1,0 +1,121 @@
+-- e2e helpers: start the real rerankd binary on a free port, talk to it with curl.
+local cjson = require "cjson"
+
+local M = {}
+local root = os.getenv("PWD")
+local tmp = root .. "/tests/tmp"
+os.execute("mkdir -p " .. tmp)
+M.root, M.tmp = root, tmp
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+M.sh = sh
+
+local function readfile(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+M.readfile = readfile
+
+function M.writefile(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+  return path
+end
+
+local seq = 0
+local function tmpname(ext)
+  seq = seq + 1
+  return ("%s/e2e_%d_%d%s"):format(tmp, math.random(1e9), seq, ext or "")
+end
+M.tmpname = tmpname
+
+local function sleep(s) os.execute("sleep " .. s) end
+M.sleep = sleep
+
+-- Starts rerankd; cfg is YAML text (or nil for the shipped config.yaml). Returns a handle.
+function M.start(cfg, opts)
+  opts = opts or {}
+  math.randomseed(os.time() + seq)
+  local cfgpath = root .. "/config.yaml"
+  if cfg then cfgpath = M.writefile(tmpname(".yaml"), cfg) end
+  local log = tmpname(".log")
+  local workers = opts.workers or 1
+  local env = opts.env or ""
+  local pid = sh(("%s %s/rerankd -c %s -p 0 -w %d >%s 2>&1 & echo $!"):format(env, root, cfgpath, workers, log))
+  pid = tonumber(pid:match("%d+"))
+  local d = { pid = pid, log = log, cfg = cfgpath }
+  for _ = 1, 100 do
+    local text = readfile(log) or ""
+    local port = text:match("listening on [^\n]-:(%d+) with")
+    if port then
+      d.port = tonumber(port)
+      d.url = "http://127.0.0.1:" .. port
+      return d
+    end
+    if sh("kill -0 " .. pid .. " 2>/dev/null && echo alive") == "" then
+      return nil, "rerankd exited: " .. text
+    end
+    sleep(0.05)
+  end
+  M.stop(d)
+  return nil, "rerankd did not start: " .. (readfile(log) or "")
+end
+
+function M.alive(d)
+  return sh("kill -0 " .. d.pid .. " 2>/dev/null && echo alive") ~= ""
+end
+
+-- Stops the daemon (SIGTERM) and returns its exit status.
+function M.stop(d)
+  if not d or not d.pid then return end
+  os.execute("kill -TERM " .. d.pid .. " 2>/dev/null")
+  for _ = 1, 100 do
+    if not M.alive(d) then break end
+    sleep(0.05)
+  end
+  os.execute("kill -KILL " .. d.pid .. " 2>/dev/null")
+end
+
+function M.logtext(d) return readfile(d.log) or "" end
+
+-- One HTTP request with curl. opts: method, body (string or table → JSON), headers {k=v}, raw_args.
+-- Returns status, body_string, headers (lower-case names), decoded JSON (or nil).
+function M.request(d, path, opts)
+  opts = opts or {}
+  local args = { "curl -s -S --max-time " .. (opts.timeout or 20) }
+  local bodyfile, outfile, hdrfile = tmpname(".req"), tmpname(".out"), tmpname(".hdr")
+  if opts.method then args[#args + 1] = "-X " .. opts.method end
+  local body = opts.body
+  if type(body) == "table" then body = cjson.encode(body) end
+  if body then
+    M.writefile(bodyfile, body)
+    args[#args + 1] = "--data-binary @" .. bodyfile
+    if not (opts.headers and opts.headers["Content-Type"]) then
+      args[#args + 1] = "-H 'Content-Type: application/json'"
+    end
+  end
+  for k, v in pairs(opts.headers or {}) do args[#args + 1] = ("-H '%s: %s'"):format(k, v) end
+  args[#args + 1] = opts.raw_args or ""
+  args[#args + 1] = ("-o %s -D %s -w '%%{http_code}' '%s%s'"):format(outfile, hdrfile, d.url, path)
+  local status = tonumber(sh(table.concat(args, " ") .. " 2>/dev/null"))
+  local out = readfile(outfile) or ""
+  local headers = {}
+  for line in (readfile(hdrfile) or ""):gmatch("[^\r\n]+") do
+    local k, v = line:match("^([^:]+):%s*(.*)$")
+    if k then headers[k:lower()] = v end
+  end
+  os.remove(bodyfile); os.remove(outfile); os.remove(hdrfile)
+  local ok, decoded = pcall(cjson.decode, out)
+  return status, out, headers, ok and decoded or nil
+end
+
+return M
