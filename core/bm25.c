@@ -182,49 +182,141 @@ static const char *lower_token(const unsigned char *t, size_t len, lbuf *b, size
     return (const char *)o;
 }
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+/* Bit masks over 64 bytes: ASCII alnum, ASCII upper-case, bytes >= 0x80. */
+typedef struct { uint64_t word, upper, high; } masks64;
+static inline __m128i in_range(__m128i v, char lo, char hi)
+{
+    /* signed compares: bytes >= 0x80 are negative, so never inside a range */
+    return _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8((char)(lo - 1))),
+                         _mm_cmplt_epi8(v, _mm_set1_epi8((char)(hi + 1))));
+}
+static inline masks64 classify64(const unsigned char *p)
+{
+    masks64 m = { 0, 0, 0 };
+    for (int j = 0; j < 4; j++) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + 16 * j));
+        __m128i alpha = in_range(_mm_or_si128(v, _mm_set1_epi8(0x20)), 'a', 'z');
+        __m128i w = _mm_or_si128(alpha, in_range(v, '0', '9'));
+        m.word |= (uint64_t)(unsigned)_mm_movemask_epi8(w) << (16 * j);
+        m.upper |= (uint64_t)(unsigned)_mm_movemask_epi8(in_range(v, 'A', 'Z')) << (16 * j);
+        m.high |= (uint64_t)(unsigned)_mm_movemask_epi8(v) << (16 * j);
+    }
+    return m;
+}
+#endif
+
+/* Emits token number `count` (after incrementing) unless skipped; returns 1 when
+ * the limit is reached. */
+#define EMIT_TOKEN(from, to, needs_lower)                                        \
+    do {                                                                         \
+        count++;                                                                 \
+        if (count > skip) {                                                      \
+            if (emit) emit_one(s, (from), (to), (needs_lower), emit, ud, b);    \
+            if (count - skip >= limit) return count;                             \
+        }                                                                        \
+    } while (0)
+
+static inline __attribute__((always_inline)) void
+emit_one(const unsigned char *s, size_t from, size_t to, int lower, rr_token_fn emit, void *ud, lbuf *b)
+{
+    size_t tl = to - from;
+    const char *tok = (const char *)s + from;
+    if (lower) {
+        const char *lt = lower_token(s + from, tl, b, &tl);
+        if (lt) tok = lt; /* else: out of memory, emit as written */
+        else tl = to - from;
+    }
+    emit(tok, tl, from, ud);
+}
+
 /* Calls emit for tokens number skip+1 .. skip+limit (1-based) and stops there.
- * Returns the number of tokens seen (all of them when limit is not reached). */
+ * Returns the number of tokens seen (all of them when limit is not reached).
+ * Pure-ASCII 64-byte blocks take the bit-mask path (token bounds from the word
+ * mask's edges: one step per token, not per byte); the byte loop below is the
+ * definition and handles non-ASCII, block tails and tokens crossing into them. */
 static inline __attribute__((always_inline)) size_t
 scan(const char *text, size_t len, size_t skip, size_t limit, rr_token_fn emit, void *ud, lbuf *b)
 {
     const unsigned char *s = (const unsigned char *)text;
     size_t i = 0, count = 0;
-    while (i < len) {
-        /* skip separators */
-        unsigned c = s[i];
-        unsigned k = cls[c];
-        if (k == C_SEP) { i++; continue; }
-        if (k == C_HIGH) {
+#ifdef __SSE2__
+    size_t slow_until = 0;
+#endif
+    for (;;) {
+#ifdef __SSE2__
+        size_t tstart = 0; /* token carried over from the previous block */
+        int in_tok = 0, tlower = 0;
+        while (i >= slow_until && i + 64 <= len) {
+            masks64 m = classify64(s + i);
+            if (m.high) { slow_until = i + 64; break; }
+            uint64_t prev = (m.word << 1) | (uint64_t)in_tok;
+            uint64_t starts = m.word & ~prev, ends = ~m.word & prev;
+            if (!emit && limit == (size_t)-1) { /* count only */
+                count += (size_t)__builtin_popcountll(starts);
+                if (m.word >> 63) {
+                    if (starts) tstart = i + 63 - (size_t)__builtin_clzll(starts);
+                    in_tok = 1;
+                } else {
+                    in_tok = 0;
+                }
+                i += 64;
+                continue;
+            }
+            if (in_tok) {
+                if (!ends) { tlower |= m.upper != 0; i += 64; continue; }
+                unsigned e = (unsigned)__builtin_ctzll(ends);
+                ends &= ends - 1;
+                tlower |= (m.upper & ((1ull << e) - 1)) != 0;
+                in_tok = 0;
+                EMIT_TOKEN(tstart, i + e, tlower);
+            }
+            while (starts) {
+                unsigned st = (unsigned)__builtin_ctzll(starts);
+                starts &= starts - 1;
+                if (!ends) { /* runs into the next block */
+                    in_tok = 1;
+                    tstart = i + st;
+                    tlower = (m.upper >> st) != 0;
+                    break;
+                }
+                unsigned e = (unsigned)__builtin_ctzll(ends);
+                ends &= ends - 1;
+                EMIT_TOKEN(i + st, i + e, ((m.upper >> st) & ((1ull << (e - st)) - 1)) != 0);
+            }
+            i += 64;
+        }
+        if (in_tok) { /* finish it the slow way (it may continue with non-ASCII) */
+            i = tstart;
+            if (!emit && limit == (size_t)-1) count--; /* counted by popcount already */
+        }
+#endif
+        /* one token the slow way: skip separators, then maximal word run */
+        unsigned k;
+        while (i < len && cls[s[i]] == C_SEP) i++;
+        if (i >= len) break;
+        if (cls[s[i]] == C_HIGH) {
             uint32_t cp = 0;
             size_t n = utf8_decode(s + i, len - i, &cp);
             if (n == 0) { i++; continue; }
             if (!is_word_cp(cp)) { i += n; continue; }
         }
-        /* token: s[start..i) */
         size_t start = i;
         int lower = 0;
         for (;;) {
-            while (i < len && (k = cls[s[i]]) == C_WORD) i++;
-            if (i >= len || k == C_SEP) break;
-            if (k == C_UPPER) { lower = 1; i++; continue; }
+            while (i < len && (k = cls[s[i]]) != C_SEP && k != C_HIGH) {
+                lower |= k == C_UPPER;
+                i++;
+            }
+            if (i >= len || k != C_HIGH) break;
             uint32_t cp = 0;
             size_t n = utf8_decode(s + i, len - i, &cp);
             if (n == 0 || !is_word_cp(cp)) break;
             lower |= lower_cp(cp) != cp;
             i += n;
         }
-        count++;
-        if (count > skip && emit) {
-            size_t tl = i - start;
-            const char *tok = (const char *)s + start;
-            if (lower) {
-                const char *lt = lower_token(s + start, tl, b, &tl);
-                if (lt) tok = lt; /* else: out of memory, emit as written */
-                else tl = i - start;
-            }
-            emit(tok, tl, start, ud);
-        }
-        if (count - skip >= limit && count > skip) break;
+        EMIT_TOKEN(start, i, lower);
     }
     return count;
 }

@@ -71,6 +71,7 @@ void rr_req_finish(rr_req *r);
 void rr_req_parked(rr_req *r);
 /* schedule a coroutine resume from the loop (never from inside a callback stack) */
 void rr_req_schedule_resume(rr_req *r, int nargs);
+void rr_req_schedule_yield(rr_req *r);
 
 /* luahost.c */
 lua_State *rr_lua_new(const char *root, char *err, size_t errlen);

@@ -260,7 +260,7 @@ void rr_lua_resume(rr_req *r, int nargs)
     lua_State *co = r->co;
     int rc = lua_resume(co, nargs);
     if (rc == LUA_YIELD) {
-        if (!r->pending) rr_req_schedule_resume(r, 0); /* a bare yield: run again next loop turn */
+        if (!r->pending) rr_req_schedule_yield(r); /* a bare yield: run again next loop turn */
         rr_req_parked(r);
         return;
     }

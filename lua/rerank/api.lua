@@ -233,7 +233,7 @@ local function render_rerankd(result, req)
   local u = result.usage or {}
   local pt = u.prompt_tokens or 0
   buf[n + 2] = '],"usage":{"prompt_tokens":' .. number(pt) .. ',"total_tokens":'
-      .. number(u.total_tokens or pt) .. (result.degraded and '}},"degraded":true}' or '}}')
+      .. number(u.total_tokens or pt) .. (result.degraded and '},"degraded":true}' or '}}')
   return concat(buf)
 end
 

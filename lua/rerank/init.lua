@@ -119,7 +119,7 @@ end
 function Instance:rerank(req, timing)
   if type(req) ~= "table" then error("rerank: request must be a table", 2) end
   if not req.shape then
-    local r, err = api.normalize("rerankd", req, { max_documents = self.cfg.server.max_documents })
+    local r, err = api.parse("rerankd", req, { max_documents = self.cfg.server.max_documents })
     if not r then return nil, err end
     req = r
   end

@@ -65,7 +65,8 @@ function M.call_one(transport, model, p, req, spec)
   if not res or res.status >= 400 and not p.parse_errors then return M.error_for(model, res, terr) end
   local ok, out, perr = pcall(p.parse, model, req, res.status, res.headers, res.body)
   if not ok then
-    return fail(502, "upstream_error", ("provider %q could not parse the upstream answer: %s"):format(model.provider, tostring(out)))
+    return fail(502, "upstream_error",
+      ("provider %q could not parse the upstream answer: %s"):format(model.provider, tostring(out)))
   end
   if not out then
     return fail(502, "upstream_error", ("provider %q: %s"):format(model.provider, tostring(perr)))

@@ -1,14 +1,13 @@
 -- End to end: the real rerankd binary over HTTP with curl.
 local d = require "support.daemon"
-local cjson = require "cjson"
 
 local README_BODY = [[{
   "model": "bm25",
   "query": "How do I deploy a model?",
   "documents": [
-    { "id": "doc_1", "text": "Deployments let you run a model behind an API endpoint." },
+    { "id": "doc_1", "text": "Deploy a model behind an API endpoint to run it." },
     { "id": "doc_2", "text": "Billing lets you add balance and view usage." },
-    { "id": "doc_3", "text": "A GPU runtime is used to run training jobs for a model." }
+    { "id": "doc_3", "text": "A GPU runtime is used to run training jobs." }
   ],
   "top_n": 2,
   "return_documents": true

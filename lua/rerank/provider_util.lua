@@ -1,0 +1,338 @@
+-- Shared pure helpers for providers/*.lua (DESIGN §4): URLs, keys, bodies, tolerant parsing.
+-- Nothing here does I/O except reading environment variables for API keys.
+--
+--   U.url(model, p, vars)          base_url + path ("{name}" placeholders filled from vars)
+--   U.join(base, path)             "http://h/" + "/v1/rerank" -> "http://h/v1/rerank"
+--   U.api_key(model, env)          model.api_key if non-empty, else os.getenv(env)
+--   U.bearer(model, env)           { Authorization = "Bearer <key>" } or {} when there is no key
+--   U.post(model, p, req, body, headers) -> a request spec; body gets extra_body merged
+--   U.merge(body, ...)             deep merge of objects; later wins; json.null deletes a key
+--   U.texts(req, rank_fields)      one string per document (object docs flattened on rank_fields)
+--   U.objects(req, rank_fields)    one object per document ({text, id?, <rank_fields>...})
+--   U.parse(body, headers, n)      tolerant results parser -> { results|scores, usage? } | nil, err
+local json = require "rerank.json"
+
+local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
+local concat, min = table.concat, math.min
+local null = json.null
+
+local U = { null = null }
+
+-- value or nil: JSON null and absent are the same to a parser
+local function val(v)
+  if v == null then return nil end
+  return v
+end
+U.val = val
+
+function U.decode(body)
+  if type(body) ~= "string" or body == "" then return nil, "empty body" end
+  return json.decode(body)
+end
+
+---------------------------------------------------------------------------------------------
+-- URLs, options, keys
+
+function U.join(base, path)
+  base = (base or ""):gsub("/+$", "")
+  if not path or path == "" then return base end
+  return base .. "/" .. path:gsub("^/+", "")
+end
+
+-- "{region}" -> vars.region; unknown names are left as they are
+function U.expand(s, vars)
+  if not s or not vars then return s end
+  return (s:gsub("{([%w_]+)}", function(k) local v = vars[k]; return v ~= nil and tostring(v) or nil end))
+end
+
+function U.defaults(p) return p and p.defaults or {} end
+
+function U.model_id(model, p)
+  local m = model.model
+  if m == nil or m == "" then m = U.defaults(p).model end
+  return m
+end
+
+function U.base_url(model, p)
+  local b = model.base_url
+  if b == nil or b == "" then b = U.defaults(p).base_url end
+  if not b then error(("model %q: base_url is required for provider %q"):format(model.name or "?", p and p.name or "?"), 0) end
+  return b
+end
+
+function U.path(model, p)
+  local path = model.path
+  if path == nil then path = U.defaults(p).path end
+  return path
+end
+
+function U.url(model, p, vars)
+  return U.join(U.expand(U.base_url(model, p), vars), U.expand(U.path(model, p), vars))
+end
+
+-- percent-encodes a path segment (RFC 3986 unreserved characters stay)
+function U.escape(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+function U.opt(model, key, default)
+  local o = model.options
+  local v = o and o[key]
+  if v == nil then return default end
+  return v
+end
+
+-- a request field, else the model's option of the same name (a per-model default)
+function U.param(model, req, key)
+  local v = req[key]
+  if v == nil then v = U.opt(model, key) end
+  return v
+end
+
+function U.api_key(model, env)
+  local k = model.api_key
+  if type(k) == "string" and k ~= "" then return k end
+  k = env and os.getenv(env)
+  if k and k ~= "" then return k end
+  return nil
+end
+
+function U.bearer(model, env)
+  local k = U.api_key(model, env)
+  return k and { Authorization = "Bearer " .. k } or {}
+end
+
+---------------------------------------------------------------------------------------------
+-- request bodies
+
+local function is_object(t) return type(t) == "table" and json.kind(t) == "object" end
+
+local function merge_into(dst, src)
+  for k, v in pairs(src) do
+    if v == null then
+      dst[k] = nil
+    elseif is_object(v) and is_object(dst[k]) then
+      local copy = {}
+      for k2, v2 in pairs(dst[k]) do copy[k2] = v2 end
+      dst[k] = merge_into(copy, v)
+    else
+      dst[k] = v
+    end
+  end
+  return dst
+end
+
+-- merge(body, model.extra_body, req.extra_body): the request's extra_body wins
+function U.merge(body, ...)
+  for i = 1, select("#", ...) do
+    local src = select(i, ...)
+    if type(src) == "table" then merge_into(body, src) end
+  end
+  return body
+end
+
+-- top_n for the upstream: clamped to the documents in this call; nil when absent
+function U.top_n(req)
+  local k = req.top_n
+  if k == nil then return nil end
+  return min(k, #req.documents)
+end
+
+local function has_fields(rf)
+  return type(rf) == "table" and #rf > 0 and not (#rf == 1 and rf[1] == "text")
+end
+U.has_fields = has_fields
+
+local function scalar(v)
+  if type(v) == "string" then return v end
+  if type(v) == "table" then return json.encode(v) end
+  return tostring(v)
+end
+
+-- "field: value" lines (YAML-like, what Cohere advises for structured data)
+local function flatten(raw, rank_fields)
+  local lines = {}
+  for _, f in ipairs(rank_fields) do
+    local v = val(raw[f])
+    if v ~= nil then lines[#lines + 1] = f .. ": " .. scalar(v) end
+  end
+  if #lines == 0 then return nil end
+  return concat(lines, "\n")
+end
+
+function U.texts(req, rank_fields)
+  local out, docs = {}, req.documents
+  local rf = has_fields(rank_fields) and rank_fields
+  for i = 1, #docs do
+    local d = docs[i]
+    out[i] = rf and type(d.raw) == "table" and flatten(d.raw, rf) or d.text
+  end
+  return out
+end
+
+function U.objects(req, rank_fields)
+  local out, docs = {}, req.documents
+  local rf = type(rank_fields) == "table" and rank_fields or {}
+  for i = 1, #docs do
+    local d = docs[i]
+    local o = { text = d.text, id = d.id }
+    if type(d.raw) == "table" then
+      for _, f in ipairs(rf) do
+        local v = d.raw[f]
+        if v ~= nil then o[f] = v end
+      end
+    end
+    out[i] = o
+  end
+  return out
+end
+
+-- strings, or objects when the request ranks on fields of object documents
+function U.documents(req, rank_fields)
+  if has_fields(rank_fields) then return U.objects(req, rank_fields) end
+  return U.texts(req)
+end
+
+-- rerankd truncate ("none"|"start"|"end") -> the upstream's word, via map
+function U.truncate(model, req, map)
+  local t = U.param(model, req, "truncate")
+  if t == nil then return nil end
+  return map[t]
+end
+
+-- a typical HTTP call: POST url, the provider's auth headers, body + extra_body
+function U.post(model, p, req, body, headers, vars)
+  return {
+    method = "POST",
+    url = U.url(model, p, vars),
+    headers = headers or U.bearer(model, p.env_key),
+    body = U.merge(body, model.extra_body, req.extra_body),
+  }
+end
+
+-- Cohere's body: v1 (objects, rank_fields, return_documents, max_chunks_per_doc) or v2
+-- (strings, max_tokens_per_doc). with_model = false drops "model" (Bedrock InvokeModel).
+function U.cohere_body(model, p, req, version, with_model)
+  local rf = U.param(model, req, "rank_fields")
+  local b = { query = req.query, top_n = U.top_n(req) }
+  if with_model ~= false then b.model = U.model_id(model, p) end
+  if version == "v1" or version == 1 then
+    b.documents = U.documents(req, rf)
+    b.rank_fields = has_fields(rf) and rf or nil
+    b.return_documents = req.return_documents == true
+    b.max_chunks_per_doc = U.opt(model, "max_chunks_per_doc")
+  else
+    b.documents = U.texts(req, rf)
+    b.max_tokens_per_doc = U.param(model, req, "max_tokens_per_document")
+    b.priority = U.opt(model, "priority")
+  end
+  return b
+end
+
+---------------------------------------------------------------------------------------------
+-- responses
+
+local LISTS = { "results", "data", "rankings" }
+local SCORES = { "relevance_score", "score", "logit", "relevanceScore" }
+
+local function num(v)
+  v = val(v)
+  if type(v) == "string" then v = tonumber(v) end
+  if type(v) == "number" and v == v then return v end
+  return nil
+end
+U.num = num
+
+-- what an error-ish JSON body says, for messages (never the whole body)
+function U.message(j)
+  if type(j) ~= "table" then return nil end
+  local e = val(j.error)
+  local m = val(j.message) or val(j.detail) or (type(e) == "table" and (val(e.message) or val(e.type))) or e
+  if type(m) == "table" then m = val(m.error) or val(m.message) or json.encode(m) end
+  if m == nil then return nil end
+  m = tostring(m)
+  if #m > 200 then m = m:sub(1, 200) .. "..." end
+  return m
+end
+
+-- usage from the documented places: usage{prompt,total}_tokens, usage.rerank_units,
+-- meta.billed_units.{search_units,input_tokens}, meta.tokens.input_tokens, input_tokens,
+-- inference_status.tokens_input, and the x-compute-tokens / Bedrock token headers.
+function U.usage(j, headers)
+  local u = {}
+  if type(j) == "table" and json.kind(j) == "object" then
+    local us, meta = val(j.usage), val(j.meta)
+    if type(us) == "table" then
+      u.prompt_tokens = num(us.prompt_tokens) or num(us.input_tokens)
+      u.total_tokens = num(us.total_tokens)
+      u.search_units = num(us.search_units) or num(us.rerank_units)
+    end
+    if type(meta) == "table" then
+      local bu, tk = val(meta.billed_units), val(meta.tokens)
+      if type(bu) == "table" then
+        u.search_units = u.search_units or num(bu.search_units)
+        u.prompt_tokens = u.prompt_tokens or num(bu.input_tokens)
+      end
+      if type(tk) == "table" then u.prompt_tokens = u.prompt_tokens or num(tk.input_tokens) end
+    end
+    local st = val(j.inference_status)
+    u.prompt_tokens = u.prompt_tokens or num(j.input_tokens) or (type(st) == "table" and num(st.tokens_input)) or nil
+  end
+  if type(headers) == "table" then
+    u.prompt_tokens = u.prompt_tokens or num(headers["x-compute-tokens"])
+        or num(headers["x-amzn-bedrock-input-token-count"])
+  end
+  u.prompt_tokens = u.prompt_tokens or u.total_tokens
+  u.total_tokens = u.total_tokens or u.prompt_tokens
+  if next(u) == nil then return nil end
+  return u
+end
+
+-- Parses a rerank answer in any documented shape: a bare list, or a list under results /
+-- data / rankings, items { index (0-based), relevance_score|score|logit|relevanceScore };
+-- or { scores = [...] } in input order (DeepInfra). n: the number of documents sent.
+-- Items without a usable index or score are skipped (the runtime reports those as missing).
+function U.parse(body, headers, n)
+  local j, err = U.decode(body)
+  if j == nil then return nil, "invalid JSON from upstream: " .. tostring(err) end
+  if type(j) ~= "table" then return nil, "unexpected JSON from upstream (" .. type(j) .. ")" end
+  local list
+  if json.kind(j) == "array" then
+    list = j
+  else
+    for _, k in ipairs(LISTS) do
+      local v = val(j[k])
+      if type(v) == "table" then list = v; break end
+    end
+    if not list and type(val(j.scores)) == "table" then
+      local scores = {}
+      for i, s in ipairs(j.scores) do scores[i] = num(s) end
+      return { scores = scores, usage = U.usage(j, headers) }
+    end
+    if not list then
+      local m = U.message(j)
+      return nil, "upstream answer has no results" .. (m and (": " .. m) or "")
+    end
+  end
+  local results = {}
+  for _, item in ipairs(list) do
+    if type(item) == "table" then
+      local idx, score = num(item.index), nil
+      for _, k in ipairs(SCORES) do
+        score = num(item[k])
+        if score then break end
+      end
+      if idx and score and idx >= 0 and idx == math.floor(idx) and (not n or idx < n) then
+        results[#results + 1] = { index = idx, score = score }
+      end
+    end
+  end
+  return { results = results, usage = U.usage(j, headers) }
+end
+
+-- parse() for providers whose answer needs nothing special
+function U.parser(_, req, _, headers, body)
+  return U.parse(body, headers, #req.documents)
+end
+
+return U
