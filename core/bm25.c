@@ -184,6 +184,13 @@ static const char *lower_token(const unsigned char *t, size_t len, lbuf *b, size
 
 #ifdef __SSE2__
 #include <emmintrin.h>
+static inline size_t popcount64(uint64_t x) /* no libgcc call without -mpopcnt */
+{
+    x -= (x >> 1) & 0x5555555555555555ull;
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+    return (size_t)((x * 0x0101010101010101ull) >> 56);
+}
 /* Bit masks over 64 bytes: ASCII alnum, ASCII upper-case, bytes >= 0x80. */
 typedef struct { uint64_t word, upper, high; } masks64;
 static inline __m128i in_range(__m128i v, char lo, char hi)
@@ -254,7 +261,7 @@ scan(const char *text, size_t len, size_t skip, size_t limit, rr_token_fn emit, 
             uint64_t prev = (m.word << 1) | (uint64_t)in_tok;
             uint64_t starts = m.word & ~prev, ends = ~m.word & prev;
             if (!emit && limit == (size_t)-1) { /* count only */
-                count += (size_t)__builtin_popcountll(starts);
+                count += popcount64(starts);
                 if (m.word >> 63) {
                     if (starts) tstart = i + 63 - (size_t)__builtin_clzll(starts);
                     in_tok = 1;
@@ -393,7 +400,7 @@ static void add_query_term(const char *tok, size_t len, size_t off, void *ud)
     c->first[f >> 6] |= 1ull << (f & 63);
 }
 
-static void count_doc_term(const char *tok, size_t len, size_t off, void *ud)
+static inline __attribute__((always_inline)) void count_doc_term(const char *tok, size_t len, size_t off, void *ud)
 {
     (void)off;
     bm25_ctx *c = ud;

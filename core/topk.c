@@ -155,18 +155,24 @@ static void heap_select(const double *s, size_t n, size_t k, uint32_t *h)
     for (size_t i = 0; i < k; i++) h[i] = (uint32_t)i;
     heapify(s, h, k);
     uint64_t thr = key_of(s[h[0]]);
+    double t = s[h[0]];
     size_t i = k;
-    /* Blocks of 8: one combined test rejects most elements without branching per
-     * element. Equal keys never enter: later index loses the tie. */
+    /* Blocks of 8: one vectorisable test rejects most elements. While the worst
+     * kept score is a number, x beats it iff x > t (false for NaN; -0.0 == 0.0
+     * ties like their keys). Equal keys never enter: the later index loses. */
     while (i + 8 <= n) {
-        int any = 0;
-        for (size_t j = 0; j < 8; j++) any |= key_of(s[i + j]) > thr;
+        int any = 1;
+        if (t == t) {
+            any = 0;
+            for (size_t j = 0; j < 8; j++) any |= s[i + j] > t;
+        }
         if (any) {
             for (size_t j = 0; j < 8; j++) {
                 if (key_of(s[i + j]) > thr) {
                     h[0] = (uint32_t)(i + j);
                     sift_down(s, h, k, 0);
                     thr = key_of(s[h[0]]);
+                    t = s[h[0]];
                 }
             }
         }

@@ -1,0 +1,27 @@
+-- Fireworks AI rerank: POST https://api.fireworks.ai/inference/v1/rerank, Bearer
+-- FIREWORKS_API_KEY. The schema rejects unknown fields, so only {model, query, documents,
+-- top_n, return_documents, task} are sent (task = the model's `instruction`).
+-- Answer data[] with relevance_score, usage.{prompt,total}_tokens.
+local U = require "rerank.provider_util"
+
+local P = {
+  name = "fireworks",
+  env_key = "FIREWORKS_API_KEY",
+  defaults = { base_url = "https://api.fireworks.ai", path = "/inference/v1/rerank",
+               model = "accounts/fireworks/models/qwen3-reranker-8b" },
+  options = { rank_fields = "table" },
+  parse = U.parser,
+}
+
+function P.build(model, req)
+  return U.post(model, P, req, {
+    model = U.model_id(model, P),
+    query = req.query,
+    documents = U.texts(req, U.param(model, req, "rank_fields")),
+    top_n = U.top_n(req),
+    return_documents = req.return_documents == true,
+    task = model.instruction,
+  })
+end
+
+return P

@@ -1,0 +1,24 @@
+-- llama.cpp server started with --reranking: POST {base}/v1/rerank (also /rerank,
+-- /reranking), Jina format {model?, query, documents, top_n}; optional Bearer (--api-key).
+-- Answer results[] with the raw relevance_score (no sigmoid) and usage; the TEI-format bare
+-- array is accepted too.
+local U = require "rerank.provider_util"
+
+local P = {
+  name = "llamacpp",
+  env_key = "LLAMA_API_KEY",
+  defaults = { base_url = "http://127.0.0.1:8080", path = "/v1/rerank" },
+  options = { rank_fields = "table" },
+  parse = U.parser,
+}
+
+function P.build(model, req)
+  return U.post(model, P, req, {
+    model = U.model_id(model, P),
+    query = req.query,
+    documents = U.texts(req, U.param(model, req, "rank_fields")),
+    top_n = U.top_n(req),
+  })
+end
+
+return P
