@@ -71,7 +71,8 @@ void rr_req_finish(rr_req *r);
 void rr_req_parked(rr_req *r);
 /* schedule a coroutine resume from the loop (never from inside a callback stack) */
 void rr_req_schedule_resume(rr_req *r, int nargs);
-void rr_req_schedule_yield(rr_req *r);
+/* resume after a delay through the timer heap (bare yields, sleeps); push/nargs as above */
+void rr_req_schedule_after(rr_req *r, double seconds);
 
 /* luahost.c */
 lua_State *rr_lua_new(const char *root, char *err, size_t errlen);

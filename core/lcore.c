@@ -302,6 +302,7 @@ int luaopen_rerank_core(lua_State *L)
     lua_pushstring(L, RERANKD_VERSION);
     lua_setfield(L, -2, "version");
 #ifdef RERANK_LUA_MODULE
+    rr_lfetch_register(L); /* the daemon's workers must never block: they use rerank.core.fetch */
     lua_pushboolean(L, 0);
 #else
     lua_pushboolean(L, 1);

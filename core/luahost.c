@@ -260,7 +260,10 @@ void rr_lua_resume(rr_req *r, int nargs)
     lua_State *co = r->co;
     int rc = lua_resume(co, nargs);
     if (rc == LUA_YIELD) {
-        if (!r->pending) rr_req_schedule_yield(r); /* a bare yield: run again next loop turn */
+        if (!r->pending) { /* a bare yield: run again next loop turn */
+            r->resume_nargs = 0;
+            rr_req_schedule_after(r, 0);
+        }
         rr_req_parked(r);
         return;
     }

@@ -43,6 +43,9 @@ int rr_yaml_push(lua_State *L, const char *text, size_t len, const char *name);
 /* ---- lcore.c ---- */
 int luaopen_rerank_core(lua_State *L);
 
+/* ---- lfetch.c ---- adds core.http_request / http_request_all (blocking; module build only) */
+void rr_lfetch_register(lua_State *L);
+
 /* ---- log.c ---- */
 enum { RR_LOG_DEBUG, RR_LOG_INFO, RR_LOG_WARN, RR_LOG_ERROR };
 void rr_log_set_level(int level);

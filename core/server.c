@@ -181,14 +181,13 @@ void rr_req_schedule_resume(rr_req *r, int nargs)
     event_active(r->resume_ev, 0, 0);
 }
 
-/* A bare yield goes through the timer heap, not the active queue, so a script that
+/* Resume after `seconds` through the timer heap (not the active queue), so a script that
  * yields in a loop lets the loop poll sockets and fire deadlines between turns. */
-void rr_req_schedule_yield(rr_req *r)
+void rr_req_schedule_after(rr_req *r, double seconds)
 {
-    static const struct timeval zero = { 0, 0 };
-    r->resume_nargs = 0;
+    struct timeval tv = tv_of(seconds > 0 ? seconds : 0);
     if (!r->resume_ev) r->resume_ev = event_new(r->w->base, -1, 0, on_resume, r);
-    event_add(r->resume_ev, &zero);
+    event_add(r->resume_ev, &tv);
 }
 
 static void on_deadline(evutil_socket_t fd, short ev, void *arg)

@@ -185,7 +185,9 @@ static void interpolate(lua_State *L, ctx_t *c, const char *s, size_t n, yaml_ma
             op = s[j];
             j++;
         } else if (j < n && s[j] != '}') {
-            push_excerpt(L, s + start, j + 1 - start);
+            size_t e = j;
+            while (e < n && s[e] != '}') e++;
+            push_excerpt(L, s + start, (e < n ? e + 1 : n) - start);
             raise_at(L, c, m, "invalid variable reference \"%s\" (use ${NAME}, ${NAME:-default} or ${NAME:?message})",
                      lua_tostring(L, -1));
         }

@@ -302,7 +302,7 @@ function TYPES.duration(spec, v, path)
   local d = M.duration(v)
   if not d then
     if type(v) == "string" then fail(path, ("invalid duration %s (use e.g. 250ms, 10s)"):format(describe(v))) end
-    fail_type(path, "a duration (e.g. 250ms, 10s)", v)
+    fail_type(path, "a duration such as 250ms or 10s", v)
   end
   if spec.positive and d <= 0 then fail(path, ("must be greater than 0 (got %s)"):format(describe(v))) end
   return d
@@ -312,7 +312,7 @@ function TYPES.size(spec, v, path)
   local n = M.size(v)
   if not n then
     if type(v) == "string" then fail(path, ("invalid size %s (use e.g. 512k, 8m)"):format(describe(v))) end
-    fail_type(path, "a size (e.g. 512k, 8m)", v)
+    fail_type(path, "a size such as 512k or 8m", v)
   end
   if spec.positive and n <= 0 then fail(path, ("must be greater than 0 (got %s)"):format(describe(v))) end
   return n
@@ -524,7 +524,13 @@ local function load_provider(file, ppath, ctx)
   local cached = ctx.providers[file]
   if cached then return cached.p, cached.options end
   local function bad(msg) fail(ppath, ("provider file %s %s"):format(file, msg)) end
-  local chunk, err = loadfile(file)
+  -- named by its base name: the full path is already in the message, and Lua shortens
+  -- long chunk names to "...tail"
+  local f, oerr = io.open(file, "rb")
+  if not f then bad("failed to load: " .. tostring(oerr)) end
+  local src = f:read("*a")
+  f:close()
+  local chunk, err = loadstring(src, "@" .. paths.basename(file))
   if not chunk then bad("failed to load: " .. tostring(err)) end
   local ok, p = pcall(chunk)
   if not ok then bad("failed to load: " .. tostring(p)) end

@@ -33,6 +33,18 @@ local function load_provider(path)
 end
 M.load_provider = load_provider
 
+-- The daemon's event-loop fetch, nginx cosockets, or blocking libcurl, in that order.
+function M.default_transport()
+  if core.daemon then return require "rerank.transport.fetch" end
+  local ngx = rawget(_G, "ngx")
+  if ngx and ngx.socket then
+    local ok, t = pcall(require, "rerank.transport.ngx")
+    if ok then return t end
+  end
+  local ok, t = pcall(require, "rerank.transport.curl")
+  return ok and t or nil
+end
+
 function M.new(cfg, opts)
   opts = opts or {}
   local c, err
@@ -44,7 +56,7 @@ function M.new(cfg, opts)
     error("rerank.new: expected a config file path or a config table", 2)
   end
   if not c then return nil, err end
-  local self = setmetatable({ cfg = c, providers = {}, transport = opts.transport }, Instance)
+  local self = setmetatable({ cfg = c, providers = {}, transport = opts.transport or M.default_transport() }, Instance)
   for _, m in ipairs(c.models) do
     local p, perr = load_provider(m.provider_file)
     if not p then return nil, "models." .. m.name .. ": " .. tostring(perr) end

@@ -14,7 +14,7 @@ function M.load_config(path, overrides)
 end
 
 function M.init(path, overrides)
-  local r, err = rerank.new(path, { overrides = overrides, transport = require "rerank.core.fetch" })
+  local r, err = rerank.new(path, { overrides = overrides })
   if not r then return nil, err end
   instance = r
   return r.cfg

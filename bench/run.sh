@@ -1,0 +1,134 @@
+#!/bin/sh
+# make bench: in-process kernel micro-benchmarks (bench/bench_kernels.c) and the
+# real daemon over HTTP (wrk + bench/post.lua), each against a baseline measured
+# in the same run. Prints one Markdown table. Work files go to build/bench/.
+#   BENCH_SECONDS=10 (wrk throughput run), BENCH_LAT_SECONDS=5 (latency runs)
+set -eu
+cd "$(dirname "$0")/.."
+B=build/bench
+CC=${CC:-cc}
+SECS=${BENCH_SECONDS:-10}
+LAT_SECS=${BENCH_LAT_SECONDS:-5}
+mkdir -p "$B"
+
+PID=""
+cleanup() {
+    if [ -n "$PID" ]; then
+        kill "$PID" 2>/dev/null || true
+        wait "$PID" 2>/dev/null || true
+        PID=""
+    fi
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
+
+# ---- in-process kernels ----
+make -s build/topk.o build/bm25.o >&2
+SQL_DEF="" SQL_LIB=""
+if printf '#include <sqlite3.h>\n' | $CC -E - >/dev/null 2>&1; then
+    SQL_DEF="-DHAVE_SQLITE" SQL_LIB="-lsqlite3"
+else
+    echo "bench: sqlite3.h not found (apt-get install libsqlite3-dev): FTS5 rows skipped" >&2
+fi
+# shellcheck disable=SC2086
+$CC -std=c11 -O2 -Wall -Wextra -D_GNU_SOURCE $SQL_DEF $(pkg-config --cflags luajit) -Icore \
+    -o "$B/bench_kernels" bench/bench_kernels.c build/topk.o build/bm25.o $SQL_LIB -lm
+"$B/bench_kernels" --dump "$B"
+echo "bench: kernels..." >&2
+"$B/bench_kernels" > "$B/kernels.txt"
+kv() { awk -v k="$1" '$1 == k { print $2 }' "$B/kernels.txt"; }
+
+# ---- daemon over HTTP ----
+HTTP=1
+if [ ! -x ./rerankd ] && ! make -s rerankd >&2; then
+    echo "bench: ./rerankd does not build: HTTP rows skipped" >&2
+    HTTP=0
+fi
+command -v wrk >/dev/null || { echo "bench: wrk not installed: HTTP rows skipped" >&2; HTTP=0; }
+command -v luajit >/dev/null || { echo "bench: luajit not installed: HTTP rows skipped" >&2; HTTP=0; }
+WORKERS=$(nproc)
+PORT=""
+if [ "$HTTP" = 1 ]; then
+    luajit bench/gen.lua "$B"
+    cat > "$B/bench.yaml" <<EOF
+server:
+  listen: "127.0.0.1:8080"
+  workers: $WORKERS
+  max_body: 16m
+default_model: bm25
+models:
+  - name: bm25
+    provider: bm25
+EOF
+    # A random free port; retry if another process takes it first.
+    for try in 1 2 3 4 5; do
+        p=$(( 20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40000 ))
+        if curl -s -o /dev/null "http://127.0.0.1:$p/" 2>/dev/null; then continue; fi
+        ./rerankd -c "$B/bench.yaml" -p "$p" -w "$WORKERS" > "$B/rerankd.log" 2>&1 &
+        PID=$!
+        i=0
+        while [ $i -lt 50 ]; do
+            if curl -sf -o /dev/null "http://127.0.0.1:$p/health"; then PORT=$p; break; fi
+            kill -0 "$PID" 2>/dev/null || break
+            sleep 0.1
+            i=$((i + 1))
+        done
+        [ -n "$PORT" ] && break
+        cleanup
+    done
+    if [ -z "$PORT" ]; then
+        echo "bench: rerankd did not come up (see $B/rerankd.log): HTTP rows skipped" >&2
+        HTTP=0
+    fi
+fi
+
+URL="http://127.0.0.1:$PORT"
+# run_wrk NAME BODY_FILE THREADS CONNS SECONDS PATH -> $B/wrk_NAME.txt
+run_wrk() {
+    echo "bench: wrk $1..." >&2
+    BENCH_BODY="$2" wrk -t"$3" -c"$4" -d"$5"s -s bench/post.lua "$URL$6" > "$B/wrk_$1.txt" 2>&1
+    grep '^RESULT' "$B/wrk_$1.txt" || echo "RESULT p50=0 p99=0 rps=0 requests=0 errors=1"
+}
+field() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'; }
+
+if [ "$HTTP" = 1 ]; then
+    # sanity: a real ranking comes back
+    code=$(curl -s -o "$B/resp_100.json" -w '%{http_code}' -H 'content-type: application/json' \
+        --data-binary "@$B/body_100.json" "$URL/v1/rerank")
+    if [ "$code" != 200 ] || ! grep -q '"relevance_score"' "$B/resp_100.json"; then
+        echo "bench: POST /v1/rerank answered $code: $(head -c 300 "$B/resp_100.json")" >&2
+        exit 1
+    fi
+    L100=$(run_wrk lat100 "$B/body_100.json" 1 1 "$LAT_SECS" /v1/rerank)
+    L1000=$(run_wrk lat1000 "$B/body_1000.json" 1 1 "$LAT_SECS" /v1/rerank)
+    T100=$(run_wrk rps100 "$B/body_100.json" 2 32 "$SECS" /v1/rerank)
+    THEALTH=$(run_wrk health "" 2 32 "$SECS" /health)
+fi
+cleanup
+
+# ---- the table ----
+cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+echo "rerankd bench: $(date -u +%Y-%m-%dT%H:%MZ), nproc $(nproc), CPU: ${cpu:-unknown}, workers $WORKERS, wrk and rerankd on the same machine"
+echo
+fmt() { awk -v v="$1" 'BEGIN { if (v == "") print "n/a"; else if (v >= 100) printf "%.0f", v; else printf "%.1f", v }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a + 0 == 0 || b + 0 == 0) print "n/a"; else printf "%.1f×", b / a }'; }
+echo "| benchmark | rerankd | baseline (same run) | baseline | ratio |"
+echo "|---|---|---|---|---|"
+echo "| top-k, k=100 of 1,000,000 random doubles | $(fmt "$(kv topk_1m_k100_us)") µs | qsort of the 1,000,000 doubles | $(fmt "$(kv qsort_1m_us)") µs | $(ratio "$(kv topk_1m_k100_us)" "$(kv qsort_1m_us)") faster |"
+echo "| top-k, full sort of 1,000,000 (k=n) | $(fmt "$(kv topk_1m_full_us)") µs | qsort of the 1,000,000 doubles | $(fmt "$(kv qsort_1m_us)") µs | $(ratio "$(kv topk_1m_full_us)" "$(kv qsort_1m_us)") |"
+echo "| top-k, k=10 of 1,000 (one request) | $(fmt "$(kv topk_1k_k10_us)") µs | | | |"
+for n in 100 1000; do
+    echo "| BM25 in-process, $n docs × ~$(kv doc_bytes_avg) B, p50 / p99 | $(fmt "$(kv bm25_${n}_p50_us)") / $(fmt "$(kv bm25_${n}_p99_us)") µs | SQLite FTS5: build index + bm25() top 10, p50 | $(fmt "$(kv fts5_${n}_total_p50_us)") µs (query alone $(fmt "$(kv fts5_${n}_rank_p50_us)")) | $(ratio "$(kv bm25_${n}_p50_us)" "$(kv fts5_${n}_total_p50_us)") faster |"
+done
+if [ "$HTTP" = 1 ]; then
+    for n in 100 1000; do
+        eval "r=\$L$n"
+        echo "| HTTP POST /v1/rerank bm25, $n docs, top_n 10, 1 connection, p50 / p99 | $(fmt "$(field "$r" p50)") / $(fmt "$(field "$r" p99)") µs | in-process BM25 p50 (above) | $(fmt "$(kv bm25_${n}_p50_us)") µs | HTTP+JSON overhead $(awk -v a="$(field "$r" p50)" -v b="$(kv bm25_${n}_p50_us)" 'BEGIN { printf "%.0f µs", a - b }') |"
+    done
+    echo "| HTTP req/s, 100 docs, wrk -t2 -c32 -d${SECS}s | $(fmt "$(field "$T100" rps)") req/s (p99 $(fmt "$(field "$T100" p99)") µs, errors $(field "$T100" errors)) | GET /health, same wrk settings | $(fmt "$(field "$THEALTH" rps)") req/s | $(awk -v a="$(field "$T100" rps)" -v b="$(field "$THEALTH" rps)" 'BEGIN { if (b > 0) printf "%.2f of /health", a / b; else print "n/a" }') |"
+else
+    echo "| HTTP rows | n/a (see messages above) | | | |"
+fi
+echo
+q=$(awk '$1 == "query" { sub(/^query /, ""); print }' "$B/kernels.txt")
+echo "Query \"$q\"; documents: Zipf(1.0) over a 20,000-word vocabulary from a seeded PRNG, the same for every row (bench/bench_kernels.c)."

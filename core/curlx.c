@@ -1,0 +1,219 @@
+/* Shared libcurl plumbing (see curlx.h). */
+#include "curlx.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#define MAX_RESPONSE (64u << 20)
+
+static int grow(rr_growbuf *g, const char *p, size_t n)
+{
+    if (g->len + n > MAX_RESPONSE) {
+        g->overflow = 1;
+        return -1;
+    }
+    if (g->len + n + 1 > g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 4096;
+        while (cap < g->len + n + 1) cap *= 2;
+        char *d = realloc(g->data, cap);
+        if (!d) return -1;
+        g->data = d;
+        g->cap = cap;
+    }
+    memcpy(g->data + g->len, p, n);
+    g->len += n;
+    g->data[g->len] = 0;
+    return 0;
+}
+
+static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
+{
+    rr_transfer *t = ud;
+    return grow(&t->resp, p, sz * nm) == 0 ? sz * nm : 0;
+}
+
+static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
+{
+    rr_transfer *t = ud;
+    /* a new status line (redirect, 100-continue) starts a fresh header block */
+    if (sz * nm > 5 && memcmp(p, "HTTP/", 5) == 0) t->resp_headers.len = 0;
+    return grow(&t->resp_headers, p, sz * nm) == 0 ? sz * nm : 0;
+}
+
+void rr_curl_transfer_free(CURLM *multi, rr_transfer *t)
+{
+    if (t->easy) {
+        if (multi && t->started && !t->done) curl_multi_remove_handle(multi, t->easy);
+        curl_easy_cleanup(t->easy);
+        t->easy = NULL;
+    }
+    curl_slist_free_all(t->headers);
+    t->headers = NULL;
+    free(t->body);
+    free(t->resp.data);
+    free(t->resp_headers.data);
+    t->body = t->resp.data = t->resp_headers.data = NULL;
+}
+
+static void push_headers(lua_State *L, const rr_growbuf *g)
+{
+    lua_newtable(L);
+    if (!g->data) return;
+    const char *p = g->data, *end = g->data + g->len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol) eol = end;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon && colon > p) {
+            char key[128];
+            size_t kl = (size_t)(colon - p);
+            if (kl < sizeof key) {
+                for (size_t i = 0; i < kl; i++) key[i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
+                const char *v = colon + 1, *ve = eol;
+                while (v < ve && (*v == ' ' || *v == '\t')) v++;
+                while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ')) ve--;
+                lua_pushlstring(L, key, kl);
+                lua_pushlstring(L, v, (size_t)(ve - v));
+                lua_rawset(L, -3);
+            }
+        }
+        p = eol + 1;
+    }
+}
+
+static const char *error_kind(CURLcode c)
+{
+    switch (c) {
+    case CURLE_OPERATION_TIMEDOUT: return "timeout";
+    case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY: return "dns";
+    case CURLE_COULDNT_CONNECT: return "connect";
+    case CURLE_SSL_CONNECT_ERROR: case CURLE_PEER_FAILED_VERIFICATION: case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER: case CURLE_SSL_CACERT_BADFILE: return "tls";
+    case CURLE_RECV_ERROR: case CURLE_SEND_ERROR: case CURLE_GOT_NOTHING: case CURLE_PARTIAL_FILE: return "io";
+    case CURLE_WRITE_ERROR: return "too_large";
+    default: return "http";
+    }
+}
+
+/* pushes {status, headers, body} or nil, err (single) / {error=err} (in a batch) */
+int rr_curl_push_result(lua_State *L, rr_transfer *t, int single)
+{
+    if (t->result != CURLE_OK) {
+        const char *msg = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result);
+        if (t->resp.overflow) msg = "response body exceeds 64 MiB";
+        if (single) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "%s: %s", error_kind(t->result), msg);
+            return 2;
+        }
+        lua_createtable(L, 0, 1);
+        lua_pushfstring(L, "%s: %s", error_kind(t->result), msg);
+        lua_setfield(L, -2, "error");
+        return 1;
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, t->status);
+    lua_setfield(L, -2, "status");
+    push_headers(L, &t->resp_headers);
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, t->resp.data ? t->resp.data : "", t->resp.len);
+    lua_setfield(L, -2, "body");
+    return 1;
+}
+
+
+
+static const char *opt_str(lua_State *L, int idx, const char *k)
+{
+    lua_getfield(L, idx, k);
+    const char *v = NULL;
+    if (lua_type(L, -1) == LUA_TSTRING) v = lua_tostring(L, -1);
+    else if (!lua_isnil(L, -1)) luaL_error(L, "http request: %s must be a string", k);
+    lua_pop(L, 1); /* the string stays alive: it is referenced by the options table */
+    return v;
+}
+
+/* Validates one options table; raises on misuse before anything is allocated. */
+void rr_curl_read_opts(lua_State *L, int idx, rr_curl_opts *o)
+{
+    if (!lua_istable(L, idx)) luaL_error(L, "http request: options must be a table");
+    memset(o, 0, sizeof *o);
+    o->method = opt_str(L, idx, "method");
+    o->url = opt_str(L, idx, "url");
+    if (!o->url) luaL_error(L, "http request: url is required");
+    lua_getfield(L, idx, "body");
+    if (lua_type(L, -1) == LUA_TSTRING) o->body = lua_tolstring(L, -1, &o->body_len);
+    else if (!lua_isnil(L, -1)) luaL_error(L, "http request: body must be a string");
+    lua_pop(L, 1);
+    o->sigv4 = opt_str(L, idx, "aws_sigv4");
+    o->userpwd = opt_str(L, idx, "userpwd");
+    lua_getfield(L, idx, "timeout");
+    o->timeout = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 30;
+    lua_getfield(L, idx, "connect_timeout");
+    o->connect_timeout = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 10;
+    lua_getfield(L, idx, "insecure");
+    o->insecure = lua_toboolean(L, -1);
+    lua_pop(L, 3);
+    lua_getfield(L, idx, "headers");
+    if (!lua_isnil(L, -1) && !lua_istable(L, -1)) luaL_error(L, "http request: headers must be a table");
+    lua_pop(L, 1);
+}
+
+/* Builds the curl handle for t; never raises (Lua values are only read). */
+int rr_curl_setup(lua_State *L, int idx, rr_transfer *t, const rr_curl_opts *o, double deadline_left)
+{
+    t->easy = curl_easy_init();
+    if (!t->easy) return -1;
+    CURL *e = t->easy;
+    curl_easy_setopt(e, CURLOPT_URL, o->url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)t);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    double timeout = o->timeout;
+    if (deadline_left > 0 && deadline_left < timeout) timeout = deadline_left;
+    long ms = (long)(timeout * 1000.0);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, ms > 0 ? ms : 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(o->connect_timeout * 1000.0));
+    if (o->insecure) {
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    if (o->body) {
+        t->body = malloc(o->body_len + 1);
+        if (!t->body) return -1;
+        memcpy(t->body, o->body, o->body_len);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->body);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
+    }
+    if (o->method) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, o->method);
+    else if (!o->body) curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    if (o->sigv4) curl_easy_setopt(e, CURLOPT_AWS_SIGV4, o->sigv4);
+    if (o->userpwd) curl_easy_setopt(e, CURLOPT_USERPWD, o->userpwd);
+    t->headers = curl_slist_append(NULL, "Expect:"); /* no 100-continue round trip */
+    lua_getfield(L, idx, "headers");
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            if (lua_type(L, -2) == LUA_TSTRING && (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)) {
+                char line[8192];
+                snprintf(line, sizeof line, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
+                struct curl_slist *h = curl_slist_append(t->headers, line);
+                if (h) t->headers = h;
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+    return 0;
+}
+

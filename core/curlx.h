@@ -1,0 +1,44 @@
+/* Shared libcurl plumbing for the daemon's non-blocking fetch (fetch.c) and the Lua
+ * module's own transport (lfetch.c): request options from Lua, easy-handle setup,
+ * response buffering, and results pushed back to Lua. */
+#ifndef RERANK_CURLX_H
+#define RERANK_CURLX_H
+#include <stddef.h>
+#include <curl/curl.h>
+#include <lua.h>
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+    int overflow;
+} rr_growbuf;
+
+typedef struct {
+    void *owner;                /* the batch this transfer belongs to */
+    CURL *easy;
+    struct curl_slist *headers;
+    char *body;
+    rr_growbuf resp, resp_headers;
+    char errbuf[CURL_ERROR_SIZE];
+    CURLcode result;
+    long status;
+    int started, done;
+} rr_transfer;
+
+typedef struct {
+    const char *method, *url, *body, *sigv4, *userpwd;
+    size_t body_len;
+    double timeout, connect_timeout;
+    int insecure;
+} rr_curl_opts;
+
+/* Reads and checks one options table {method, url, headers, body, timeout, connect_timeout,
+ * aws_sigv4, userpwd, insecure}; raises on misuse, allocates nothing. */
+void rr_curl_read_opts(lua_State *L, int idx, rr_curl_opts *o);
+/* Creates t->easy for the options table at idx; never raises. 0 ok, -1 out of memory. */
+int rr_curl_setup(lua_State *L, int idx, rr_transfer *t, const rr_curl_opts *o, double deadline_left);
+/* Pushes {status, headers, body}, or nil, "kind: message" (single) / {error = ...} (batch). */
+int rr_curl_push_result(lua_State *L, rr_transfer *t, int single);
+/* Frees everything t owns; removes it from multi first when it is still running there. */
+void rr_curl_transfer_free(CURLM *multi, rr_transfer *t);
+#endif

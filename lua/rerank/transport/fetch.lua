@@ -1,0 +1,10 @@
+-- Transport for the daemon: non-blocking libcurl on the worker's event loop; each call
+-- yields the request coroutine until its transfers complete (core/fetch.c).
+local fetch = require "rerank.core.fetch"
+
+return {
+  name = "fetch",
+  request = fetch.request,
+  request_all = fetch.request_all,
+  sleep = fetch.sleep,
+}
