@@ -15,7 +15,7 @@ BUILD    ?= build
 
 # Sources shared by the daemon and the Lua C module rerank/core.so.
 LIB_SRC    := core/topk.c core/bm25.c core/yaml.c core/lcore.c core/log.c core/curlx.c core/lfetch.c
-DAEMON_SRC := core/main.c core/server.c core/luahost.c core/fetch.c
+DAEMON_SRC := core/main.c core/server.c core/luahost.c core/fetch.c core/ldaemon.c
 LIB_OBJ    := $(LIB_SRC:core/%.c=$(BUILD)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:core/%.c=$(BUILD)/%.o)
 PIC_OBJ    := $(LIB_SRC:core/%.c=$(BUILD)/pic/%.o)

@@ -1,20 +1,24 @@
 -- Request bodies for the HTTP benchmark, from the corpus bench_kernels dumps (the
--- same documents and query the in-process and FTS5 numbers use).
--- usage: luajit bench/gen.lua DIR   reads DIR/docs.txt, DIR/query.txt
---                                   writes DIR/body_100.json, DIR/body_1000.json
+-- same documents and query as the in-process and FTS5 rows).
+-- usage: luajit bench/gen.lua DIR [SETS]   reads DIR/docs.txt, DIR/query.txt and
+-- writes DIR/body_100_<s>.json and DIR/body_1000_<s>.json for s = 1..SETS (10):
+-- disjoint document sets, so the load does not replay one body.
 local cjson = require "cjson"
 
-local dir = assert(arg[1], "usage: luajit bench/gen.lua DIR")
+local dir = assert(arg[1], "usage: luajit bench/gen.lua DIR [SETS]")
+local sets = tonumber(arg[2] or 10)
 local docs = {}
 for line in io.lines(dir .. "/docs.txt") do docs[#docs + 1] = line end
 local query = io.lines(dir .. "/query.txt")()
-assert(#docs >= 1000 and query, "bench/gen.lua: need 1000 documents and a query")
+assert(query and #docs >= 1000 * sets, "bench/gen.lua: need 1000*SETS documents and a query")
 
 for _, n in ipairs({ 100, 1000 }) do
-  local sub = {}
-  for i = 1, n do sub[i] = docs[i] end
-  local body = cjson.encode({ model = "bm25", query = query, documents = sub, top_n = 10 })
-  local f = assert(io.open(("%s/body_%d.json"):format(dir, n), "w"))
-  f:write(body)
-  f:close()
+  for s = 1, sets do
+    local sub = {}
+    for i = 1, n do sub[i] = docs[(s - 1) * n + i] end
+    local body = cjson.encode({ model = "bm25", query = query, documents = sub, top_n = 10 })
+    local f = assert(io.open(("%s/body_%d_%d.json"):format(dir, n, s), "w"))
+    f:write(body)
+    f:close()
+  end
 end

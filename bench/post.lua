@@ -1,12 +1,21 @@
--- wrk script: POST the JSON body in the file named by $BENCH_BODY (GET when unset),
--- and print one machine-readable line at the end (latencies in microseconds).
-local path = os.getenv("BENCH_BODY")
-if path and path ~= "" then
-  local f = assert(io.open(path, "rb"))
-  wrk.method = "POST"
-  wrk.body = f:read("*a")
+-- wrk script: POST the JSON bodies in the files listed (space-separated) in
+-- $BENCH_BODY, cycling through them; GET when unset. Prints one machine-readable
+-- line at the end (latencies in microseconds).
+local requests_ = {}
+local path = os.getenv("BENCH_BODY") or ""
+for file in path:gmatch("%S+") do
+  local f = assert(io.open(file, "rb"))
+  local body = f:read("*a")
   f:close()
-  wrk.headers["Content-Type"] = "application/json"
+  requests_[#requests_ + 1] = wrk.format("POST", nil, { ["Content-Type"] = "application/json" }, body)
+end
+local i = 0
+
+if #requests_ > 0 then
+  function request()
+    i = i % #requests_ + 1
+    return requests_[i]
+  end
 end
 
 function done(summary, latency, requests)

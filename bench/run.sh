@@ -94,14 +94,16 @@ field() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'; }
 if [ "$HTTP" = 1 ]; then
     # sanity: a real ranking comes back
     code=$(curl -s -o "$B/resp_100.json" -w '%{http_code}' -H 'content-type: application/json' \
-        --data-binary "@$B/body_100.json" "$URL/v1/rerank")
+        --data-binary "@$B/body_100_1.json" "$URL/v1/rerank")
     if [ "$code" != 200 ] || ! grep -q '"relevance_score"' "$B/resp_100.json"; then
         echo "bench: POST /v1/rerank answered $code: $(head -c 300 "$B/resp_100.json")" >&2
         exit 1
     fi
-    L100=$(run_wrk lat100 "$B/body_100.json" 1 1 "$LAT_SECS" /v1/rerank)
-    L1000=$(run_wrk lat1000 "$B/body_1000.json" 1 1 "$LAT_SECS" /v1/rerank)
-    T100=$(run_wrk rps100 "$B/body_100.json" 2 32 "$SECS" /v1/rerank)
+    B100=$(ls "$B"/body_100_*.json | tr '\n' ' ')
+    B1000=$(ls "$B"/body_1000_*.json | tr '\n' ' ')
+    L100=$(run_wrk lat100 "$B100" 1 1 "$LAT_SECS" /v1/rerank)
+    L1000=$(run_wrk lat1000 "$B1000" 1 1 "$LAT_SECS" /v1/rerank)
+    T100=$(run_wrk rps100 "$B100" 2 32 "$SECS" /v1/rerank)
     THEALTH=$(run_wrk health "" 2 32 "$SECS" /health)
 fi
 cleanup
@@ -131,4 +133,4 @@ else
 fi
 echo
 q=$(awk '$1 == "query" { sub(/^query /, ""); print }' "$B/kernels.txt")
-echo "Query \"$q\"; documents: Zipf(1.0) over a 20,000-word vocabulary from a seeded PRNG, the same for every row (bench/bench_kernels.c)."
+echo "Query \"$q\"; documents: Zipf(1.0) over a 20,000-word vocabulary from a seeded PRNG (bench/bench_kernels.c); in-process rows cycle through disjoint sets of all 10,000 docs, HTTP rows through 10 request bodies (docs 1-1,000 or 1-10,000)."

@@ -40,22 +40,11 @@ static inline size_t utf8_decode(const unsigned char *s, size_t rem, uint32_t *c
 static inline size_t utf8_encode(uint32_t cp, unsigned char *o)
 {
     if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
-    if (cp < 0x800) {
-        o[0] = (unsigned char)(0xC0 | (cp >> 6));
-        o[1] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (unsigned char)(0xE0 | (cp >> 12));
-        o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (unsigned char)(0xF0 | (cp >> 18));
-    o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 4;
+    size_t n = cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    static const unsigned char lead[5] = { 0, 0, 0xC0, 0xE0, 0xF0 };
+    for (size_t i = n - 1; i > 0; i--, cp >>= 6) o[i] = (unsigned char)(0x80 | (cp & 0x3F));
+    o[0] = (unsigned char)(lead[n] | cp);
+    return n;
 }
 
 /* ---- character classes ---- */
@@ -68,18 +57,13 @@ static int is_word_cp(uint32_t cp)
         if (cp < 0xC0) return cp == 0xAA || cp == 0xB5 || cp == 0xBA; /* ª µ º */
         return cp != 0xD7 && cp != 0xF7;                               /* × ÷ */
     }
-    if (cp < 0x2000) {
-        switch (cp) {
-        case 0x37E: case 0x387:                                /* Greek ; · */
-        case 0x589: case 0x5BE: case 0x5C0: case 0x5C3: case 0x5C6: case 0x5F3: case 0x5F4:
-        case 0x60C: case 0x60D: case 0x61B: case 0x61F: case 0x6D4: /* Arabic , ; ? . */
-        case 0x964: case 0x965: case 0x970:                    /* Devanagari danda */
-        case 0xE4F: case 0xE5A: case 0xE5B:                    /* Thai */
-        case 0x1680:                                           /* Ogham space */
-            return 0;
-        default:
-            return !(cp >= 0x55A && cp <= 0x55F) && !(cp >= 0x66A && cp <= 0x66D);
-        }
+    if (cp < 0x2000) { /* scattered script punctuation: Greek, Armenian, Hebrew, Arabic, Indic, Thai */
+        static const uint16_t punct[] = { 0x37E, 0x387, 0x55A, 0x55B, 0x55C, 0x55D, 0x55E, 0x55F,
+            0x589, 0x5BE, 0x5C0, 0x5C3, 0x5C6, 0x5F3, 0x5F4, 0x60C, 0x60D, 0x61B, 0x61F, 0x66A,
+            0x66B, 0x66C, 0x66D, 0x6D4, 0x964, 0x965, 0x970, 0xE4F, 0xE5A, 0xE5B, 0x1680 };
+        for (size_t i = 0; i < sizeof punct / sizeof *punct; i++)
+            if (cp == punct[i]) return 0;
+        return 1;
     }
     if (cp < 0x2100) return 0;   /* general punctuation, super/subscripts, currency */
     if (cp < 0x2190) return 1;   /* letterlike symbols, number forms (ℕ, Ⅻ) */
@@ -152,14 +136,16 @@ typedef struct {
     size_t cap;
 } lbuf;
 
-/* Writes the lower-cased token into b; NULL if it does not fit and malloc fails. */
+/* Lower-cased copy of a token in b (lower-casing never grows a token); on
+ * malloc failure the token as written. */
 static const char *lower_token(const unsigned char *t, size_t len, lbuf *b, size_t *olen)
 {
     unsigned char *o = b->stack;
-    if (len > sizeof b->stack) { /* lower-casing never grows a token */
+    *olen = len;
+    if (len > sizeof b->stack) {
         if (len > b->cap) {
             unsigned char *nh = realloc(b->heap, len);
-            if (!nh) return NULL;
+            if (!nh) return (const char *)t;
             b->heap = nh;
             b->cap = len;
         }
@@ -182,15 +168,12 @@ static const char *lower_token(const unsigned char *t, size_t len, lbuf *b, size
     return (const char *)o;
 }
 
+/* Internal per-token hook: raw bytes s[from..to), whether lower-casing changes
+ * them, whether they are all ASCII. Inlined into each scan() instance. */
+typedef void (*tok_fn)(const unsigned char *s, size_t from, size_t to, int lower, int ascii, void *ud);
+
 #ifdef __SSE2__
 #include <emmintrin.h>
-static inline size_t popcount64(uint64_t x) /* no libgcc call without -mpopcnt */
-{
-    x -= (x >> 1) & 0x5555555555555555ull;
-    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
-    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
-    return (size_t)((x * 0x0101010101010101ull) >> 56);
-}
 /* Bit masks over 64 bytes: ASCII alnum, ASCII upper-case, bytes >= 0x80. */
 typedef struct { uint64_t word, upper, high; } masks64;
 static inline __m128i in_range(__m128i v, char lo, char hi)
@@ -214,37 +197,22 @@ static inline masks64 classify64(const unsigned char *p)
 }
 #endif
 
-/* Emits token number `count` (after incrementing) unless skipped; returns 1 when
- * the limit is reached. */
-#define EMIT_TOKEN(from, to, needs_lower)                                        \
-    do {                                                                         \
-        count++;                                                                 \
-        if (count > skip) {                                                      \
-            if (emit) emit_one(s, (from), (to), (needs_lower), emit, ud, b);    \
-            if (count - skip >= limit) return count;                             \
-        }                                                                        \
+/* Counts a token; hands tokens skip+1 .. skip+limit to the hook, then stops. */
+#define TOKEN(from, to, lower, ascii)                                  \
+    do {                                                               \
+        count++;                                                       \
+        if (count > skip) {                                            \
+            if (fn) fn(s, (from), (to), (lower), (ascii), ud);         \
+            if (count - skip >= limit) return count;                   \
+        }                                                              \
     } while (0)
 
-static inline __attribute__((always_inline)) void
-emit_one(const unsigned char *s, size_t from, size_t to, int lower, rr_token_fn emit, void *ud, lbuf *b)
-{
-    size_t tl = to - from;
-    const char *tok = (const char *)s + from;
-    if (lower) {
-        const char *lt = lower_token(s + from, tl, b, &tl);
-        if (lt) tok = lt; /* else: out of memory, emit as written */
-        else tl = to - from;
-    }
-    emit(tok, tl, from, ud);
-}
-
-/* Calls emit for tokens number skip+1 .. skip+limit (1-based) and stops there.
- * Returns the number of tokens seen (all of them when limit is not reached).
+/* Returns the number of tokens seen (all of them when limit is not reached).
  * Pure-ASCII 64-byte blocks take the bit-mask path (token bounds from the word
  * mask's edges: one step per token, not per byte); the byte loop below is the
  * definition and handles non-ASCII, block tails and tokens crossing into them. */
 static inline __attribute__((always_inline)) size_t
-scan(const char *text, size_t len, size_t skip, size_t limit, rr_token_fn emit, void *ud, lbuf *b)
+scan(const char *text, size_t len, size_t skip, size_t limit, tok_fn fn, void *ud)
 {
     const unsigned char *s = (const unsigned char *)text;
     size_t i = 0, count = 0;
@@ -260,8 +228,8 @@ scan(const char *text, size_t len, size_t skip, size_t limit, rr_token_fn emit, 
             if (m.high) { slow_until = i + 64; break; }
             uint64_t prev = (m.word << 1) | (uint64_t)in_tok;
             uint64_t starts = m.word & ~prev, ends = ~m.word & prev;
-            if (!emit && limit == (size_t)-1) { /* count only */
-                count += popcount64(starts);
+            if (!fn && limit == (size_t)-1) { /* count only */
+                count += (size_t)__builtin_popcountll(starts);
                 if (m.word >> 63) {
                     if (starts) tstart = i + 63 - (size_t)__builtin_clzll(starts);
                     in_tok = 1;
@@ -277,7 +245,7 @@ scan(const char *text, size_t len, size_t skip, size_t limit, rr_token_fn emit, 
                 ends &= ends - 1;
                 tlower |= (m.upper & ((1ull << e) - 1)) != 0;
                 in_tok = 0;
-                EMIT_TOKEN(tstart, i + e, tlower);
+                TOKEN(tstart, i + e, tlower, 1);
             }
             while (starts) {
                 unsigned st = (unsigned)__builtin_ctzll(starts);
@@ -290,16 +258,16 @@ scan(const char *text, size_t len, size_t skip, size_t limit, rr_token_fn emit, 
                 }
                 unsigned e = (unsigned)__builtin_ctzll(ends);
                 ends &= ends - 1;
-                EMIT_TOKEN(i + st, i + e, ((m.upper >> st) & ((1ull << (e - st)) - 1)) != 0);
+                TOKEN(i + st, i + e, ((m.upper >> st) & ((1ull << (e - st)) - 1)) != 0, 1);
             }
             i += 64;
         }
         if (in_tok) { /* finish it the slow way (it may continue with non-ASCII) */
             i = tstart;
-            if (!emit && limit == (size_t)-1) count--; /* counted by popcount already */
+            if (!fn && limit == (size_t)-1) count--; /* counted by popcount already */
         }
 #endif
-        /* one token the slow way: skip separators, then maximal word run */
+        /* one token the slow way: skip separators, then the maximal word run */
         unsigned k;
         while (i < len && cls[s[i]] == C_SEP) i++;
         if (i >= len) break;
@@ -310,7 +278,7 @@ scan(const char *text, size_t len, size_t skip, size_t limit, rr_token_fn emit, 
             if (!is_word_cp(cp)) { i += n; continue; }
         }
         size_t start = i;
-        int lower = 0;
+        int lower = 0, ascii = 1;
         for (;;) {
             while (i < len && (k = cls[s[i]]) != C_SEP && k != C_HIGH) {
                 lower |= k == C_UPPER;
@@ -321,20 +289,32 @@ scan(const char *text, size_t len, size_t skip, size_t limit, rr_token_fn emit, 
             size_t n = utf8_decode(s + i, len - i, &cp);
             if (n == 0 || !is_word_cp(cp)) break;
             lower |= lower_cp(cp) != cp;
+            ascii = 0;
             i += n;
         }
-        EMIT_TOKEN(start, i, lower);
+        TOKEN(start, i, lower, ascii);
     }
     return count;
 }
 
+typedef struct { rr_token_fn emit; void *ud; lbuf b; } tok_ctx;
+
+static inline __attribute__((always_inline)) void
+user_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, void *ud)
+{
+    (void)ascii;
+    tok_ctx *t = ud;
+    size_t len = to - from;
+    const char *tok = lower ? lower_token(s + from, len, &t->b, &len) : (const char *)s + from;
+    t->emit(tok, len, from, t->ud);
+}
+
 size_t rr_tokenize(const char *text, size_t len, rr_token_fn emit, void *ud)
 {
-    lbuf b;
-    b.heap = NULL;
-    b.cap = 0;
-    size_t n = scan(text, len, 0, (size_t)-1, emit, ud, &b);
-    free(b.heap);
+    if (!emit) return scan(text, len, 0, (size_t)-1, NULL, NULL);
+    tok_ctx t = { emit, ud, { { 0 }, NULL, 0 } };
+    size_t n = scan(text, len, 0, (size_t)-1, user_token, &t);
+    free(t.b.heap);
     return n;
 }
 
@@ -347,20 +327,28 @@ typedef struct {
 } term;
 
 typedef struct {
-    /* query terms: open addressing, slots hold term id + 1 (0 = empty) */
+    /* distinct query terms: open addressing, slots hold term id + 1 (0 = empty) */
     term *terms;
     uint32_t nterms, mask;
     uint32_t *slots;
     char *arena;
     size_t arena_used;
-    uint64_t lenmask;     /* bit min(len, 63) set for each term length */
-    uint64_t first[4];    /* bitmap of first bytes */
+    /* Prefilter over ASCII terms keyed by (first byte, last byte, length): most
+     * document tokens are rejected by one rarely-taken branch, before lower-casing
+     * or hashing. Non-ASCII tokens skip it. */
+    uint64_t filter[16];
+    lbuf b;
     /* current document */
-    uint32_t *tf;         /* per term, reset after each doc */
-    uint32_t *touched;    /* term ids with tf > 0 in the current doc */
+    uint32_t *tf;      /* per term, reset after each doc */
+    uint32_t *touched; /* term ids with tf > 0 in the current doc */
     uint32_t ntouched;
     size_t dl;
 } bm25_ctx;
+
+static inline unsigned filter_slot(unsigned first, unsigned last, size_t len)
+{
+    return ((first << 16 ^ last << 8 ^ (unsigned)len) * 0x9E3779B1u) >> 22; /* 0..1023 */
+}
 
 static inline uint64_t hash_bytes(const char *p, size_t n)
 {
@@ -379,13 +367,14 @@ static inline int32_t find_term(const bm25_ctx *c, const char *tok, size_t len, 
     }
 }
 
-static void add_query_term(const char *tok, size_t len, size_t off, void *ud)
+static void query_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, void *ud)
 {
-    (void)off;
     bm25_ctx *c = ud;
+    size_t len = to - from;
+    const char *tok = lower ? lower_token(s + from, len, &c->b, &len) : (const char *)s + from;
     uint64_t h = hash_bytes(tok, len);
     if (find_term(c, tok, len, h) >= 0) return; /* repeated query terms count once */
-    char *dst = c->arena + c->arena_used;
+    char *dst = c->arena + c->arena_used;       /* arena holds qlen bytes: enough */
     memcpy(dst, tok, len);
     c->arena_used += len;
     term *t = &c->terms[c->nterms];
@@ -395,20 +384,26 @@ static void add_query_term(const char *tok, size_t len, size_t off, void *ud)
     uint32_t i = (uint32_t)h & c->mask;
     while (c->slots[i]) i = (i + 1) & c->mask;
     c->slots[i] = ++c->nterms;
-    c->lenmask |= 1ull << (len < 63 ? len : 63);
-    unsigned char f = (unsigned char)tok[0];
-    c->first[f >> 6] |= 1ull << (f & 63);
+    (void)ascii; /* of the raw token; the filter needs the lower-cased one */
+    int all_ascii = 1;
+    for (size_t j = 0; j < len; j++) all_ascii &= (unsigned char)tok[j] < 0x80;
+    if (all_ascii) { /* İ lowers to ASCII: matching doc tokens are non-ASCII, no filter */
+        unsigned f = filter_slot((unsigned char)tok[0], (unsigned char)tok[len - 1], len);
+        c->filter[f >> 6] |= 1ull << (f & 63);
+    }
 }
 
-static inline __attribute__((always_inline)) void count_doc_term(const char *tok, size_t len, size_t off, void *ud)
+static inline __attribute__((always_inline)) void
+doc_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, void *ud)
 {
-    (void)off;
     bm25_ctx *c = ud;
+    size_t len = to - from;
     c->dl++;
-    /* cheap filters: most document tokens are not query terms */
-    if (!(c->lenmask & (1ull << (len < 63 ? len : 63)))) return;
-    unsigned char f = (unsigned char)tok[0];
-    if (!(c->first[f >> 6] & (1ull << (f & 63)))) return;
+    if (ascii) { /* ASCII alnum | 0x20 is its lower case */
+        unsigned f = filter_slot(s[from] | 0x20u, s[to - 1] | 0x20u, len);
+        if (!((c->filter[f >> 6] >> (f & 63)) & 1)) return;
+    }
+    const char *tok = lower ? lower_token(s + from, len, &c->b, &len) : (const char *)s + from;
     int32_t id = find_term(c, tok, len, hash_bytes(tok, len));
     if (id < 0) return;
     if (c->tf[id]++ == 0) c->touched[c->ntouched++] = (uint32_t)id;
@@ -417,7 +412,7 @@ static inline __attribute__((always_inline)) void count_doc_term(const char *tok
 typedef struct { uint32_t term, tf; } posting;
 
 /* Tokens of one document, truncated per the params; fills c->dl, c->tf, c->touched. */
-static void scan_doc(bm25_ctx *c, const char *d, size_t len, const rr_bm25_params *p, lbuf *b)
+static void scan_doc(bm25_ctx *c, const char *d, size_t len, const rr_bm25_params *p)
 {
     c->dl = 0;
     c->ntouched = 0;
@@ -425,11 +420,11 @@ static void scan_doc(bm25_ctx *c, const char *d, size_t len, const rr_bm25_param
     if (p->max_tokens > 0) {
         limit = p->max_tokens;
         if (p->keep_end) {
-            size_t total = scan(d, len, 0, (size_t)-1, NULL, NULL, b);
+            size_t total = scan(d, len, 0, (size_t)-1, NULL, NULL);
             if (total > limit) skip = total - limit;
         }
     }
-    scan(d, len, skip, limit, count_doc_term, c, b);
+    scan(d, len, skip, limit, doc_token, c);
 }
 
 static void sort_u32(uint32_t *a, size_t n)
@@ -451,36 +446,34 @@ int rr_bm25(const char *query, size_t qlen, const char *const *docs, const size_
     if (nq == 0) return 0;
     if (nq > UINT32_MAX / 4) return -1;
 
-    int rc = -1;
-    bm25_ctx c;
-    memset(&c, 0, sizeof c);
-    lbuf b;
-    b.heap = NULL;
-    b.cap = 0;
+    /* one zeroed block, 8-byte members first: terms, dls, post_end, idf | df, tf,
+     * touched, slots | query arena (lower-cased terms never outgrow the query) */
     size_t cap = 8;
     while (cap < 2 * nq) cap <<= 1;
+    size_t bytes = nq * (sizeof(term) + sizeof(double) + 3 * sizeof(uint32_t)) +
+                   2 * n * sizeof(size_t) + cap * sizeof(uint32_t) + qlen;
+    char *block = calloc(1, bytes);
+    if (!block) return -1;
+    bm25_ctx c;
+    memset(&c, 0, sizeof c);
     c.mask = (uint32_t)(cap - 1);
+    c.terms = (term *)(void *)block;
+    size_t *dls = (size_t *)(void *)(c.terms + nq), *post_end = dls + n;
+    double *idf = (double *)(void *)(post_end + n);
+    uint32_t *df = (uint32_t *)(void *)(idf + nq);
+    c.tf = df + nq;
+    c.touched = c.tf + nq;
+    c.slots = c.touched + nq;
+    c.arena = (char *)(c.slots + cap);
     posting *post = NULL;
     size_t npost = 0, post_cap = 0;
-    size_t *dls = malloc(n * sizeof *dls);
-    size_t *post_end = malloc(n * sizeof *post_end);
-    uint32_t *df = calloc(nq, sizeof *df);
-    double *idf = malloc(nq * sizeof *idf);
-    c.terms = malloc(nq * sizeof *c.terms);
-    c.slots = calloc(cap, sizeof *c.slots);
-    c.arena = malloc(qlen ? qlen : 1);
-    c.tf = calloc(nq, sizeof *c.tf);
-    c.touched = malloc(nq * sizeof *c.touched);
-    if (!dls || !post_end || !df || !idf || !c.terms || !c.slots || !c.arena || !c.tf || !c.touched)
-        goto done;
-
-    /* query terms; lower-casing never grows a token, so qlen bytes suffice */
-    scan(query, qlen, 0, (size_t)-1, add_query_term, &c, &b);
+    int rc = -1;
+    scan(query, qlen, 0, (size_t)-1, query_token, &c);
 
     /* one pass per document: dl, and tf of query terms only, kept as postings */
     double total_dl = 0;
     for (size_t i = 0; i < n; i++) {
-        scan_doc(&c, docs[i], lens[i], p, &b);
+        scan_doc(&c, docs[i], lens[i], p);
         dls[i] = c.dl;
         total_dl += (double)c.dl;
         if (npost + c.ntouched > post_cap) {
@@ -528,16 +521,8 @@ int rr_bm25(const char *query, size_t qlen, const char *const *docs, const size_
     }
 
 done:
-    free(b.heap);
+    free(c.b.heap);
     free(post);
-    free(dls);
-    free(post_end);
-    free(df);
-    free(idf);
-    free(c.terms);
-    free(c.slots);
-    free(c.arena);
-    free(c.tf);
-    free(c.touched);
+    free(block);
     return rc;
 }

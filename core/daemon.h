@@ -20,10 +20,22 @@ typedef struct {
     double timeout;            /* per-request deadline, seconds */
     double keepalive;          /* idle connection timeout, seconds */
     double drain;              /* graceful shutdown limit, seconds */
+    char access_log[1024], error_log[1024];
+    int log_level;
 } rr_options;
 
 typedef struct rr_worker rr_worker;
 typedef struct rr_req rr_req;
+
+/* One loaded configuration: a Lua state with rerank.server initialised. A reload makes a
+ * new host; the old one is closed when its last in-flight request finishes. */
+typedef struct {
+    lua_State *L;
+    int handler_ref;           /* rerank.server.handle */
+    int tick_ref;              /* rerank.server.tick or LUA_NOREF */
+    int refs;                  /* in-flight requests whose coroutine lives in L */
+    int retired;
+} rr_luahost;
 
 struct rr_worker {
     int id;
@@ -33,9 +45,8 @@ struct rr_worker {
     struct event_base *base;
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
-    struct event *stop_ev, *drain_ev;
-    lua_State *L;
-    int handler_ref;           /* rerank.server.handle */
+    struct event *stop_ev, *reload_ev, *tick_ev;
+    rr_luahost *host;          /* the current configuration */
     size_t inflight;
     int stopping;
     void *fetch;               /* fetch.c per-worker state */
@@ -44,11 +55,14 @@ struct rr_worker {
 /* One HTTP request driven by one Lua coroutine. */
 struct rr_req {
     rr_worker *w;
+    rr_luahost *host;
     struct evhttp_request *evreq;  /* NULL once answered */
     lua_State *co;
     int co_ref;
     struct event *deadline_ev, *resume_ev;
     uint64_t t0_us;
+    char id[80];                   /* x-request-id */
+    char *log_fields;              /* access-log fields from Lua (malloc'd) or NULL */
     int resume_nargs;
     int (*push)(rr_req *, lua_State *co); /* pushes the resume values; returns their count */
     int aborted;
@@ -62,7 +76,8 @@ extern int rr_workers_total;
 /* server.c */
 int rr_listen_socket(const char *host, int port, int *bound_port, char *err, size_t errlen);
 int rr_worker_start(rr_worker *w);
-void rr_worker_stop(rr_worker *w); /* thread-safe: begins a graceful drain */
+void rr_worker_stop(rr_worker *w);   /* thread-safe: begins a graceful drain */
+void rr_worker_reload(rr_worker *w); /* thread-safe: re-reads config and scripts */
 uint64_t rr_now_us(void);
 void rr_req_reply(rr_req *r, int status, lua_State *from, int idx_headers, const char *body, size_t len);
 void rr_req_reply_error(rr_req *r, int status, const char *type, const char *msg);
@@ -77,10 +92,17 @@ void rr_req_schedule_after(rr_req *r, double seconds);
 /* luahost.c */
 lua_State *rr_lua_new(const char *root, char *err, size_t errlen);
 int rr_lua_init_worker(rr_worker *w, char *err, size_t errlen);
+void rr_lua_host_release(rr_luahost *h); /* drops one ref; closes a retired host at zero */
+void rr_lua_tick(rr_worker *w);          /* periodic rerank.server.tick() (metrics publish) */
 int rr_lua_check_config(const rr_options *opt, rr_options *out, char *err, size_t errlen);
 void rr_lua_start_request(rr_req *r);
 void rr_lua_resume(rr_req *r, int nargs);
 rr_req *rr_lua_current_req(lua_State *co);
+
+/* ldaemon.c: the daemon-only Lua module rerank.core.daemon (worker identity, metrics
+ * snapshots shared across workers) */
+int rr_metrics_init(int workers);
+void rr_daemon_open(lua_State *L, rr_worker *w);
 
 /* fetch.c */
 int rr_fetch_init(rr_worker *w);

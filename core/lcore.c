@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 
@@ -236,6 +237,19 @@ static int l_listdir(lua_State *L)
     return 1;
 }
 
+/* core.cwd() -> the process's working directory | nil, err */
+static int l_cwd(lua_State *L)
+{
+    char buf[4096];
+    if (!getcwd(buf, sizeof buf)) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 2;
+    }
+    lua_pushstring(L, buf);
+    return 1;
+}
+
 /* core.now_us() -> monotonic microseconds */
 static int l_now_us(lua_State *L)
 {
@@ -291,6 +305,7 @@ int luaopen_rerank_core(lua_State *L)
         { "yaml_parse", l_yaml_parse },
         { "yaml_load", l_yaml_load },
         { "listdir", l_listdir },
+        { "cwd", l_cwd },
         { "now_us", l_now_us },
         { "time", l_time },
         { "random_hex", l_random_hex },

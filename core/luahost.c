@@ -135,21 +135,76 @@ int rr_lua_check_config(const rr_options *opt, rr_options *out, char *err, size_
             out->drain = field_num(L, -1, "drain_timeout", 30);
         }
         lua_pop(L, 1);
+        lua_getfield(L, -1, "log");
+        if (lua_istable(L, -1)) {
+            static const char *const levels[] = { "debug", "info", "warn", "error" };
+            lua_getfield(L, -1, "access");
+            snprintf(out->access_log, sizeof out->access_log, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "stderr");
+            lua_getfield(L, -2, "error");
+            snprintf(out->error_log, sizeof out->error_log, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "stderr");
+            lua_getfield(L, -3, "level");
+            out->log_level = RR_LOG_INFO;
+            for (int i = 0; i < 4; i++)
+                if (lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), levels[i]) == 0) out->log_level = i;
+            lua_pop(L, 3);
+        }
+        lua_pop(L, 1);
     }
     lua_close(L);
     return rc;
 }
 
+static void host_close(rr_luahost *h)
+{
+    if (h->L) lua_close(h->L);
+    free(h);
+}
+
+/* Loads the configuration into a fresh host; on failure nothing changes. */
 int rr_lua_init_worker(rr_worker *w, char *err, size_t errlen)
 {
-    w->L = rr_lua_new(w->opt->root, err, errlen);
-    if (!w->L) return -1;
-    lua_State *L = w->L;
-    if (call_load(L, "init", w->opt, w->id, err, errlen) != 0) return -1;
-    lua_pop(L, 1);
-    if (push_server_fn(L, "handle", err, errlen) != 0) return -1;
-    w->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    rr_luahost *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    h->tick_ref = LUA_NOREF;
+    h->L = rr_lua_new(w->opt->root, err, errlen);
+    if (!h->L) {
+        free(h);
+        return -1;
+    }
+    lua_State *L = h->L;
+    rr_daemon_open(L, w);
+    if (call_load(L, "init", w->opt, w->id, err, errlen) != 0 || (lua_pop(L, 1), 0) ||
+        push_server_fn(L, "handle", err, errlen) != 0) {
+        host_close(h);
+        return -1;
+    }
+    h->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    char ignored[64];
+    if (push_server_fn(L, "tick", ignored, sizeof ignored) == 0) h->tick_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    rr_luahost *old = w->host;
+    w->host = h;
+    if (old) {
+        old->retired = 1;
+        if (old->refs == 0) host_close(old);
+    }
     return 0;
+}
+
+void rr_lua_host_release(rr_luahost *h)
+{
+    if (--h->refs == 0 && h->retired) host_close(h);
+}
+
+void rr_lua_tick(rr_worker *w)
+{
+    rr_luahost *h = w->host;
+    if (!h || h->tick_ref == LUA_NOREF) return;
+    char err[512];
+    lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->tick_ref);
+    if (pcall_tb(h->L, 0, 0, err, sizeof err) != 0) rr_log(RR_LOG_ERROR, "worker %d: tick: %s", w->id, err);
 }
 
 rr_req *rr_lua_current_req(lua_State *co)
@@ -184,8 +239,10 @@ static const char *method_name(enum evhttp_cmd_type m)
 }
 
 /* A client-supplied x-request-id is kept when short and printable, else we mint one. */
-static void assign_request_id(rr_req *r, char *id, size_t cap)
+static void assign_request_id(rr_req *r)
 {
+    char *id = r->id;
+    size_t cap = sizeof r->id;
     struct evkeyvalq *in = evhttp_request_get_input_headers(r->evreq);
     const char *given = evhttp_find_header(in, "x-request-id");
     int ok = given && given[0] && strlen(given) < cap;
@@ -238,9 +295,10 @@ static void push_ctx(lua_State *co, rr_req *r, const char *id)
 void rr_lua_start_request(rr_req *r)
 {
     rr_worker *w = r->w;
-    lua_State *L = w->L;
-    char id[80];
-    assign_request_id(r, id, sizeof id);
+    r->host = w->host;
+    r->host->refs++;
+    lua_State *L = r->host->L;
+    assign_request_id(r);
     lua_State *co = lua_newthread(L);
     r->co = co;
     lua_pushlightuserdata(L, &reqs_key);
@@ -250,8 +308,8 @@ void rr_lua_start_request(rr_req *r)
     lua_rawset(L, -3);
     lua_pop(L, 1);
     r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops the thread, keeps it alive */
-    lua_rawgeti(co, LUA_REGISTRYINDEX, w->handler_ref);
-    push_ctx(co, r, id);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, r->host->handler_ref);
+    push_ctx(co, r, r->id);
     rr_lua_resume(r, 1);
 }
 
@@ -275,13 +333,17 @@ void rr_lua_resume(rr_req *r, int nargs)
             rr_log(RR_LOG_ERROR, "request handler returned an invalid response (status %d)", status);
             rr_req_reply_error(r, 500, "internal_error", "internal error: invalid handler response");
         } else {
+            size_t fl;
+            const char *fields = lua_type(co, 4) == LUA_TSTRING ? lua_tolstring(co, 4, &fl) : NULL;
+            if (fields && (r->log_fields = malloc(fl + 1)) != NULL) memcpy(r->log_fields, fields, fl + 1);
             rr_req_reply(r, status, co, 2, body, len);
         }
     } else {
         const char *msg = lua_tostring(co, -1);
-        luaL_traceback(r->w->L, co, msg ? msg : "(non-string error)", 0);
-        rr_log(RR_LOG_ERROR, "Lua error: %s", lua_tostring(r->w->L, -1));
-        lua_pop(r->w->L, 1);
+        lua_State *L = r->host->L;
+        luaL_traceback(L, co, msg ? msg : "(non-string error)", 0);
+        rr_log(RR_LOG_ERROR, "request %s: Lua error: %s", r->id, lua_tostring(L, -1));
+        lua_pop(L, 1);
         char m[600];
         snprintf(m, sizeof m, "internal error in a Lua script: %s", msg ? msg : "(non-string error)");
         rr_req_reply_error(r, 500, "internal_error", m);

@@ -60,6 +60,31 @@ static int parse_int(const char *s, int lo, int hi, int *out)
 static rr_worker *workers;
 static int nworkers;
 
+static rr_options *running_opt;
+
+static void on_hup(evutil_socket_t sig, short ev, void *arg)
+{
+    (void)sig; (void)ev; (void)arg;
+    char err[2048];
+    rr_options fresh = *running_opt;
+    /* validate in a scratch state first: a broken config never reaches the workers */
+    if (rr_lua_check_config(running_opt, &fresh, err, sizeof err) != 0) {
+        rr_log(RR_LOG_ERROR, "SIGHUP: reload refused, keeping the running configuration: %s", err);
+        return;
+    }
+    if (fresh.port != running_opt->port && !running_opt->port_override)
+        rr_log(RR_LOG_WARN, "SIGHUP: server.listen changes need a restart; keeping port %d", running_opt->port);
+    rr_log(RR_LOG_INFO, "SIGHUP: reloading %s", running_opt->config_path);
+    for (int i = 0; i < nworkers; i++) rr_worker_reload(&workers[i]);
+}
+
+static void on_usr1(evutil_socket_t sig, short ev, void *arg)
+{
+    (void)sig; (void)ev; (void)arg;
+    if (rr_log_reopen() != 0) rr_log(RR_LOG_ERROR, "SIGUSR1: cannot reopen log files");
+    else rr_log(RR_LOG_INFO, "SIGUSR1: log files reopened");
+}
+
 static void on_signal(evutil_socket_t sig, short ev, void *arg)
 {
     (void)ev;
@@ -124,6 +149,11 @@ int main(int argc, char **argv)
         printf("rerankd: configuration %s is ok\n", opt.config_path);
         return 0;
     }
+    if (rr_log_open(cfg.error_log, cfg.access_log) != 0) {
+        fprintf(stderr, "rerankd: cannot open log files (%s, %s)\n", cfg.error_log, cfg.access_log);
+        return 1;
+    }
+    rr_log_set_level(cfg.log_level);
     if (opt.port_override) cfg.port = opt.port;
     if (opt.workers_override) cfg.workers = opt.workers;
     if (cfg.workers <= 0) cfg.workers = (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -142,6 +172,8 @@ int main(int argc, char **argv)
     cfg.port = port;
     nworkers = cfg.workers;
     rr_workers_total = nworkers;
+    running_opt = &cfg;
+    if (rr_metrics_init(nworkers) != 0) return 1;
     workers = calloc((size_t)nworkers, sizeof *workers);
     if (!workers) return 1;
     for (int i = 0; i < nworkers; i++) {
@@ -161,8 +193,12 @@ int main(int argc, char **argv)
     struct event_base *mainbase = event_base_new();
     struct event *sigterm = evsignal_new(mainbase, SIGTERM, on_signal, mainbase);
     struct event *sigint = evsignal_new(mainbase, SIGINT, on_signal, mainbase);
+    struct event *sighup = evsignal_new(mainbase, SIGHUP, on_hup, NULL);
+    struct event *sigusr1 = evsignal_new(mainbase, SIGUSR1, on_usr1, NULL);
     evsignal_add(sigterm, NULL);
     evsignal_add(sigint, NULL);
+    evsignal_add(sighup, NULL);
+    evsignal_add(sigusr1, NULL);
     event_base_dispatch(mainbase);
     for (int i = 0; i < nworkers; i++) pthread_join(workers[i].thread, NULL);
     for (int i = 0; i < nworkers; i++) {
@@ -170,12 +206,19 @@ int main(int argc, char **argv)
         if (w->stop_ev) event_free(w->stop_ev);
         rr_fetch_free(w);
         if (w->http) evhttp_free(w->http);
-        if (w->L) lua_close(w->L);
+        if (w->tick_ev) event_free(w->tick_ev);
+        if (w->reload_ev) event_free(w->reload_ev);
+        if (w->host) {
+            lua_close(w->host->L);
+            free(w->host);
+        }
         if (w->base) event_base_free(w->base);
     }
     free(workers);
     event_free(sigterm);
     event_free(sigint);
+    event_free(sighup);
+    event_free(sigusr1);
     event_base_free(mainbase);
     curl_global_cleanup();
     rr_log(RR_LOG_INFO, "rerankd stopped");

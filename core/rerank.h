@@ -50,4 +50,9 @@ void rr_lfetch_register(lua_State *L);
 enum { RR_LOG_DEBUG, RR_LOG_INFO, RR_LOG_WARN, RR_LOG_ERROR };
 void rr_log_set_level(int level);
 void rr_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* error_file/access_file: "stderr", "off" (access only) or a path; -1 if a file can't open */
+int rr_log_open(const char *error_file, const char *access_file);
+int rr_log_reopen(void);
+/* one access-log line: {"ts":"...",<fields>}; fields is JSON object content without braces */
+void rr_access_log(const char *fields);
 #endif

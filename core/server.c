@@ -87,7 +87,9 @@ void rr_req_finish(rr_req *r)
     if (r->cancel) r->cancel(r);
     if (r->deadline_ev) event_free(r->deadline_ev);
     if (r->resume_ev) event_free(r->resume_ev);
-    if (r->co_ref != LUA_NOREF) luaL_unref(w->L, LUA_REGISTRYINDEX, r->co_ref);
+    if (r->co_ref != LUA_NOREF) luaL_unref(r->host->L, LUA_REGISTRYINDEX, r->co_ref);
+    if (r->host) rr_lua_host_release(r->host);
+    free(r->log_fields);
     if (r->evreq) { /* never answered (should not happen): answer so libevent frees it */
         struct evhttp_connection *c = evhttp_request_get_connection(r->evreq);
         if (c) evhttp_connection_set_closecb(c, NULL, NULL);
@@ -98,10 +100,6 @@ void rr_req_finish(rr_req *r)
     maybe_exit_drained(w);
 }
 
-static const char *request_id(rr_req *r)
-{
-    return r->evreq ? evhttp_find_header(evhttp_request_get_output_headers(r->evreq), "x-request-id") : NULL;
-}
 
 /* Sends status + body; headers come from the Lua table at idx_headers of `from` (or none). */
 void rr_req_reply(rr_req *r, int status, lua_State *from, int idx_headers, const char *body, size_t len)
@@ -138,6 +136,12 @@ void rr_req_reply(rr_req *r, int status, lua_State *from, int idx_headers, const
     evhttp_send_reply(r->evreq, status, NULL, buf);
     if (buf) evbuffer_free(buf);
     r->evreq = NULL;
+    char line[12288];
+    if (r->log_fields)
+        snprintf(line, sizeof line, "%s,\"status\":%d,\"total_us\":%llu", r->log_fields, status, total);
+    else
+        snprintf(line, sizeof line, "\"id\":\"%s\",\"status\":%d,\"total_us\":%llu", r->id, status, total);
+    rr_access_log(line);
 }
 
 static void json_escape_into(char *dst, size_t cap, const char *s)
@@ -196,7 +200,7 @@ static void on_deadline(evutil_socket_t fd, short ev, void *arg)
     rr_req *r = arg;
     char msg[128];
     snprintf(msg, sizeof msg, "request exceeded its deadline of %.3gs", r->w->opt->timeout);
-    rr_log(RR_LOG_WARN, "request %s: %s", request_id(r) ? request_id(r) : "-", msg);
+    rr_log(RR_LOG_WARN, "request %s: %s", r->id[0] ? r->id : "-", msg);
     rr_req_reply_error(r, 504, "timeout_error", msg);
     rr_req_finish(r);
 }
@@ -260,6 +264,7 @@ static void on_stop(evutil_socket_t fd, short ev, void *arg)
     rr_worker *w = arg;
     if (w->stopping) return;
     w->stopping = 1;
+    if (w->tick_ev) event_del(w->tick_ev);
     if (w->bound) {
         evhttp_del_accept_socket(w->http, w->bound); /* closes the listener: no new connections */
         w->bound = NULL;
@@ -272,6 +277,28 @@ static void on_stop(evutil_socket_t fd, short ev, void *arg)
 void rr_worker_stop(rr_worker *w)
 {
     if (w->stop_ev) event_active(w->stop_ev, 0, 0);
+}
+
+static void on_reload(evutil_socket_t fd, short ev, void *arg)
+{
+    (void)fd; (void)ev;
+    rr_worker *w = arg;
+    char err[2048];
+    if (rr_lua_init_worker(w, err, sizeof err) != 0)
+        rr_log(RR_LOG_ERROR, "worker %d: reload failed, keeping the previous configuration: %s", w->id, err);
+    else
+        rr_log(RR_LOG_INFO, "worker %d: configuration reloaded", w->id);
+}
+
+void rr_worker_reload(rr_worker *w)
+{
+    if (w->reload_ev) event_active(w->reload_ev, 0, 0);
+}
+
+static void on_tick(evutil_socket_t fd, short ev, void *arg)
+{
+    (void)fd; (void)ev;
+    rr_lua_tick(arg);
 }
 
 static void *worker_main(void *arg)
@@ -308,6 +335,10 @@ int rr_worker_start(rr_worker *w)
         return -1;
     }
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
+    w->reload_ev = event_new(w->base, -1, 0, on_reload, w);
+    w->tick_ev = event_new(w->base, -1, EV_PERSIST, on_tick, w);
+    struct timeval second = { 1, 0 };
+    event_add(w->tick_ev, &second);
     if (rr_fetch_init(w) != 0) {
         rr_log(RR_LOG_ERROR, "worker %d: cannot initialise libcurl", w->id);
         return -1;

@@ -389,7 +389,7 @@ static void copy_value(lua_State *L, ctx_t *c, int idx, int depth, yaml_mark_t m
         lua_pushvalue(L, idx);
         return;
     }
-    if (depth > MAX_DEPTH) raise_at(L, c, m, "nesting deeper than %d levels", MAX_DEPTH);
+    if (depth >= MAX_DEPTH) raise_at(L, c, m, "nesting deeper than %d levels", MAX_DEPTH);
     if (++c->copied > MAX_COPIED) raise_at(L, c, m, "alias expansion produces too many nodes (more than %d)", MAX_COPIED);
     luaL_checkstack(L, 6, "alias");
     idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
@@ -617,7 +617,6 @@ int rr_yaml_push(lua_State *L, const char *text, size_t len, const char *name)
     }
     st->have_parser = 1;
     yaml_parser_set_input_string(&st->parser, (const unsigned char *)text, len);
-    yaml_parser_set_encoding(&st->parser, YAML_UTF8_ENCODING);
 
     ctx_t c = { st, name, text, len, 0 };
     lua_pushcfunction(L, parse_main);

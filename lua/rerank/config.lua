@@ -603,7 +603,7 @@ local MODEL_KEYS = {}
 for _, f in ipairs(MODEL_FIELDS) do MODEL_KEYS[f[1]] = true end
 
 local function check_model(v, path, ctx)
-  if not is_mapping(v) or next(v) == nil then fail_type(path, "a mapping (a model entry)", v) end
+  if not is_mapping(v) then fail_type(path, "a mapping (a model entry)", v) end
   local has = function(k) return not is_null(v[k]) end
   if not has("provider") and not has("provider_file") then
     check_keys(v, path, MODEL_KEYS, ctx) -- a misspelt "provider" is the likelier story
@@ -790,7 +790,24 @@ end
 ---------------------------------------------------------------------------
 -- the whole configuration
 ---------------------------------------------------------------------------
-local TOP = { server = true, paths = true, default_model = true, models = true, pipelines = true }
+local TOP = { server = true, paths = true, default_model = true, models = true, pipelines = true, log = true }
+
+-- log: { level, access, error }: "stderr", "off" (access only) or a file path (config-relative)
+local LOG = { type = "record", fields = {
+  { "level", { type = "string", enum = { "debug", "info", "warn", "error" } } },
+  { "access", { type = "string", nonempty = true, default = "stderr" } },
+  { "error", { type = "string", nonempty = true, default = "stderr" } },
+} }
+
+local function check_log(v, ctx, server)
+  local l = check(LOG, is_null(v) and {} or v, "log", ctx)
+  l.level = l.level or server.log_level or "info"
+  for _, k in ipairs({ "access", "error" }) do
+    if l[k] ~= "stderr" and l[k] ~= "off" then l[k] = paths.abs(l[k], ctx.dir) end
+  end
+  if l.error == "off" then fail("log.error", 'the error log cannot be "off" (use a file or "stderr")') end
+  return l
+end
 
 local function apply_overrides(server, overrides)
   if type(overrides) ~= "table" then return end
@@ -819,6 +836,7 @@ local function build(root, ctx)
   cfg.server = check_server(root.server, ctx)
   apply_overrides(cfg.server, ctx.overrides)
   ctx.server = cfg.server
+  cfg.log = check_log(root.log, ctx, cfg.server)
   cfg.paths = check_paths(root.paths, ctx)
   ctx.paths = cfg.paths
   cfg.models, cfg.model_index = check_models(root.models, ctx)

@@ -69,15 +69,11 @@ end
 local cwd_cache
 function M.cwd()
   if cwd_cache then return cwd_cache end
-  local pwd = os.getenv("PWD")
-  if M.is_abs(pwd) then
-    cwd_cache = M.normalize(pwd)
-  else
-    local ok, pipe = pcall(io.popen, "pwd")
-    local out = ok and pipe and pipe:read("*l")
-    if ok and pipe then pipe:close() end
-    cwd_cache = M.is_abs(out) and out or "/"
-  end
+  -- getcwd(3) from the C core: $PWD can be stale or absent
+  local ok, core = pcall(require, "rerank.core")
+  local dir = ok and core.cwd and core.cwd()
+  if not M.is_abs(dir) then dir = os.getenv("PWD") end
+  cwd_cache = M.is_abs(dir) and M.normalize(dir) or "/"
   return cwd_cache
 end
 

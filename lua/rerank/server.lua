@@ -48,10 +48,17 @@ local function handle_rerank(ctx, shape)
   if not req then return err_reply(err) end
   req.id = "rerank-" .. ctx.id
   local timing = { parse = core.now_us() - t0 }
+  local info = { model = req.model or instance.cfg.default_model, docs = #req.documents, timing = timing }
+  ctx.info = info
   local result, rerr = instance:rerank(req, timing)
-  if not result then return err_reply(rerr) end
+  if not result then
+    info.upstream_status = rerr.upstream_status
+    return err_reply(rerr)
+  end
+  info.degraded = result.degraded
   local t1 = core.now_us()
   local body = api.render(shape, result, req)
+  timing.serialize = core.now_us() - t1
   local headers = {
     ["content-type"] = "application/json",
     ["x-rerankd-timing"] = ("parse=%d;upstream=%d;sort=%d;serialize=%d"):format(
@@ -84,7 +91,32 @@ local routes = {
   ["/v1/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "rerankd") end },
 }
 
-function M.handle(ctx)
+-- cjson escapes "/" as "\/": valid, but noisy in paths. Every "\/" it emits is that escape.
+local function jstr(s)
+  return (json.string(s):gsub("\\/", "/"))
+end
+
+-- The access-log fields of one request (core/log.c adds ts, status and total_us).
+local function log_fields(ctx)
+  local info = ctx.info or {}
+  local t = info.timing
+  local f = {
+    '"id":', jstr(ctx.id), ',"method":', jstr(ctx.method), ',"path":', jstr(ctx.path),
+    ',"route":', jstr(ctx.route or ""), ',"worker":', tostring(ctx.worker),
+  }
+  if info.model then f[#f + 1] = ',"model":' .. jstr(info.model) end
+  if info.docs then f[#f + 1] = ',"docs":' .. info.docs end
+  if t then
+    f[#f + 1] = (',"us":{"parse":%d,"upstream":%d,"sort":%d,"serialize":%d}'):format(
+      t.parse or 0, t.upstream or 0, t.sort or 0, t.serialize or 0)
+  end
+  if info.upstream_status then f[#f + 1] = ',"upstream_status":' .. tonumber(info.upstream_status) end
+  if info.cache then f[#f + 1] = ',"cache":' .. json.string(info.cache) end
+  if info.degraded then f[#f + 1] = ',"degraded":true' end
+  return table.concat(f)
+end
+
+local function dispatch(ctx)
   local path = ctx.path
   if #path > 1 and path:sub(-1) == "/" then path = path:sub(1, -2) end
   local route = routes[path]
@@ -100,7 +132,18 @@ function M.handle(ctx)
     return error_reply(405, "method_not_allowed", ("%s does not allow %s (allowed: %s)"):format(path, ctx.method, allow),
       nil, { ["content-type"] = "application/json", allow = allow })
   end
+  ctx.route = path
   return fn(ctx)
+end
+
+function M.handle(ctx)
+  local status, headers, body = dispatch(ctx)
+  return status, headers, body, log_fields(ctx)
+end
+
+-- Called by the worker about once a second (core/server.c): periodic housekeeping.
+function M.tick()
+  if instance and instance.tick then instance:tick() end
 end
 
 return M

@@ -169,6 +169,57 @@ int main(void)
     CHECK(lt.n == 1 && strcmp(lt.t[0], longl) == 0, "2000-byte token lowered");
     tl_free(&lt);
 
+    /* long texts built from known pieces: expected tokens and offsets are known by
+     * construction; covers the 64-byte block path, tokens crossing blocks and
+     * running from ASCII into non-ASCII, and the count-only path */
+    static const char *const words[] = { "alpha", "Beta", "GAMMA", "x", "Z9", "école", "ÉCOLE",
+                                         "東京", "привет", "ПРИВЕТ", "İs", "straße", "a1B2",
+                                         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789" };
+    static const char *const lowered[] = { "alpha", "beta", "gamma", "x", "z9", "école", "école",
+                                           "東京", "привет", "привет", "is", "straße", "a1b2",
+                                           "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz0123456789" };
+    static const char *const seps[] = { " ", ", ", ".", "\n", "—", "。", "\xff", "\t\t", "  -  ", "\xc3" };
+    int built_ok = 1;
+    for (int r = 0; r < 1500 && built_ok; r++) {
+        static char text[4096], want[64][4096];
+        size_t tl = 0, nw = 0, woff[64];
+        int prev_word = 0;
+        size_t target = next() % 1500;
+        while (tl < target && nw < 60) {
+            if (next() % 10 < 6) {
+                size_t w = next() % (sizeof words / sizeof *words);
+                if (!prev_word) { woff[nw] = tl; want[nw][0] = 0; nw++; }
+                strcat(want[nw - 1], lowered[w]);
+                memcpy(text + tl, words[w], strlen(words[w]));
+                tl += strlen(words[w]);
+                prev_word = 1;
+            } else {
+                const char *sp = seps[next() % (sizeof seps / sizeof *seps)];
+                memcpy(text + tl, sp, strlen(sp));
+                tl += strlen(sp);
+                prev_word = 0;
+            }
+        }
+        char *exact = malloc(tl ? tl : 1); /* exactly sized: ASan catches overreads */
+        memcpy(exact, text, tl);
+        tlist got = { 0 };
+        memset(&c, 0, sizeof c);
+        size_t n = rr_tokenize(exact, tl, tl_add, &got);
+        rr_tokenize(exact, tl, collect, &c);
+        int ok = n == nw && got.n == nw && rr_tokenize(exact, tl, NULL, NULL) == nw;
+        for (size_t i = 0; ok && i < nw; i++) ok = strcmp(got.t[i], want[i]) == 0 && c.off[i] == woff[i];
+        if (!ok) {
+            printf("# built text %d: %zu tokens, want %zu\n", r, n, nw);
+            for (size_t i = 0; i < nw && i < got.n; i++)
+                if (strcmp(got.t[i], want[i]) || c.off[i] != woff[i])
+                    printf("#  [%zu] got \"%s\"@%zu want \"%s\"@%zu\n", i, got.t[i], c.off[i], want[i], woff[i]);
+        }
+        built_ok &= ok;
+        tl_free(&got);
+        free(exact);
+    }
+    CHECK(built_ok, "long built texts: tokens, offsets and counts as constructed");
+
     /* fuzz: random bytes in exactly-sized buffers (ASan would catch overreads) */
     int fuzz_ok = 1;
     for (int r = 0; r < 2000; r++) {
@@ -270,11 +321,12 @@ int main(void)
 
     /* randomized comparison with the naive reference, with and without truncation */
     static const char *vocab[] = { "the", "The", "cat", "dog", "école", "ÉCOLE", "東京", "a", "ab",
-                                   "abc", "Привет", "x1", "zz", "q", "m", "n" };
+                                   "abc", "Привет", "x1", "zz", "q", "m", "n", "CAT", "DoG", "İSTANBUL",
+                                   "istanbul", "a1", "A1", "catdog", "ba", "ab1", "longwordlongword" };
     const size_t nv = sizeof vocab / sizeof *vocab;
     int agree = 1;
     for (int r = 0; r < 300; r++) {
-        char qb[256] = "", db[40][512];
+        char qb[256] = "", db[40][2048];
         const char *docs[40];
         size_t n = 1 + next() % 40;
         for (int w = (int)(next() % 6); w >= 0; w--) {
@@ -283,7 +335,7 @@ int main(void)
         }
         for (size_t i = 0; i < n; i++) {
             db[i][0] = 0;
-            for (int w = (int)(next() % 30); w > 0; w--) {
+            for (int w = (int)(next() % 100); w > 0; w--) {
                 strcat(db[i], vocab[next() % nv]);
                 strcat(db[i], next() % 3 ? " " : "; ");
             }

@@ -1,0 +1,317 @@
+-- Providers against their documented wire formats. The cases are data
+-- (tests/fixtures/providers/<name>/): build.json (model entry + request -> exact method, URL,
+-- headers, body, SigV4 fields), parse.json (fixture file -> results/scores/usage, or the
+-- error the runtime must report) and the response fixtures it names (good.json, variants,
+-- malformed.txt, bad_request.json, unauthorized.json).
+local cjson = require "cjson"
+local json = require "rerank.json"
+local api = require "rerank.api"
+local U = require "rerank.provider_util"
+local upstream = require "rerank.upstream"
+local probe = require "rerank.probe"
+
+local ROOT = os.getenv("PWD") or "."
+local FIX = ROOT .. "/tests/fixtures/providers/"
+local PROVIDERS = { "cohere", "jina", "voyage", "together", "mixedbread", "pinecone", "nvidia_nim", "deepinfra",
+                    "fireworks", "azure_ai", "tei", "infinity", "vllm", "llamacpp", "bedrock", "cohere_compatible" }
+local OPTION_TYPES = { string = true, number = true, integer = true, boolean = true, table = true, duration = true, size = true }
+
+local function read(path)
+  local f = assert(io.open(path, "rb"), "missing fixture " .. path)
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function fixture_json(name, file) return cjson.decode(read(FIX .. name .. "/" .. file)) end
+
+local function load_provider(name)
+  return assert(loadfile(ROOT .. "/providers/" .. name .. ".lua"))()
+end
+
+local function denull(v)
+  if v == cjson.null then return nil end
+  return v
+end
+
+-- compare as JSON values: no metatables, no functions
+local function plain(v)
+  if v == nil then return nil end
+  return cjson.decode(json.encode(v))
+end
+
+-- runs fn with os.getenv answering only from env (hermetic: the machine's variables are hidden)
+local function with_env(env, fn)
+  local real = os.getenv
+  os.getenv = function(k) return denull(env and env[k]) end -- luacheck: ignore 122
+  local ok, a, b = pcall(fn)
+  os.getenv = real -- luacheck: ignore 122
+  if not ok then error(a, 0) end
+  return a, b
+end
+
+local function make_model(t)
+  local m = {}
+  for k, v in pairs(t) do m[k] = denull(v) end
+  m.options = m.options or {}
+  return m
+end
+
+local function make_req(request, rank_fields)
+  local req = assert(api.parse("rerankd", cjson.encode(request)))
+  req.rank_fields = denull(rank_fields)
+  return req
+end
+
+local function req_of(n)
+  local docs = {}
+  for i = 1, n do docs[i] = "document " .. i end
+  return make_req({ query = "q", documents = docs })
+end
+
+local function pairs_of(results)
+  local out = {}
+  for i, r in ipairs(results) do out[i] = { r.index, r.score } end
+  return out
+end
+
+local function fake_transport(status, headers, body)
+  local t = { calls = {} }
+  function t.request(opts)
+    t.calls[#t.calls + 1] = opts.url
+    return { status = status, headers = headers or {}, body = body }
+  end
+  return t
+end
+
+for _, name in ipairs(PROVIDERS) do
+  describe("provider " .. name, function()
+    local P = load_provider(name)
+
+    it("follows the provider contract", function()
+      assert.are.equal(name, P.name)
+      assert.are.equal("function", type(P.build))
+      assert.are.equal("function", type(P.parse))
+      assert.are.equal("table", type(P.defaults))
+      assert.are.equal("string", type(P.env_key))
+      for k, ty in pairs(P.options or {}) do
+        assert.is_true(OPTION_TYPES[ty] == true, ("option %s has type %s"):format(k, tostring(ty)))
+      end
+      if P.limits then assert.are.equal("number", type(P.limits.max_documents)) end
+      for _, f in ipairs({ "build.json", "parse.json", "good.json", "malformed.txt", "bad_request.json", "unauthorized.json" }) do
+        assert.truthy(io.open(FIX .. name .. "/" .. f), "fixture " .. name .. "/" .. f)
+      end
+    end)
+
+    for _, case in ipairs(fixture_json(name, "build.json")) do
+      it("builds: " .. case.name, function()
+        local model, req = make_model(case.model), make_req(case.request, case.rank_fields)
+        local spec = with_env(case.env or {}, function() return P.build(model, req) end)
+        local e = case.expect
+        assert.are.equal(e.method, spec.method or "POST")
+        assert.are.equal(e.url, spec.url)
+        assert.are.same(e.headers, plain(spec.headers) or {})
+        assert.are.same(e.body, plain(spec.body))
+        assert.are.equal(denull(e.aws_sigv4), spec.aws_sigv4)
+        assert.are.equal(denull(e.userpwd), spec.userpwd)
+        -- what the runtime sends: JSON text that decodes back to the expected body
+        local opts = upstream.prepare(model, spec)
+        assert.are.same(e.body, cjson.decode(opts.body))
+        assert.are.equal("application/json", opts.headers["Content-Type"])
+      end)
+    end
+
+    local expectations = fixture_json(name, "parse.json")
+    local files = {}
+    for file in pairs(expectations) do files[#files + 1] = file end
+    table.sort(files)
+    for _, file in ipairs(files) do
+      local e = expectations[file]
+      local body = read(FIX .. name .. "/" .. file)
+      local model = make_model({ name = "m", provider = name, api_key = "sk-secret-key", base_url = "http://127.0.0.1:9" })
+      if e.status >= 400 then
+        it(("maps %s (HTTP %d) to a 502 naming the upstream, without the key"):format(file, e.status), function()
+          local req = req_of(3)
+          local spec = with_env({}, function() return P.build(model, req) end)
+          local out, err = upstream.call_one(fake_transport(e.status, {}, body), model, P, req, spec)
+          assert.is_nil(out)
+          assert.are.equal(502, err.status)
+          assert.are.equal(e.status, err.upstream_status)
+          assert.truthy(err.message:find("HTTP " .. e.status, 1, true), err.message)
+          assert.truthy(err.message:find(name, 1, true), err.message)
+          assert.truthy(err.message:find(e.upstream_error, 1, true), err.message)
+          assert.falsy(err.message:find("sk-secret-key", 1, true), err.message)
+        end)
+      else
+        it("parses " .. file, function()
+          local req = req_of(e.n)
+          local out, err = P.parse(model, req, e.status, denull(e.headers) or {}, body)
+          if denull(e.error) then
+            assert.is_nil(out)
+            assert.truthy(tostring(err):find(e.error, 1, true), tostring(err))
+            return
+          end
+          assert.is_nil(err)
+          if denull(e.scores) then
+            assert.are.same(e.scores, out.scores)
+          else
+            assert.are.same(e.results, pairs_of(out.results))
+          end
+          assert.are.same(denull(e.usage), out.usage)
+        end)
+      end
+    end
+  end)
+end
+
+describe("provider_util", function()
+  it("joins URLs without double slashes", function()
+    assert.are.equal("http://h:1/v1/rerank", U.join("http://h:1/", "/v1/rerank"))
+    assert.are.equal("http://h:1/v1/rerank", U.join("http://h:1", "v1/rerank"))
+    assert.are.equal("http://h:1/p", U.join("http://h:1//", "//p"))
+    assert.are.equal("http://h:1", U.join("http://h:1/", nil))
+  end)
+
+  it("expands placeholders and escapes path segments", function()
+    assert.are.equal("/model/a%3A0/invoke", U.expand("/model/{model}/invoke", { model = U.escape("a:0") }))
+    assert.are.equal("/x/{unknown}", U.expand("/x/{unknown}", {}))
+  end)
+
+  it("takes the API key from the model, else the environment", function()
+    with_env({ K = "from-env" }, function()
+      assert.are.equal("mine", U.api_key({ api_key = "mine" }, "K"))
+      assert.are.equal("from-env", U.api_key({ api_key = "" }, "K"))
+      assert.are.equal("from-env", U.api_key({}, "K"))
+      assert.is_nil(U.api_key({}, "OTHER"))
+      assert.are.same({}, U.bearer({}, "OTHER"))
+    end)
+  end)
+
+  it("merges extra_body deeply; the request wins; null removes a key", function()
+    local body = { a = 1, nested = { x = 1, y = 2 }, list = { 1, 2 }, drop = true }
+    U.merge(body, { a = 2, nested = { y = 3 }, list = { 9 } }, { a = 3, drop = json.null, new = "n" })
+    assert.are.same({ a = 3, nested = { x = 1, y = 3 }, list = { 9 }, new = "n" }, body)
+  end)
+
+  it("flattens object documents on rank_fields and keeps plain text otherwise", function()
+    local req = make_req({ query = "q", documents = { "plain", { text = "t", title = "T", n = 5 } } })
+    assert.are.same({ "plain", "t" }, U.texts(req))
+    assert.are.same({ "plain", "t" }, U.texts(req, { "text" }))
+    assert.are.same({ "plain", "title: T\ntext: t\nn: 5" }, U.texts(req, { "title", "text", "n", "missing" }))
+    assert.are.same({ { text = "plain" }, { text = "t", title = "T" } }, plain(U.objects(req, { "title" })))
+    assert.are.same({ "plain", "t" }, U.documents(req, nil))
+  end)
+
+  it("clamps top_n to the documents of the call", function()
+    assert.are.equal(2, U.top_n(make_req({ query = "q", documents = { "a", "b" }, top_n = 10 })))
+    assert.is_nil(U.top_n(make_req({ query = "q", documents = { "a" } })))
+  end)
+
+  it("rejects answers that are not rerank results", function()
+    local cases = { { "", "invalid JSON" }, { "null", "unexpected JSON" }, { "42", "unexpected JSON" },
+                    { '{"results": null}', "no results" }, { '{"error":{"message":"boom"}}', "boom" } }
+    for _, c in ipairs(cases) do
+      local out, err = U.parse(c[1], {}, 3)
+      assert.is_nil(out, c[1])
+      assert.truthy(tostring(err):find(c[2], 1, true), tostring(err))
+    end
+    assert.are.same({ results = {} }, U.parse("[]", {}, 3))
+  end)
+
+  it("reads usage from every documented place, ignoring nulls", function()
+    assert.is_nil(U.usage({ usage = json.null, meta = { billed_units = { search_units = json.null } } }))
+    assert.are.same({ prompt_tokens = 7, total_tokens = 7 }, U.usage({ inference_status = { tokens_input = 7 } }))
+    assert.are.same({ prompt_tokens = 3, total_tokens = 5 }, U.usage({ usage = { prompt_tokens = 3, total_tokens = 5 } }))
+    assert.are.same({ prompt_tokens = 11, total_tokens = 11 }, U.usage({}, { ["x-compute-tokens"] = "11" }))
+  end)
+
+  it("rejects a bad cohere api_version when building", function()
+    local P = load_provider("cohere")
+    assert.has_error(function()
+      P.build({ name = "m", api_key = "k", options = { api_version = "v3" } }, req_of(1))
+    end, 'cohere: api_version must be "v1" or "v2", got "3"')
+  end)
+
+  it("needs a base_url where the provider has no default", function()
+    local P = load_provider("azure_ai")
+    local ok, err = pcall(P.build, { name = "az", api_key = "k", options = {} }, req_of(1))
+    assert.is_false(ok)
+    assert.truthy(err:find("base_url is required", 1, true), err)
+  end)
+end)
+
+describe("probe (cohere_compatible path discovery)", function()
+  local P = load_provider("cohere_compatible")
+  local good = read(FIX .. "cohere_compatible/good.json")
+
+  local function transport(answers)
+    local t = { calls = {} }
+    function t.request(opts)
+      local path = opts.url:match("^https?://[^/]+(.*)$")
+      t.calls[#t.calls + 1] = path
+      local a = answers[path] or 404
+      if a == "down" then return nil, "connect: refused" end
+      return { status = a, headers = {}, body = a == 200 and good or '{"detail":"Not Found"}' }
+    end
+    return t
+  end
+
+  local function run(t, model)
+    local req = req_of(3)
+    local spec = P.build(model, req)
+    return probe.call(t, model, P, req, spec)
+  end
+
+  before_each(function() probe.winners = {} end)
+
+  it("applies only without an explicit path", function()
+    assert.is_true(probe.applies({ base_url = "http://x" }, P))
+    assert.is_false(probe.applies({ base_url = "http://x", path = "/v1/rerank" }, P))
+    assert.is_false(probe.applies({}, load_provider("cohere")))
+  end)
+
+  it("tries /v1/rerank, /rerank, /v2/rerank on 404/405 and remembers the winner", function()
+    local model = make_model({ name = "cc", provider = "cohere_compatible", base_url = "http://h:1/", api_key = "k" })
+    local t = transport({ ["/rerank"] = 405, ["/v2/rerank"] = 200 })
+    local out = assert(run(t, model))
+    assert.are.same({ "/v1/rerank", "/rerank", "/v2/rerank" }, t.calls)
+    assert.are.same({ { 1, 0.9 }, { 2, 0.5 }, { 0, 0.1 } }, pairs_of(out.results))
+    t.calls = {}
+    assert(run(t, model))
+    assert.are.same({ "/v2/rerank" }, t.calls)
+  end)
+
+  it("forgets a winner that starts answering 404", function()
+    local model = make_model({ name = "cc2", provider = "cohere_compatible", base_url = "http://h:1", api_key = "k" })
+    local answers = { ["/rerank"] = 200 }
+    local t = transport(answers)
+    assert(run(t, model))
+    answers["/rerank"], answers["/v1/rerank"] = 404, 200
+    t.calls = {}
+    assert(run(t, model))
+    assert.are.same({ "/rerank", "/v1/rerank" }, t.calls)
+  end)
+
+  it("stops on errors other than 404/405 and maps them", function()
+    local model = make_model({ name = "cc3", provider = "cohere_compatible", base_url = "http://h:1", api_key = "k" })
+    local t = transport({ ["/v1/rerank"] = 401 })
+    local out, err = run(t, model)
+    assert.is_nil(out)
+    assert.are.equal(502, err.status)
+    assert.are.equal(401, err.upstream_status)
+    assert.are.same({ "/v1/rerank" }, t.calls)
+    t = transport({ ["/v1/rerank"] = "down" })
+    out, err = run(t, model)
+    assert.is_nil(out)
+    assert.truthy(err.message:find("unreachable", 1, true), err.message)
+  end)
+
+  it("reports the last 404 when no path answers", function()
+    local model = make_model({ name = "cc4", provider = "cohere_compatible", base_url = "http://h:1", api_key = "k" })
+    local t = transport({})
+    local out, err = run(t, model)
+    assert.is_nil(out)
+    assert.are.equal(404, err.upstream_status)
+    assert.are.equal(3, #t.calls)
+  end)
+end)

@@ -1,0 +1,533 @@
+#!/usr/bin/env python3
+"""Mock rerank upstreams: the documented wire formats of every provider rerankd speaks
+(../shared/reference/provider-apis.md), on one port, python3 stdlib only.
+
+    python3 tests/mock/mock_upstream.py --port 0      # prints "listening on 127.0.0.1:PORT"
+
+Routing: /<provider>/<documented path>, e.g. base_url http://127.0.0.1:PORT/cohere serves
+/cohere/v1/rerank and /cohere/v2/rerank. Providers: cohere azure jina voyage together
+mixedbread pinecone nim tei infinity vllm llamacpp deepinfra fireworks bedrock.
+
+Scores are deterministic: the share of the query's distinct words found in the document
+(0..1); NIM answers logit = 10*share - 5, llama.cpp and raw-score modes the same raw value.
+Results are sorted by score desc, index asc, and cut where the API cuts them.
+Usage tokens = words(query) * n + sum(words(doc)).
+
+Auth: API key "test-key" in each provider's documented header (Bearer; Pinecone Api-Key;
+Bedrock: SigV4 with access key "test-key" / secret "test-secret", fully verified, or a
+Bearer Bedrock API key). Wrong key -> 401/403 in the provider's error shape.
+
+Faults, per request: header "x-mock-fault: KIND" or a path prefix /fault/KIND/...
+  slow:MS   answer after MS milliseconds      429:S    429 with Retry-After: S
+  500, 503  server error in the provider's shape
+  malformed 200 with invalid JSON              truncated Content-Length larger than the body, then close
+  reset     close the connection without answering (RST)
+  drip      the normal answer, 1 byte per 100 ms
+  flaky:N   the first N requests carrying this fault string get 503, then normal answers
+
+Control: GET /_mock/requests -> every request received [{method, path, headers, body, json}]
+(headers lower-cased); POST /_mock/reset clears it and the flaky counters.
+"""
+import argparse, datetime, hashlib, hmac, json, re, socket, struct, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote, unquote
+
+KEY, AWS_KEY, AWS_SECRET = "test-key", "test-key", "test-secret"
+LOCK = threading.Lock()
+LOG, FLAKY = [], {}
+MALFORMED = object()  # a 200 whose body is cut-off JSON
+
+
+class Reply(Exception):
+    def __init__(self, status, body, headers=None):
+        super().__init__(status)
+        self.status, self.body, self.headers = status, body, headers or {}
+
+
+def words(s):
+    return re.findall(r"\w+", str(s).lower())
+
+
+def share(q, d):
+    qw = set(words(q))
+    return len(qw & set(words(d))) / len(qw) if qw else 0.0
+
+
+def ranked(q, texts, top=None):
+    s = sorted(((i, share(q, t)) for i, t in enumerate(texts)), key=lambda x: (-x[1], x[0]))
+    return s[:top] if top else s
+
+
+def tokens(q, texts):
+    return len(words(q)) * len(texts) + sum(len(words(t)) for t in texts)
+
+
+def doc_text(d, fields=None):
+    if isinstance(d, str):
+        return d
+    return " ".join(str(d.get(f, "")) for f in (fields or ["text"]))
+
+
+class Shape:
+    """One provider's error shape and checks; subclasses give the handlers."""
+    bad_status = 400
+
+    def err(self, status, msg):
+        return {"message": msg}
+
+    def fail(self, status, msg, headers=None):
+        raise Reply(status, self.err(status, msg), headers)
+
+    def auth(self, h):
+        if h.get("authorization") != "Bearer " + KEY:
+            self.fail(401, "invalid api key")
+
+    def need(self, b, field, kind, nonempty=False):
+        v = b.get(field)
+        if not isinstance(v, kind) or (nonempty and not v):
+            self.fail(self.bad_status, "%s is required and must be a %s%s" % (field, kind.__name__, " (non-empty)" if nonempty else ""))
+        return v
+
+    def top(self, b, field="top_n"):
+        v = b.get(field)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            self.fail(self.bad_status, field + " must be a positive integer")
+        return v
+
+    def strings(self, b, field):
+        v = self.need(b, field, list, True)
+        if not all(isinstance(x, str) for x in v):
+            self.fail(self.bad_status, field + " must be a list of strings")
+        return v
+
+
+class Cohere(Shape):
+    routes = ("/v1/rerank", "/v2/rerank")
+    def err(self, status, msg): return {"message": ("invalid request: " if status == 400 else "") + msg}
+
+    def handle(self, path, b, h):
+        v2 = path.endswith("/v2/rerank")
+        q = self.need(b, "query", str)
+        docs = self.need(b, "documents", list, True)
+        if v2:
+            self.need(b, "model", str)
+            self.strings(b, "documents")
+            for f in ("rank_fields", "max_chunks_per_doc"):
+                if f in b: self.fail(400, f + " is not supported on v2")
+        rf = b.get("rank_fields")
+        texts = []
+        for d in docs:
+            if not isinstance(d, (str, dict)) or (isinstance(d, dict) and not all(f in d for f in rf or ["text"])):
+                self.fail(400, "each document must be a string or an object with the rank fields")
+            texts.append(doc_text(d, rf))
+        res = []
+        for i, s in ranked(q, texts, self.top(b)):
+            r = {"index": i, "relevance_score": s}
+            if not v2 and b.get("return_documents"):
+                r["document"] = docs[i] if isinstance(docs[i], dict) else {"text": docs[i]}
+            res.append(r)
+        return {"id": "mock-rerank", "results": res,
+                "meta": {"api_version": {"version": "2" if v2 else "1"}, "billed_units": {"search_units": 1}}}
+
+
+class Azure(Cohere):
+    routes = ("/v1/rerank",)
+    def handle(self, path, b, h):
+        return super().handle(path, b, h), {"llm_provider-azureml-model-group": "offer-cohere-rerank-mul-paygo"}
+
+
+class Jina(Shape):
+    routes = ("/v1/rerank",)
+    bad_status = 422
+    def err(self, status, msg): return {"detail": msg}
+
+    def handle(self, path, b, h):
+        q, docs = self.need(b, "query", str), self.strings(b, "documents")
+        self.need(b, "model", str)
+        res = [dict({"index": i, "relevance_score": s}, **({"document": {"text": docs[i]}} if b.get("return_documents") else {}))
+               for i, s in ranked(q, docs, self.top(b))]
+        return {"model": b["model"], "usage": {"total_tokens": tokens(q, docs)}, "results": res}
+
+
+class Voyage(Jina):
+    bad_status = 400
+    def handle(self, path, b, h):
+        q, docs = self.need(b, "query", str), self.strings(b, "documents")
+        self.need(b, "model", str)
+        if len(docs) > 1000: self.fail(400, "documents: at most 1000")
+        if "truncation" in b and not isinstance(b["truncation"], bool): self.fail(400, "truncation must be a boolean")
+        res = [dict({"relevance_score": s, "index": i}, **({"document": docs[i]} if b.get("return_documents") else {}))
+               for i, s in ranked(q, docs, self.top(b, "top_k"))]
+        return {"object": "list", "data": res, "model": b["model"], "usage": {"total_tokens": tokens(q, docs)}}
+
+
+class Together(Shape):
+    routes = ("/v1/rerank",)
+    def err(self, status, msg):
+        return {"error": {"message": msg, "type": "invalid_request_error", "param": None, "code": status}}
+
+    def handle(self, path, b, h):
+        q, docs = self.need(b, "query", str), self.need(b, "documents", list, True)
+        self.need(b, "model", str)
+        rf = b.get("rank_fields")
+        texts = [doc_text(d, rf or (list(d) if isinstance(d, dict) else None)) for d in docs]
+        res = [dict({"index": i, "relevance_score": s},
+                    **({"document": {"text": docs[i] if isinstance(docs[i], str) else json.dumps(docs[i])}} if b.get("return_documents") else {}))
+               for i, s in ranked(q, texts, self.top(b))]
+        n = tokens(q, texts)
+        return {"object": "rerank", "id": "mock", "model": b["model"], "results": res,
+                "usage": {"prompt_tokens": n, "completion_tokens": 0, "total_tokens": n}}
+
+
+class Mixedbread(Jina):
+    routes = ("/v1/reranking",)
+    def handle(self, path, b, h):
+        q, docs = self.need(b, "query", str), self.need(b, "input", list, True)
+        texts = [doc_text(d, b.get("rank_fields")) for d in docs]
+        k = self.top(b, "top_k") if b.get("top_k") != -1 else None
+        res = [dict({"index": i, "score": s, "object": "rank_result"}, **({"input": docs[i]} if b.get("return_input") else {}))
+               for i, s in ranked(q, texts, k)]
+        n = tokens(q, texts)
+        return {"object": "list", "model": b.get("model", "mixedbread-ai/mxbai-rerank-large-v2"), "top_k": k or len(docs),
+                "return_input": bool(b.get("return_input")), "data": res,
+                "usage": {"prompt_tokens": n, "total_tokens": n, "completion_tokens": None}}
+
+
+class Pinecone(Shape):
+    routes = ("/rerank",)
+    def err(self, status, msg):
+        code = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 429: "RESOURCE_EXHAUSTED"}.get(status, "INTERNAL")
+        return {"error": {"code": code, "message": msg}, "status": status}
+
+    def auth(self, h):
+        if h.get("api-key") != KEY: self.fail(401, "Invalid API Key")
+        if not h.get("x-pinecone-api-version"): self.fail(400, "missing X-Pinecone-Api-Version header")
+
+    def handle(self, path, b, h):
+        q, docs = self.need(b, "query", str), self.need(b, "documents", list, True)
+        self.need(b, "model", str)
+        rf = b.get("rank_fields") or ["text"]
+        for i, d in enumerate(docs):
+            if not isinstance(d, dict) or not all(isinstance(d.get(f), str) for f in rf):
+                self.fail(400, "Document %d is missing the rank field(s) %s" % (i, rf))
+        t = (b.get("parameters") or {}).get("truncate")
+        if t is not None and t not in ("END", "NONE"): self.fail(400, "parameters.truncate must be END or NONE")
+        ret = b.get("return_documents", True)
+        res = [dict({"index": i, "score": s}, **({"document": docs[i]} if ret else {}))
+               for i, s in ranked(q, [doc_text(d, rf) for d in docs], self.top(b))]
+        return {"model": b["model"], "data": res, "usage": {"rerank_units": 1}}
+
+
+class Nim(Jina):
+    routes = ("/v1/ranking", "/v1/retrieval/")
+    bad_status = 400
+    def handle(self, path, b, h):
+        self.need(b, "model", str)
+        q = self.need(b, "query", dict).get("text")
+        ps = self.need(b, "passages", list, True)
+        if not isinstance(q, str) or not all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in ps):
+            self.fail(400, "query.text and passages[].text must be strings")
+        if b.get("truncate", "NONE") not in ("NONE", "END"): self.fail(400, "truncate must be NONE or END")
+        if "top_k" in b and path.endswith("/v1/ranking"): self.fail(400, "top_k: extra inputs are not permitted")
+        texts = [p["text"] for p in ps]
+        res = [{"index": i, "logit": 10 * s - 5} for i, s in ranked(q, texts, b.get("top_k"))]
+        return {"rankings": res, "usage": {"prompt_tokens": tokens(q, texts), "total_tokens": tokens(q, texts)}}
+
+
+class Tei(Shape):
+    routes = ("/rerank",)
+    bad_status = 422
+    def err(self, status, msg):
+        kind = {400: "Empty", 401: "Unauthorized", 422: "Validation", 429: "Overloaded", 503: "Unhealthy"}.get(status, "Backend")
+        return {"error": msg, "error_type": kind}
+
+    def handle(self, path, b, h):
+        q, texts = self.need(b, "query", str), self.strings(b, "texts")
+        if len(texts) > 32: self.fail(422, "batch size %d > maximum allowed batch size 32" % len(texts))
+        d = str(b.get("truncation_direction", "Right")).lower()
+        if d not in ("right", "left"): self.fail(422, "truncation_direction must be Right or Left")
+        res = [dict({"index": i, "score": (10 * s - 5) if b.get("raw_scores") else s},
+                    **({"text": texts[i]} if b.get("return_text") else {})) for i, s in ranked(q, texts)]
+        return res, {"x-compute-tokens": str(tokens(q, texts)), "x-compute-time": "1"}
+
+
+class Infinity(Jina):
+    routes = ("/rerank", "/v1/rerank")
+    def auth(self, h):
+        if h.get("authorization") != "Bearer " + KEY: raise Reply(401, {"detail": "Unauthorized"})
+
+    def err(self, status, msg):
+        if status == 422: return {"detail": [{"loc": ["body"], "msg": msg, "type": "value_error"}]}
+        return {"error": {"message": msg, "type": "BadRequestError", "param": None, "code": status}}
+
+    def handle(self, path, b, h):
+        q, docs = self.need(b, "query", str), self.strings(b, "documents")
+        res = [dict({"relevance_score": (10 * s - 5) if b.get("raw_scores") else s, "index": i},
+                    **({"document": docs[i]} if b.get("return_documents") else {})) for i, s in ranked(q, docs, self.top(b))]
+        n = tokens(q, docs)
+        return {"object": "rerank", "results": res, "model": b.get("model", "default/not-specified"),
+                "usage": {"prompt_tokens": n, "total_tokens": n}, "id": "infinity-mock", "created": 1700000000}
+
+
+class Vllm(Shape):
+    routes = ("/rerank", "/v1/rerank", "/v2/rerank", "/score", "/v1/score")
+    def auth(self, h):
+        if h.get("authorization") != "Bearer " + KEY: raise Reply(401, {"error": "Unauthorized"})
+
+    def err(self, status, msg):
+        return {"error": {"message": msg, "type": "BadRequestError", "param": None, "code": status}}
+
+    def handle(self, path, b, h):
+        act = b.get("use_activation", True)
+        val = lambda s: s if act else 10 * s - 5
+        if path.endswith("/score"):
+            q, docs = self.need(b, "text_1", str), self.need(b, "text_2", list, True)
+            data = [{"index": i, "object": "score", "score": val(share(q, d))} for i, d in enumerate(docs)]
+            return {"id": "score-mock", "object": "list", "created": 1700000000, "model": b.get("model", "m"), "data": data,
+                    "usage": {"prompt_tokens": tokens(q, docs), "total_tokens": tokens(q, docs)}}
+        q, docs = self.need(b, "query", str), self.strings(b, "documents")
+        k = b.get("top_n") or None
+        res = [{"index": i, "document": {"text": docs[i]}, "relevance_score": val(s)} for i, s in ranked(q, docs, k)]
+        return {"id": "rerank-mock", "model": b.get("model", "m"), "results": res,
+                "usage": {"prompt_tokens": tokens(q, docs), "total_tokens": tokens(q, docs)}}
+
+
+class Llamacpp(Shape):
+    routes = ("/rerank", "/reranking", "/v1/rerank", "/v1/reranking")
+    def err(self, status, msg):
+        kind = {400: "invalid_request_error", 401: "authentication_error", 503: "unavailable_error"}.get(status, "server_error")
+        return {"error": {"code": status, "message": msg, "type": kind}}
+
+    def handle(self, path, b, h):
+        q = self.need(b, "query", str)
+        tei = "texts" in b
+        docs = self.strings(b, "documents" if "documents" in b else "texts")
+        res = ranked(q, docs, self.top(b))
+        if tei:
+            return [dict({"index": i, "score": 10 * s - 5}, **({"text": docs[i]} if b.get("return_text") else {})) for i, s in res]
+        n = tokens(q, docs)
+        return {"model": b.get("model", "llama"), "object": "list", "usage": {"prompt_tokens": n, "total_tokens": n},
+                "results": [{"index": i, "relevance_score": 10 * s - 5} for i, s in res]}
+
+
+class Deepinfra(Shape):
+    routes = ("/v1/inference/",)
+    bad_status = 422
+    def err(self, status, msg): return {"detail": {"error": msg}}
+
+    def handle(self, path, b, h):
+        docs = self.strings(b, "documents")
+        qs = b.get("queries")
+        q = qs[0] if isinstance(qs, list) and qs and isinstance(qs[0], str) else self.need(b, "query", str)
+        n = tokens(q, docs)
+        return {"scores": [share(q, d) for d in docs], "input_tokens": n, "request_id": "mock",
+                "inference_status": {"status": "succeeded", "runtime_ms": 1, "cost": 0.0, "tokens_input": n, "tokens_generated": 0}}
+
+
+class Fireworks(Shape):
+    routes = ("/inference/v1/rerank",)
+    ALLOWED = {"model", "query", "documents", "top_n", "return_documents", "task"}
+    def err(self, status, msg): return {"error": {"object": "error", "type": "invalid_request_error", "message": msg}}
+
+    def handle(self, path, b, h):
+        extra = sorted(set(b) - self.ALLOWED)
+        if extra: self.fail(400, "Extra inputs are not permitted: " + ", ".join(extra))
+        self.need(b, "model", str)
+        q, docs = self.need(b, "query", str), self.strings(b, "documents")
+        ret = b.get("return_documents", True)
+        res = [dict({"index": i, "relevance_score": s}, **({"document": docs[i]} if ret else {})) for i, s in ranked(q, docs, self.top(b))]
+        n = tokens(q, docs)
+        return {"object": "list", "model": b["model"], "data": res, "usage": {"prompt_tokens": n, "total_tokens": n}}
+
+
+class Bedrock(Shape):
+    routes = ("/rerank", "/model/")
+    def err(self, status, msg): return {"message": msg}
+
+    def fail(self, status, msg, headers=None):
+        kind = {400: "ValidationException", 403: "AccessDeniedException", 429: "ThrottlingException",
+                503: "ServiceUnavailableException"}.get(status, "InternalServerException")
+        raise Reply(status, {"message": msg}, dict({"x-amzn-ErrorType": kind}, **(headers or {})))
+
+    def auth(self, h, method="POST", raw_path="/", body=b""):
+        a = h.get("authorization", "")
+        if a == "Bearer " + KEY: return
+        m = re.fullmatch(r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
+                         r"SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})", a)
+        if not m: self.fail(403, "Authorization header requires a SigV4 signature or a Bedrock API key")
+        ak, day, region, service, signed, sig = m.groups()
+        if ak != AWS_KEY: self.fail(403, "The security token included in the request is invalid.")
+        if service != "bedrock": self.fail(403, "Credential should be scoped to correct service: 'bedrock'.")
+        names = signed.split(";")
+        if "host" not in names or "x-amz-date" not in names or not h.get("x-amz-date", "").startswith(day):
+            self.fail(403, "host and x-amz-date must be signed")
+        canon = "\n".join([method, quote(raw_path, safe="/-_.~"), "",
+                           "".join("%s:%s\n" % (n, " ".join(h.get(n, "").split())) for n in names),
+                           signed, hashlib.sha256(body).hexdigest()])
+        scope = "%s/%s/%s/aws4_request" % (day, region, service)
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", h["x-amz-date"], scope, hashlib.sha256(canon.encode()).hexdigest()])
+        k = ("AWS4" + AWS_SECRET).encode()
+        for part in (day, region, service, "aws4_request"):
+            k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+        if not hmac.compare_digest(hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest(), sig):
+            self.fail(403, "The request signature we calculated does not match the signature you provided.")
+
+    def handle(self, path, b, h):
+        if "/model/" in path:
+            model = unquote(path.split("/model/", 1)[1].rsplit("/invoke", 1)[0])
+            q, docs = self.need(b, "query", str), self.strings(b, "documents")
+            if model.startswith("cohere."):
+                if "model" in b: self.fail(400, "Malformed input request: extraneous key [model] is not permitted")
+                if b.get("api_version") not in (1, 2): self.fail(400, "Malformed input request: api_version must be 1 or 2")
+            res = [{"index": i, "relevance_score": s} for i, s in ranked(q, docs, self.top(b))]
+            return {"id": "mock", "results": res}, {"X-Amzn-Bedrock-Input-Token-Count": str(tokens(q, docs)),
+                                                    "X-Amzn-Bedrock-Output-Token-Count": "0"}
+        qs, src = self.need(b, "queries", list, True), self.need(b, "sources", list, True)
+        if len(qs) != 1 or qs[0].get("type") != "TEXT" or not isinstance((qs[0].get("textQuery") or {}).get("text"), str):
+            self.fail(400, "queries must hold exactly 1 TEXT query")
+        texts = []
+        for s in src:
+            d = s.get("inlineDocumentSource") if isinstance(s, dict) and s.get("type") == "INLINE" else None
+            if not d or d.get("type") not in ("TEXT", "JSON"): self.fail(400, "sources[].type must be INLINE with a TEXT or JSON document")
+            texts.append(d["textDocument"]["text"] if d["type"] == "TEXT" else json.dumps(d.get("jsonDocument")))
+        cfg = (b.get("rerankingConfiguration") or {})
+        brc = cfg.get("bedrockRerankingConfiguration") or {}
+        if cfg.get("type") != "BEDROCK_RERANKING_MODEL" or not (brc.get("modelConfiguration") or {}).get("modelArn"):
+            self.fail(400, "rerankingConfiguration needs type BEDROCK_RERANKING_MODEL and a modelArn")
+        res = [{"index": i, "relevanceScore": s} for i, s in ranked(qs[0]["textQuery"]["text"], texts, brc.get("numberOfResults"))]
+        return {"results": res}
+
+
+PROVIDERS = {"cohere": Cohere(), "azure": Azure(), "jina": Jina(), "voyage": Voyage(), "together": Together(),
+             "mixedbread": Mixedbread(), "pinecone": Pinecone(), "nim": Nim(), "tei": Tei(), "infinity": Infinity(),
+             "vllm": Vllm(), "llamacpp": Llamacpp(), "deepinfra": Deepinfra(), "fireworks": Fireworks(), "bedrock": Bedrock()}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def send(self, status, obj, headers=None, raw=None, fault=""):
+        if obj is MALFORMED:
+            raw = b'{"results": [{"index": 0, "relevance_score": 0.5}, {"index": 1, "rel'
+        body = raw if raw is not None else json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        if fault == "truncated":
+            self.send_header("Content-Length", str(len(body) + 100))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if fault == "drip":
+            for i in range(len(body)):
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(0.1)
+        else:
+            self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path.startswith("/_mock/requests"):
+            with LOCK:
+                return self.send(200, LOG)
+        self.send(404, {"detail": "Not Found"})
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        if self.path.startswith("/_mock/reset"):
+            with LOCK:
+                LOG.clear(); FLAKY.clear()
+            return self.send(200, {"ok": True})
+        path, fault = self.path.split("?", 1)[0], self.headers.get("x-mock-fault", "")
+        m = re.match(r"^/fault/([^/]+)(/.*)$", path)
+        if m:
+            fault, path = unquote(m.group(1)), m.group(2)
+        h = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        with LOCK:
+            LOG.append({"method": "POST", "path": self.path, "headers": h, "body": raw.decode("utf-8", "replace"), "json": body})
+            del LOG[:-500]
+        name, _, rest = path.lstrip("/").partition("/")
+        p, rest = PROVIDERS.get(name), "/" + rest
+        if not p or not any(rest == r or (r.endswith("/") and rest.startswith(r)) for r in p.routes):
+            return self.send(404, {"detail": "Not Found"})
+        try:
+            if fault:
+                self.inject(fault, p)
+            if isinstance(p, Bedrock):
+                p.auth(h, "POST", self.path, raw)
+            else:
+                p.auth(h)
+            if not isinstance(body, (dict, list)):
+                p.fail(p.bad_status, "request body must be JSON")
+            out = p.handle(rest, body, h)
+            extra = {}
+            if isinstance(out, tuple):
+                out, extra = out
+            self.send(200, out, extra, fault=fault if fault in ("truncated", "drip") else "")
+        except Reply as r:
+            self.send(r.status, r.body, r.headers)
+
+    def inject(self, fault, p):
+        kind, _, arg = fault.partition(":")
+        if kind == "slow":
+            time.sleep(int(arg or 1000) / 1000.0)
+        elif kind == "429":
+            p.fail(429, "rate limit exceeded", {"Retry-After": arg or "1"})
+        elif kind in ("500", "503"):
+            p.fail(int(kind), "mock fault " + kind)
+        elif kind == "flaky":
+            with LOCK:
+                FLAKY[fault] = FLAKY.get(fault, 0) + 1
+                left = FLAKY[fault] <= int(arg or 1)
+            if left:
+                p.fail(503, "mock flaky fault")
+        elif kind == "malformed":
+            raise Reply(200, MALFORMED)
+        elif kind == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            raise _Reset()
+
+
+class _Reset(Exception):
+    pass
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (_Reset, ConnectionError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--host", default="127.0.0.1")
+    a = ap.parse_args()
+    srv = Server((a.host, a.port), Handler)
+    print("listening on %s:%d" % srv.server_address[:2], flush=True)
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
