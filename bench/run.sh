@@ -30,7 +30,7 @@ if printf '#include <sqlite3.h>\n' | $CC -E - >/dev/null 2>&1; then
 else
     echo "bench: sqlite3.h not found (apt-get install libsqlite3-dev): FTS5 rows skipped" >&2
 fi
-# shellcheck disable=SC2086
+# shellcheck disable=SC2046,SC2086 # flags are word lists
 $CC -std=c11 -O2 -Wall -Wextra -D_GNU_SOURCE $SQL_DEF $(pkg-config --cflags luajit) -Icore \
     -o "$B/bench_kernels" bench/bench_kernels.c build/topk.o build/bm25.o $SQL_LIB -lm
 "$B/bench_kernels" --dump "$B"
@@ -61,7 +61,7 @@ models:
     provider: bm25
 EOF
     # A random free port; retry if another process takes it first.
-    for try in 1 2 3 4 5; do
+    for _ in 1 2 3 4 5; do
         p=$(( 20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40000 ))
         if curl -s -o /dev/null "http://127.0.0.1:$p/" 2>/dev/null; then continue; fi
         ./rerankd -c "$B/bench.yaml" -p "$p" -w "$WORKERS" > "$B/rerankd.log" 2>&1 &
@@ -86,7 +86,7 @@ URL="http://127.0.0.1:$PORT"
 # run_wrk NAME BODY_FILE THREADS CONNS SECONDS PATH -> $B/wrk_NAME.txt
 run_wrk() {
     echo "bench: wrk $1..." >&2
-    BENCH_BODY="$2" wrk -t"$3" -c"$4" -d"$5"s -s bench/post.lua "$URL$6" > "$B/wrk_$1.txt" 2>&1
+    BENCH_BODY="$2" wrk -t"$3" -c"$4" -d"$5"s -s bench/post.lua "$URL$6" > "$B/wrk_$1.txt" 2>&1 || true
     grep '^RESULT' "$B/wrk_$1.txt" || echo "RESULT p50=0 p99=0 rps=0 requests=0 errors=1"
 }
 field() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'; }
@@ -99,8 +99,8 @@ if [ "$HTTP" = 1 ]; then
         echo "bench: POST /v1/rerank answered $code: $(head -c 300 "$B/resp_100.json")" >&2
         exit 1
     fi
-    B100=$(ls "$B"/body_100_*.json | tr '\n' ' ')
-    B1000=$(ls "$B"/body_1000_*.json | tr '\n' ' ')
+    B100=$(echo "$B"/body_100_*.json)
+    B1000=$(echo "$B"/body_1000_*.json)
     L100=$(run_wrk lat100 "$B100" 1 1 "$LAT_SECS" /v1/rerank)
     L1000=$(run_wrk lat1000 "$B1000" 1 1 "$LAT_SECS" /v1/rerank)
     T100=$(run_wrk rps100 "$B100" 2 32 "$SECS" /v1/rerank)
@@ -124,7 +124,7 @@ for n in 100 1000; do
 done
 if [ "$HTTP" = 1 ]; then
     for n in 100 1000; do
-        eval "r=\$L$n"
+        if [ "$n" = 100 ]; then r=$L100; else r=$L1000; fi
         echo "| HTTP POST /v1/rerank bm25, $n docs, top_n 10, 1 connection, p50 / p99 | $(fmt "$(field "$r" p50)") / $(fmt "$(field "$r" p99)") µs | in-process BM25 p50 (above) | $(fmt "$(kv bm25_${n}_p50_us)") µs | HTTP+JSON overhead $(awk -v a="$(field "$r" p50)" -v b="$(kv bm25_${n}_p50_us)" 'BEGIN { printf "%.0f µs", a - b }') |"
     done
     echo "| HTTP req/s, 100 docs, wrk -t2 -c32 -d${SECS}s | $(fmt "$(field "$T100" rps)") req/s (p99 $(fmt "$(field "$T100" p99)") µs, errors $(field "$T100" errors)) | GET /health, same wrk settings | $(fmt "$(field "$THEALTH" rps)") req/s | $(awk -v a="$(field "$T100" rps)" -v b="$(field "$THEALTH" rps)" 'BEGIN { if (b > 0) printf "%.2f of /health", a / b; else print "n/a" }') |"
