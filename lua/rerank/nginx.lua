@@ -86,7 +86,7 @@ local function reply(status, headers, body, id, t0)
   local total = math.floor((ngx.now() - t0) * 1e6)
   ngx.header["x-rerankd-timing"] = (timing and timing ~= "") and (timing .. ";total=" .. total) or ("total=" .. total)
   ngx.print(body)
-  return ngx.exit(status)
+  return ngx.exit(ngx.HTTP_OK) -- the response is sent: ends the request in content and access phases
 end
 
 function M.serve(opts)

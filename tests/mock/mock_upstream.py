@@ -6,7 +6,8 @@
 
 Routing: /<provider>/<documented path>, e.g. base_url http://127.0.0.1:PORT/cohere serves
 /cohere/v1/rerank and /cohere/v2/rerank. Providers: cohere azure jina voyage together
-mixedbread pinecone nim tei infinity vllm llamacpp deepinfra fireworks bedrock.
+mixedbread pinecone nim tei infinity vllm llamacpp deepinfra fireworks bedrock, and compat
+(Cohere shape on /v2/rerank only, for path probing).
 
 Scores are deterministic: the share of the query's distinct words found in the document
 (0..1); NIM answers logit = 10*share - 5, llama.cpp and raw-score modes the same raw value.
@@ -134,6 +135,11 @@ class Azure(Cohere):
     routes = ("/v1/rerank",)
     def handle(self, path, b, h):
         return super().handle(path, b, h), {"llm_provider-azureml-model-group": "offer-cohere-rerank-mul-paygo"}
+
+
+class Compat(Cohere):
+    """A Cohere-shaped server that only answers /v2/rerank (exercises path probing)."""
+    routes = ("/v2/rerank",)
 
 
 class Jina(Shape):
@@ -400,7 +406,8 @@ class Bedrock(Shape):
 
 PROVIDERS = {"cohere": Cohere(), "azure": Azure(), "jina": Jina(), "voyage": Voyage(), "together": Together(),
              "mixedbread": Mixedbread(), "pinecone": Pinecone(), "nim": Nim(), "tei": Tei(), "infinity": Infinity(),
-             "vllm": Vllm(), "llamacpp": Llamacpp(), "deepinfra": Deepinfra(), "fireworks": Fireworks(), "bedrock": Bedrock()}
+             "vllm": Vllm(), "llamacpp": Llamacpp(), "deepinfra": Deepinfra(), "fireworks": Fireworks(), "bedrock": Bedrock(),
+             "compat": Compat()}
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -1,0 +1,848 @@
+-- Fusion of ranked lists (DESIGN §3, §7): input checking, the method registry, the shared
+-- normalisations, the final order, and POST /v1/fuse's wire shape.
+--
+--   fuse.check_lists(v, param, opts) -> P | nil, err
+--       v: an array of lists; a list is { name=?, kind=?, weight=?, items = {...} } or an
+--       array of items (a Lua table may carry name/kind/weight next to its array part).
+--       An item is { id = string|number, score = number? } or a bare id. opts.documents:
+--       also check text/title/metadata (pipelines). err = { status, type, message, param }.
+--   fuse.methods(cfg) -> { name = method } the built-ins plus the operator's (cfg.fusion,
+--       fusion_file in pipeline stages), loaded once per configuration table.
+--   fuse.method(name, registry, param) -> method | nil, err
+--   fuse.check_params(method, params, prefix) -> params (defaults filled) | nil, err
+--   fuse.compute(P, method, params, pprefix) -> F (F[d] = fused score of document d) | nil, err
+--   fuse.order(P, F, top_n) -> { d, ... } best first
+--   fuse.results(P, F, order) -> { { id, score, ranks = {name=rank}, scores = {name=score} } }
+--   fuse.run(lists, opts) -> results | nil, err   (check + compute + order + results)
+--   fuse.parse_request(body) / fuse.render(results): the /v1/fuse wire shape.
+--
+-- P (what methods see as `lists`): P[i] = { name, kind ("similarity"|"distance"), weight
+-- (the list's own, or nil), w (effective weight), n, ids = {pos -> id}, scores = {pos -> raw
+-- score or nil}, sims = {pos -> similarity} (1 - d for distance lists; set when the method uses
+-- scores), docs = {pos -> d}, pos = {d -> pos} }, and P.n_docs, P.ids = {d -> id} (documents in
+-- order of first appearance, list by list), P.best = {d -> best 0-based position},
+-- P.count = {d -> number of lists holding d}. Positions are 1-based in these arrays.
+--
+-- A method file returns { name =, fuse = function(lists, params) -> F end, scores = bool or
+-- function(params) -> bool (needs item scores), params = { name = { type = "number"|
+-- "integer"|"string"|"boolean"|"any", min =, enum = {...}, default = } } }. It is pure.
+local json = require "rerank.json"
+
+local type, tostring, next, pairs, ipairs, error = type, tostring, next, pairs, ipairs, error
+local getmetatable, setmetatable = getmetatable, setmetatable
+local floor, huge, abs, sqrt = math.floor, math.huge, math.abs, math.sqrt
+local concat, sort = table.concat, table.sort
+local null, kind, jnumber, jstring = json.null, json.kind, json.number, json.string
+
+local ok_tnew, table_new = pcall(require, "table.new")
+if not ok_tnew then table_new = function() return {} end end
+
+local M = {}
+
+M.BUILTIN = { "rrf", "relative_score", "linear", "dbsf", "combsum", "combmnz", "combmax",
+              "combmin", "combmed", "combanz", "isr", "borda", "mrr" }
+M.DEFAULT_METHOD = "rrf"
+M.NORMALIZE = { "none", "min_max", "max", "sum", "z_score", "rank" }
+M.STD = { "population", "sample" }
+
+local function fail(status, message, param)
+  return nil, { status = status, type = json.error_type(status), message = message, param = param }
+end
+M.fail = fail
+
+local function present(v) return v ~= nil and v ~= null end
+
+local function did_you_mean(word, names)
+  local ok, config = pcall(require, "rerank.config")
+  if not ok or type(config) ~= "table" or not config.did_you_mean then return nil end
+  return config.did_you_mean(word, names)
+end
+
+local function quoted(list)
+  local out = {}
+  for i, v in ipairs(list) do out[i] = '"' .. v .. '"' end
+  return concat(out, ", ")
+end
+
+local function join(prefix, key)
+  if prefix == nil or prefix == "" then return key end
+  return prefix .. "." .. key
+end
+
+---------------------------------------------------------------------------------------------
+-- input lists
+
+local LIST_KINDS = { similarity = true, distance = true }
+
+-- Checks and indexes the lists in one pass per item (ids -> document numbers d).
+function M.check_lists(v, param, opts)
+  param = param or "lists"
+  opts = opts or {}
+  if not present(v) then return fail(400, param .. " is required", param) end
+  if type(v) ~= "table" or (kind(v) ~= "array" and next(v) ~= nil) then
+    return fail(400, param .. " must be an array", param)
+  end
+  local nl = #v
+  local P = { names = {}, n_docs = 0 }
+  local index = {}               -- id -> d
+  local ids, best, count = {}, {}, {}
+  local nd = 0
+  local with_docs = opts.documents
+  local texts, doc_item
+  if with_docs then texts, doc_item = {}, {} end
+  for i = 1, nl do
+    local l = v[i]
+    local lp = param .. "[" .. (i - 1) .. "]"
+    if type(l) ~= "table" then
+      return fail(400, lp .. " must be an object with an items array (or an array of items)", lp)
+    end
+    local items = l.items
+    if present(items) then
+      if type(items) ~= "table" or (kind(items) ~= "array" and next(items) ~= nil) then
+        return fail(400, lp .. ".items must be an array", lp .. ".items")
+      end
+    elseif kind(l) == "array" or next(l) == nil then
+      items = l
+    else
+      return fail(400, lp .. ".items is required", lp .. ".items")
+    end
+    -- name, kind, weight
+    local name = l.name
+    if present(name) then
+      if type(name) ~= "string" then return fail(400, lp .. ".name must be a string", lp .. ".name") end
+      if name == "" then return fail(422, lp .. ".name must not be empty", lp .. ".name") end
+    else
+      name = tostring(i - 1)
+    end
+    if P.names[name] then
+      return fail(422, ('%s.name: duplicate list name "%s" (also %s[%d])'):format(lp, name, param, P.names[name] - 1),
+        lp .. ".name")
+    end
+    P.names[name] = i
+    local lk = l.kind
+    if present(lk) then
+      if type(lk) ~= "string" then return fail(400, lp .. ".kind must be a string", lp .. ".kind") end
+      if not LIST_KINDS[lk] then
+        return fail(422, lp .. '.kind must be one of "similarity", "distance"', lp .. ".kind")
+      end
+    else
+      lk = "similarity"
+    end
+    local weight = l.weight
+    if present(weight) then
+      if type(weight) ~= "number" then return fail(400, lp .. ".weight must be a number", lp .. ".weight") end
+      if not (weight >= 0 and weight < huge) then
+        return fail(422, lp .. ".weight must be a finite number >= 0", lp .. ".weight")
+      end
+    else
+      weight = nil
+    end
+    -- items
+    local n = #items
+    local lids, lscores, ldocs = table_new(n, 0), table_new(n, 0), table_new(n, 0)
+    local lpos = {}
+    local missing
+    for j = 1, n do
+      local it = items[j]
+      local id, sc
+      local t = type(it)
+      if t == "table" then
+        id, sc = it.id, it.score
+        if id == nil or id == null then
+          local ip = lp .. ".items[" .. (j - 1) .. "]"
+          return fail(400, ip .. ".id is required", ip .. ".id")
+        end
+        local tid = type(id)
+        if (tid ~= "string" and tid ~= "number") or id ~= id then
+          local ip = lp .. ".items[" .. (j - 1) .. "]"
+          return fail(400, ip .. ".id must be a string or a number", ip .. ".id")
+        end
+        if sc == nil or sc == null then
+          sc = nil
+          if not missing then missing = j end
+        elseif type(sc) ~= "number" then
+          local ip = lp .. ".items[" .. (j - 1) .. "]"
+          return fail(400, ip .. ".score must be a number", ip .. ".score")
+        elseif sc ~= sc or sc == huge or sc == -huge then
+          local ip = lp .. ".items[" .. (j - 1) .. "]"
+          return fail(422, ip .. ".score must be a finite number", ip .. ".score")
+        end
+      elseif (t == "string" or t == "number") and it == it then
+        id = it
+        if not missing then missing = j end
+      else
+        local ip = lp .. ".items[" .. (j - 1) .. "]"
+        return fail(400, ip .. " must be an object with an id (or an id)", ip)
+      end
+      local d = index[id]
+      if d == nil then
+        nd = nd + 1
+        d = nd
+        index[id] = d
+        ids[d] = id
+        best[d] = j - 1
+        count[d] = 1
+      else
+        if lpos[d] then
+          local ip = lp .. ".items[" .. (j - 1) .. "]"
+          return fail(422, ('%s.id: duplicate id %s in one list (also %s.items[%d])'):format(
+            ip, t == "table" and json.encode(id) or json.encode(it), lp, lpos[d] - 1), ip .. ".id")
+        end
+        if j - 1 < best[d] then best[d] = j - 1 end
+        count[d] = count[d] + 1
+      end
+      lpos[d] = j
+      lids[j], lscores[j], ldocs[j] = id, sc, d
+      if with_docs and t == "table" then
+        local ip
+        local text, title, md = it.text, it.title, it.metadata
+        if present(text) then
+          if type(text) ~= "string" then
+            ip = lp .. ".items[" .. (j - 1) .. "]"
+            return fail(400, ip .. ".text must be a string", ip .. ".text")
+          end
+          if texts[d] == nil then texts[d] = text; doc_item[d] = it end
+        end
+        if present(title) and type(title) ~= "string" then
+          ip = lp .. ".items[" .. (j - 1) .. "]"
+          return fail(400, ip .. ".title must be a string", ip .. ".title")
+        end
+        if present(md) and (type(md) ~= "table" or kind(md) ~= "object") then
+          ip = lp .. ".items[" .. (j - 1) .. "]"
+          return fail(400, ip .. ".metadata must be an object", ip .. ".metadata")
+        end
+      end
+    end
+    P[i] = { name = name, kind = lk, weight = weight, n = n, ids = lids, scores = lscores, docs = ldocs,
+             pos = lpos, missing = missing, items = items, param = lp }
+  end
+  P.n_docs, P.ids, P.best, P.count, P.index = nd, ids, best, count, index
+  P.texts, P.doc_item = texts, doc_item
+  return P
+end
+
+---------------------------------------------------------------------------------------------
+-- methods
+
+local loaded_files = {} -- path -> method (fusion files are pure; one load per process)
+
+-- Loads an operator's fusion file: returns the method | nil, message.
+function M.load_file(path)
+  local m = loaded_files[path]
+  if m then return m end
+  local chunk, err = loadfile(path)
+  if not chunk then return nil, ("fusion file %s failed to load: %s"):format(path, tostring(err)) end
+  local ok, res = pcall(chunk)
+  if not ok then return nil, ("fusion file %s failed to load: %s"):format(path, tostring(res)) end
+  if type(res) ~= "table" then
+    return nil, ("fusion file %s must return a table (got %s)"):format(path, type(res))
+  end
+  if type(res.name) ~= "string" or res.name == "" then
+    return nil, ("fusion file %s must return { name = \"...\", fuse = function(lists, params) }"):format(path)
+  end
+  if type(res.fuse) ~= "function" then
+    return nil, ("fusion file %s must export fuse(lists, params)"):format(path)
+  end
+  if res.params ~= nil and type(res.params) ~= "table" then
+    return nil, ("fusion file %s declares params that are not a table"):format(path)
+  end
+  res.file = path
+  loaded_files[path] = res
+  return res
+end
+
+local builtin_cache = {}
+local function builtin(name)
+  local m = builtin_cache[name]
+  if m == nil then
+    m = require("rerank.fusion." .. name)
+    builtin_cache[name] = m
+  end
+  return m
+end
+M.builtin = builtin
+
+local BUILTIN_SET = {}
+for _, n in ipairs(M.BUILTIN) do BUILTIN_SET[n] = true end
+M.BUILTIN_SET = BUILTIN_SET
+
+local registries = setmetatable({}, { __mode = "k" })
+
+-- name -> method for a configuration: built-ins (loaded lazily), cfg.fusion entries and
+-- fusion files named in pipeline stages.
+function M.methods(cfg)
+  local reg = cfg and registries[cfg]
+  if reg then return reg end
+  reg = setmetatable({}, { __index = function(t, name)
+    if BUILTIN_SET[name] then
+      local m = builtin(name)
+      rawset(t, name, m)
+      return m
+    end
+  end })
+  if cfg then
+    for _, f in ipairs(cfg.fusion or {}) do
+      local m = M.load_file(f.file)
+      if m then reg[f.name] = m end
+    end
+    for _, p in ipairs(cfg.pipelines or {}) do
+      for _, st in ipairs(p.stages or {}) do
+        local fs = st.fuse
+        if fs and fs.fusion_file then
+          local m = M.load_file(fs.fusion_file)
+          if m then reg[fs.method or m.name] = m end
+        end
+      end
+    end
+    registries[cfg] = reg
+  end
+  return reg
+end
+
+function M.method(name, registry, param)
+  param = param or "method"
+  registry = registry or M.methods(nil)
+  if name == nil or name == null then name = M.DEFAULT_METHOD end
+  if type(name) ~= "string" then return fail(400, param .. " must be a string", param) end
+  local m = registry[name]
+  if m then return m end
+  local names = {}
+  for _, n in ipairs(M.BUILTIN) do names[#names + 1] = n end
+  for n in pairs(registry) do
+    if not BUILTIN_SET[n] then names[#names + 1] = n end
+  end
+  sort(names)
+  local s = did_you_mean(name, names)
+  return fail(422, ('%s: unknown fusion method "%s" (%s)'):format(param, name,
+    s and ('did you mean "' .. s .. '"?') or ("available: " .. concat(names, ", "))), param)
+end
+
+---------------------------------------------------------------------------------------------
+-- parameters
+
+-- Parameters every method accepts.
+local COMMON = {
+  weights = { type = "weights" },
+  rank_base = { type = "integer", enum = { 0, 1 }, default = 1 },
+}
+-- Parameters of the built-ins: accepted (and ignored) by a built-in that does not use them,
+-- so one request shape serves every method; anything else is an error with a did-you-mean.
+local KNOWN = { weights = true, rank_base = true, k = true, normalize = true, std = true }
+
+local BY_NAME = { __name = "rerank.fuse.weights_by_name" }
+M.BY_NAME = BY_NAME
+
+local function check_one(spec, v, p)
+  local t = spec.type
+  if t == "number" or t == "integer" then
+    if type(v) ~= "number" or v ~= v then return fail(400, p .. " must be a number", p) end
+    if t == "integer" and v ~= floor(v) then return fail(400, p .. " must be an integer", p) end
+    if spec.enum then
+      for _, e in ipairs(spec.enum) do if v == e then return v end end
+      local s = {}
+      for i, e in ipairs(spec.enum) do s[i] = tostring(e) end
+      return fail(422, p .. " must be one of " .. concat(s, ", "), p)
+    end
+    if spec.min and v < spec.min then return fail(422, p .. " must be >= " .. spec.min, p) end
+    if spec.max and v > spec.max then return fail(422, p .. " must be <= " .. spec.max, p) end
+    if v == huge or v == -huge then return fail(422, p .. " must be finite", p) end
+    return v
+  elseif t == "string" then
+    if type(v) ~= "string" then return fail(400, p .. " must be a string", p) end
+    if spec.enum then
+      for _, e in ipairs(spec.enum) do if v == e then return v end end
+      local s = did_you_mean(v, spec.enum)
+      return fail(422, p .. " must be one of " .. quoted(spec.enum)
+        .. (s and ('; did you mean "' .. s .. '"?') or ""), p)
+    end
+    return v
+  elseif t == "boolean" then
+    if type(v) ~= "boolean" then return fail(400, p .. " must be a boolean", p) end
+    return v
+  elseif t == "weights" then
+    if type(v) ~= "table" then return fail(400, p .. " must be an array or an object of numbers", p) end
+    if kind(v) == "array" or next(v) == nil then
+      local out = {}
+      local n = 0
+      for _ in pairs(v) do n = n + 1 end
+      if n ~= #v then return fail(400, p .. " must be an array or an object of numbers", p) end
+      for i = 1, #v do
+        local w = v[i]
+        local wp = p .. "[" .. (i - 1) .. "]"
+        if type(w) ~= "number" then return fail(400, wp .. " must be a number", wp) end
+        if not (w >= 0 and w < huge) then return fail(422, wp .. " must be a finite number >= 0", wp) end
+        out[i] = w
+      end
+      return out
+    end
+    local out = {}
+    for k, w in pairs(v) do
+      local wp = p .. "." .. tostring(k)
+      if type(k) ~= "string" then return fail(400, p .. " must be an array or an object of numbers", p) end
+      if type(w) ~= "number" then return fail(400, wp .. " must be a number", wp) end
+      if not (w >= 0 and w < huge) then return fail(422, wp .. " must be a finite number >= 0", wp) end
+      out[k] = w
+    end
+    return setmetatable(out, BY_NAME)
+  end
+  return v -- "any"
+end
+
+local function spec_of(method, key)
+  local ps = method.params
+  if ps and ps[key] then return ps[key] end
+  return COMMON[key]
+end
+
+-- Validates params against the method's declarations; fills defaults. prefix names the
+-- parameters in messages ("params" -> "params.k"). Methods without a params table accept
+-- any key (operator files that do their own checking).
+function M.check_params(method, params, prefix)
+  if params ~= nil and params ~= null and (type(params) ~= "table" or (kind(params) ~= "object" and next(params) ~= nil)) then
+    return fail(400, (prefix or "params") .. " must be an object", prefix or "params")
+  end
+  params = (params ~= null and params) or {}
+  local out = {}
+  local declared = method.params
+  local keys = {}
+  for k in pairs(params) do keys[#keys + 1] = k end
+  sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  for _, k in ipairs(keys) do
+    local v = params[k]
+    local p = join(prefix, tostring(k))
+    local spec = type(k) == "string" and spec_of(method, k)
+    if spec then
+      if present(v) then
+        local x, err = check_one(spec, v, p)
+        if x == nil then return nil, err end
+        out[k] = x
+      end
+    elseif declared and not (BUILTIN_SET[method.name] and KNOWN[k]) and method.open ~= true then
+      local names = {}
+      for n in pairs(COMMON) do names[#names + 1] = n end
+      for n in pairs(declared) do names[#names + 1] = n end
+      sort(names)
+      local s = did_you_mean(tostring(k), names)
+      return fail(422, ('%s: unknown parameter for method "%s" (%s)'):format(p, method.name,
+        s and ('did you mean "' .. s .. '"?') or ("expected one of: " .. concat(names, ", "))), p)
+    else
+      out[k] = v ~= null and v or nil
+    end
+  end
+  for k, spec in pairs(COMMON) do
+    if out[k] == nil and spec.default ~= nil then out[k] = spec.default end
+  end
+  for k, spec in pairs(declared or {}) do
+    if out[k] == nil and spec.default ~= nil then out[k] = spec.default end
+  end
+  if method.check then
+    local msg, key = method.check(out)
+    if msg then
+      local p = join(prefix, key or "")
+      return fail(422, p .. " " .. msg, p)
+    end
+  end
+  return out
+end
+
+---------------------------------------------------------------------------------------------
+-- per-list scores: similarities, normalisations
+
+-- Similarity of each position: the score itself, or 1 - d for a distance list.
+function M.sims(list)
+  if list.sims then return list.sims end
+  local s = list.scores
+  if list.kind == "distance" then
+    local n = list.n
+    local out = table_new(n, 0)
+    for j = 1, n do out[j] = 1 - s[j] end
+    list.sims = out
+  else
+    list.sims = s
+  end
+  return list.sims
+end
+
+local function minmax(s, n)
+  local mn, mx = huge, -huge
+  for j = 1, n do
+    local x = s[j]
+    if x < mn then mn = x end
+    if x > mx then mx = x end
+  end
+  return mn, mx
+end
+M.minmax = minmax
+
+-- mean and standard deviation; sample = true divides by n - 1 (n < 2: std 0)
+local function mean_std(s, n, sample)
+  if n == 0 then return 0, 0 end
+  local sum = 0
+  for j = 1, n do sum = sum + s[j] end
+  local mean = sum / n
+  local ss = 0
+  for j = 1, n do
+    local dlt = s[j] - mean
+    ss = ss + dlt * dlt
+  end
+  local div = sample and (n - 1) or n
+  if div <= 0 then return mean, 0 end
+  return mean, sqrt(ss / div)
+end
+M.mean_std = mean_std
+
+-- Normalised values of a list's positions (an array 1..n). how: none | min_max | max | sum |
+-- z_score | rank; opts.std = "sample" for z_score. Score-based ones work on similarities.
+function M.normalize(list, how, opts)
+  local n = list.n
+  if how == "rank" then
+    local out = table_new(n, 0)
+    for j = 1, n do out[j] = 1 - (j - 1) / n end          -- 1 - i/n, i 0-based
+    return out
+  end
+  local s = M.sims(list)
+  if how == nil or how == "none" then return s end
+  local out = table_new(n, 0)
+  if n == 0 then return out end
+  if how == "min_max" then
+    local mn, mx = minmax(s, n)
+    if mx == mn then
+      for j = 1, n do out[j] = 1.0 end                   -- all equal (or one item): 1.0
+    else
+      local r = mx - mn
+      for j = 1, n do out[j] = (s[j] - mn) / r end
+    end
+  elseif how == "max" then
+    local _, mx = minmax(s, n)
+    local m = abs(mx)
+    if m == 0 then
+      for j = 1, n do out[j] = 0 end
+    else
+      for j = 1, n do out[j] = s[j] / m end
+    end
+  elseif how == "sum" then
+    local mn = minmax(s, n)
+    local tot = 0
+    for j = 1, n do tot = tot + (s[j] - mn) end
+    if tot == 0 then
+      for j = 1, n do out[j] = 1 / n end                 -- all equal: 1/n each
+    else
+      for j = 1, n do out[j] = (s[j] - mn) / tot end
+    end
+  elseif how == "z_score" then
+    local mean, std = mean_std(s, n, opts and opts.std == "sample")
+    if std == 0 then
+      for j = 1, n do out[j] = 0 end
+    else
+      for j = 1, n do out[j] = (s[j] - mean) / std end
+    end
+  else
+    error("fuse.normalize: unknown normalisation " .. tostring(how), 2)
+  end
+  return out
+end
+
+---------------------------------------------------------------------------------------------
+-- compute
+
+local function needs_scores(method, params)
+  local s = method.scores
+  if type(s) == "function" then return s(params) end
+  return s == true
+end
+
+-- Resolves weights and similarities, then runs the method. Returns F | nil, err.
+function M.compute(P, method, params, pprefix)
+  local ws = params.weights
+  local wp = join(pprefix, "weights")
+  local by_name = ws and getmetatable(ws) == BY_NAME
+  if ws and not by_name and #ws ~= #P then
+    return fail(422, ("%s has %d entries for %d lists"):format(wp, #ws, #P), wp)
+  end
+  if by_name then
+    for k in pairs(ws) do
+      if not P.names[k] then
+        return fail(422, ('%s.%s: no list named "%s"'):format(wp, k, k), wp .. "." .. k)
+      end
+    end
+  end
+  local scored = needs_scores(method, params)
+  for i = 1, #P do
+    local l = P[i]
+    local w = l.weight
+    if w == nil and ws then
+      if by_name then w = ws[l.name] else w = ws[i] end
+    end
+    l.w = w or 1
+    l.sims = nil
+    if scored then
+      if l.missing then
+        local ip = l.param .. ".items[" .. (l.missing - 1) .. "]"
+        return fail(400, ('%s.score is required by method "%s"'):format(ip, method.name), ip .. ".score")
+      end
+      M.sims(l)
+    end
+  end
+  local F = method.fuse(P, params)
+  if type(F) ~= "table" then
+    return fail(500, ('fusion method "%s" returned %s, not a table of scores'):format(method.name, type(F)))
+  end
+  return F
+end
+
+---------------------------------------------------------------------------------------------
+-- order: fused score desc, ties by best rank, then first appearance
+
+local topk
+do
+  local ok, core = pcall(require, "rerank.core")
+  if ok and type(core) == "table" and core.topk then
+    topk = core.topk
+  else
+    topk = function(s, k) -- pure-Lua fallback: same order as core.topk
+      local idx = {}
+      for i = 1, #s do idx[i] = i end
+      sort(idx, function(a, b)
+        local x, y = s[a], s[b]
+        if x ~= x then return false end
+        if y ~= y then return true end
+        if x ~= y then return x > y end
+        return a < b
+      end)
+      for i = #idx, k + 1, -1 do idx[i] = nil end
+      return idx
+    end
+  end
+end
+
+M.TIE_EPSILON = 1e-12 -- scores within this fraction of the largest |score| count as equal
+
+-- Sorts runs of near-equal scores (within tol) by position, which is the tie order.
+local function settle_ties(idx, S, tol)
+  local m = #idx
+  local t = 1
+  while t < m do
+    local a = t
+    while t < m and S[idx[t]] - S[idx[t + 1]] <= tol do t = t + 1 end
+    if t > a then
+      local run = {}
+      for u = a, t do run[#run + 1] = idx[u] end
+      sort(run)
+      for u = a, t do idx[u] = run[u - a + 1] end
+    end
+    t = t + 1
+  end
+end
+
+function M.order(P, F, top_n)
+  local N = P.n_docs
+  if N == 0 then return {} end
+  local k = top_n and top_n < N and top_n or N
+  -- permutation of documents in tie order: best position asc (counting sort), then d asc
+  local best = P.best
+  local cnt = {}
+  local maxb = 0
+  for d = 1, N do
+    local b = best[d]
+    cnt[b] = (cnt[b] or 0) + 1
+    if b > maxb then maxb = b end
+  end
+  local acc = 0
+  for b = 0, maxb do
+    local c = cnt[b]
+    if c then cnt[b] = acc; acc = acc + c end
+  end
+  local perm = table_new(N, 0)
+  for d = 1, N do
+    local b = best[d]
+    local s = cnt[b] + 1
+    cnt[b] = s
+    perm[s] = d
+  end
+  local S = table_new(N, 0)
+  local scale = 0
+  for j = 1, N do
+    local x = F[perm[j]] or 0
+    S[j] = x
+    local a = x < 0 and -x or x
+    if a > scale and a < huge then scale = a end
+  end
+  local tol = scale * M.TIE_EPSILON
+  local idx = topk(S, k)
+  if k < N and tol > 0 then
+    -- near-equal scores just below the cut belong to the same tie run: sort those too
+    local kth = S[idx[k]]
+    local intop = {}
+    for t = 1, k do intop[idx[t]] = true end
+    local extra
+    for j = 1, N do
+      if not intop[j] and S[j] >= kth - tol then
+        extra = extra or {}
+        extra[#extra + 1] = j
+      end
+    end
+    if extra then
+      for _, j in ipairs(extra) do idx[#idx + 1] = j end
+      local sub = {}
+      for t = 1, #idx do sub[t] = S[idx[t]] end
+      local o = topk(sub, #sub)
+      local re = {}
+      for t = 1, #o do re[t] = idx[o[t]] end
+      idx = re
+    end
+  end
+  if tol > 0 then settle_ties(idx, S, tol) end
+  local out = table_new(k, 0)
+  for t = 1, k do out[t] = perm[idx[t]] end
+  return out
+end
+
+-- Result tables for the ordered documents.
+function M.results(P, F, order)
+  local out = table_new(#order, 0)
+  local L = #P
+  for t = 1, #order do
+    local d = order[t]
+    local ranks, scores = {}, {}
+    for i = 1, L do
+      local l = P[i]
+      local p = l.pos[d]
+      if p then
+        ranks[l.name] = p
+        local s = l.scores[p]
+        if s ~= nil then scores[l.name] = s end
+      end
+    end
+    out[t] = { id = P.ids[d], score = F[d] or 0, ranks = ranks, scores = scores, doc = d }
+  end
+  return out
+end
+
+---------------------------------------------------------------------------------------------
+-- the whole thing
+
+local FLAT_SKIP = { method = true, top_n = true, params = true, fusion_file = true, methods = true }
+
+-- opts: { method = "rrf", top_n = n, params = {...}, <param> = ..., fusion_file = path,
+--         methods = registry }. Flat keys other than those are parameters too.
+function M.run(lists, opts)
+  opts = opts or {}
+  local P, err = M.check_lists(lists, "lists")
+  if not P then return nil, err end
+  local registry = opts.methods or M.methods(nil)
+  local method
+  if opts.fusion_file then
+    local m, lerr = M.load_file(opts.fusion_file)
+    if not m then return fail(422, lerr, "fusion_file") end
+    method = m
+  else
+    method, err = M.method(opts.method, registry, "method")
+    if not method then return nil, err end
+  end
+  local raw = {}
+  for k, v in pairs(opts) do
+    if not FLAT_SKIP[k] then raw[k] = v end
+  end
+  local prefix = ""
+  if type(opts.params) == "table" then
+    for k, v in pairs(opts.params) do raw[k] = v end
+  end
+  local params
+  params, err = M.check_params(method, raw, prefix)
+  if not params then return nil, err end
+  local top_n = opts.top_n
+  if top_n ~= nil and (type(top_n) ~= "number" or top_n ~= floor(top_n) or top_n < 1) then
+    return fail(422, "top_n must be an integer >= 1", "top_n")
+  end
+  local F
+  F, err = M.compute(P, method, params, prefix)
+  if not F then return nil, err end
+  return M.results(P, F, M.order(P, F, top_n))
+end
+
+---------------------------------------------------------------------------------------------
+-- POST /v1/fuse
+
+-- body (JSON string or decoded table) -> { lists = P, method = m, params = p, top_n = n } | nil, err
+function M.parse_request(body, registry)
+  local b = body
+  if type(body) ~= "table" then
+    local derr
+    b, derr = json.decode(body)
+    if b == nil then return fail(400, "invalid JSON body: " .. tostring(derr)) end
+  end
+  if type(b) ~= "table" or kind(b) ~= "object" then return fail(400, "request body must be a JSON object") end
+  local method, err = M.method(present(b.method) and b.method or nil, registry or M.methods(nil), "method")
+  if not method then return nil, err end
+  local top_n = b.top_n
+  if present(top_n) then
+    if type(top_n) ~= "number" or top_n ~= floor(top_n) then return fail(400, "top_n must be an integer", "top_n") end
+    if top_n < 1 then return fail(422, "top_n must be >= 1", "top_n") end
+  else
+    top_n = nil
+  end
+  local raw = b.params
+  if present(raw) and (type(raw) ~= "table" or (kind(raw) ~= "object" and next(raw) ~= nil)) then
+    return fail(400, "params must be an object", "params")
+  end
+  raw = present(raw) and raw or {}
+  if raw.fusion_file ~= nil or b.fusion_file ~= nil then
+    return fail(422, "fusion_file is only accepted in the configuration", raw.fusion_file and "params.fusion_file" or "fusion_file")
+  end
+  -- the built-ins' parameters may also sit at the top level (params wins)
+  local merged = {}
+  for k in pairs(KNOWN) do
+    if present(b[k]) then merged[k] = b[k] end
+  end
+  for k, v in pairs(raw) do merged[k] = v end
+  local params
+  params, err = M.check_params(method, merged, "params")
+  if not params then return nil, err end
+  local P
+  P, err = M.check_lists(b.lists, "lists")
+  if not P then return nil, err end
+  return { lists = P, method = method, params = params, top_n = top_n }
+end
+
+-- Runs a parsed request: results | nil, err
+function M.execute(spec)
+  local F, err = M.compute(spec.lists, spec.method, spec.params, "params")
+  if not F then return nil, err end
+  return M.results(spec.lists, F, M.order(spec.lists, F, spec.top_n))
+end
+
+local function map_json(t, order)
+  local buf = {}
+  for _, name in ipairs(order) do
+    local v = t[name]
+    if v ~= nil then buf[#buf + 1] = jstring(name) .. ":" .. jnumber(v) end
+  end
+  return "{" .. concat(buf, ",") .. "}"
+end
+
+-- {"results":[{"id":..,"score":..,"ranks":{..},"scores":{..}}, ...]} (list names in input order)
+function M.render(results, P)
+  local names = {}
+  if P then
+    for i = 1, #P do names[i] = P[i].name end
+  end
+  local buf = table_new(#results + 2, 0)
+  buf[1] = '{"results":['
+  for t = 1, #results do
+    local r = results[t]
+    local nm = names
+    if not P then
+      nm = {}
+      for k in pairs(r.ranks) do nm[#nm + 1] = k end
+      sort(nm)
+    end
+    local id = r.id
+    buf[t + 1] = (t > 1 and ',{"id":' or '{"id":') .. (type(id) == "number" and jnumber(id) or jstring(id))
+        .. ',"score":' .. jnumber(r.score) .. ',"ranks":' .. map_json(r.ranks, nm)
+        .. ',"scores":' .. map_json(r.scores, nm) .. '}'
+  end
+  buf[#results + 2] = ']}'
+  return concat(buf)
+end
+
+return M
