@@ -1,8 +1,15 @@
 # rerankd: see README.md. `make run`, `make test`, `make bench`, `make sanitize`.
 PREFIX   ?= /usr/local
+# Install layout: the standard LuaJIT search paths under PREFIX (luarocks passes its own).
+BINDIR   ?= $(PREFIX)/bin
+LUADIR   ?= $(PREFIX)/share/lua/5.1
+LIBDIR   ?= $(PREFIX)/lib/lua/5.1
+DATADIR  ?= $(PREFIX)/share/rerankd
 CC       ?= cc
 PKGS     := luajit libcurl libevent yaml-0.1
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+# per package, so the Lua module still finds lua.h where libevent (daemon only) is absent;
+# LUA_INCDIR (luarocks) adds the host Lua's headers
+PKG_CFLAGS = $(foreach p,$(PKGS),$(shell pkg-config --cflags $(p) 2>/dev/null)) $(if $(LUA_INCDIR),-I$(LUA_INCDIR))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 VERSION  := 0.1.0
 OPT      ?= -O2
@@ -15,16 +22,17 @@ BUILD    ?= build
 
 # Sources shared by the daemon and the Lua C module rerank/core.so.
 LIB_SRC    := core/topk.c core/bm25.c core/yaml.c core/lcore.c core/log.c core/curlx.c core/lfetch.c
-DAEMON_SRC := core/main.c core/server.c core/luahost.c core/fetch.c core/ldaemon.c
+DAEMON_SRC := core/main.c core/server.c core/luahost.c core/fetch.c core/ldaemon.c core/redis.c
 LIB_OBJ    := $(LIB_SRC:core/%.c=$(BUILD)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:core/%.c=$(BUILD)/%.o)
 PIC_OBJ    := $(LIB_SRC:core/%.c=$(BUILD)/pic/%.o)
 CTEST_SRC  := $(wildcard tests/c/test_*.c)
 CTEST_BIN  := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps build run test unit sanitize bench clean install lint
+.PHONY: all deps build lib run test unit sanitize bench clean install install-lib lint
 all: build
 build: rerankd rerank/core.so
+lib: rerank/core.so
 
 deps:
 	@sh scripts/deps.sh $(DEPS_SET)
@@ -73,12 +81,19 @@ bench: deps build
 lint:
 	luacheck --no-color -q lua providers tests examples
 
-install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/rerankd $(DESTDIR)$(PREFIX)/lib/lua/5.1/rerank $(DESTDIR)$(PREFIX)/share/lua/5.1
-	install -m 755 rerankd $(DESTDIR)$(PREFIX)/bin/rerankd
-	install -m 755 rerank/core.so $(DESTDIR)$(PREFIX)/lib/lua/5.1/rerank/core.so
-	cp -R lua/rerank $(DESTDIR)$(PREFIX)/share/lua/5.1/
-	cp -R lua providers $(DESTDIR)$(PREFIX)/share/rerankd/
+install: build install-lib
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 755 rerankd $(DESTDIR)$(BINDIR)/rerankd
+
+# The library alone (luarocks runs this): require "rerank" with the standard LuaJIT paths.
+# rerank/site.lua tells lua/rerank/paths.lua where the providers and templates went.
+install-lib: rerank/core.so
+	install -d $(DESTDIR)$(LIBDIR)/rerank $(DESTDIR)$(LUADIR) $(DESTDIR)$(DATADIR)
+	install -m 755 rerank/core.so $(DESTDIR)$(LIBDIR)/rerank/core.so
+	cp -R lua/rerank $(DESTDIR)$(LUADIR)/
+	cp -R lua providers $(DESTDIR)$(DATADIR)/
+	printf '%s\n' '-- written by make install: where rerankd'"'"'s providers and templates are' \
+	  'return { root = "$(DATADIR)" }' > $(DESTDIR)$(LUADIR)/rerank/site.lua
 
 clean:
 	rm -rf build rerankd rerank/core.so

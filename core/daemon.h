@@ -50,6 +50,7 @@ struct rr_worker {
     size_t inflight;
     int stopping;
     void *fetch;               /* fetch.c per-worker state */
+    void *redis;               /* redis.c connection pool */
 };
 
 /* One HTTP request driven by one Lua coroutine. */
@@ -103,6 +104,10 @@ rr_req *rr_lua_current_req(lua_State *co);
  * snapshots shared across workers) */
 int rr_metrics_init(int workers);
 void rr_daemon_open(lua_State *L, rr_worker *w);
+
+/* redis.c */
+int rr_redis_open(lua_State *L);
+void rr_redis_free(rr_worker *w);
 
 /* fetch.c */
 int rr_fetch_init(rr_worker *w);

@@ -55,6 +55,8 @@ lua_State *rr_lua_new(const char *root, char *err, size_t errlen)
     lua_setfield(L, -2, "rerank.core");
     lua_pushcfunction(L, rr_fetch_open);
     lua_setfield(L, -2, "rerank.core.fetch");
+    lua_pushcfunction(L, rr_redis_open);
+    lua_setfield(L, -2, "rerank.core.redis");
     lua_pop(L, 2);
     /* weak-keyed map from request coroutines to their rr_req */
     lua_pushlightuserdata(L, &reqs_key);

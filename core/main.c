@@ -205,6 +205,7 @@ int main(int argc, char **argv)
         rr_worker *w = &workers[i];
         if (w->stop_ev) event_free(w->stop_ev);
         rr_fetch_free(w);
+        rr_redis_free(w);
         if (w->http) evhttp_free(w->http);
         if (w->tick_ev) event_free(w->tick_ev);
         if (w->reload_ev) event_free(w->reload_ev);

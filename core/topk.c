@@ -1,12 +1,16 @@
 /* Top-k selection over a score array: score desc, ties by index asc, NaN last.
  * Scores are mapped to order-preserving uint64 keys (NaN -> 0, -0.0 == 0.0), so
  * the order is total over indices and any unstable algorithm is deterministic.
- * k << n: bounded heap of the k best in `out` (one pass, most elements rejected by
- * one integer compare). Otherwise: introselect on the index array in `scratch`,
- * then introsort of the first k. No allocation. */
+ * k <= n/4: bounded heap of the k best in `out` (one pass, most elements rejected
+ * by one vectorisable compare). k == n: LSD radix sort. Otherwise: introselect on
+ * the index array in `scratch`, then introsort of the first k. No allocation. */
 #include "rerank.h"
 
 #include <string.h>
+
+#ifndef RADIX_MIN
+#define RADIX_MIN 256 /* below this a comparison sort is as fast */
+#endif
 
 /* Larger key = earlier in the output. */
 static inline uint64_t key_of(double x)
@@ -188,12 +192,51 @@ static void heap_select(const double *s, size_t n, size_t k, uint32_t *h)
     heap_sort_down(s, h, k);
 }
 
+/* All n in order, k == n: LSD radix sort by ~key (stable, so ties keep index
+ * order) between the two n-slot buffers, 8-bit digits. One sequential pass builds
+ * every histogram; digits where all keys agree (e.g. a shared exponent) are skipped.
+ * Avoids the indirect, branchy compares of a comparison sort. */
+static void radix_sort_all(const double *s, size_t n, uint32_t *out, uint32_t *scratch)
+{
+    uint32_t hist[8][256];
+    memset(hist, 0, sizeof hist);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t k = ~key_of(s[i]);
+        for (int d = 0; d < 8; d++) hist[d][(k >> (8 * d)) & 255]++;
+    }
+    uint32_t *src = scratch, *dst = out;
+    for (size_t i = 0; i < n; i++) src[i] = (uint32_t)i;
+    uint64_t k0 = ~key_of(s[0]);
+    for (int d = 0; d < 8; d++) {
+        uint32_t *h = hist[d];
+        if (h[(k0 >> (8 * d)) & 255] == n) continue;
+        uint32_t sum = 0;
+        for (int b = 0; b < 256; b++) {
+            uint32_t c = h[b];
+            h[b] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++) {
+            uint32_t idx = src[i];
+            dst[h[(~key_of(s[idx]) >> (8 * d)) & 255]++] = idx;
+        }
+        uint32_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != out) memcpy(out, src, n * sizeof *out);
+}
+
 size_t rr_topk(const double *scores, size_t n, size_t k, uint32_t *out, uint32_t *scratch)
 {
     if (k > n) k = n;
     if (k == 0) return 0;
     if (k <= n / 4) {
         heap_select(scores, n, k, out);
+        return k;
+    }
+    if (k == n && n >= RADIX_MIN) {
+        radix_sort_all(scores, n, out, scratch);
         return k;
     }
     uint32_t *a = (k == n) ? out : scratch;

@@ -3,7 +3,7 @@
 # Non-interactive; uses sudo when not root. DESIGN.md §11 lists why luajit2 (not luajit).
 set -e
 BUILD="pkg-config make gcc luajit2 libluajit2-5.1-dev libcurl4-openssl-dev lua-cjson lua-cjson-dev libyaml-dev libevent-dev ca-certificates"
-TEST="curl lua-busted lua-check clang wrk sqlite3 libsqlite3-dev"
+TEST="curl lua-busted lua-check clang wrk sqlite3 libsqlite3-dev redis-server python3"
 case "$1" in
   build) PKGS="$BUILD" ;;
   *) PKGS="$BUILD $TEST" ;;
