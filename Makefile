@@ -78,6 +78,10 @@ sanitize:
 bench: deps build
 	@sh bench/run.sh
 
+# libFuzzer targets (clang); FUZZ_SECONDS per target (default 600)
+fuzz: deps build
+	@sh tests/fuzz/run.sh
+
 lint:
 	luacheck --no-color -q lua providers tests examples
 

@@ -16,13 +16,18 @@
 --   cfg.models = { { name, provider, provider_file, model, base_url, path, api_key,
 --                    headers = {}, timeout, retries, fallbacks = {}, max_documents,
 --                    concurrency, template, instruction, price = {}, extra_body = {},
---                    options = {} } }, cfg.model_index[name]
+--                    options = {}, template_paths?, template_file? } }, cfg.model_index[name]
+--                    (template_paths/template_file: providers declaring templates = true)
 --   cfg.pipelines = { { name, stages = { { fuse = {...} } | { rerank = {...} } |
---                    { threshold = {...} } } } }, cfg.pipeline_index[name]
+--                    { threshold = {...} } | { top_n = N } } } }, cfg.pipeline_index[name]
+--                    (a fuse stage's fusion_file is made absolute)
+--   cfg.fusion = { { name, file } } (operator fusion methods), cfg.fusion_index[name] = file
 -- A provider's `defaults` fill model keys the config leaves unset (base_url, path, ...).
 -- Top-level keys starting with "x-" are ignored: a place for YAML anchors.
 local core = require "rerank.core"
 local paths = require "rerank.paths"
+local llm = require "rerank.llm"
+local usage = require "rerank.usage"
 
 local M = {}
 
@@ -598,6 +603,10 @@ local MODEL_FIELDS = {
   { "instruction", { type = "string" } },
   { "price", { type = "map", values = { type = "number", min = 0 } } },
   { "extra_body", { type = "mapping" } },
+  -- routing (lua/rerank/router.lua) and documents (lua/rerank/docs.lua)
+  { "weight", { type = "number", min = 0 } },
+  { "breaker", { check = function(...) return M.check_breaker(...) end } },
+  { "chars_per_token", { check = function(...) return M.check_chars_per_token(...) end } },
 }
 local MODEL_KEYS = {}
 for _, f in ipairs(MODEL_FIELDS) do MODEL_KEYS[f[1]] = true end
@@ -663,11 +672,34 @@ local function check_model(v, path, ctx)
       end
     end
   end
+  -- providers that declare `templates = true` (LLM rerankers) get the template dirs, and
+  -- `template` must name a loadable template file there (or be a path to one)
+  if p.templates then
+    m.template_paths = ctx.paths.templates
+    if m.template then
+      local tpath = key_path(path, "template")
+      local tfile = llm.find_template(m.template, ctx.paths.templates, ctx.dir)
+      if not tfile then
+        local names = llm.template_names(ctx.paths.templates)
+        local s = M.did_you_mean(m.template, names)
+        fail(tpath, ('unknown template "%s" (%s)'):format(m.template,
+          s and ('did you mean "' .. s .. '"?') or ("available: " .. table.concat(names, ", "))))
+      end
+      local _, terr = llm.load_template(tfile)
+      if terr then fail(tpath, terr) end
+      m.template_file = tfile
+    end
+  end
+  local price_ok, bad_key, suggestion = usage.check_price(m.price, M.did_you_mean)
+  if not price_ok then
+    fail(key_path(key_path(path, "price"), bad_key), ("unknown price key (%s)"):format(suggestion
+      and ('did you mean "' .. suggestion .. '"?') or ("expected one of: " .. table.concat(usage.PRICE_KEYS, ", "))))
+  end
   m.headers = m.headers or {}
   m.fallbacks = m.fallbacks or {}
   m.price = m.price or {}
   m.extra_body = m.extra_body or {}
-  m.retries = m.retries or 0
+  m.retries = m.retries or (ctx.routing and ctx.routing.retries) or 0
   m.timeout = m.timeout or ctx.server.timeout
   return m
 end
@@ -692,7 +724,7 @@ local function check_models(v, ctx)
     for j, f in ipairs(m.fallbacks) do
       local fpath = idx_path(key_path(idx_path("models", i), "fallbacks"), j)
       if f == m.name then fail(fpath, ('a model cannot fall back to itself ("%s")'):format(f)) end
-      if not index[f] then
+      if not index[f] and not (ctx.alias_names and ctx.alias_names[f]) and not M.direct_name(f, fpath, ctx) then
         local s = M.did_you_mean(f, names)
         fail(fpath, ('unknown model "%s" (%s)'):format(f,
           s and ('did you mean "' .. s .. '"?') or ("configured: " .. table.concat(names, ", "))))
@@ -711,18 +743,61 @@ local STAGES = {
     method = { type = "string", nonempty = true },
     k = { type = "number", min = 0 },
     weights = { type = "table" },
-    normalize = { type = "string" },
+    normalize = { type = "string", enum = { "none", "min_max", "max", "sum", "z_score", "rank" } },
+    rank_base = { type = "integer", min = 0, max = 1 },
+    std = { type = "string", enum = { "population", "sample" } },
+    fusion_file = { type = "string", nonempty = true },
   } },
   rerank = { shorthand = "model", required = "model", fields = {
     model = { type = "string", nonempty = true },
     candidates = { type = "integer", min = 1 },
     top_n = { type = "integer", min = 1 },
   } },
-  threshold = { shorthand = "min_score", fields = {
+  threshold = { shorthand = "min_score", required = "min_score", fields = {
     min_score = { type = "number" },
   } },
+  top_n = { scalar = { type = "integer", min = 1 } }, -- { top_n = N }
 }
 local STAGE_NAMES = sorted_keys(STAGES)
+
+-- A fuse stage: a known method (built in, from `fusion:`, or its own fusion_file) and
+-- parameters that method accepts (lua/rerank/fuse.lua checks them).
+function M.check_fuse_stage(out, kpath, ctx)
+  local fuse = require "rerank.fuse"
+  local method
+  if out.fusion_file then
+    local fpath = key_path(kpath, "fusion_file")
+    local file = paths.abs(out.fusion_file, ctx.dir)
+    if not paths.exists(file) then fail(fpath, ("fusion file not found: %s"):format(file)) end
+    local m, err = fuse.load_file(file, true)
+    if not m then fail(fpath, err) end
+    if out.method and out.method ~= m.name then
+      fail(key_path(kpath, "method"), ('"%s" does not match the name "%s" in %s'):format(out.method, m.name, file))
+    end
+    out.fusion_file, method = file, m
+  else
+    local name = out.method or fuse.DEFAULT_METHOD
+    if fuse.BUILTIN_SET[name] then
+      method = fuse.builtin(name)
+    elseif ctx.fusion_index and ctx.fusion_index[name] then
+      method = fuse.load_file(ctx.fusion_index[name])
+    else
+      local names = {}
+      for _, n in ipairs(fuse.BUILTIN) do names[#names + 1] = n end
+      for n in pairs(ctx.fusion_index or {}) do names[#names + 1] = n end
+      table.sort(names)
+      local s = M.did_you_mean(name, names)
+      fail(key_path(kpath, "method"), ('unknown fusion method "%s" (%s)'):format(name,
+        s and ('did you mean "' .. s .. '"?') or ("available: " .. table.concat(names, ", "))))
+    end
+  end
+  local params = {}
+  for k, x in pairs(out) do
+    if k ~= "method" and k ~= "fusion_file" then params[k] = x end
+  end
+  local ok, err = fuse.check_params(method, params, kpath)
+  if not ok then raise(err.param, err.message) end
+end
 
 local function check_stage(v, path, ctx)
   if not is_mapping(v) or next(v) == nil then
@@ -739,6 +814,7 @@ local function check_stage(v, path, ctx)
   check_keys(v, path, allowed, ctx)
   local kpath = key_path(path, kind)
   local params = v[kind]
+  if def.scalar then return { [kind] = check(def.scalar, params, kpath, ctx) } end
   if is_null(params) then params = {} end
   if type(params) ~= "table" then params = { [def.shorthand] = params } end
   if not is_mapping(params) then fail_type(kpath, "a mapping", params) end
@@ -749,6 +825,7 @@ local function check_stage(v, path, ctx)
   if def.required and out[def.required] == nil then
     fail(kpath, ('missing required key "%s"'):format(def.required))
   end
+  if kind == "fuse" then M.check_fuse_stage(out, kpath, ctx) end
   if kind == "rerank" and not ctx.model_index[out.model] then
     local names = sorted_keys(ctx.model_index)
     local s = M.did_you_mean(out.model, names)
@@ -781,6 +858,8 @@ local function check_pipelines(v, ctx)
     if #p.stages == 0 then fail(spath, "at least one stage is required") end
     local stages = {}
     for j = 1, #p.stages do stages[j] = check_stage(p.stages[j], idx_path(spath, j), ctx) end
+    local bad, why = require("rerank.pipeline").check_order(stages)
+    if bad then fail(key_path(idx_path(spath, bad), "fuse"), why) end
     local entry = { name = name, stages = stages }
     list[i], index[name], where[name] = entry, entry, path
   end
@@ -788,9 +867,158 @@ local function check_pipelines(v, ctx)
 end
 
 ---------------------------------------------------------------------------
+-- routing, documents, direct_models, aliases (lua/rerank/router.lua, docs.lua)
+---------------------------------------------------------------------------
+-- breaker: { failures = n (0 disables), cooldown = duration }
+local BREAKER = { type = "record", fields = {
+  { "failures", { type = "integer", min = 0, max = 1000000 } },
+  { "cooldown", { type = "duration", positive = true } },
+} }
+function M.check_breaker(_, v, path, ctx) return check(BREAKER, v, path, ctx) end
+
+-- chars_per_token: a positive number, or "whitespace" (count words)
+function M.check_chars_per_token(_, v, path)
+  if v == "whitespace" then return v end
+  if type(v) ~= "number" or v ~= v or v <= 0 or v == math.huge then
+    fail_type(path, 'a positive number or "whitespace"', v)
+  end
+  return v
+end
+
+local ROUTING = { type = "record", fields = {
+  { "retries", { type = "integer", min = 0, max = 100 } },
+  { "backoff", { type = "duration", positive = true } },
+  { "max_backoff", { type = "duration", positive = true } },
+  { "jitter", { type = "number", min = 0, max = 1 } },
+  { "max_retry_after", { type = "duration" } },
+  { "breaker", BREAKER },
+} }
+
+local DOCUMENTS = { type = "record", fields = {
+  { "text_field", { type = "string", nonempty = true } },
+  { "chars_per_token", { check = M.check_chars_per_token } },
+  { "chunk_tokens", { type = "integer", min = 1 } },
+} }
+
+-- keys a direct_models.<provider> entry may set (what a model entry sets, minus identity)
+local DIRECT_KEYS = { "base_url", "path", "api_key", "headers", "timeout", "retries", "fallbacks", "max_documents",
+                      "concurrency", "price", "extra_body", "breaker", "chars_per_token" }
+
+-- direct_models: true | false | { <provider> = { base_url, timeout, price, ... } } (enabled)
+local function check_direct_models(v, ctx)
+  if is_null(v) or v == false then return false end
+  if v == true then return true end
+  if not is_mapping(v) then fail_type("direct_models", "true, false or a mapping of provider settings", v) end
+  local specs = {}
+  for _, f in ipairs(MODEL_FIELDS) do specs[f[1]] = f[2] end
+  local fields = {}
+  for _, k in ipairs(DIRECT_KEYS) do fields[#fields + 1] = { k, specs[k] } end
+  local rec = { type = "record", fields = fields }
+  local out = {}
+  for _, name in ipairs(sorted_keys(v)) do
+    local path = key_path("direct_models", name)
+    find_provider(tostring(name), path, ctx)
+    local o = check(rec, is_null(v[name]) and {} or v[name], path, ctx)
+    local ok, bad_key, suggestion = usage.check_price(o.price, M.did_you_mean)
+    if not ok then
+      fail(key_path(key_path(path, "price"), bad_key), ("unknown price key (%s)"):format(suggestion
+        and ('did you mean "' .. suggestion .. '"?') or ("expected one of: " .. table.concat(usage.PRICE_KEYS, ", "))))
+    end
+    out[name] = o
+  end
+  return out
+end
+
+-- "provider/model" when direct_models is on and the provider exists; raises for a missing provider
+function M.direct_name(name, path, ctx)
+  if not ctx.direct_models then return false end
+  local pname = type(name) == "string" and name:match("^([%w_%-]+)/.+$")
+  if not pname then return false end
+  find_provider(pname, path, ctx)
+  return true
+end
+
+-- aliases: { name: model | [model | {model, weight}, ...] } -> { name = { {model=, weight=}, ... } }
+local function alias_names(v)
+  local names = {}
+  if is_mapping(v) then
+    for k in pairs(v) do names[k] = true end
+  end
+  return names
+end
+
+local function check_aliases(v, ctx, cfg)
+  if is_null(v) then return {} end
+  if not is_mapping(v) then fail_type("aliases", "a mapping of alias names to models", v) end
+  local known = sorted_keys(cfg.model_index)
+  local out = {}
+  for _, name in ipairs(sorted_keys(v)) do
+    local path = key_path("aliases", name)
+    if cfg.model_index[name] then fail(path, ('"%s" is already the name of a model'):format(name)) end
+    if cfg.pipeline_index and cfg.pipeline_index[name] then
+      fail(path, ('"%s" is already the name of a pipeline'):format(name))
+    end
+    local list = v[name]
+    if type(list) ~= "table" or (is_mapping(list) and next(list) ~= nil) then list = { list } end
+    if #list == 0 then fail(path, "an alias needs at least one model") end
+    local members = {}
+    for i, item in ipairs(list) do
+      local ipath = idx_path(path, i)
+      local target, weight
+      if type(item) == "string" then
+        target = item
+      elseif is_mapping(item) and next(item) ~= nil then
+        check_keys(item, ipath, { model = true, weight = true }, ctx)
+        if is_null(item.model) then fail(ipath, 'missing required key "model"') end
+        target = check({ type = "string", nonempty = true }, item.model, key_path(ipath, "model"), ctx)
+        if not is_null(item.weight) then
+          weight = check({ type = "number", min = 0 }, item.weight, key_path(ipath, "weight"), ctx)
+        end
+      else
+        fail_type(ipath, "a model name or a mapping with model and weight", item)
+      end
+      local tpath = type(item) == "string" and ipath or key_path(ipath, "model")
+      if not cfg.model_index[target] and not M.direct_name(target, tpath, ctx) then
+        local s = M.did_you_mean(target, known)
+        fail(tpath, ('unknown model "%s" (%s)'):format(target,
+          s and ('did you mean "' .. s .. '"?') or ("configured: " .. table.concat(known, ", "))))
+      end
+      members[#members + 1] = { model = target, weight = weight or (cfg.model_index[target] or {}).weight or 1 }
+    end
+    out[name] = members
+  end
+  return out
+end
+
+---------------------------------------------------------------------------
 -- the whole configuration
 ---------------------------------------------------------------------------
-local TOP = { server = true, paths = true, default_model = true, models = true, pipelines = true, log = true }
+local TOP = { server = true, paths = true, default_model = true, models = true, pipelines = true, log = true,
+              fusion = true, routing = true, documents = true, direct_models = true, aliases = true }
+
+-- fusion: [files]: operator fusion methods, each a Lua file returning { name =, fuse = fn }
+local function check_fusion(v, ctx)
+  if is_null(v) then return {}, {} end
+  local fuse = require "rerank.fuse"
+  local files = check({ type = "list", single = true, items = { type = "string", nonempty = true } }, v, "fusion", ctx)
+  local list, index, where = {}, {}, {}
+  for i, f in ipairs(files) do
+    local path = idx_path("fusion", i)
+    local file = paths.abs(f, ctx.dir)
+    if not paths.exists(file) then fail(path, ("fusion file not found: %s"):format(file)) end
+    local m, err = fuse.load_file(file, true)
+    if not m then fail(path, err) end
+    if fuse.BUILTIN_SET[m.name] then
+      fail(path, ('fusion method "%s" (%s) is a built-in name; choose another'):format(m.name, file))
+    end
+    if index[m.name] then
+      fail(path, ('duplicate fusion method "%s" (also %s)'):format(m.name, where[m.name]))
+    end
+    list[#list + 1] = { name = m.name, file = file }
+    index[m.name], where[m.name] = file, path
+  end
+  return list, index
+end
 
 -- log: { level, access, error }: "stderr", "off" (access only) or a file path (config-relative)
 local LOG = { type = "record", fields = {
@@ -839,9 +1067,18 @@ local function build(root, ctx)
   cfg.log = check_log(root.log, ctx, cfg.server)
   cfg.paths = check_paths(root.paths, ctx)
   ctx.paths = cfg.paths
+  cfg.routing = check(ROUTING, is_null(root.routing) and {} or root.routing, "routing", ctx)
+  ctx.routing = cfg.routing
+  cfg.documents = check(DOCUMENTS, is_null(root.documents) and {} or root.documents, "documents", ctx)
+  cfg.direct_models = check_direct_models(root.direct_models, ctx)
+  ctx.direct_models = cfg.direct_models
+  ctx.alias_names = alias_names(root.aliases)
   cfg.models, cfg.model_index = check_models(root.models, ctx)
   ctx.model_index = cfg.model_index
+  cfg.fusion, cfg.fusion_index = check_fusion(root.fusion, ctx)
+  ctx.fusion_index = cfg.fusion_index
   cfg.pipelines, cfg.pipeline_index = check_pipelines(root.pipelines, ctx)
+  cfg.aliases = check_aliases(root.aliases, ctx, cfg)
   if is_null(root.default_model) then
     cfg.default_model = cfg.models[1].name
   else
@@ -886,6 +1123,17 @@ function M.load(path, overrides)
   local file = paths.abs(path)
   return run(root, { file = file, dir = paths.dirname(file), marks = marks, overrides = overrides,
                      providers = {} }, path)
+end
+
+-- Validates YAML text (as if read from a file called name); used by tests and fuzzing.
+function M.load_string(text, name, overrides)
+  if type(text) ~= "string" then error("config.load_string: text must be a string", 2) end
+  name = name or "<string>"
+  local root, marks = core.yaml_parse(text, name)
+  if root == nil then return nil, marks end
+  local dir = paths.cwd()
+  return run(root, { file = paths.abs(name, dir), dir = dir, marks = marks, overrides = overrides,
+                     providers = {} }, name)
 end
 
 function M.from_table(t, opts)
