@@ -1,5 +1,6 @@
-/* core/topk.c: order (score desc, index asc, NaN last), edge cases, and both
- * code paths (heap for k << n, select + sort otherwise) against a reference. */
+/* core/topk.c: order (score desc, index asc, NaN last), edge cases, and every
+ * code path (heap for k <= n/4, radix for k == n >= 256, select + introsort
+ * otherwise) against an independent reference sort. */
 #include "ctest.h"
 #include "rerank.h"
 
@@ -128,7 +129,7 @@ int main(void)
     CHECK(m == 3 && out[0] == 2 && out[1] == 3 && out[2] == 6, "heap path: ties among top");
 
     /* randomized: every kind, many sizes, every interesting k, against the reference */
-    static const size_t sizes[] = { 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 257, 1000, 4099 };
+    static const size_t sizes[] = { 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 255, 256, 257, 1000, 4099 };
     for (int kind = 0; kind < 7; kind++) {
         int ok = 1;
         for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
