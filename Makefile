@@ -28,21 +28,23 @@ DAEMON_OBJ := $(DAEMON_SRC:core/%.c=$(BUILD)/%.o)
 PIC_OBJ    := $(LIB_SRC:core/%.c=$(BUILD)/pic/%.o)
 CTEST_SRC  := $(wildcard tests/c/test_*.c)
 CTEST_BIN  := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+BIN        ?= rerankd
+MODULE     ?= rerank/core.so
 
-.PHONY: all deps build lib run test unit sanitize bench clean install install-lib lint
+.PHONY: all deps build lib run test unit sanitize bench clean install install-lib lint fuzz
 all: build
-build: rerankd rerank/core.so
-lib: rerank/core.so
+build: $(BIN) $(MODULE)
+lib: $(MODULE)
 
 deps:
 	@sh scripts/deps.sh $(DEPS_SET)
 
-rerankd: $(DAEMON_OBJ) $(LIB_OBJ)
+$(BIN): $(DAEMON_OBJ) $(LIB_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -Wl,-E
 
 # The Lua module resolves lua_* from the host (luajit or nginx), so it does not link libluajit.
-rerank/core.so: $(PIC_OBJ)
-	@mkdir -p rerank
+$(MODULE): $(PIC_OBJ)
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $^ $(shell pkg-config --libs libcurl yaml-0.1) -lm
 
 $(BUILD)/%.o: core/%.c core/*.h
@@ -69,11 +71,14 @@ test: deps build $(CTEST_BIN)
 unit: build $(CTEST_BIN)
 	@SUITES="c lua" sh tests/run.sh
 
-sanitize:
-	$(MAKE) clean
-	$(MAKE) CC=clang OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-	        LDFLAGS="-fsanitize=address,undefined" BUILD=build/asan build $(patsubst build/%,build/asan/%,$(CTEST_BIN))
-	ASAN_OPTIONS=detect_leaks=0 RERANKD_SANITIZE=1 CTEST_BUILD=build/asan sh tests/run.sh
+# ASan/UBSan build in build/asan (binary and module there too: the normal build is untouched)
+ASAN_FLAGS = -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+sanitize: deps
+	$(MAKE) CC=clang OPT="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" BUILD=build/asan \
+	        BIN=build/asan/rerankd MODULE=build/asan/rerank/core.so \
+	        build/asan/rerankd build/asan/rerank/core.so $(patsubst build/%,build/asan/%,$(CTEST_BIN))
+	ASAN_OPTIONS=detect_leaks=0 RERANKD_SANITIZE=1 CTEST_BUILD=build/asan RERANKD_BIN=$(CURDIR)/build/asan/rerankd \
+	        CORE_CPATH="$(CURDIR)/build/asan/?.so" sh tests/run.sh
 
 bench: deps build
 	@sh bench/run.sh

@@ -150,6 +150,7 @@ void rr_curl_read_opts(lua_State *L, int idx, rr_curl_opts *o)
     lua_pop(L, 1);
     o->sigv4 = opt_str(L, idx, "aws_sigv4");
     o->userpwd = opt_str(L, idx, "userpwd");
+    o->target = opt_str(L, idx, "request_target");
     lua_getfield(L, idx, "timeout");
     o->timeout = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 30;
     lua_getfield(L, idx, "connect_timeout");
@@ -198,6 +199,7 @@ int rr_curl_setup(lua_State *L, int idx, rr_transfer *t, const rr_curl_opts *o, 
     else if (!o->body) curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     if (o->sigv4) curl_easy_setopt(e, CURLOPT_AWS_SIGV4, o->sigv4);
     if (o->userpwd) curl_easy_setopt(e, CURLOPT_USERPWD, o->userpwd);
+    if (o->target) curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, o->target);
     t->headers = curl_slist_append(NULL, "Expect:"); /* no 100-continue round trip */
     lua_getfield(L, idx, "headers");
     if (lua_istable(L, -1)) {

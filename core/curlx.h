@@ -26,7 +26,7 @@ typedef struct {
 } rr_transfer;
 
 typedef struct {
-    const char *method, *url, *body, *sigv4, *userpwd;
+    const char *method, *url, *body, *sigv4, *userpwd, *target;
     size_t body_len;
     double timeout, connect_timeout;
     int insecure;

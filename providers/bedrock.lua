@@ -15,8 +15,8 @@ local P = {
                model = "amazon.rerank-v1:0" },
   invoke = { base_url = "https://bedrock-runtime.{region}.amazonaws.com", path = "/model/{model}/invoke" },
   limits = { max_documents = 1000 },
-  options = { api = "string", region = "string", aws_access_key_id = "string", aws_secret_access_key = "string",
-              aws_session_token = "string", rank_fields = "table" },
+  options = { api = { type = "string", enum = { "rerank", "invoke" } }, region = "string", rank_fields = "table",
+              aws_access_key_id = "string", aws_secret_access_key = "string", aws_session_token = "string" },
   parse = U.parser,
 }
 

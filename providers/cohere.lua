@@ -11,7 +11,7 @@ local P = {
   defaults = { base_url = "https://api.cohere.com", path = "/v2/rerank", model = "rerank-v3.5" },
   limits = { max_documents = 1000 },
   options = {
-    api_version = "string",            -- "v2" (default) | "v1"
+    api_version = { type = "string", enum = { "v1", "v2" } }, -- default v2
     rank_fields = "table",             -- object fields to rank on (v1 sends them, v2 flattens)
     max_chunks_per_doc = "integer",    -- v1 only
     max_tokens_per_document = "integer", -- v2 default for max_tokens_per_doc

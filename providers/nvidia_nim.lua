@@ -10,7 +10,7 @@ local P = {
   name = "nvidia_nim",
   env_key = "NVIDIA_API_KEY",
   defaults = { base_url = "https://ai.api.nvidia.com", path = "/v1/ranking", model = "nvidia/llama-3.2-nv-rerankqa-1b-v2" },
-  options = { rank_fields = "table", truncate = "string" },
+  options = { rank_fields = "table", truncate = U.TRUNCATE_OPTION },
   parse = U.parser,
 }
 

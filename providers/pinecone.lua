@@ -8,7 +8,7 @@ local P = {
   name = "pinecone",
   env_key = "PINECONE_API_KEY",
   defaults = { base_url = "https://api.pinecone.io", path = "/rerank", model = "bge-reranker-v2-m3" },
-  options = { api_version = "string", rank_fields = "table", truncate = "string" },
+  options = { api_version = "string", rank_fields = "table", truncate = U.TRUNCATE_OPTION },
   parse = U.parser,
 }
 

@@ -9,7 +9,7 @@ local P = {
   env_key = "TEI_API_KEY",
   defaults = { base_url = "http://127.0.0.1:8080", path = "/rerank" },
   limits = { max_documents = 32 }, -- the server's default --max-client-batch-size
-  options = { raw_scores = "boolean", rank_fields = "table", truncate = "string" },
+  options = { raw_scores = "boolean", rank_fields = "table", truncate = U.TRUNCATE_OPTION },
   parse = U.parser,
 }
 

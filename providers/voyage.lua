@@ -8,7 +8,7 @@ local P = {
   env_key = "VOYAGE_API_KEY",
   defaults = { base_url = "https://api.voyageai.com", path = "/v1/rerank", model = "rerank-2.5" },
   limits = { max_documents = 1000 },
-  options = { rank_fields = "table", truncate = "string" },
+  options = { rank_fields = "table", truncate = U.TRUNCATE_OPTION },
   parse = U.parser,
 }
 

@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.." || exit 1
 SUITES=${SUITES:-"c lua e2e"}
 CTEST_BUILD=${CTEST_BUILD:-build}
 export LUA_PATH="$PWD/lua/?.lua;$PWD/lua/?/init.lua;$PWD/tests/?.lua;;"
-export LUA_CPATH="$PWD/?.so;;"
+export LUA_CPATH="${CORE_CPATH:-$PWD/?.so};;"
 mkdir -p tests/tmp
 log=tests/tmp/results.tap
 : > "$log"

@@ -16,7 +16,7 @@
 --                           raw = the client's document value as decoded (string or table) }, ... },
 --           top_n = integer|nil, return_documents = bool, truncate = "none"|"start"|"end"|nil,
 --           max_tokens_per_document = integer|nil, metadata = table|nil, user = string|nil,
---           extra_body = table|nil, shape = "rerankd" }
+--           extra_body = table|nil, instruction = string|nil, shape = "rerankd" }
 -- Document text is the decoder's string itself (no copies).
 --
 -- Validation rules (stable messages; tests assert them): JSON null counts as absent for
@@ -161,12 +161,27 @@ local function parse_rerankd(b, opts)
   if err then return nil, err end
   if v == "" then return fail(422, "model must not be empty", "model") end
   req.model = v
-  v, err = check_query(b.query, "query")
+  -- pipeline / lists (lua/rerank/pipeline.lua): query optional until a rerank stage needs it
+  local piped = present(b.pipeline) or present(b.lists)
+  if not (piped and not present(b.query)) then
+    v, err = check_query(b.query, "query")
+    if err then return nil, err end
+    req.query = v
+  end
+  if piped then
+    err = require("rerank.pipeline").parse_fields(b, req, opts)
+    if err then return nil, err end
+  else
+    v, err = check_documents(b.documents, "documents", opts.max_documents or api.DEFAULT_MAX_DOCUMENTS)
+    if err then return nil, err end
+    req.documents = v
+  end
+  v, err = check_string(b.return_score, "return_score")
   if err then return nil, err end
-  req.query = v
-  v, err = check_documents(b.documents, "documents", opts.max_documents or api.DEFAULT_MAX_DOCUMENTS)
-  if err then return nil, err end
-  req.documents = v
+  if v ~= nil and v ~= "relevance" and v ~= "all" then
+    return fail(422, 'return_score must be one of "relevance", "all"', "return_score")
+  end
+  req.return_score = v
   v, err = check_int(b.top_n, "top_n", 1)
   if err then return nil, err end
   req.top_n = v
@@ -188,6 +203,9 @@ local function parse_rerankd(b, opts)
   v, err = check_object(b.extra_body, "extra_body")
   if err then return nil, err end
   req.extra_body = v
+  v, err = check_string(b.instruction, "instruction") -- LLM rerankers: overrides the model's
+  if err then return nil, err end
+  req.instruction = v
   return req
 end
 
@@ -219,15 +237,18 @@ local function render_rerankd(result, req)
   local buf = table_new(n + 2, 0)
   buf[1] = '{"id":' .. value_json(result.id) .. ',"object":"list","model":'
       .. value_json(result.model or (req and req.model)) .. ',"results":['
+  local all = req and req.return_score == "all"
   for i = 1, n do
     local r = results[i]
     local idx = r.index
+    -- pipeline results carry their extra members (id, stage scores) as a JSON fragment
+    local extra = r.extra or (all and (',"_relevance_score":' .. number(r.relevance_score))) or ""
     if with_docs then
       buf[i + 1] = (i > 1 and ',{"index":' or '{"index":') .. number(idx) .. ',"relevance_score":'
-          .. number(r.relevance_score) .. ',"document":' .. document_json(req, idx) .. '}'
+          .. number(r.relevance_score) .. extra .. ',"document":' .. document_json(req, idx) .. '}'
     else
       buf[i + 1] = (i > 1 and ',{"index":' or '{"index":') .. number(idx) .. ',"relevance_score":'
-          .. number(r.relevance_score) .. '}'
+          .. number(r.relevance_score) .. extra .. '}'
     end
   end
   local u = result.usage or {}

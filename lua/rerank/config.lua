@@ -11,6 +11,15 @@
 --   cfg.server = { listen ("host:port"), host, port, workers (0 = one per core), max_body (bytes),
 --                  timeout, keepalive, drain_timeout (seconds), max_documents,
 --                  api_keys = { non-empty strings }, log_level }
+--   cfg.auth = { keys = { { name, key } }, names = { [name] = true }, open_paths = { "/health",
+--                "/metrics" } }  from server.api_keys (strings or {name, key}) and server.open_paths
+--   cfg.limits = nil | { backend = "local"|"redis", per_key?, keys = { [key name] = lim },
+--                  per_model?, models = { [model] = lim } }
+--                  lim = { requests_per_minute?, documents_per_minute? }     (ratelimit.lua)
+--   cfg.cache = nil | { enabled, backend? ("memory"|"redis"|"shared_dict"), size (bytes),
+--                  ttl (seconds, 0 = none), models? = { names }, shared_dict? }  (cache.lua)
+--   cfg.redis = nil | { host, port, password?, db, timeout, prefix } (url parsed)
+--   models[i].health = nil | false | { query?, relevant?, irrelevant? }          (health.lua)
 --   cfg.paths = { providers = { abs dirs }, templates = { abs dirs } } (built-ins last)
 --   cfg.default_model
 --   cfg.models = { { name, provider, provider_file, model, base_url, path, api_key,
@@ -22,6 +31,14 @@
 --                    { threshold = {...} } | { top_n = N } } } }, cfg.pipeline_index[name]
 --                    (a fuse stage's fusion_file is made absolute)
 --   cfg.fusion = { { name, file } } (operator fusion methods), cfg.fusion_index[name] = file
+--   cfg.routing = { retries?, backoff?, max_backoff?, jitter?, max_retry_after?,
+--                   breaker = { failures?, cooldown? }? }      (router.lua has the defaults)
+--   cfg.documents = { text_field?, chars_per_token? (number | "whitespace"), chunk_tokens? }
+--   cfg.direct_models = false | true | { [provider] = { base_url, timeout, price, ... } }
+--   cfg.aliases = { [alias] = { { model = model name, weight = n }, ... } } from the models'
+--   `aliases` (several models with one alias: a group); models also take weight, breaker =
+--   { failures, cooldown }, chars_per_token; fallbacks and default_model may name aliases
+--   (and provider/model names under direct_models).
 -- A provider's `defaults` fill model keys the config leaves unset (base_url, path, ...).
 -- Top-level keys starting with "x-" are ignored: a place for YAML anchors.
 local core = require "rerank.core"
@@ -431,7 +448,10 @@ local SERVER = { type = "record", fields = {
   { "keepalive", { type = "duration", default = 75 } },
   { "drain_timeout", { type = "duration", default = 30 } },
   { "max_documents", { type = "integer", min = 1, default = 10000 } },
-  { "api_keys", { type = "list", single = true, items = { type = "string" }, default = {} } },
+  { "api_keys", { type = "list", single = true, items = { check = function(...) return M.check_api_key(...) end },
+                  default = {} } },
+  { "open_paths", { type = "list", single = true, items = { check = function(...) return M.check_open_path(...) end },
+                    default = { "/health", "/metrics" } } },
   { "log_level", { type = "string", enum = { "debug", "info", "warn", "error" }, default = "info" } },
 } }
 
@@ -447,11 +467,13 @@ local function check_server(v, ctx)
   host, port = s.host or host, s.port or port
   s.host, s.port = host, port
   s.listen = listen_string(host, port)
-  local keys = {}
-  for _, k in ipairs(s.api_keys) do
-    if k ~= "" then keys[#keys + 1] = k end
-  end
-  s.api_keys = keys
+  -- cfg.auth (lua/rerank/auth.lua) gets the named keys and open paths; server.api_keys stays
+  -- the list of key strings
+  local entries, names = M.normalize_api_keys(s.api_keys)
+  ctx.auth = { keys = entries, names = names, open_paths = s.open_paths }
+  s.open_paths = nil
+  s.api_keys = {}
+  for i, e in ipairs(entries) do s.api_keys[i] = e.key end
   return s
 end
 
@@ -604,9 +626,12 @@ local MODEL_FIELDS = {
   { "price", { type = "map", values = { type = "number", min = 0 } } },
   { "extra_body", { type = "mapping" } },
   -- routing (lua/rerank/router.lua) and documents (lua/rerank/docs.lua)
+  { "aliases", { type = "list", single = true, items = { type = "string", nonempty = true } } },
   { "weight", { type = "number", min = 0 } },
   { "breaker", { check = function(...) return M.check_breaker(...) end } },
   { "chars_per_token", { check = function(...) return M.check_chars_per_token(...) end } },
+  -- semantic health (lua/rerank/health.lua): false, or { query, relevant, irrelevant }
+  { "health", { check = function(...) return M.check_health(...) end } },
 }
 local MODEL_KEYS = {}
 for _, f in ipairs(MODEL_FIELDS) do MODEL_KEYS[f[1]] = true end
@@ -718,6 +743,17 @@ local function check_models(v, ctx)
     index[m.name], where[m.name] = m, path
     models[i] = m
   end
+  -- aliases: every model listing a name in `aliases` is a deployment of that name (a group)
+  local aliases = {}
+  for i, m in ipairs(models) do
+    for j, a in ipairs(m.aliases or {}) do
+      local apath = idx_path(key_path(idx_path("models", i), "aliases"), j)
+      if index[a] then fail(apath, ('"%s" is already the name of a model'):format(a)) end
+      aliases[a] = aliases[a] or {}
+      table.insert(aliases[a], { model = m.name, weight = m.weight or 1 })
+    end
+  end
+  ctx.aliases, ctx.alias_names = aliases, aliases
   -- fallbacks name other models
   local names = sorted_keys(index)
   for i, m in ipairs(models) do
@@ -938,63 +974,221 @@ function M.direct_name(name, path, ctx)
   return true
 end
 
--- aliases: { name: model | [model | {model, weight}, ...] } -> { name = { {model=, weight=}, ... } }
-local function alias_names(v)
-  local names = {}
-  if is_mapping(v) then
-    for k in pairs(v) do names[k] = true end
+---------------------------------------------------------------------------
+-- operations: API keys, open paths, limits, cache, redis, per-model health
+-- (lua/rerank/auth.lua, ratelimit.lua, cache.lua, health.lua)
+---------------------------------------------------------------------------
+M.MAX_API_KEY_BYTES = 1024
+
+local API_KEY = { type = "record", fields = {
+  { "name", { type = "string", nonempty = true } },
+  { "key", { type = "string", required = true } },
+} }
+
+-- an API key: a string, or { name =, key = } (the name is what logs and limits show)
+function M.check_api_key(_, v, path, ctx)
+  if type(v) == "table" and is_mapping(v) and next(v) ~= nil then
+    local e = check(API_KEY, v, path, ctx)
+    if e.name and not e.name:match("^[%w_.%-]+$") then
+      fail(key_path(path, "name"), ("invalid key name %s (letters, digits, _ . - only)"):format(describe(e.name)))
+    end
+    if #e.key > M.MAX_API_KEY_BYTES then
+      fail(key_path(path, "key"), ("an API key must be at most %d bytes"):format(M.MAX_API_KEY_BYTES))
+    end
+    return e
   end
-  return names
+  if type(v) ~= "string" then fail_type(path, "a string", v) end
+  if #v > M.MAX_API_KEY_BYTES then fail(path, ("an API key must be at most %d bytes"):format(M.MAX_API_KEY_BYTES)) end
+  return { key = v }
 end
 
-local function check_aliases(v, ctx, cfg)
-  if is_null(v) then return {} end
-  if not is_mapping(v) then fail_type("aliases", "a mapping of alias names to models", v) end
-  local known = sorted_keys(cfg.model_index)
+function M.check_open_path(_, v, path)
+  if type(v) ~= "string" then fail_type(path, "a string", v) end
+  if v:sub(1, 1) ~= "/" then fail(path, ('must start with "/" (got %s)'):format(describe(v))) end
+  return v
+end
+
+-- { {name?, key}, ... } -> entries with names ("key-<n>", n 1-based), empty keys (an unset
+-- ${VAR:-}) dropped; and the set of every declared name.
+function M.normalize_api_keys(list)
+  local keys, names, where = {}, {}, {}
+  for i, e in ipairs(list) do
+    local name = e.name or ("key-" .. i)
+    local path = idx_path("server.api_keys", i)
+    if where[name] then fail(path, ('duplicate API key name "%s" (also %s)'):format(name, where[name])) end
+    where[name] = path
+    names[name] = true
+    if e.key ~= "" then keys[#keys + 1] = { name = name, key = e.key } end
+  end
+  return keys, names
+end
+
+local HEALTH = { type = "record", fields = {
+  { "enabled", { type = "boolean" } },
+  { "query", { type = "string", nonempty = true } },
+  { "relevant", { type = "string", nonempty = true } },
+  { "irrelevant", { type = "string", nonempty = true } },
+} }
+
+function M.check_health(_, v, path, ctx)
+  if type(v) == "boolean" then return v end
+  if not is_mapping(v) then fail_type(path, "false or a mapping with query, relevant, irrelevant", v) end
+  local h = check(HEALTH, v, path, ctx)
+  if h.enabled == false then return false end
+  h.enabled = nil
+  return h
+end
+
+local LIMIT = { type = "record", fields = {
+  { "requests_per_minute", { type = "integer", min = 1 } },
+  { "documents_per_minute", { type = "integer", min = 1 } },
+} }
+
+local LIMITS = { type = "record", fields = {
+  { "backend", { type = "string", enum = { "local", "redis" } } },
+  { "per_key", LIMIT },
+  { "keys", { type = "map", values = LIMIT } },
+  { "per_model", LIMIT },
+  { "models", { type = "map", values = LIMIT } },
+} }
+
+local CACHE = { type = "record", fields = {
+  { "enabled", { type = "boolean", default = true } },
+  { "backend", { type = "string", enum = { "memory", "redis", "shared_dict" } } },
+  { "size", { type = "size", positive = true, default = 64 * 1024 * 1024 } },
+  { "ttl", { type = "duration", default = 3600 } },
+  { "models", { type = "list", single = true, items = { type = "string", nonempty = true } } },
+  { "shared_dict", { type = "string", nonempty = true } },
+} }
+
+local REDIS = { type = "record", fields = {
+  { "url", { type = "string", nonempty = true } },
+  { "host", { type = "string", nonempty = true } },
+  { "port", { type = "integer", min = 1, max = 65535 } },
+  { "password", { type = "string" } },
+  { "db", { type = "integer", min = 0 } },
+  { "timeout", { type = "duration", positive = true, default = 0.5 } },
+  { "prefix", { type = "string", default = "rerankd:" } },
+} }
+
+local function unescape_url(s)
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+-- redis://[[user]:password@]host[:port][/db]
+local function parse_redis_url(u, path)
+  local rest = u:match("^[rR][eE][dD][iI][sS]://(.*)$")
+  if not rest then fail(path, ("invalid Redis URL %s (expected redis://[:password@]host[:port][/db])"):format(describe(u))) end
   local out = {}
-  for _, name in ipairs(sorted_keys(v)) do
-    local path = key_path("aliases", name)
-    if cfg.model_index[name] then fail(path, ('"%s" is already the name of a model'):format(name)) end
-    if cfg.pipeline_index and cfg.pipeline_index[name] then
-      fail(path, ('"%s" is already the name of a pipeline'):format(name))
-    end
-    local list = v[name]
-    if type(list) ~= "table" or (is_mapping(list) and next(list) ~= nil) then list = { list } end
-    if #list == 0 then fail(path, "an alias needs at least one model") end
-    local members = {}
-    for i, item in ipairs(list) do
-      local ipath = idx_path(path, i)
-      local target, weight
-      if type(item) == "string" then
-        target = item
-      elseif is_mapping(item) and next(item) ~= nil then
-        check_keys(item, ipath, { model = true, weight = true }, ctx)
-        if is_null(item.model) then fail(ipath, 'missing required key "model"') end
-        target = check({ type = "string", nonempty = true }, item.model, key_path(ipath, "model"), ctx)
-        if not is_null(item.weight) then
-          weight = check({ type = "number", min = 0 }, item.weight, key_path(ipath, "weight"), ctx)
-        end
-      else
-        fail_type(ipath, "a model name or a mapping with model and weight", item)
+  local auth, hostpart = rest:match("^(.*)@([^@]*)$")
+  if auth then
+    local user, pass = auth:match("^([^:]*):(.*)$")
+    if user then
+      user = unescape_url(user)
+      if user ~= "" and user ~= "default" then
+        fail(path, ('Redis ACL user "%s" is not supported (use the default user: redis://:password@host)'):format(user))
       end
-      local tpath = type(item) == "string" and ipath or key_path(ipath, "model")
-      if not cfg.model_index[target] and not M.direct_name(target, tpath, ctx) then
-        local s = M.did_you_mean(target, known)
-        fail(tpath, ('unknown model "%s" (%s)'):format(target,
-          s and ('did you mean "' .. s .. '"?') or ("configured: " .. table.concat(known, ", "))))
-      end
-      members[#members + 1] = { model = target, weight = weight or (cfg.model_index[target] or {}).weight or 1 }
+      out.password = unescape_url(pass)
+    else
+      out.password = unescape_url(auth)
     end
-    out[name] = members
+  else
+    hostpart = rest
+  end
+  local hp, db = hostpart:match("^([^/]*)/?(.*)$")
+  local host, port = hp:match("^%[([^%]]+)%]:?(%d*)$")
+  if not host then host, port = hp:match("^([^:]*):?(%d*)$") end
+  if not host or host == "" then fail(path, ("invalid Redis URL %s (no host)"):format(describe(u))) end
+  out.host = host
+  if port ~= "" then
+    out.port = tonumber(port)
+    if out.port < 1 or out.port > 65535 then fail(path, ("port %s out of range (1-65535)"):format(port)) end
+  end
+  if db ~= "" then
+    if not db:match("^%d+$") then fail(path, ("invalid Redis database %s (an integer)"):format(describe(db))) end
+    out.db = tonumber(db)
   end
   return out
+end
+
+local function check_redis(v, ctx)
+  if is_null(v) then return nil end
+  local r = check(REDIS, v, "redis", ctx)
+  if r.url then
+    local u = parse_redis_url(r.url, "redis.url")
+    for _, k in ipairs({ "host", "port", "password", "db" }) do
+      if r[k] ~= nil and u[k] ~= nil then
+        fail("redis." .. k, "conflicts with redis.url (set either url or host/port/password/db)")
+      end
+      if r[k] == nil then r[k] = u[k] end
+    end
+    r.url = nil
+  end
+  r.host = r.host or "127.0.0.1"
+  r.port = r.port or 6379
+  r.db = r.db or 0
+  if r.password == "" then r.password = nil end -- an unset ${VAR:-}
+  return r
+end
+
+local function known_name(name, ctx, cfg)
+  return cfg.model_index[name] or cfg.pipeline_index[name] or (cfg.aliases and cfg.aliases[name])
+      or (M.direct_name and M.direct_name(name, "limits", ctx))
+end
+
+local function check_names(map, path, valid, candidates, what)
+  for _, name in ipairs(sorted_keys(map or {})) do
+    if not valid(name) then
+      local s = M.did_you_mean(name, candidates)
+      fail(key_path(path, name), ('unknown %s "%s" (%s)'):format(what, name,
+        s and ('did you mean "' .. s .. '"?') or ("configured: " .. table.concat(candidates, ", "))))
+    end
+  end
+end
+
+function M.check_operations(root, cfg, ctx)
+  cfg.auth = ctx.auth
+  cfg.redis = check_redis(root.redis, ctx)
+  local model_names = sorted_keys(cfg.model_index)
+  for _, n in ipairs(sorted_keys(cfg.pipeline_index)) do model_names[#model_names + 1] = n end
+  if not is_null(root.limits) then
+    local l = check(LIMITS, root.limits, "limits", ctx)
+    if l.backend == "redis" and not cfg.redis then
+      fail("limits.backend", 'backend "redis" needs a redis: section')
+    end
+    l.backend = l.backend or (cfg.redis and "redis" or "local")
+    local key_names = sorted_keys(cfg.auth.names)
+    key_names[#key_names + 1] = "anonymous"
+    check_names(l.keys, "limits.keys", function(n) return n == "anonymous" or cfg.auth.names[n] end,
+      key_names, "API key name")
+    check_names(l.models, "limits.models", function(n) return known_name(n, ctx, cfg) end, model_names, "model")
+    l.keys, l.models = l.keys or {}, l.models or {}
+    cfg.limits = l
+  end
+  if not is_null(root.cache) then
+    local c = check(CACHE, root.cache, "cache", ctx)
+    if c.backend == "redis" and not cfg.redis then fail("cache.backend", 'backend "redis" needs a redis: section') end
+    if c.backend == "shared_dict" and not c.shared_dict then
+      fail("cache.backend", 'backend "shared_dict" needs cache.shared_dict (a lua_shared_dict name)')
+    end
+    for i, n in ipairs(c.models or {}) do
+      if not cfg.model_index[n] then
+        local names = sorted_keys(cfg.model_index)
+        local sug = M.did_you_mean(n, names)
+        fail(idx_path("cache.models", i), ('unknown model "%s" (%s)'):format(n,
+          sug and ('did you mean "' .. sug .. '"?') or ("configured: " .. table.concat(names, ", "))))
+      end
+    end
+    cfg.cache = c
+  end
 end
 
 ---------------------------------------------------------------------------
 -- the whole configuration
 ---------------------------------------------------------------------------
 local TOP = { server = true, paths = true, default_model = true, models = true, pipelines = true, log = true,
-              fusion = true, routing = true, documents = true, direct_models = true, aliases = true }
+              fusion = true, routing = true, documents = true, direct_models = true,
+              limits = true, cache = true, redis = true }
 
 -- fusion: [files]: operator fusion methods, each a Lua file returning { name =, fuse = fn }
 local function check_fusion(v, ctx)
@@ -1072,18 +1266,19 @@ local function build(root, ctx)
   cfg.documents = check(DOCUMENTS, is_null(root.documents) and {} or root.documents, "documents", ctx)
   cfg.direct_models = check_direct_models(root.direct_models, ctx)
   ctx.direct_models = cfg.direct_models
-  ctx.alias_names = alias_names(root.aliases)
   cfg.models, cfg.model_index = check_models(root.models, ctx)
   ctx.model_index = cfg.model_index
   cfg.fusion, cfg.fusion_index = check_fusion(root.fusion, ctx)
   ctx.fusion_index = cfg.fusion_index
   cfg.pipelines, cfg.pipeline_index = check_pipelines(root.pipelines, ctx)
-  cfg.aliases = check_aliases(root.aliases, ctx, cfg)
+  cfg.aliases = ctx.aliases
+  M.check_operations(root, cfg, ctx)
   if is_null(root.default_model) then
     cfg.default_model = cfg.models[1].name
   else
     local d = check({ type = "string", nonempty = true }, root.default_model, "default_model", ctx)
-    if not cfg.model_index[d] and not cfg.pipeline_index[d] then
+    if not cfg.model_index[d] and not cfg.pipeline_index[d] and not cfg.aliases[d]
+        and not M.direct_name(d, "default_model", ctx) then
       local names = sorted_keys(cfg.model_index)
       for _, n in ipairs(sorted_keys(cfg.pipeline_index)) do names[#names + 1] = n end
       local s = M.did_you_mean(d, names)

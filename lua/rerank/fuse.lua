@@ -226,10 +226,11 @@ end
 
 local loaded_files = {} -- path -> method (fusion files are pure; one load per process)
 
--- Loads an operator's fusion file: returns the method | nil, message.
-function M.load_file(path)
+-- Loads an operator's fusion file: returns the method | nil, message. Cached per path;
+-- fresh = true (configuration loads, so a reload sees an edited file) reads it again.
+function M.load_file(path, fresh)
   local m = loaded_files[path]
-  if m then return m end
+  if m and not fresh then return m end
   local chunk, err = loadfile(path)
   if not chunk then return nil, ("fusion file %s failed to load: %s"):format(path, tostring(err)) end
   local ok, res = pcall(chunk)
@@ -542,6 +543,58 @@ function M.normalize(list, how, opts)
   return out
 end
 
+-- The comb* family (Fox & Shaw): v_i(d) = w_i × normalize(list_i)(d), aggregated over the
+-- lists holding d with how = sum | mnz (sum × count) | anz (sum / count) | max | min | med.
+function M.comb(lists, params, how)
+  local N = lists.n_docs
+  local F = table_new(N, 0)
+  local count = lists.count
+  local seen = table_new(N, 0)
+  local vals = (how == "med") and {} or nil
+  for d = 1, N do F[d] = 0; seen[d] = false end
+  for i = 1, #lists do
+    local l = lists[i]
+    local w, docs = l.w, l.docs
+    local v = M.normalize(l, params.normalize, params)
+    for j = 1, l.n do
+      local d = docs[j]
+      local x = w * v[j]
+      if how == "max" then
+        if not seen[d] or x > F[d] then F[d] = x end
+      elseif how == "min" then
+        if not seen[d] or x < F[d] then F[d] = x end
+      elseif how == "med" then
+        if count[d] == 1 then
+          F[d] = x
+        else
+          local t = vals[d]
+          if not t then t = {}; vals[d] = t end
+          t[#t + 1] = x
+        end
+      else
+        F[d] = F[d] + x
+      end
+      seen[d] = true
+    end
+  end
+  if how == "mnz" then
+    for d = 1, N do F[d] = F[d] * count[d] end
+  elseif how == "anz" then
+    for d = 1, N do F[d] = F[d] / count[d] end
+  elseif how == "med" then
+    for d, t in pairs(vals) do
+      sort(t)
+      local m = #t
+      if m % 2 == 1 then
+        F[d] = t[(m + 1) / 2]
+      else
+        F[d] = (t[m / 2] + t[m / 2 + 1]) / 2
+      end
+    end
+  end
+  return F
+end
+
 ---------------------------------------------------------------------------------------------
 -- compute
 
@@ -577,7 +630,8 @@ function M.compute(P, method, params, pprefix)
     l.sims = nil
     if scored then
       if l.missing then
-        local ip = l.param .. ".items[" .. (l.missing - 1) .. "]"
+        local ip = l.items_param and (l.items_param .. "[" .. (l.missing - 1) .. "]")
+            or (l.param .. ".items[" .. (l.missing - 1) .. "]")
         return fail(400, ('%s.score is required by method "%s"'):format(ip, method.name), ip .. ".score")
       end
       M.sims(l)
@@ -713,7 +767,7 @@ function M.results(P, F, order)
         if s ~= nil then scores[l.name] = s end
       end
     end
-    out[t] = { id = P.ids[d], score = F[d] or 0, ranks = ranks, scores = scores, doc = d }
+    out[t] = { id = P.ids[d], score = F[d] or 0, ranks = ranks, scores = scores }
   end
   return out
 end
@@ -787,7 +841,8 @@ function M.parse_request(body, registry)
   end
   raw = present(raw) and raw or {}
   if raw.fusion_file ~= nil or b.fusion_file ~= nil then
-    return fail(422, "fusion_file is only accepted in the configuration", raw.fusion_file and "params.fusion_file" or "fusion_file")
+    local fp = raw.fusion_file and "params.fusion_file" or "fusion_file"
+    return fail(422, fp .. " is only accepted in the configuration", fp)
   end
   -- the built-ins' parameters may also sit at the top level (params wins)
   local merged = {}

@@ -6,8 +6,9 @@
 -- { status = http status, type = ..., message = ..., param = ... }.
 local core = require "rerank.core"
 local config = require "rerank.config"
-local api = require "rerank.api"
 local upstream = require "rerank.upstream"
+local router = require "rerank.router"
+local cache = require "rerank.cache"
 
 local M = { _VERSION = core.version }
 local Instance = {}
@@ -46,7 +47,11 @@ function M.default_transport()
 end
 
 function M.new(cfg, opts)
+  if opts ~= nil and type(opts) ~= "table" then error("rerank.new: opts must be a table", 2) end
   opts = opts or {}
+  if opts.transport ~= nil and (type(opts.transport) ~= "table" or type(opts.transport.request) ~= "function") then
+    error("rerank.new: opts.transport must be a table with request(opts) and request_all(list, n)", 2)
+  end
   local c, err
   if type(cfg) == "string" then
     c, err = config.load(cfg, opts.overrides)
@@ -62,6 +67,11 @@ function M.new(cfg, opts)
     if not p then return nil, "models." .. m.name .. ": " .. tostring(perr) end
     self.providers[m.name] = p
   end
+  self.cache = cache.new(c) -- score cache (lua/rerank/cache.lua); nil unless `cache:` is configured
+  -- aliases, fallbacks, retries, deadlines, breakers, direct provider/model names
+  local sleep = self.transport and self.transport.sleep
+  self.router = router.new(c, { providers = self.providers, load_provider = load_provider, sleep = sleep,
+    score = function(model, req) return self:score(model, req) end })
   return self
 end
 
@@ -100,6 +110,8 @@ end
 
 -- Runs the model's provider; returns scores, usage, degraded | nil, err.
 function Instance:score(model, req)
+  -- through the score cache and the per-model metrics first (lua/rerank/cache.lua)
+  if not req.cache_bypass then return cache.score(self, model, req) end
   local p = self.providers[model.name]
   local n = #req.documents
   if n == 0 then return {}, {}, false end
@@ -124,25 +136,50 @@ function Instance:score(model, req)
   end
   local scores, missing = collect_scores(out, n, model.provider)
   if not scores then return nil, missing end
-  return scores, out.usage or {}, missing > 0 or out.degraded == true
+  -- upstreams asked for top_n answer with that many: the rest are cut, not missing
+  local cut = req.top_n and math.max(0, n - req.top_n) or 0
+  return scores, out.usage or {}, missing > cut or out.degraded == true, out
+end
+
+-- Fusion of ranked lists (lua/rerank/fuse.lua): lists = { { name=?, kind=?, weight=?,
+-- items = { {id=, score=}, ... } } or { {id=, score=}, ... }, ... }; opts = { method = "rrf",
+-- top_n = n, <params> ... }. Returns { { id, score, ranks = {name=rank}, scores = {name=score} } }
+-- | nil, err. The instance knows the operator's methods (fusion: and fusion_file: in config).
+function Instance:fuse(lists, opts)
+  if type(lists) ~= "table" then error("fuse: lists must be a table", 2) end
+  if opts ~= nil and type(opts) ~= "table" then error("fuse: opts must be a table", 2) end
+  local fuse = require "rerank.fuse"
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.methods = o.methods or fuse.methods(self.cfg)
+  return fuse.run(lists, o)
+end
+
+-- The same without a configuration: built-in methods, or opts.fusion_file.
+function M.fuse(lists, opts)
+  return require("rerank.fuse").run(lists, opts)
 end
 
 -- Accepts an internal request (from api.parse) or a wire-shaped table from a library user.
 function Instance:rerank(req, timing)
   if type(req) ~= "table" then error("rerank: request must be a table", 2) end
   if not req.shape then
-    local r, err = api.parse("rerankd", req, { max_documents = self.cfg.server.max_documents })
+    local r, err = require("rerank.shapes").parse("rerankd", req, { max_documents = self.cfg.server.max_documents,
+      text_field = self.cfg.documents and self.cfg.documents.text_field })
     if not r then return nil, err end
     req = r
   end
+  -- pipelines (named, inline, a model name that is a pipeline, or lists): lua/rerank/pipeline.lua
+  local pipeline = require "rerank.pipeline"
+  local stages, pinfo = pipeline.resolve(self, req)
+  if stages then return pipeline.run(self, req, stages, pinfo, timing) end
+  if pinfo then return nil, pinfo end
   local name = req.model or self.cfg.default_model
-  local model = self.cfg.model_index[name]
-  if not model then
-    return fail(404, "not_found_error", ("model %q is not configured (see GET /v1/models)"):format(name), "model")
-  end
   local t0 = core.now_us()
-  local scores, usage, degraded = self:score(model, req)
+  -- lua/rerank/router.lua: the deployment, fallbacks, retries, deadline; route.cost is local
+  local scores, usage, degraded, route = self.router:run(name, req)
   if not scores then return nil, usage end
+  local out = route.out
   local t1 = core.now_us()
   local n = #req.documents
   local k = req.top_n and math.min(req.top_n, n) or n
@@ -166,9 +203,15 @@ function Instance:rerank(req, timing)
     id = req.id or ("rerank-" .. core.random_hex(12)),
     model = name,
     results = results,
-    usage = { prompt_tokens = prompt, total_tokens = usage.total_tokens or prompt,
-              search_units = usage.search_units },
+    usage = { prompt_tokens = prompt, completion_tokens = usage.completion_tokens,
+      total_tokens = usage.total_tokens or (prompt + (usage.completion_tokens or 0)),
+      search_units = usage.search_units or route.search_units, cost = route.cost },
+    cost = route.cost,              -- USD from config prices and local counts (x-rerankd-cost)
+    served_by = route.model,        -- the deployment that answered (alias, group, fallback)
+    attempts = route.attempts,
     degraded = degraded or nil,
+    score_kind = out and out.score_kind, -- "rank" for listwise LLM rerankers
+    repairs = out and out.repairs,       -- LLM answers fixed up (clamped, missing, ...)
   }
 end
 

@@ -20,6 +20,8 @@
 --                                         with model/messages/fields, extra_body merged)
 --   llm.read_answer(res)               -> { text, choice, usage } | nil, err
 --   llm.retryable(res)                 -> true for transport errors, 408, 409, 429 and 5xx
+--   llm.outcome(model, tpl, res, ctx)  -> "ok", result, usage | "unparseable", msg, usage |
+--                                         "failed", err, nil, retryable
 --
 -- Parsing model output
 --   llm.extract_json(text)             -> value | nil, err   (prose, code fences, trailing commas)
@@ -42,6 +44,7 @@
 local json = require "rerank.json"
 local paths = require "rerank.paths"
 local U = require "rerank.provider_util"
+local upstream = require "rerank.upstream"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local floor, huge, exp = math.floor, math.huge, math.exp
@@ -233,6 +236,27 @@ function llm.retryable(res)
   return s == 408 or s == 409 or s == 429 or s >= 500
 end
 
+-- One call's result, read with a template:
+--   "ok", result, usage            the template parsed the answer
+--   "unparseable", message, usage  HTTP 2xx, but no content or nothing the template could read
+--   "failed", err, nil, retryable  transport error or HTTP error status (err as upstream.error_for)
+-- ctx is passed to tpl.parse with ctx.choice set to the answer's choices[1].
+function llm.outcome(model, tpl, res, ctx)
+  if type(res) ~= "table" or res.error or (res.status or 0) >= 400 then
+    local ok_res = type(res) == "table" and not res.error and res or nil
+    local _, e = upstream.error_for(model, ok_res, type(res) == "table" and res.error or "no response")
+    return "failed", e, nil, llm.retryable(res)
+  end
+  local ans, err, usage = llm.read_answer(res)
+  if not ans then return "unparseable", err, usage end
+  ctx = ctx or {}
+  ctx.choice = ans.choice
+  local ok, out, perr = pcall(tpl.parse, ans.text, ctx)
+  if not ok then return "unparseable", ("template %q raised: %s"):format(tpl.name, tostring(out)), ans.usage end
+  if out == nil then return "unparseable", tostring(perr or "no result"), ans.usage end
+  return "ok", out, ans.usage
+end
+
 ---------------------------------------------------------------------------------------------
 -- JSON in model output
 
@@ -285,18 +309,21 @@ function llm.extract_json(text)
     v = try_decode(block:match("^%s*(.-)%s*$"))
     if type(v) == "table" then return v end
   end
-  -- the first balanced object or array that decodes
-  local starts, pos = 0, 1
-  while starts < MAX_STARTS do
-    local i = find(text, "[{%[]", pos)
-    if not i then break end
-    starts = starts + 1
-    local j = balanced_end(text, i)
-    if j then
-      v = try_decode(sub(text, i, j))
-      if type(v) == "table" then return v end
+  -- the first balanced object that decodes, else the first array ("[1]" in prose is
+  -- likelier a citation than the answer)
+  for _, open in ipairs({ "{", "%[" }) do
+    local starts, pos = 0, 1
+    while starts < MAX_STARTS do
+      local i = find(text, open, pos)
+      if not i then break end
+      starts = starts + 1
+      local j = balanced_end(text, i)
+      if j then
+        v = try_decode(sub(text, i, j))
+        if type(v) == "table" then return v end
+      end
+      pos = i + 1
     end
-    pos = i + 1
   end
   return nil, "no JSON found in the answer"
 end
@@ -442,9 +469,10 @@ local function item_content(item)
 end
 
 -- window: { { id = integer, text = string }, ... } (ids as sent in the prompt).
--- Returns scores {[i] = score in [0,1] | nil for a document the answer left out}, repairs:
--- each item matched by position only, each extra or duplicate item, each score that was
--- coerced or clamped, each window document without a score.
+-- Returns scores {[i] = score in [0,1] | nil for a document the answer left out or gave no
+-- usable score}, repairs: each item matched by position only, each extra or duplicate
+-- item, each score that was coerced or clamped. (Documents left without a score are the
+-- caller's repairs: it fills them in.)
 function llm.match_items(items, window)
   local n = #window
   local scores, taken, repairs = {}, {}, 0
@@ -495,7 +523,7 @@ function llm.match_items(items, window)
         taken[i] = true
         local s, r = llm.score_of(llm.find_score(item), 0, 1)
         scores[i] = s
-        repairs = repairs + (s and r or 1)
+        repairs = repairs + (r or 0)
       elseif id == nil and not content then
         unplaced[#unplaced + 1] = k -- neither id nor content: LanceDB's positional reading
       else
@@ -512,13 +540,10 @@ function llm.match_items(items, window)
       taken[k] = true
       local s, r = llm.score_of(type(item) == "table" and llm.find_score(item) or item, 0, 1)
       scores[k] = s
-      repairs = repairs + 1 + (s and r or 1)
+      repairs = repairs + 1 + (r or 0)
     else
       repairs = repairs + 1
     end
-  end
-  for i = 1, n do
-    if not taken[i] then repairs = repairs + 1 end
   end
   return scores, repairs
 end
@@ -616,7 +641,7 @@ function llm.yes_probability(choice)
     if not found then
       local k, l = yes_no(val(first.token)), U.num(first.logprob)
       if k and l then
-        local x = exp(l)
+        local x = tonumber(format("%.12g", exp(l)))
         if k == "yes" then return x end
         return 1 - x
       end
@@ -635,7 +660,7 @@ function llm.yes_probability(choice)
   end
   local total = p.yes + p.no
   if total <= 0 then return nil end
-  return p.yes / total
+  return tonumber(format("%.12g", p.yes / total)) -- exp(log(p)) noise off: 0.95, not 0.9500000000000001
 end
 
 ---------------------------------------------------------------------------------------------

@@ -4,15 +4,18 @@
 -- (rerank.transport.ngx) and never block the nginx worker.
 --
 --   init_by_lua_block    { require("rerank.nginx").init(os.getenv("RERANKD_CONFIG") or "/etc/rerankd.yaml") }
+--   init_worker_by_lua_block { require("rerank.nginx").init_worker() }  -- periodic housekeeping
 --   content_by_lua_block { require("rerank.nginx").serve() }              -- /v1/rerank, /v1/models, /health...
 --   access_by_lua_block  { local r = require("rerank.nginx").instance() ... r:rerank{...} ... }
 --
 --   init(config_path_or_table, opts) -> cfg; raises with the config error (nginx refuses to start)
 --   serve(opts)     answers the current request; opts.path routes as if the URI were that path
+--   init_worker(s)  runs rerank.server.tick every s seconds (default 1) in this worker
 --   instance()      the rerank instance (rerank.new) for direct library calls
 --   transport(...)  rerank.transport.ngx, to tune it: transport().configure{ pool_size = 64 }
-local ngx = ngx -- luacheck: ignore 113 (the nginx Lua module's global)
+local ngx = ngx -- the nginx Lua module's global (nil outside nginx)
 local json = require "rerank.json"
+local core = require "rerank.core"
 
 local M = {}
 local state = { instance = nil, server = nil }
@@ -32,6 +35,21 @@ function M.init(cfg, opts)
   if not ok then error("rerank: " .. tostring(serr), 2) end
   state.instance, state.server = r, server
   return r.cfg
+end
+
+-- init_worker_by_lua_block: the daemon's once-a-second housekeeping (rerank.server.tick:
+-- health checks, metrics) on a timer in every worker, where cosockets are allowed.
+function M.init_worker(interval)
+  if not state.server then error("rerank.nginx: call init(config) first (init_by_lua_block)", 2) end
+  local server = state.server
+  if type(server.tick) ~= "function" then return true end
+  local ok, err = ngx.timer.every(interval or 1, function(premature)
+    if premature then return end
+    local tok, terr = pcall(server.tick)
+    if not tok then ngx.log(ngx.ERR, "rerank: tick failed: ", tostring(terr)) end
+  end)
+  if not ok then return nil, err end
+  return true
 end
 
 function M.instance()
@@ -82,9 +100,9 @@ local function reply(status, headers, body, id, t0)
   end
   if not have_ct then ngx.header["Content-Type"] = "application/json" end
   ngx.header["x-request-id"] = id
-  ngx.update_time()
-  local total = math.floor((ngx.now() - t0) * 1e6)
+  local total = core.now_us() - t0
   ngx.header["x-rerankd-timing"] = (timing and timing ~= "") and (timing .. ";total=" .. total) or ("total=" .. total)
+  ngx.header["Content-Length"] = #body
   ngx.print(body)
   return ngx.exit(ngx.HTTP_OK) -- the response is sent: ends the request in content and access phases
 end
@@ -94,7 +112,7 @@ function M.serve(opts)
   if not state.server then
     error("rerank.nginx: call init(config) first (init_by_lua_block)", 2)
   end
-  local t0 = ngx.req.start_time()
+  local t0 = core.now_us()
   local headers = lower_headers()
   local id = request_id(headers)
   local ctx = {
@@ -105,7 +123,7 @@ function M.serve(opts)
     worker = ngx.worker.id() or 0,
     workers = ngx.worker.count(),
     workers_up = ngx.worker.count(),
-    t0_us = t0 * 1e6,
+    t0_us = t0,
     headers = headers,
     body = read_body(),
   }

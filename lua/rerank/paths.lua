@@ -1,7 +1,8 @@
 -- Small path helpers (POSIX paths) and the location of rerankd's own files.
 --   paths.root()          directory holding lua/ and providers/ (RERANKD_HOME, else derived
 --                         from this file: <root>/lua/rerank/paths.lua, or the installed
---                         PREFIX/share/lua/5.1/rerank/paths.lua -> PREFIX/share/rerankd)
+--                         PREFIX/share/lua/5.1/rerank/paths.lua -> PREFIX/share/rerankd;
+--                         an installed rerank/site.lua returning { root = DIR } wins)
 --   paths.join(a, b, ...) joins with "/"; an absolute later part replaces what came before
 --   paths.is_abs(p), paths.dirname(p), paths.basename(p), paths.normalize(p)
 --   paths.abs(p, base)    absolute, normalised path of p relative to base (default: cwd)
@@ -90,6 +91,12 @@ function M.root()
   local src = debug.getinfo(1, "S").source
   local file = src:sub(1, 1) == "@" and src:sub(2) or "lua/rerank/paths.lua"
   local dir = M.dirname(M.abs(file)) -- .../rerank
+  -- an installed copy (make install-lib, luarocks) records where its data went
+  local site = loadfile(dir .. "/site.lua")
+  if site then
+    local ok, t = pcall(site)
+    if ok and type(t) == "table" and M.is_abs(t.root) then return t.root end
+  end
   local prefix = dir:match("^(.*)/share/lua/5%.1/rerank$")
   if prefix then return prefix .. "/share/rerankd" end
   return M.normalize(dir .. "/../..")

@@ -6,6 +6,7 @@
 -- upstream.call_one's.
 --   probe.applies(model, p) -> bool
 --   probe.call(transport, model, p, req, spec) -> parse's result | nil, err
+--   probe.resolve(model, p, spec) -> spec, its url on the remembered path (for batched calls)
 local U = require "rerank.provider_util"
 
 local M = { winners = {} }
@@ -14,10 +15,19 @@ function M.applies(model, p)
   return type(p.probe_paths) == "table" and (model.path == nil or model.path == "")
 end
 
+local function key_of(model, base) return tostring(model.name) .. "\0" .. base end
+
+function M.resolve(model, p, spec)
+  local base = U.base_url(model, p)
+  local path = M.winners[key_of(model, base)]
+  if path then spec.url = U.join(base, path) end
+  return spec
+end
+
 function M.call(transport, model, p, req, spec)
   local upstream = require "rerank.upstream"
   local base = U.base_url(model, p)
-  local key = tostring(model.name) .. "\0" .. base
+  local key = key_of(model, base)
   local winners = M.winners
   local first = winners[key]
   local order = { first }

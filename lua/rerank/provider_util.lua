@@ -18,6 +18,9 @@ local null = json.null
 
 local U = { null = null }
 
+-- option declarations shared by providers (config validates values against the enum)
+U.TRUNCATE_OPTION = { type = "string", enum = { "none", "start", "end" } }
+
 -- value or nil: JSON null and absent are the same to a parser
 local function val(v)
   if v == null then return nil end
@@ -291,7 +294,8 @@ end
 -- Parses a rerank answer in any documented shape: a bare list, or a list under results /
 -- data / rankings, items { index (0-based), relevance_score|score|logit|relevanceScore };
 -- or { scores = [...] } in input order (DeepInfra). n: the number of documents sent.
--- Items without a usable index or score are skipped (the runtime reports those as missing).
+-- Items without a usable index or score are skipped (the runtime reports those as missing);
+-- an answer with none usable is an error.
 function U.parse(body, headers, n)
   local j, err = U.decode(body)
   if j == nil then return nil, "invalid JSON from upstream: " .. tostring(err) end
@@ -305,8 +309,12 @@ function U.parse(body, headers, n)
       if type(v) == "table" then list = v; break end
     end
     if not list and type(val(j.scores)) == "table" then
-      local scores = {}
-      for i, s in ipairs(j.scores) do scores[i] = num(s) end
+      local scores, any = {}, false
+      for i, s in ipairs(j.scores) do
+        scores[i] = num(s)
+        any = any or scores[i] ~= nil
+      end
+      if not any and (n or 0) > 0 then return nil, "upstream answer has no usable scores" end
       return { scores = scores, usage = U.usage(j, headers) }
     end
     if not list then
@@ -327,6 +335,7 @@ function U.parse(body, headers, n)
       end
     end
   end
+  if #results == 0 and (n or 0) > 0 then return nil, "upstream answer has no usable results" end
   return { results = results, usage = U.usage(j, headers) }
 end
 

@@ -3,11 +3,18 @@
 local core = require "rerank.core"
 local rerank = require "rerank"
 local config = require "rerank.config"
-local api = require "rerank.api"
 local json = require "rerank.json"
+local shapes = require "rerank.shapes" -- client shapes (Cohere v1/v2, Jina, Voyage, TEI) + detection
+-- operations: API keys, rate limits, score cache status, metrics, semantic health
+local auth = require "rerank.auth"
+local ratelimit = require "rerank.ratelimit"
+local cache = require "rerank.cache"
+local metrics = require "rerank.metrics"
+local health = require "rerank.health"
 
 local M = {}
 local instance -- this worker's rerank instance
+local gate, limiter -- API keys (auth.lua) and rate limits (ratelimit.lua); nil when not configured
 
 function M.load_config(path, overrides)
   return config.load(path, overrides)
@@ -17,6 +24,9 @@ function M.init(path, overrides)
   local r, err = rerank.new(path, { overrides = overrides })
   if not r then return nil, err end
   instance = r
+  gate, limiter = auth.new(r.cfg.auth), ratelimit.from_config(r.cfg)
+  metrics.restore() -- counters stay monotonic across reloads
+  metrics.watch_router(r.router)
   return r.cfg
 end
 
@@ -38,37 +48,106 @@ local function acceptable_type(ct)
       or ct:find("^text/plain")
 end
 
-local function handle_rerank(ctx, shape)
+-- An error in the shape the client spoke, with Retry-After when there is one.
+local function shape_error(shape, err)
+  local headers = { ["content-type"] = "application/json" }
+  if err.retry_after then headers["retry-after"] = tostring(err.retry_after) end
+  return err.status or 500, headers, shapes.render_error(shape, err)
+end
+
+-- route: "v1" | "v2" | "rerank" (shape detected from the body, lua/rerank/shapes/init.lua)
+-- or an explicit shape name
+local function handle_rerank(ctx, route)
   if not acceptable_type(ctx.headers["content-type"]) then
     return error_reply(415, "invalid_request_error",
       ("unsupported Content-Type %q; send application/json"):format(ctx.headers["content-type"]))
   end
   local t0 = core.now_us()
-  local req, err = api.parse(shape, ctx.body, { max_documents = instance.cfg.server.max_documents })
-  if not req then return err_reply(err) end
+  local decoded, jerr = json.decode(ctx.body)
+  local shape = shapes.detect(route, decoded, ctx.headers)
+  if decoded == nil then
+    return shape_error(shape, { status = 400, type = "invalid_request_error", message = "invalid JSON body: " .. tostring(jerr) })
+  end
+  local docs_cfg = instance.cfg.documents or {}
+  local req, err = shapes.parse(shape, decoded, { max_documents = instance.cfg.server.max_documents,
+                                                  text_field = docs_cfg.text_field })
+  if not req then return shape_error(shape, err) end
+  local tms = ctx.headers["x-rerankd-timeout-ms"]
+  if tms then -- the request's deadline (the body's `timeout` too; the shorter wins)
+    local ms = tonumber(tms)
+    if not ms or ms <= 0 then
+      return shape_error(shape, { status = 400, type = "invalid_request_error", param = "x-rerankd-timeout-ms",
+        message = "x-rerankd-timeout-ms must be a positive number of milliseconds" })
+    end
+    req.timeout = math.min(req.timeout or math.huge, ms / 1000)
+  end
   req.id = "rerank-" .. ctx.id
   local timing = { parse = core.now_us() - t0 }
   local info = { model = req.model or instance.cfg.default_model, docs = #req.documents, timing = timing }
   ctx.info = info
+  if limiter then
+    local ok, denial = limiter:admit(ctx.key_name, info.model, info.docs)
+    if not ok then return shape_error(shape, ratelimit.error(denial)) end
+  end
   local result, rerr = instance:rerank(req, timing)
   if not result then
     info.upstream_status = rerr.upstream_status
-    return err_reply(rerr)
+    return shape_error(shape, rerr)
   end
   info.degraded = result.degraded
+  info.usage, info.cache = result.usage, cache.status()
   local t1 = core.now_us()
-  local body = api.render(shape, result, req)
+  local body, shape_headers = shapes.render(shape, result, req)
   timing.serialize = core.now_us() - t1
   local headers = {
     ["content-type"] = "application/json",
     ["x-rerankd-timing"] = ("parse=%d;upstream=%d;sort=%d;serialize=%d"):format(
       timing.parse, timing.upstream or 0, timing.sort or 0, core.now_us() - t1),
   }
+  if result.degraded then headers["x-rerankd-degraded"] = "true" end -- never silently
+  if info.cache then headers["x-rerankd-cache"] = info.cache end -- hit | partial | miss
+  -- USD from the configured prices and local counts (lua/rerank/router.lua), 0 when unpriced
+  headers["x-rerankd-cost"] = ("%.10g"):format(result.cost or (result.usage and result.usage.cost) or 0)
+  if result.served_by then headers["x-rerankd-model"] = result.served_by end
+  for k, v in pairs(shape_headers or {}) do headers[k] = v end
   return 200, headers, body
+end
+
+-- POST /v1/fuse: lists in, one fused list out (lua/rerank/fuse.lua).
+local function handle_fuse(ctx)
+  if not acceptable_type(ctx.headers["content-type"]) then
+    return error_reply(415, "invalid_request_error",
+      ("unsupported Content-Type %q; send application/json"):format(ctx.headers["content-type"]))
+  end
+  local fuse = require "rerank.fuse"
+  local t0 = core.now_us()
+  local spec, err = fuse.parse_request(ctx.body, fuse.methods(instance.cfg))
+  if not spec then return err_reply(err) end
+  local timing = { parse = core.now_us() - t0 }
+  ctx.info = { model = spec.method.name, docs = spec.lists.n_docs, timing = timing }
+  if limiter then
+    local ok, denial = limiter:admit(ctx.key_name, nil, spec.lists.n_docs or 0)
+    if not ok then return ratelimit.reply(denial) end
+  end
+  local t1 = core.now_us()
+  local results, ferr = fuse.execute(spec)
+  if not results then return err_reply(ferr) end
+  local t2 = core.now_us()
+  timing.sort = t2 - t1
+  local body = fuse.render(results, spec.lists)
+  timing.serialize = core.now_us() - t2
+  return 200, { ["content-type"] = "application/json",
+    ["x-rerankd-timing"] = ("parse=%d;upstream=0;sort=%d;serialize=%d"):format(timing.parse, timing.sort, timing.serialize),
+  }, body
 end
 
 local function handle_health(ctx)
   local up = ctx.workers_up >= ctx.workers and instance ~= nil
+  if up and health.wants_deep(ctx.query) then -- GET /health?deep=1 (lua/rerank/health.lua)
+    local ok, report = health.deep(instance)
+    return ok and 200 or 503, JSON, json.encode({ status = ok and "ok" or "failing", deep = true,
+      workers = ctx.workers, workers_up = ctx.workers_up, version = core.version, models = json.array(report) })
+  end
   local body = json.encode({
     status = up and "ok" or "starting",
     workers = ctx.workers, workers_up = ctx.workers_up,
@@ -85,10 +164,24 @@ local function handle_models()
   return 200, JSON, json.encode({ object = "list", data = json.array(data), default_model = instance.cfg.default_model })
 end
 
+local function handle_metrics() -- every worker's metrics, merged (lua/rerank/metrics.lua)
+  return 200, { ["content-type"] = metrics.CONTENT_TYPE }, metrics.collect_render()
+end
+
 local routes = {
   ["/health"] = { GET = handle_health },
+  ["/metrics"] = { GET = handle_metrics },
   ["/v1/models"] = { GET = handle_models },
-  ["/v1/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "rerankd") end },
+  ["/v1/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "v1") end },
+  ["/v2/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "v2") end },
+  ["/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "rerank") end },
+  -- one shape each, no detection (e.g. the Cohere SDK with environment http://host:port/cohere)
+  ["/cohere/v1/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "cohere_v1") end },
+  ["/cohere/v2/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "cohere_v2") end },
+  ["/jina/v1/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "jina") end },
+  ["/voyage/v1/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "voyage") end },
+  ["/tei/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "tei") end },
+  ["/v1/fuse"] = { POST = handle_fuse },
 }
 
 -- cjson escapes "/" as "\/": valid, but noisy in paths. Every "\/" it emits is that escape.
@@ -113,6 +206,7 @@ local function log_fields(ctx)
   if info.upstream_status then f[#f + 1] = ',"upstream_status":' .. tonumber(info.upstream_status) end
   if info.cache then f[#f + 1] = ',"cache":' .. json.string(info.cache) end
   if info.degraded then f[#f + 1] = ',"degraded":true' end
+  if ctx.key_name then f[#f + 1] = ',"key":' .. jstr(ctx.key_name) end -- the key's name, never the key
   return table.concat(f)
 end
 
@@ -133,17 +227,23 @@ local function dispatch(ctx)
       nil, { ["content-type"] = "application/json", allow = allow })
   end
   ctx.route = path
+  local key, why = auth.check(gate, ctx, path) -- API keys, except on server.open_paths
+  if not key then return auth.reply(why) end
+  if key ~= true then ctx.key_name = key end
   return fn(ctx)
 end
 
 function M.handle(ctx)
+  metrics.request_start(ctx)
   local status, headers, body = dispatch(ctx)
+  metrics.request_done(ctx, status, instance and instance.cfg)
   return status, headers, body, log_fields(ctx)
 end
 
 -- Called by the worker about once a second (core/server.c): periodic housekeeping.
 function M.tick()
   if instance and instance.tick then instance:tick() end
+  metrics.publish() -- this worker's snapshot for GET /metrics on any worker
 end
 
 return M

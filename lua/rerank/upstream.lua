@@ -2,6 +2,7 @@
 -- every provider shares. The transport is injected (daemon: rerank.core.fetch; library:
 -- libcurl or nginx cosockets; tests: a double) and has request(opts) and request_all(list, n).
 local json = require "rerank.json"
+local probe = require "rerank.probe"
 
 local M = {}
 
@@ -35,12 +36,35 @@ function M.prepare(model, spec)
     body = json.encode(body)
     headers["Content-Type"] = headers["Content-Type"] or "application/json"
   end
+  -- SigV4 signs each path segment URI-encoded twice; libcurl 7.88 signs the path as given.
+  -- So sign the doubly-encoded path and send the real one as the request target.
+  local url, target = spec.url, spec.request_target
+  if spec.aws_sigv4 and not target then
+    local origin, path, rest = url:match("^(https?://[^/]+)(/[^?#]*)(.*)$")
+    if path and path:find("%", 1, true) then
+      target = path .. rest
+      url = origin .. path:gsub("%%", "%%25") .. rest
+    end
+  end
   return {
     method = spec.method or (body and "POST" or "GET"),
-    url = spec.url, headers = headers, body = body,
+    url = url, request_target = target, headers = headers, body = body,
     timeout = spec.timeout or model.timeout or 30,
     aws_sigv4 = spec.aws_sigv4, userpwd = spec.userpwd,
   }
+end
+
+-- Upstream messages sometimes quote the credential they rejected: never pass it on.
+local function redact(model, msg)
+  local key = model.api_key
+  if type(key) == "string" and #key >= 4 then
+    local at = msg:find(key, 1, true)
+    while at do
+      msg = msg:sub(1, at - 1) .. "[redacted]" .. msg:sub(at + #key)
+      at = msg:find(key, at + 10, true)
+    end
+  end
+  return msg
 end
 
 -- Maps a transport failure or an HTTP error status to the gateway's error.
@@ -51,27 +75,13 @@ function M.error_for(model, res, err)
     if err:find("^timeout") then return fail(504, "timeout_error", who .. " timed out: " .. err) end
     return fail(502, "upstream_error", who .. " unreachable: " .. err)
   end
-  local msg = upstream_message(res.body)
-  local e = { status = 502, type = "upstream_error",
+  local msg = redact(model, upstream_message(res.body))
+  local auth = res.status == 401 or res.status == 403
+  local e = { status = 502, type = auth and "upstream_auth_error" or "upstream_error",
               message = ("%s returned HTTP %d%s"):format(who, res.status, msg ~= "" and (": " .. msg) or ""),
-              upstream_status = res.status, retry_after = res.headers and res.headers["retry-after"] }
+              upstream_status = res.status, retry_after = res.headers and res.headers["retry-after"],
+              retry_after_ms = res.headers and res.headers["retry-after-ms"] }
   return nil, e
-end
-
--- One call: returns parse's result table | nil, err.
-function M.call_one(transport, model, p, req, spec)
-  local opts = M.prepare(model, spec)
-  local res, terr = transport.request(opts)
-  if not res or res.status >= 400 and not p.parse_errors then return M.error_for(model, res, terr) end
-  local ok, out, perr = pcall(p.parse, model, req, res.status, res.headers, res.body)
-  if not ok then
-    return fail(502, "upstream_error",
-      ("provider %q could not parse the upstream answer: %s"):format(model.provider, tostring(out)))
-  end
-  if not out then
-    return fail(502, "upstream_error", ("provider %q: %s"):format(model.provider, tostring(perr)))
-  end
-  return out
 end
 
 -- Parses one transport result with the provider; returns its output | nil, err.
@@ -122,7 +132,25 @@ local function add_usage(total, u)
   end
 end
 
--- Above the provider's max_documents: batches called concurrently, scores merged by position.
+-- A batch's scores as rank percentiles: the best of n gets 1, the k-th 1 - (k-1)/n (ties by
+-- position); documents without a score stay without one. Batches of different sizes then
+-- interleave by relative rank.
+function M.rank_scores(bs, n)
+  local idx = {}
+  for j = 1, n do
+    if bs[j] ~= nil then idx[#idx + 1] = j end
+  end
+  table.sort(idx, function(a, b)
+    if bs[a] ~= bs[b] then return bs[a] > bs[b] end
+    return a < b
+  end)
+  local out = {}
+  for k, j in ipairs(idx) do out[j] = 1 - (k - 1) / n end
+  return out
+end
+
+-- Above the provider's max_documents: batches called concurrently, scores merged by position
+-- (by rank when the provider says comparable_scores = false).
 local function call_split(transport, model, p, req, max_docs)
   local n = #req.documents
   local subs, opts = {}, {}
@@ -130,23 +158,29 @@ local function call_split(transport, model, p, req, max_docs)
     local sub = slice(req, first, math.min(n, first + max_docs - 1))
     local spec, err = build(model, p, sub)
     if not spec then return nil, err end
+    if probe.applies(model, p) then spec = probe.resolve(model, p, spec) end
     subs[#subs + 1] = { req = sub, offset = first - 1 }
     opts[#opts + 1] = M.prepare(model, spec)
   end
   local responses = transport.request_all(opts, model.concurrency or p.concurrency or 4)
   local scores, usage, degraded = {}, {}, false
+  -- scores not comparable across calls (listwise LLMs): merge by rank within each batch
+  local by_rank = p.comparable_scores == false or model.comparable_scores == false
   for i, sub in ipairs(subs) do
     local r = responses[i]
     local out, err = parse_result(model, p, sub.req, r and not r.error and r or nil, r and r.error)
     if not out then return nil, err end
+    local bs, nb = {}, #sub.req.documents
     if out.scores then
-      for j = 1, #sub.req.documents do scores[sub.offset + j] = out.scores[j] end
+      for j = 1, nb do bs[j] = tonumber(out.scores[j]) end
     else
       for _, item in ipairs(out.results or {}) do
         local idx = tonumber(item.index)
-        if idx then scores[sub.offset + idx + 1] = tonumber(item.score or item.relevance_score) end
+        if idx and idx >= 0 and idx < nb then bs[idx + 1] = tonumber(item.score or item.relevance_score) end
       end
     end
+    if by_rank then bs = M.rank_scores(bs, nb) end
+    for j = 1, nb do scores[sub.offset + j] = bs[j] end
     add_usage(usage, out.usage)
     degraded = degraded or out.degraded == true
   end
@@ -190,6 +224,7 @@ function M.call(transport, model, p, req)
   if max_docs and #req.documents > max_docs then return call_split(transport, model, p, req, max_docs) end
   local spec, err = build(model, p, req)
   if not spec then return nil, err end
+  if probe.applies(model, p) then return probe.call(transport, model, p, req, spec) end
   return M.call_one(transport, model, p, req, spec)
 end
 

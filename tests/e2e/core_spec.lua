@@ -200,7 +200,7 @@ models:
 end)
 
 describe("rerankd CLI", function()
-  local bin = d.root .. "/rerankd"
+  local bin = "RERANKD_HOME=" .. d.root .. " " .. d.bin
   it("prints --version and --help", function()
     assert.truthy(d.sh(bin .. " --version"):match("^rerankd %d+%.%d+%.%d+"))
     local help = d.sh(bin .. " --help")

@@ -13,7 +13,8 @@ local probe = require "rerank.probe"
 local ROOT = os.getenv("PWD") or "."
 local FIX = ROOT .. "/tests/fixtures/providers/"
 local PROVIDERS = { "cohere", "jina", "voyage", "together", "mixedbread", "pinecone", "nvidia_nim", "deepinfra",
-                    "fireworks", "azure_ai", "tei", "infinity", "vllm", "llamacpp", "bedrock", "cohere_compatible" }
+                    "fireworks", "azure_ai", "tei", "infinity", "vllm", "llamacpp", "bedrock", "cohere_compatible",
+                    "examples/providers/my_rerank" }
 local OPTION_TYPES = { string = true, number = true, integer = true, boolean = true, table = true, duration = true, size = true }
 
 local function read(path)
@@ -25,8 +26,10 @@ end
 
 local function fixture_json(name, file) return cjson.decode(read(FIX .. name .. "/" .. file)) end
 
+-- "cohere" -> providers/cohere.lua; a name with a "/" is a path from the repository root
 local function load_provider(name)
-  return assert(loadfile(ROOT .. "/providers/" .. name .. ".lua"))()
+  local file = name:find("/", 1, true) and name or ("providers/" .. name)
+  return assert(loadfile(ROOT .. "/" .. file .. ".lua"))()
 end
 
 local function denull(v)
@@ -50,9 +53,13 @@ local function with_env(env, fn)
   return a, b
 end
 
-local function make_model(t)
+-- a model entry as lua/rerank/config.lua normalises it: provider defaults fill unset keys
+local function make_model(t, P)
   local m = {}
   for k, v in pairs(t) do m[k] = denull(v) end
+  for k, v in pairs(P and P.defaults or {}) do
+    if m[k] == nil then m[k] = v end
+  end
   m.options = m.options or {}
   return m
 end
@@ -84,9 +91,10 @@ local function fake_transport(status, headers, body)
   return t
 end
 
-for _, name in ipairs(PROVIDERS) do
+for _, file in ipairs(PROVIDERS) do
+  local name = file:match("[^/]+$")
   describe("provider " .. name, function()
-    local P = load_provider(name)
+    local P = load_provider(file)
 
     it("follows the provider contract", function()
       assert.are.equal(name, P.name)
@@ -94,7 +102,8 @@ for _, name in ipairs(PROVIDERS) do
       assert.are.equal("function", type(P.parse))
       assert.are.equal("table", type(P.defaults))
       assert.are.equal("string", type(P.env_key))
-      for k, ty in pairs(P.options or {}) do
+      for k, decl in pairs(P.options or {}) do
+        local ty = type(decl) == "table" and decl.type or decl
         assert.is_true(OPTION_TYPES[ty] == true, ("option %s has type %s"):format(k, tostring(ty)))
       end
       if P.limits then assert.are.equal("number", type(P.limits.max_documents)) end
@@ -105,7 +114,7 @@ for _, name in ipairs(PROVIDERS) do
 
     for _, case in ipairs(fixture_json(name, "build.json")) do
       it("builds: " .. case.name, function()
-        local model, req = make_model(case.model), make_req(case.request, case.rank_fields)
+        local model, req = make_model(case.model, P), make_req(case.request, case.rank_fields)
         local spec = with_env(case.env or {}, function() return P.build(model, req) end)
         local e = case.expect
         assert.are.equal(e.method, spec.method or "POST")
@@ -123,14 +132,14 @@ for _, name in ipairs(PROVIDERS) do
 
     local expectations = fixture_json(name, "parse.json")
     local files = {}
-    for file in pairs(expectations) do files[#files + 1] = file end
+    for f in pairs(expectations) do files[#files + 1] = f end
     table.sort(files)
-    for _, file in ipairs(files) do
-      local e = expectations[file]
-      local body = read(FIX .. name .. "/" .. file)
-      local model = make_model({ name = "m", provider = name, api_key = "sk-secret-key", base_url = "http://127.0.0.1:9" })
+    for _, fixture in ipairs(files) do
+      local e = expectations[fixture]
+      local body = read(FIX .. name .. "/" .. fixture)
+      local model = make_model({ name = "m", provider = name, api_key = "sk-secret-key", base_url = "http://127.0.0.1:9" }, P)
       if e.status >= 400 then
-        it(("maps %s (HTTP %d) to a 502 naming the upstream, without the key"):format(file, e.status), function()
+        it(("maps %s (HTTP %d) to a 502 naming the upstream, without the key"):format(fixture, e.status), function()
           local req = req_of(3)
           local spec = with_env({}, function() return P.build(model, req) end)
           local out, err = upstream.call_one(fake_transport(e.status, {}, body), model, P, req, spec)
@@ -143,7 +152,7 @@ for _, name in ipairs(PROVIDERS) do
           assert.falsy(err.message:find("sk-secret-key", 1, true), err.message)
         end)
       else
-        it("parses " .. file, function()
+        it("parses " .. fixture, function()
           local req = req_of(e.n)
           local out, err = P.parse(model, req, e.status, denull(e.headers) or {}, body)
           if denull(e.error) then
@@ -209,13 +218,15 @@ describe("provider_util", function()
 
   it("rejects answers that are not rerank results", function()
     local cases = { { "", "invalid JSON" }, { "null", "unexpected JSON" }, { "42", "unexpected JSON" },
-                    { '{"results": null}', "no results" }, { '{"error":{"message":"boom"}}', "boom" } }
+                    { '{"results": null}', "no results" }, { '{"error":{"message":"boom"}}', "boom" },
+                    { "[]", "no usable results" }, { '{"data":[{"index":0}]}', "no usable results" },
+                    { '{"scores":[null]}', "no usable scores" } }
     for _, c in ipairs(cases) do
       local out, err = U.parse(c[1], {}, 3)
       assert.is_nil(out, c[1])
       assert.truthy(tostring(err):find(c[2], 1, true), tostring(err))
     end
-    assert.are.same({ results = {} }, U.parse("[]", {}, 3))
+    assert.are.same({ results = {} }, U.parse("[]", {}, 0))
   end)
 
   it("reads usage from every documented place, ignoring nulls", function()
@@ -279,6 +290,8 @@ describe("probe (cohere_compatible path discovery)", function()
     t.calls = {}
     assert(run(t, model))
     assert.are.same({ "/v2/rerank" }, t.calls)
+    local spec = probe.resolve(model, P, P.build(model, req_of(1)))
+    assert.are.equal("http://h:1/v2/rerank", spec.url)
   end)
 
   it("forgets a winner that starts answering 404", function()

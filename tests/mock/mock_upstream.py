@@ -7,7 +7,7 @@
 Routing: /<provider>/<documented path>, e.g. base_url http://127.0.0.1:PORT/cohere serves
 /cohere/v1/rerank and /cohere/v2/rerank. Providers: cohere azure jina voyage together
 mixedbread pinecone nim tei infinity vllm llamacpp deepinfra fireworks bedrock, and compat
-(Cohere shape on /v2/rerank only, for path probing).
+(Cohere shape on /v2/rerank only, for path probing), custom (examples/providers/my_rerank.lua).
 
 Scores are deterministic: the share of the query's distinct words found in the document
 (0..1); NIM answers logit = 10*share - 5, llama.cpp and raw-score modes the same raw value.
@@ -29,7 +29,7 @@ Faults, per request: header "x-mock-fault: KIND" or a path prefix /fault/KIND/..
 Control: GET /_mock/requests -> every request received [{method, path, headers, body, json}]
 (headers lower-cased); POST /_mock/reset clears it and the flaky counters.
 """
-import argparse, datetime, hashlib, hmac, json, re, socket, struct, sys, threading, time
+import argparse, hashlib, hmac, json, re, socket, struct, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote, unquote
 
@@ -404,10 +404,19 @@ class Bedrock(Shape):
         return {"results": res}
 
 
+class Custom(Shape):
+    """The made-up "My Rerank" API of examples/providers/my_rerank.lua."""
+    routes = ("/score",)
+
+    def handle(self, path, b, h):
+        q, ps = self.need(b, "q", str), self.strings(b, "passages")
+        return {"scores": [{"i": i, "s": 10 * s - 5} for i, s in ranked(q, ps, self.top(b, "k"))], "tokens": tokens(q, ps)}
+
+
 PROVIDERS = {"cohere": Cohere(), "azure": Azure(), "jina": Jina(), "voyage": Voyage(), "together": Together(),
              "mixedbread": Mixedbread(), "pinecone": Pinecone(), "nim": Nim(), "tei": Tei(), "infinity": Infinity(),
              "vllm": Vllm(), "llamacpp": Llamacpp(), "deepinfra": Deepinfra(), "fireworks": Fireworks(), "bedrock": Bedrock(),
-             "compat": Compat()}
+             "compat": Compat(), "custom": Custom()}
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -6,6 +6,8 @@ local root = os.getenv("PWD")
 local tmp = root .. "/tests/tmp"
 os.execute("mkdir -p " .. tmp)
 M.root, M.tmp = root, tmp
+-- make sanitize points RERANKD_BIN at the instrumented binary
+M.bin = os.getenv("RERANKD_BIN") or (root .. "/rerankd")
 
 local function sh(cmd)
   local p = assert(io.popen(cmd))
@@ -50,7 +52,8 @@ function M.start(cfg, opts)
   local log = tmpname(".log")
   local workers = opts.workers or 1
   local env = opts.env or ""
-  local pid = sh(("%s %s/rerankd -c %s -p 0 -w %d >%s 2>&1 & echo $!"):format(env, root, cfgpath, workers, log))
+  local pid = sh(("RERANKD_HOME=%s %s %s -c %s -p 0 -w %d >%s 2>&1 & echo $!"):format(
+    root, env, M.bin, cfgpath, workers, log))
   pid = tonumber(pid:match("%d+"))
   local d = { pid = pid, log = log, cfg = cfgpath }
   for _ = 1, 100 do

@@ -29,7 +29,8 @@ end
 
 function T.parse(text)
   local j = llm.extract_json(text)
-  local raw, repairs = nil, 0
+  local raw
+  local repairs = 0
   if j ~= nil then
     raw = llm.find_score(j)
     if raw == nil then return nil, "the answer has no relevance_score" end

@@ -9,13 +9,15 @@
 -- (seconds, the whole call: connect, TLS, send and receive), connect_timeout (seconds),
 -- insecure (true: no certificate check), ssl_verify (false: same), server_name (SNI, default
 -- the URL's host), userpwd ("user:password", basic auth). Same options and result shape as
--- the libcurl transports (core/curlx.c); aws_sigv4 is not available here.
+-- the libcurl transports (core/curlx.c); aws_sigv4 ("aws:amz:REGION:SERVICE" with userpwd
+-- "KEY:SECRET") signs with rerank.sigv4 (libcrypto through the FFI) like CURLOPT_AWS_SIGV4.
 -- Errors start with a kind like libcurl's: "timeout: ", "connect: ", "dns: ", "tls: ",
 -- "io: ", "too_large: ", "http: " (upstream.lua maps "timeout" to 504, the rest to 502).
 -- Connections are kept alive per scheme/host/port/SNI/verify pool with setkeepalive;
 -- certificate checks need lua_ssl_trusted_certificate in nginx.conf, and host names need a
 -- `resolver` (an IP address or "localhost" needs neither).
-local ngx = ngx -- luacheck: ignore 113 (the nginx Lua module's global)
+local ngx = ngx -- the nginx Lua module's global (nil outside nginx)
+local sigv4 = require "rerank.sigv4"
 
 local M = {
   name = "ngx",
@@ -87,16 +89,21 @@ local function classify(stage, err)
   return nil, err
 end
 
+local function host_header(scheme, host, port)
+  local default_port = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
+  local h = find(host, ":", 1, true) and ("[" .. host .. "]") or host
+  if not default_port then h = h .. ":" .. port end
+  return h
+end
+
 -- The request bytes as a table of strings (sock:send accepts a table).
 local function request_bytes(opts, scheme, host, port, path)
   local method = opts.method or (opts.body and "POST" or "GET")
-  local default_port = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
-  local hosthdr = find(host, ":", 1, true) and ("[" .. host .. "]") or host
-  if not default_port then hosthdr = hosthdr .. ":" .. port end
+  local hosthdr = host_header(scheme, host, port)
   local out = { method, " ", path, " HTTP/1.1\r\n" }
   local have = {}
   for k, v in pairs(opts.headers or {}) do
-    if type(k) == "string" and (type(v) == "string" or type(v) == "number") then
+    if type(k) == "string" and not find(k, "[%c: ]") and (type(v) == "string" or type(v) == "number") then
       local lk = lower(k)
       -- we speak identity bodies and set the framing ourselves
       if lk ~= "content-length" and lk ~= "transfer-encoding" and lk ~= "connection" and lk ~= "accept-encoding" then
@@ -109,10 +116,10 @@ local function request_bytes(opts, scheme, host, port, path)
       end
     end
   end
-  if not have.host then insert(out, 4, "Host: " .. hosthdr .. "\r\n") end
+  if not have.host then insert(out, 5, "Host: " .. hosthdr .. "\r\n") end
   if not have["user-agent"] then out[#out + 1] = "User-Agent: " .. M.user_agent .. "\r\n" end
   if not have.accept then out[#out + 1] = "Accept: */*\r\n" end
-  if opts.userpwd and not have.authorization then
+  if opts.userpwd and not opts.aws_sigv4 and not have.authorization then
     out[#out + 1] = "Authorization: Basic " .. ngx.encode_base64(opts.userpwd) .. "\r\n"
   end
   local body = opts.body
@@ -220,7 +227,11 @@ local function attempt(opts, u, deadline)
   local reused = sock:getreusedtimes() or 0
   if u.scheme == "https" and reused == 0 then
     sock:settimeouts(nil, remaining_ms(deadline), remaining_ms(deadline))
-    local sess, serr = sock:sslhandshake(nil, sni, verify)
+    -- false: no session to reuse and none wanted back (returns true). pcall: lua-resty-core
+    -- 0.1.25 can raise "assertion failed!" when a local peer fails verification at once
+    -- (lua-resty-core issue 499)
+    local hok, sess, serr = pcall(sock.sslhandshake, sock, false, sni, verify)
+    if not hok then sess, serr = nil, "handshake failed: " .. tostring(sess) end
     if not sess then
       sock:close()
       return nil, classify("TLS handshake", serr) or ("tls: " .. tostring(serr))
@@ -286,9 +297,24 @@ end
 
 function M.request(opts)
   check_opts(opts, 2)
-  if opts.aws_sigv4 then return nil, "http: aws_sigv4 signing is not available in the nginx transport" end
   local scheme, host, port, path = parse_url(opts.url)
   if not scheme then return nil, host end
+  if opts.aws_sigv4 then -- what libcurl's CURLOPT_AWS_SIGV4 does in the other transports
+    local signed, serr = sigv4.sign({ method = opts.method or (opts.body and "POST" or "GET"),
+      host = host_header(scheme, host, port), path = path, headers = opts.headers, body = opts.body,
+      aws_sigv4 = opts.aws_sigv4, userpwd = opts.userpwd })
+    if not signed then return nil, "http: " .. serr end
+    local h = {}
+    for k, v in pairs(opts.headers or {}) do
+      local lk = type(k) == "string" and lower(k)
+      if lk ~= "authorization" and lk ~= "x-amz-date" then h[k] = v end
+    end
+    h.Authorization, h["X-Amz-Date"] = signed.authorization, signed["x-amz-date"]
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.headers = h
+    opts = o
+  end
   local u = { scheme = scheme, host = host, port = port, path = path }
   local timeout = tonumber(opts.timeout) or 30
   ngx.update_time()

@@ -1,0 +1,35 @@
+-- Linear combination: F(d) = Σ_i w_i × norm_i(d) with normalize = min_max (default) | none |
+-- max | sum | z_score | rank (see fuse.normalize; z_score uses the population std unless
+-- std = "sample"). Distance lists are turned into 1 - d before normalising; rank uses the
+-- list order and needs no scores. A list without d contributes 0.
+local fuse = require "rerank.fuse"
+local ok_tnew, table_new = pcall(require, "table.new")
+if not ok_tnew then table_new = function() return {} end end
+
+local M = {
+  name = "linear",
+  params = {
+    normalize = { type = "string", enum = fuse.NORMALIZE, default = "min_max" },
+    std = { type = "string", enum = fuse.STD, default = "population" },
+  },
+}
+
+function M.scores(p) return p.normalize ~= "rank" end
+
+function M.fuse(lists, params)
+  local N = lists.n_docs
+  local F = table_new(N, 0)
+  for d = 1, N do F[d] = 0 end
+  for i = 1, #lists do
+    local l = lists[i]
+    local w, docs = l.w, l.docs
+    local v = fuse.normalize(l, params.normalize, params)
+    for j = 1, l.n do
+      local d = docs[j]
+      F[d] = F[d] + w * v[j]
+    end
+  end
+  return F
+end
+
+return M

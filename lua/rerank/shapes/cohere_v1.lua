@@ -1,0 +1,87 @@
+-- Cohere v1 rerank (POST /v1/rerank with Cohere fields or a Cohere SDK; /cohere/v1/rerank).
+-- Request: model?, query, documents (strings or objects), top_n, rank_fields,
+-- return_documents (default true: what Cohere v1 clients expect), max_chunks_per_doc,
+-- max_tokens_per_doc; `returnDocuments` is read too (the TypeScript SDK passes unknown keys
+-- through unconverted).
+-- Answer: {"id","object":"list","model","results":[{"index","relevance_score","document"?}],
+-- "meta":{api_version{version:"1"},billed_units{search_units},tokens},"usage":{...}}: Cohere's
+-- fields plus rerankd's. A document is the client's object, or {"text": s} for a string.
+-- Errors: {"message": ..., "error": {type, message, param}}.
+local api = require "rerank.api"
+local C = require "rerank.shapes.common"
+
+local check = api.check
+local number, value_json = C.number, C.value_json
+local concat = table.concat
+
+local S = { name = "cohere_v1", version = "1" }
+
+-- fields shared with the 2024-09 v2 schema
+function S.parse_fields(b, opts, req)
+  local v, err
+  v, err = C.model(b.model)
+  if err then return nil, err end
+  req.model = v
+  v, err = check.query(b.query, "query")
+  if err then return nil, err end
+  req.query = v
+  v, err = C.string_list(b.rank_fields, "rank_fields")
+  if err then return nil, err end
+  req.rank_fields = v
+  v, err = C.documents(b.documents, "documents", { max = opts.max_documents, text_field = opts.text_field,
+                                                    rank_fields = req.rank_fields, strings_only = opts.strings_only })
+  if err then return nil, err end
+  req.documents = v
+  v, err = check.int(b.top_n, "top_n", 1)
+  if err then return nil, err end
+  req.top_n = v
+  local rd = b.return_documents
+  if not C.present(rd) then rd = b.returnDocuments end
+  v, err = check.bool(rd, "return_documents")
+  if err then return nil, err end
+  if v ~= nil then req.return_documents = v end
+  v, err = check.int(b.max_chunks_per_doc, "max_chunks_per_doc", 1)
+  if err then return nil, err end
+  req.max_chunks_per_doc = v
+  v, err = check.int(b.max_tokens_per_doc, "max_tokens_per_doc", 1)
+  if err then return nil, err end
+  req.max_tokens_per_document = v
+  v, err = check.object(b.extra_body, "extra_body")
+  if err then return nil, err end
+  req.extra_body = v
+  return req
+end
+
+function S.parse(b, opts)
+  return S.parse_fields(b, opts, { shape = S.name, return_documents = true })
+end
+
+-- Cohere's results list; documents as objects when asked
+function S.results_json(result, req)
+  local results = result.results or {}
+  local with_docs = req and req.return_documents
+  local buf = {}
+  for i = 1, #results do
+    local r = results[i]
+    local s = '{"index":' .. number(r.index) .. ',"relevance_score":' .. number(r.relevance_score)
+    if with_docs then s = s .. ',"document":' .. C.document_object(req, r.index) end
+    buf[i] = s .. '}'
+  end
+  return '[' .. concat(buf, ',') .. ']'
+end
+
+function S.render_version(version, result, req)
+  local pt, tt = C.usage(result)
+  return '{"id":' .. value_json(result.id) .. ',"object":"list","model":'
+      .. value_json(result.model or (req and req.model)) .. ',"results":' .. S.results_json(result, req)
+      .. ',"meta":' .. C.cohere_meta(version, result, req)
+      .. ',"usage":{"prompt_tokens":' .. number(pt) .. ',"total_tokens":' .. number(tt)
+      .. ',"search_units":' .. number(C.search_units(result, req)) .. '}'
+      .. (result.degraded and ',"degraded":true}' or '}')
+end
+
+function S.render(result, req) return S.render_version("1", result, req) end
+
+function S.render_error(err) return C.error_superset("message", err) end
+
+return S

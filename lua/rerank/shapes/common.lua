@@ -1,0 +1,151 @@
+-- Helpers the client shapes (lua/rerank/shapes/*.lua) share: documents with text_field and
+-- rank_fields, usage numbers, Cohere's meta object, document echo forms, error bodies.
+local api = require "rerank.api"
+local json = require "rerank.json"
+local docs = require "rerank.docs"
+local config_ok, config = pcall(require, "rerank.config")
+
+local type, tonumber = type, tonumber
+local ceil = math.ceil
+local null, jstring, number = json.null, json.string, json.number
+local check = api.check
+local fail = api.fail
+
+local M = {}
+
+local function present(v) return v ~= nil and v ~= null end
+M.present = present
+
+-- list of non-empty strings (a single string counts as a list of one when `single`)
+function M.string_list(v, param, single)
+  if not present(v) then return nil end
+  if type(v) == "string" and single then v = { v } end
+  if not check.is_array(v) then return fail(400, param .. " must be an array of strings", param) end
+  local out = {}
+  for i = 1, #v do
+    local s = v[i]
+    if type(s) ~= "string" or s == "" then
+      return fail(400, ("%s[%d] must be a non-empty string"):format(param, i - 1), ("%s[%d]"):format(param, i - 1))
+    end
+    out[i] = s
+  end
+  return out
+end
+
+-- Documents: strings or objects. An object's text is its `text_field` (default "text"), else
+-- its `text`; with rank_fields, an object without either is ranked on the named fields alone.
+-- opts: { max = n, text_field = "text", rank_fields = {...}, strings_only = bool }
+function M.documents(v, param, opts)
+  if not present(v) then return fail(400, param .. " is required", param) end
+  if not check.is_array(v) then return fail(400, param .. " must be an array", param) end
+  local n = #v
+  local max_docs = opts.max or api.DEFAULT_MAX_DOCUMENTS
+  if n > max_docs then
+    return fail(422, param .. " has " .. n .. " items; the maximum is " .. max_docs, param)
+  end
+  local tf = opts.text_field or "text"
+  local rf = docs.useful_fields(opts.rank_fields) and opts.rank_fields or nil
+  local out = {}
+  for i = 1, n do
+    local d = v[i]
+    local p = param .. "[" .. (i - 1) .. "]"
+    if type(d) == "string" then
+      out[i] = { index = i - 1, text = d, raw = d }
+    elseif type(d) == "table" and json.kind(d) == "object" and not opts.strings_only then
+      local text = d[tf]
+      if text == null then text = nil end
+      if text ~= nil and type(text) ~= "string" then
+        if tf == "text" then return fail(400, p .. ".text must be a string", p .. ".text") end
+        text = docs.field_text(d, tf)
+      end
+      if text == nil and tf ~= "text" and type(d.text) == "string" then text = d.text end -- field absent: text
+      if text == nil and rf then text = docs.rank_text(d, rf) or "" end
+      if text == nil then return fail(400, p .. "." .. tf .. " is required", p .. "." .. tf) end
+      local id, title, md = d.id, d.title, d.metadata
+      if id == null then id = nil end
+      if id ~= nil and type(id) ~= "string" and type(id) ~= "number" then
+        return fail(400, p .. ".id must be a string or a number", p .. ".id")
+      end
+      if type(title) ~= "string" then title = nil end
+      if not check.is_object(md) then md = nil end
+      out[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d }
+    else
+      if opts.strings_only then return fail(400, p .. " must be a string", p) end
+      return fail(400, p .. " must be a string or an object with a " .. tf .. " field", p)
+    end
+  end
+  return out
+end
+
+-- model: optional non-empty string
+function M.model(v)
+  local s, err = check.string(v, "model")
+  if err then return nil, err end
+  if s == "" then return fail(422, "model must not be empty", "model") end
+  return s
+end
+
+-- usage numbers with defaults
+function M.usage(result)
+  local u = result.usage or {}
+  local pt = u.prompt_tokens or 0
+  return pt, u.total_tokens or pt, u.search_units
+end
+
+-- Cohere's billed search units when nobody counted them: one per 100 documents.
+function M.search_units(result, req)
+  local _, _, su = M.usage(result)
+  if su then return su end
+  local n = req and req.documents and #req.documents or 0
+  return n > 0 and ceil(n / 100) or 0
+end
+
+-- the "meta" object of a Cohere answer
+function M.cohere_meta(version, result, req)
+  local pt = M.usage(result)
+  return '{"api_version":{"version":"' .. version .. '"},"billed_units":{"search_units":'
+      .. number(M.search_units(result, req)) .. '},"tokens":{"input_tokens":' .. number(pt)
+      .. ',"output_tokens":0}}'
+end
+
+-- a document as {"text": ...}: string documents wrapped, object documents echoed whole
+function M.document_object(req, index)
+  local d = req.documents and req.documents[index + 1]
+  if not d then return "null" end
+  if type(d.raw) == "table" then return json.encode(d.raw) end
+  return '{"text":' .. jstring(d.text or "") .. '}'
+end
+
+-- a document as its text string
+function M.document_text(req, index)
+  local d = req.documents and req.documents[index + 1]
+  if not d then return "null" end
+  return jstring(d.text or "")
+end
+
+M.number, M.jstring, M.null = number, jstring, null
+
+function M.value_json(v)
+  if v == nil or v == null then return "null" end
+  if type(v) == "number" then return number(v) end
+  return json.encode(v)
+end
+
+-- seconds from a number (seconds) or a duration string ("500ms", "2s")
+function M.parse_timeout(v)
+  if type(v) == "number" then return v end
+  if type(v) == "string" then
+    if config_ok and config.duration then return config.duration(v) end
+    return tonumber(v)
+  end
+  return nil
+end
+
+-- the error body of shapes whose clients read one field (Cohere "message", Jina/Voyage
+-- "detail"): that field, plus rerankd's own "error" object
+function M.error_superset(field, err)
+  local e = json.error_body(err.status or 500, err.type, err.message, err.param)
+  return '{"' .. field .. '":' .. jstring(err.message or "error") .. ',' .. e:sub(2)
+end
+
+return M

@@ -1,0 +1,220 @@
+-- Client wire shapes on one port (DESIGN §6): registration, detection, and the request
+-- fields every shape shares. One file per shape in this folder; helpers in common.lua.
+--
+--   shapes.detect(route, body, headers) -> shape name
+--       route: "v1" (POST /v1/rerank), "v2" (/v2/rerank), "rerank" (/rerank), or a shape name
+--       (the explicit /cohere/v1/rerank, /cohere/v2/rerank, /jina/v1/rerank, /voyage/v1/rerank,
+--       /tei/rerank routes). body: the decoded request; headers: lower-case names.
+--   shapes.parse(shape, body, opts) -> req | nil, err
+--       the shape's parser plus the fields every shape accepts: timeout, fallbacks,
+--       text_field, rank_fields, max_chunks_per_doc, max_tokens_per_doc.
+--       opts: { max_documents = n, text_field = the configured default }
+--   shapes.render(shape, result, req) -> body, extra_headers | nil
+--   shapes.render_error(shape, err) -> body
+--
+-- Detection on /v1/rerank (and on /rerank without `texts`); the first match wins:
+--   1. `top_k` or `truncation` present, even as null (the Voyage SDK always sends both) -> voyage
+--   2. a Cohere field (`rank_fields`, `max_chunks_per_doc`, `max_tokens_per_doc`,
+--      `returnDocuments`) or a Cohere SDK header (`x-fern-sdk-name: cohere...`,
+--      `x-client-name`, `user-agent: cohere...`) -> cohere_v1
+--   3. `texts` without `documents` -> tei
+--   4. anything else -> rerankd_v1: rerankd's own response (the spec's shape, byte for byte)
+--      plus a Cohere `meta` object at the end, so the one answer satisfies rerankd, Jina,
+--      vLLM/Infinity/llama.cpp (Jina format) and Cohere v1 clients that send no Cohere field.
+-- cohere_v1 answers with Cohere's fields (id, results[{index, relevance_score, document}],
+-- meta) and rerankd's (object, model, usage), so a rerankd client that used a Cohere field
+-- is served too; its documents are objects ({"text": s} for a string document).
+local api = require "rerank.api"
+local json = require "rerank.json"
+local docs = require "rerank.docs"
+local C = require "rerank.shapes.common"
+
+local type, ipairs, pairs, tostring = type, ipairs, pairs, tostring
+local find, lower = string.find, string.lower
+local null = json.null
+local check = api.check
+local fail = api.fail
+
+local M = {}
+
+M.NAMES = { "cohere_v1", "cohere_v2", "jina", "voyage", "tei" }
+
+---------------------------------------------------------------------------------------------
+-- fields every shape accepts
+
+local function common(req, b)
+  local v, err
+  if C.present(b.timeout) then
+    v = C.parse_timeout(b.timeout)
+    if not v then
+      return fail(400, "timeout must be a number of seconds or a duration such as 500ms", "timeout")
+    end
+    if v <= 0 then return fail(422, "timeout must be > 0", "timeout") end
+    req.timeout = v
+  end
+  if C.present(b.fallbacks) then
+    v, err = C.string_list(b.fallbacks, "fallbacks", true)
+    if err then return nil, err end
+    req.fallbacks = v
+  end
+  if req.rank_fields == nil and C.present(b.rank_fields) then
+    v, err = C.string_list(b.rank_fields, "rank_fields")
+    if err then return nil, err end
+    req.rank_fields = v
+  end
+  if req.max_chunks_per_doc == nil and C.present(b.max_chunks_per_doc) then
+    v, err = check.int(b.max_chunks_per_doc, "max_chunks_per_doc", 1)
+    if err then return nil, err end
+    req.max_chunks_per_doc = v
+  end
+  if req.max_tokens_per_document == nil and C.present(b.max_tokens_per_doc) then
+    v, err = check.int(b.max_tokens_per_doc, "max_tokens_per_doc", 1)
+    if err then return nil, err end
+    req.max_tokens_per_document = v
+  end
+  return req
+end
+
+-- text_field from the body (validated) or the configured default
+local function text_field(b, default)
+  local tf = b.text_field
+  if tf == null then tf = nil end
+  if tf ~= nil and (type(tf) ~= "string" or tf == "") then
+    return fail(400, "text_field must be a non-empty string", "text_field")
+  end
+  return tf or default or "text"
+end
+M.text_field = text_field
+
+-- rerankd's own parser wants `text` on object documents: with text_field or rank_fields the
+-- documents are rewritten for it, and their raw values restored afterwards.
+local function rerankd_pre(b, tf)
+  local rf = b.rank_fields
+  if not (type(rf) == "table" and docs.useful_fields(rf)) then rf = nil end
+  local list = b.documents
+  if (tf == "text" and not rf) or type(list) ~= "table" then return b end
+  local copy, originals, nd = {}, {}, {}
+  for k, x in pairs(b) do copy[k] = x end
+  for i = 1, #list do
+    local d = list[i]
+    if type(d) == "table" and json.kind(d) == "object" then
+      local text = tf ~= "text" and docs.field_text(d, tf) or nil
+      if text == nil and type(d.text) == "string" then text = d.text end -- text_field absent: text
+      if text == nil and rf then text = docs.rank_text(d, rf) or "" end
+      if text == nil then
+        local p = ("documents[%d].%s"):format(i - 1, tf)
+        return fail(400, p .. " is required", p)
+      end
+      local dc = {}
+      for k, x in pairs(d) do dc[k] = x end
+      dc.text = text
+      nd[i] = dc
+      originals[i] = d
+    else
+      nd[i] = d
+    end
+  end
+  copy.documents = json.array(nd)
+  return copy, originals
+end
+
+function M.parse(shape, body, opts)
+  opts = opts or {}
+  local b = body
+  if type(b) ~= "table" then
+    local err
+    b, err = json.decode(body)
+    if b == nil then return fail(400, "invalid JSON body: " .. tostring(err)) end
+  end
+  if not check.is_object(b) then return fail(400, "request body must be a JSON object") end
+  local sh = api.shapes[shape]
+  if not sh then error("unknown API shape " .. tostring(shape), 2) end
+  local tf, terr = text_field(b, opts.text_field)
+  if not tf then return nil, terr end
+  local req, err
+  if sh.native_extras then
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.text_field = tf
+    req, err = sh.parse(b, o)
+  else
+    -- rerankd's parser (and any shape registered elsewhere): text_field handled here
+    local pb, originals = rerankd_pre(b, tf)
+    if not pb then return nil, originals end
+    req, err = sh.parse(pb, opts)
+    if req and originals then
+      for i, d in pairs(originals) do
+        local doc = req.documents[i]
+        if doc then doc.raw = d end
+      end
+    end
+  end
+  if not req then return nil, err end
+  if tf ~= "text" then req.text_field = tf end
+  return common(req, b)
+end
+
+function M.render(shape, result, req)
+  local sh = api.shapes[shape]
+  if not sh then error("unknown API shape " .. tostring(shape), 2) end
+  local body = sh.render(result, req)
+  local headers = sh.headers and sh.headers(result, req) or nil
+  return body, headers
+end
+
+function M.render_error(shape, err)
+  return api.render_error(shape, err)
+end
+
+---------------------------------------------------------------------------------------------
+-- detection
+
+local COHERE_FIELDS = { "rank_fields", "max_chunks_per_doc", "max_tokens_per_doc", "returnDocuments" }
+
+local function cohere_client(headers)
+  if type(headers) ~= "table" then return false end
+  local sdk = headers["x-fern-sdk-name"]
+  if type(sdk) == "string" and find(lower(sdk), "^cohere") then return true end
+  if headers["x-client-name"] then return true end
+  local ua = headers["user-agent"]
+  return type(ua) == "string" and find(lower(ua), "^cohere") ~= nil
+end
+M.cohere_client = cohere_client
+
+function M.detect(route, body, headers)
+  if route == "v2" then return "cohere_v2" end
+  if type(body) ~= "table" then return route == "rerank" and "tei" or "rerankd_v1" end
+  if route == "rerank" then
+    if body.texts ~= nil then return "tei" end
+    route = "v1"
+  end
+  if route ~= "v1" then return route end
+  if body.top_k ~= nil or body.truncation ~= nil then return "voyage" end
+  for _, k in ipairs(COHERE_FIELDS) do
+    if body[k] ~= nil and body[k] ~= null then return "cohere_v1" end
+  end
+  if cohere_client(headers) then return "cohere_v1" end
+  if body.texts ~= nil and body.documents == nil then return "tei" end
+  return "rerankd_v1"
+end
+
+---------------------------------------------------------------------------------------------
+-- registration
+
+-- rerankd's shape as answered on /v1/rerank: byte for byte the spec's answer, plus "meta"
+local function render_rerankd_v1(result, req)
+  local body = api.shapes.rerankd.render(result, req)
+  return body:sub(1, -2) .. ',"meta":' .. C.cohere_meta("1", result, req) .. '}'
+end
+
+for _, name in ipairs(M.NAMES) do
+  local sh = require("rerank.shapes." .. name)
+  sh.native_extras = true
+  api.register(name, sh)
+end
+api.register("rerankd_v1", {
+  parse = function(b, opts) return api.shapes.rerankd.parse(b, opts) end,
+  render = render_rerankd_v1,
+})
+
+return M

@@ -1,0 +1,82 @@
+-- Hugging Face Text Embeddings Inference rerank (POST /rerank with `texts`; /tei/rerank).
+-- Request: query, texts (strings), truncate (bool|null), truncation_direction
+-- ("Right"|"Left", any case), raw_scores (bool), return_text (bool); `model` is read when
+-- present (TEI has none: the default model answers), other fields are ignored.
+-- truncate true -> "end" ("start" with direction Left), false -> "none".
+-- Answer: a bare array [{"index","score","text"?}] sorted by score, usage in the
+-- x-compute-tokens header. Errors: {"error": message, "error_type": "Validation"|...}.
+local api = require "rerank.api"
+local C = require "rerank.shapes.common"
+local json = require "rerank.json"
+
+local check, fail = api.check, api.fail
+local number = C.number
+local concat = table.concat
+local lower = string.lower
+
+local S = { name = "tei" }
+
+function S.parse(b, opts)
+  local req = { shape = S.name, return_documents = false }
+  local v, err = C.model(b.model)
+  if err then return nil, err end
+  req.model = v
+  v, err = check.query(b.query, "query")
+  if err then return nil, err end
+  req.query = v
+  v, err = C.documents(b.texts, "texts", { max = opts.max_documents, strings_only = true })
+  if err then return nil, err end
+  req.documents = v
+  v, err = check.bool(b.return_text, "return_text")
+  if err then return nil, err end
+  req.return_documents = v == true
+  v, err = check.bool(b.raw_scores, "raw_scores")
+  if err then return nil, err end
+  req.raw_scores = v
+  local dir
+  v, err = check.string(b.truncation_direction, "truncation_direction")
+  if err then return nil, err end
+  if v ~= nil then
+    dir = lower(v)
+    if dir ~= "left" and dir ~= "right" then
+      return fail(422, 'truncation_direction must be "Right" or "Left"', "truncation_direction")
+    end
+  end
+  v, err = check.bool(b.truncate, "truncate")
+  if err then return nil, err end
+  if v == false then
+    req.truncate = "none"
+  elseif v == true then
+    req.truncate = dir == "left" and "start" or "end"
+  end
+  return req
+end
+
+function S.render(result, req)
+  local results = result.results or {}
+  local with_text = req and req.return_documents
+  local buf = {}
+  for i = 1, #results do
+    local r = results[i]
+    local s = '{"index":' .. number(r.index) .. ',"score":' .. number(r.relevance_score)
+    if with_text then s = s .. ',"text":' .. C.document_text(req, r.index) end
+    buf[i] = s .. '}'
+  end
+  return '[' .. concat(buf, ',') .. ']'
+end
+
+function S.headers(result)
+  local pt = C.usage(result)
+  return { ["x-compute-tokens"] = tostring(pt) }
+end
+
+local ERROR_TYPES = { [400] = "Validation", [404] = "Validation", [413] = "Validation", [415] = "Validation",
+                      [422] = "Validation", [429] = "Overloaded", [503] = "Unhealthy" }
+
+function S.render_error(err)
+  local status = err.status or 500
+  local et = ERROR_TYPES[status] or (status >= 500 and "Backend" or "Validation")
+  return '{"error":' .. json.string(err.message or "error") .. ',"error_type":"' .. et .. '"}'
+end
+
+return S
