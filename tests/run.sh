@@ -7,7 +7,7 @@ CTEST_BUILD=${CTEST_BUILD:-build}
 export LUA_PATH="$PWD/lua/?.lua;$PWD/lua/?/init.lua;$PWD/tests/?.lua;;"
 export LUA_CPATH="${CORE_CPATH:-$PWD/?.so};;"
 mkdir -p tests/tmp
-log=tests/tmp/results.tap
+log=tests/tmp/results.$$.tap  # per run: concurrent runs must not share it
 : > "$log"
 # Under `make sanitize` core.so is ASan-instrumented: a plain luajit host needs the
 # runtime preloaded (rerankd itself links it statically, so only the lua suite gets it).
@@ -34,5 +34,6 @@ passed=$(grep -c '^ok ' "$log")
 failed=$(grep -c '^not ok ' "$log")
 # a suite that crashed without TAP output counts as a failure
 grep -q '^# busted crashed\|^Error → \|^lua: \|^luajit: ' "$log" && failed=$((failed + 1))
+mv -f "$log" tests/tmp/results.tap
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
