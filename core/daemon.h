@@ -48,6 +48,7 @@ struct rr_worker {
     struct event *stop_ev, *reload_ev, *tick_ev;
     rr_luahost *host;          /* the current configuration */
     size_t inflight;
+    size_t unflushed;          /* replies handed to libevent but not yet written out */
     int stopping;
     void *fetch;               /* fetch.c per-worker state */
     void *redis;               /* redis.c connection pool */

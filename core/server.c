@@ -75,9 +75,18 @@ int rr_listen_socket(const char *host, int port, int *bound_port, char *err, siz
 
 /* ---- replies ---- */
 
+/* A drained worker exits once every reply has also been written to its socket. */
 static void maybe_exit_drained(rr_worker *w)
 {
-    if (w->stopping && w->inflight == 0) event_base_loopexit(w->base, NULL);
+    if (w->stopping && w->inflight == 0 && w->unflushed == 0) event_base_loopexit(w->base, NULL);
+}
+
+static void on_reply_complete(struct evhttp_request *req, void *arg)
+{
+    (void)req;
+    rr_worker *w = arg;
+    w->unflushed--;
+    maybe_exit_drained(w);
 }
 
 /* Frees the request object; the HTTP reply must have been sent (or abandoned). */
@@ -131,6 +140,10 @@ void rr_req_reply(rr_req *r, int status, lua_State *from, int idx_headers, const
     evhttp_add_header(out, "x-rerankd-timing", tbuf);
     struct evhttp_connection *c = evhttp_request_get_connection(r->evreq);
     if (c) evhttp_connection_set_closecb(c, NULL, NULL);
+    if (c) {
+        r->w->unflushed++;
+        evhttp_request_set_on_complete_cb(r->evreq, on_reply_complete, r->w);
+    }
     struct evbuffer *buf = evbuffer_new();
     if (buf) evbuffer_add(buf, body, len);
     evhttp_send_reply(r->evreq, status, NULL, buf);
