@@ -96,9 +96,9 @@ install: build install-lib
 
 # The library alone (luarocks runs this): require "rerank" with the standard LuaJIT paths.
 # rerank/site.lua tells lua/rerank/paths.lua where the providers and templates went.
-install-lib: rerank/core.so
+install-lib: $(MODULE)
 	install -d $(DESTDIR)$(LIBDIR)/rerank $(DESTDIR)$(LUADIR) $(DESTDIR)$(DATADIR)
-	install -m 755 rerank/core.so $(DESTDIR)$(LIBDIR)/rerank/core.so
+	install -m 755 $(MODULE) $(DESTDIR)$(LIBDIR)/rerank/core.so
 	cp -R lua/rerank $(DESTDIR)$(LUADIR)/
 	cp -R lua providers $(DESTDIR)$(DATADIR)/
 	printf '%s\n' '-- written by make install: where rerankd'"'"'s providers and templates are' \

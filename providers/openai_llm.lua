@@ -35,6 +35,7 @@ local P = {
     logprobs = "boolean",                                     -- ask for (or stop asking for) logprobs
     top_logprobs = { type = "integer", min = 0, max = 20 },
     ids = "boolean",                                          -- lancedb template: send document ids
+    json_mode = "boolean",                                    -- false: no response_format (servers without JSON mode)
     call_retries = { type = "integer", min = 0, default = 0 }, -- per call, in the same request
   },
 }
@@ -85,6 +86,7 @@ local function setup(model, req, state)
     f.logprobs, f.top_logprobs = nil, nil
   end
   if opt(model, "top_logprobs") ~= nil and f.logprobs then f.top_logprobs = opt(model, "top_logprobs") end
+  if opt(model, "json_mode") == false then f.response_format = nil end
   state.fields = f
 
   -- jobs: one per document (pointwise) or per batch (lancedb); each a list of 1-based indices

@@ -9,6 +9,7 @@ local config = require "rerank.config"
 local upstream = require "rerank.upstream"
 local router = require "rerank.router"
 local cache = require "rerank.cache"
+local accounting = require "rerank.usage"
 
 local M = { _VERSION = core.version }
 local Instance = {}
@@ -199,14 +200,20 @@ function Instance:rerank(req, timing)
     local q = core.count_tokens(req.query)
     for _, d in ipairs(req.documents) do prompt = prompt + q + core.count_tokens(d.text) end
   end
+  -- chat (LLM) upstreams report their real tokens, summed over every call: price those
+  local cost = route.cost
+  if usage.completion_tokens and route.entry then
+    cost = accounting.cost(route.entry.price, { prompt_tokens = prompt, completion_tokens = usage.completion_tokens,
+      total_tokens = usage.total_tokens, search_units = usage.search_units }, { documents = n }) or cost
+  end
   return {
     id = req.id or ("rerank-" .. core.random_hex(12)),
     model = name,
     results = results,
     usage = { prompt_tokens = prompt, completion_tokens = usage.completion_tokens,
       total_tokens = usage.total_tokens or (prompt + (usage.completion_tokens or 0)),
-      search_units = usage.search_units or route.search_units, cost = route.cost },
-    cost = route.cost,              -- USD from config prices and local counts (x-rerankd-cost)
+      search_units = usage.search_units or route.search_units, cost = cost },
+    cost = cost,              -- USD from config prices and local counts (x-rerankd-cost)
     served_by = route.model,        -- the deployment that answered (alias, group, fallback)
     attempts = route.attempts,
     degraded = degraded or nil,

@@ -36,6 +36,7 @@ M.LATENCY_BUCKETS = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25
 
 local families, order = {}, {}
 local values = {}  -- name -> label text -> number | { counts = {}, sum =, count = }
+local bases = {}   -- name -> label text -> restored value of a counter read from elsewhere
 M.families = families
 
 function M.define(name, kind, help, label_names, opts)
@@ -52,7 +53,7 @@ function M.define(name, kind, help, label_names, opts)
   opts = opts or {}
   local f = { name = name, kind = kind, help = help or name, labels = label_names or {},
               buckets = opts.buckets or (kind == "histogram" and M.LATENCY_BUCKETS) or nil,
-              merge = opts.merge or "sum", source = opts.source }
+              merge = opts.merge or "sum", source = opts.source, memo = {} }
   families[name] = f
   order[#order + 1] = name
   values[name] = {}
@@ -109,21 +110,35 @@ local function escape(v)
 end
 M.escape = escape
 
+-- The rendered label set, memoised per family in a tree keyed by the values in label order
+-- (label values are bounded: configured names, routes, statuses, reasons).
+local LEAF = {}
 local function label_text(f, labels)
   if not labels then return "" end
   local names = f.labels
   local n = #names
   if n == 0 then return "" end
-  if n == 1 then
-    local v = labels[names[1]]
-    return names[1] .. '="' .. (v == nil and "" or escape(v)) .. '"'
+  local node = f.memo
+  for i = 1, n do
+    local v = labels[names[i]]
+    if v == nil then v = "" end
+    local nxt = node[v]
+    if not nxt then
+      nxt = {}
+      node[v] = nxt
+    end
+    node = nxt
   end
+  local text = node[LEAF]
+  if text then return text end
   local parts = {}
   for i = 1, n do
     local v = labels[names[i]]
     parts[i] = names[i] .. '="' .. (v == nil and "" or escape(v)) .. '"'
   end
-  return concat(parts, ",")
+  text = concat(parts, ",")
+  node[LEAF] = text
+  return text
 end
 M.label_text = label_text
 
@@ -173,6 +188,7 @@ end
 
 function M.reset()
   for name in pairs(values) do values[name] = {} end
+  bases = {}
 end
 
 function M.get(name, labels) -- tests and health: a raw value of this worker
@@ -340,6 +356,7 @@ if core.daemon then
   if ok and type(d) == "table" then daemon = d end
 end
 M.daemon = daemon
+function M.use_daemon(d) daemon, M.daemon = d, d end -- tests: a stand-in for rerank.core.daemon
 local version = core.version or "unknown"
 
 local function worker_id()
@@ -393,6 +410,16 @@ function M.collect_render()
   return M.render(M.merge(snaps))
 end
 
+-- Counters read from elsewhere (the router's) restart at 0 in a new Lua state: what they
+-- had reached before the reload is added back (bases[name][label text]).
+
+local function put_source(name, labels, v)
+  local f = families[name]
+  local k = label_text(f, labels)
+  local b = bases[name]
+  values[name][k] = (b and b[k] or 0) + v
+end
+
 -- After a reload the new Lua state picks up this worker's previous counters and histograms,
 -- so they stay monotonic across SIGHUP (gauges start fresh).
 function M.restore()
@@ -402,7 +429,14 @@ function M.restore()
     local st = parse_snapshot(s)
     if st.worker == id then
       for name, t in pairs(st.values) do
-        if families[name].kind ~= "gauge" and not families[name].source then
+        local f = families[name]
+        if f.kind ~= "gauge" and f.source then
+          bases[name] = bases[name] or {}
+          for k, v in pairs(t) do
+            bases[name][k] = v
+            values[name][k] = v
+          end
+        elseif f.kind ~= "gauge" then
           for k, v in pairs(t) do values[name][k] = v end
         end
       end
@@ -431,11 +465,11 @@ function M.watch_router(router)
     for _, n in ipairs(names) do
       local st = (router.stats or {})[n] or {}
       local l = { model = n }
-      m.set("rerankd_upstream_attempts_total", l, tonumber(st.attempts) or 0)
-      m.set("rerankd_upstream_failures_total", l, tonumber(st.failures) or 0)
-      m.set("rerankd_upstream_retries_total", l, tonumber(st.retries) or 0)
-      m.set("rerankd_served_total", l, tonumber(st.served) or 0)
-      m.set("rerankd_fallbacks_total", l, tonumber(st.fallbacks) or 0)
+      put_source("rerankd_upstream_attempts_total", l, tonumber(st.attempts) or 0)
+      put_source("rerankd_upstream_failures_total", l, tonumber(st.failures) or 0)
+      put_source("rerankd_upstream_retries_total", l, tonumber(st.retries) or 0)
+      put_source("rerankd_served_total", l, tonumber(st.served) or 0)
+      put_source("rerankd_fallbacks_total", l, tonumber(st.fallbacks) or 0)
       local state = router.breaker_state and router:breaker_state(n) or "closed"
       m.set("rerankd_breaker_state", { model = n, worker = w }, BREAKER[state] or 0)
     end

@@ -31,8 +31,7 @@ function M.init(cfg, opts)
   if not r then
     error("rerank: " .. (type(err) == "table" and tostring(err.message) or tostring(err)), 2)
   end
-  local ok, serr = server.init(cfg, opts.overrides)
-  if not ok then error("rerank: " .. tostring(serr), 2) end
+  server.adopt(r) -- one instance: one router, one in-memory cache per worker
   state.instance, state.server = r, server
   return r.cfg
 end

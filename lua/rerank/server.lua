@@ -20,14 +20,19 @@ function M.load_config(path, overrides)
   return config.load(path, overrides)
 end
 
-function M.init(path, overrides)
-  local r, err = rerank.new(path, { overrides = overrides })
-  if not r then return nil, err end
+-- Serves an existing instance (nginx builds one for its library API and shares it).
+function M.adopt(r)
   instance = r
   gate, limiter = auth.new(r.cfg.auth), ratelimit.from_config(r.cfg)
   metrics.restore() -- counters stay monotonic across reloads
   metrics.watch_router(r.router)
   return r.cfg
+end
+
+function M.init(path, overrides)
+  local r, err = rerank.new(path, { overrides = overrides })
+  if not r then return nil, err end
+  return M.adopt(r)
 end
 
 local JSON = { ["content-type"] = "application/json" }

@@ -211,7 +211,7 @@ describe("nginx + rerank library (examples/nginx/nginx.conf) vs the daemon", fun
 end)
 
 -- A test server: /t/* run the transport (and the cache) from content handlers, /up/* are the
--- upstreams it talks to (the same nginx), TLS comes from `openssl s_server`.
+-- upstreams it talks to (the same nginx, plain on $PORT and TLS on $TLSPORT).
 local TRANSPORT_CONF = [[
 load_module /usr/lib/nginx/modules/ndk_http_module.so;
 load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
@@ -295,6 +295,10 @@ http {
       }
     }
     location = /up/length { return 200 "hello world"; }
+    location = /up/eof {
+      chunked_transfer_encoding off; # no length, no chunks: the body ends when nginx closes
+      content_by_lua_block { ngx.print("until "); ngx.flush(true); ngx.print("close") }
+    }
     location = /up/empty { return 204; }
     location = /up/close { keepalive_timeout 0; return 200 "bye"; }
     location = /up/sleep {
@@ -302,6 +306,14 @@ http {
         ngx.sleep(tonumber(ngx.var.arg_s) or 1)
         ngx.say(ngx.var.arg_id or "ok")
       }
+    }
+  }
+  server {
+    listen 127.0.0.1:$TLSPORT ssl;
+    ssl_certificate cert.pem;
+    ssl_certificate_key key.pem;
+    location / {
+      content_by_lua_block { ngx.say("tls ", ngx.var.ssl_server_name or "-", " ", ngx.var.connection) }
     }
   }
 }
@@ -312,30 +324,23 @@ describe("ngx cosocket transport (rerank.transport.ngx) in real nginx", function
     pending("nginx not available: " .. tostring(why))
     return
   end
-  local srv, tls, certdir
+  local srv, tls_url, certdir
 
   setup(function()
     certdir = d.tmpname(".tls")
     os.execute(("mkdir -p %s && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
       .. "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout %s/key.pem -out %s/cert.pem >/dev/null 2>&1")
       :format(certdir, certdir, certdir))
-    local port = nginx.free_port()
-    -- an HTTP/1.0 TLS server that answers every request with a status page and closes
-    local pid = d.sh(("openssl s_server -quiet -www -accept 127.0.0.1:%d -cert %s/cert.pem -key %s/key.pem "
-      .. ">/dev/null 2>&1 & echo $!"):format(port, certdir, certdir))
-    tls = { pid = tonumber(pid:match("%d+")), url = "https://127.0.0.1:" .. port }
-    for _ = 1, 100 do
-      if d.sh(("curl -sk -o /dev/null -w '%%{http_code}' https://127.0.0.1:%d/"):format(port)) == "200" then break end
-      d.sleep(0.05)
-    end
+    local tls_port = nginx.free_port()
+    tls_url = "https://localhost:" .. tls_port
     local err
-    srv, err = nginx.start({ conf = TRANSPORT_CONF, files = { ["cert.pem"] = d.readfile(certdir .. "/cert.pem") } })
+    srv, err = nginx.start({ conf = TRANSPORT_CONF:gsub("%$TLSPORT", tostring(tls_port)), files = {
+      ["cert.pem"] = d.readfile(certdir .. "/cert.pem"), ["key.pem"] = d.readfile(certdir .. "/key.pem") } })
     assert(srv, err)
   end)
 
   teardown(function()
     nginx.stop(srv)
-    if tls and tls.pid then os.execute("kill " .. tls.pid .. " 2>/dev/null") end
     if certdir then os.execute("rm -rf " .. certdir) end
   end)
 
@@ -423,19 +428,33 @@ describe("ngx cosocket transport (rerank.transport.ngx) in real nginx", function
   end)
 
   it("speaks TLS with SNI: certificate checked against lua_ssl_trusted_certificate, or not when insecure", function()
-    local url = tls.url:gsub("127%.0%.0%.1", "localhost") .. "/"
-    local res, err = request({ url = url, timeout = 5 })
-    assert.truthy(res, err)
-    assert.are.equal(200, res.status)
-    assert.truthy(res.body:find("s_server", 1, true)) -- an HTTP/1.0 body read until the server closes
-    res, err = request({ url = url, server_name = "other.example", timeout = 5 })
+    local _, _, j = request({ calls = { { url = tls_url .. "/a", timeout = 5 }, { url = tls_url .. "/b", timeout = 5 } } })
+    local r1, r2 = j.out[1].res, j.out[2].res
+    assert.are_not.equal(cjson.null, r1, tostring(j.out[1].err))
+    assert.are.equal(200, r1.status)
+    local conn1 = r1.body:match("^tls localhost (%d+)\n$")
+    assert.truthy(conn1, r1.body)
+    -- the second call reuses the pooled TLS connection (no second handshake)
+    assert.are.equal("tls localhost " .. conn1 .. "\n", r2.body)
+    assert.is_true(r2.reused > 0)
+    local res, err = request({ url = tls_url .. "/", server_name = "other.example", timeout = 5 })
     assert.is_nil(res)
     assert.truthy(err:find("^tls: "), err)
-    res, err = request({ url = url, server_name = "other.example", insecure = true, timeout = 5 })
+    res, err = request({ url = tls_url .. "/", server_name = "other.example", insecure = true, timeout = 5 })
+    assert.truthy(res, err)
+    assert.truthy(res.body:find("^tls other%.example "), res.body)
+    res, err = request({ url = tls_url:gsub("localhost", "127.0.0.1") .. "/", ssl_verify = false, timeout = 5 })
     assert.truthy(res, err)
     res, err = request({ url = srv.url:gsub("^http:", "https:") .. "/up/length", timeout = 5 })
     assert.is_nil(res)
     assert.truthy(err:find("^tls: "), err)
+  end)
+
+  it("reads a body delimited by the server closing the connection", function()
+    local res = assert(request({ url = srv.url .. "/up/eof" }))
+    assert.is_nil(res.headers["content-length"])
+    assert.is_nil(res.headers["transfer-encoding"])
+    assert.are.equal("until close", res.body)
   end)
 
   it("request_all keeps order, runs calls concurrently up to the bound, reports errors per call", function()

@@ -700,6 +700,38 @@ describe("metrics", function()
     metrics.watch_router(nil)
   end)
 
+  it("keeps counters across a reload through the worker's published snapshot", function()
+    local slots = {}
+    local fake = {
+      worker_id = function() return 2 end,
+      metrics_publish = function(snap) slots[3] = snap end,
+      metrics_collect = function()
+        local out = {}
+        for i = 1, 4 do if slots[i] then out[#out + 1] = slots[i] end end
+        return out
+      end,
+    }
+    slots[1] = "W 0\nc rerankd_requests_total 100 route=\"/r\",model=\"m\",status=\"200\""
+    metrics.use_daemon(fake)
+    finally(function() metrics.use_daemon(nil); metrics.watch_router(nil) end)
+    local router = { stats = { m = { attempts = 5 } }, breakers = {} }
+    metrics.watch_router(router)
+    metrics.inc("rerankd_requests_total", { route = "/r", model = "m", status = "200" }, 7)
+    metrics.set("rerankd_in_flight_requests", nil, 3)
+    metrics.publish()
+    -- a new Lua state: nothing, until restore() reads this worker's (2) slot, not worker 0's
+    metrics.reset()
+    router.stats.m.attempts = 1
+    assert.is_true(metrics.restore())
+    assert.are.equal(7, metrics.get("rerankd_requests_total", { route = "/r", model = "m", status = "200" }))
+    assert.is_nil(metrics.get("rerankd_in_flight_requests"))
+    metrics.publish()
+    assert.are.equal(6, metrics.get("rerankd_upstream_attempts_total", { model = "m" }))
+    local fams = assert(prom.parse(metrics.collect_render()))
+    assert.are.equal(107, prom.value(fams, "rerankd_requests_total", { route = "/r" }))
+    assert.are.equal(1, prom.value(fams, "rerankd_workers"))
+  end)
+
   it("rejects bad declarations", function()
     assert.has_error(function() metrics.define("bad name", "counter", "x") end)
     assert.has_error(function() metrics.define("x_count", "counter", "x") end)

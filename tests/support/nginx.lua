@@ -58,13 +58,29 @@ function M.example_conf(port)
   return conf
 end
 
+-- Under `make sanitize` rerank/core.so is ASan-instrumented: nginx (not instrumented)
+-- needs the runtime preloaded to load it.
+local function sanitize_env()
+  if (os.getenv("RERANKD_SANITIZE") or "") == "" then return "" end
+  local so = sh("clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null"):gsub("%s+$", "")
+  local f = so ~= "" and io.open(so, "rb")
+  if not f then return "" end
+  f:close()
+  return ("LD_PRELOAD=%s ASAN_OPTIONS=detect_leaks=0 "):format(so)
+end
+
 function M.start(opts)
   opts = opts or {}
   local ok, why = M.available()
   if not ok then return nil, why end
   local port = opts.port or M.free_port()
   local prefix = ("%s/nginx_%d_%d"):format(tmp, os.time(), math.random(1e6))
-  os.execute(("mkdir -p %s/logs && ln -s %s/lua %s/providers %s/rerank %s/"):format(prefix, root, root, root, prefix))
+  -- the core.so this run uses (LUA_CPATH; under make sanitize: build/asan/rerank/core.so)
+  local so = package.searchpath("rerank.core", package.cpath) or (root .. "/rerank/core.so")
+  local sodir = so:match("^(.*)/core%.so$") or (root .. "/rerank")
+  if sodir:sub(1, 1) ~= "/" then sodir = root .. "/" .. sodir end
+  os.execute(("mkdir -p %s/logs && ln -s %s/lua %s/providers %s/ && ln -s %s %s/rerank"):format(
+    prefix, root, root, prefix, sodir, prefix))
   local conf = opts.conf or M.example_conf(port)
   conf = conf:gsub("%$PORT", tostring(port))
   d.writefile(prefix .. "/nginx.conf", conf)
@@ -72,7 +88,7 @@ function M.start(opts)
   for name, text in pairs(opts.files or {}) do d.writefile(prefix .. "/" .. name, text) end
   local log = prefix .. "/logs/stderr.log"
   local pid = sh(("%s %s -p %s -e %s/logs/error.log -c %s/nginx.conf -g 'daemon off;' >%s 2>&1 & echo $!"):format(
-    opts.env or "", nginx_bin(), prefix, prefix, prefix, log))
+    (opts.env or "") .. " " .. sanitize_env(), nginx_bin(), prefix, prefix, prefix, log))
   pid = tonumber(pid:match("%d+"))
   local h = { pid = pid, port = port, url = "http://127.0.0.1:" .. port, prefix = prefix, log = log }
   local up, err = wait_port(port, pid, log)
