@@ -980,9 +980,19 @@ end
 ---------------------------------------------------------------------------
 M.MAX_API_KEY_BYTES = 1024
 
+-- never echoes the value: it may be a secret
+local function check_key_string(_, v, path)
+  if type(v) ~= "string" then
+    local what = type(v) == "table" and (is_list(v) and "a list" or "a mapping") or ("a " .. type(v))
+    raise(path, ("%s must be a string (got %s%s)"):format(path, what, type(v) == "number" and "; quote the key" or ""))
+  end
+  if #v > M.MAX_API_KEY_BYTES then fail(path, ("an API key must be at most %d bytes"):format(M.MAX_API_KEY_BYTES)) end
+  return v
+end
+
 local API_KEY = { type = "record", fields = {
   { "name", { type = "string", nonempty = true } },
-  { "key", { type = "string", required = true } },
+  { "key", { check = check_key_string, required = true } },
 } }
 
 -- an API key: a string, or { name =, key = } (the name is what logs and limits show)
@@ -992,14 +1002,9 @@ function M.check_api_key(_, v, path, ctx)
     if e.name and not e.name:match("^[%w_.%-]+$") then
       fail(key_path(path, "name"), ("invalid key name %s (letters, digits, _ . - only)"):format(describe(e.name)))
     end
-    if #e.key > M.MAX_API_KEY_BYTES then
-      fail(key_path(path, "key"), ("an API key must be at most %d bytes"):format(M.MAX_API_KEY_BYTES))
-    end
     return e
   end
-  if type(v) ~= "string" then fail_type(path, "a string", v) end
-  if #v > M.MAX_API_KEY_BYTES then fail(path, ("an API key must be at most %d bytes"):format(M.MAX_API_KEY_BYTES)) end
-  return { key = v }
+  return { key = check_key_string(nil, v, path) }
 end
 
 function M.check_open_path(_, v, path)
@@ -1075,10 +1080,17 @@ local function unescape_url(s)
   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
 end
 
+-- a URL for error messages: the password (anything before an @) masked
+local function redact_url(u)
+  return (u:gsub("^(.-//?)[^/@]*@", "%1***@"))
+end
+
 -- redis://[[user]:password@]host[:port][/db]
 local function parse_redis_url(u, path)
   local rest = u:match("^[rR][eE][dD][iI][sS]://(.*)$")
-  if not rest then fail(path, ("invalid Redis URL %s (expected redis://[:password@]host[:port][/db])"):format(describe(u))) end
+  if not rest then
+    fail(path, ("invalid Redis URL %s (expected redis://[:password@]host[:port][/db])"):format(describe(redact_url(u))))
+  end
   local out = {}
   local auth, hostpart = rest:match("^(.*)@([^@]*)$")
   if auth then
@@ -1098,7 +1110,7 @@ local function parse_redis_url(u, path)
   local hp, db = hostpart:match("^([^/]*)/?(.*)$")
   local host, port = hp:match("^%[([^%]]+)%]:?(%d*)$")
   if not host then host, port = hp:match("^([^:]*):?(%d*)$") end
-  if not host or host == "" then fail(path, ("invalid Redis URL %s (no host)"):format(describe(u))) end
+  if not host or host == "" then fail(path, ("invalid Redis URL %s (no host)"):format(describe(redact_url(u)))) end
   out.host = host
   if port ~= "" then
     out.port = tonumber(port)

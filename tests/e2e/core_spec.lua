@@ -233,3 +233,20 @@ describe("rerankd CLI", function()
     assert.truthy(d.logtext(srv):find("rerankd stopped", 1, true))
   end)
 end)
+
+describe("examples/providers/overlap.lua through the daemon", function()
+  it("scores by query-word overlap with its declared option", function()
+    local srv = assert(d.start(([[
+models:
+  - { name: overlap, provider_file: %s/examples/providers/overlap.lua, min_len: 2 }
+]]):format(d.root)))
+    local status, raw, _, j = d.request(srv, "/v1/rerank", { body = {
+      model = "overlap", query = "a red car", documents = { "blue car", "a red car", "nothing" } } })
+    d.stop(srv)
+    assert.are.equal(200, status, raw)
+    assert.are.equal(1, j.results[1].index)  -- red + car of {red, car} ("a" is below min_len)
+    assert.are.equal(1, j.results[1].relevance_score)
+    assert.are.equal(0.5, j.results[2].relevance_score)
+    assert.are.equal(0, j.results[3].relevance_score)
+  end)
+end)

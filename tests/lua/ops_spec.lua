@@ -850,6 +850,15 @@ describe("ops config", function()
     assert.are.same({}, c2.auth.open_paths)
   end)
 
+  it("never echoes a key in a config error", function()
+    for _, bad in ipairs({ { 123456789 }, { { name = "n", key = 123456789 } }, { ("9"):rep(2000) } }) do
+      local _, err = load({ server = { api_keys = bad } })
+      assert.is_string(err)
+      assert.is_nil(err:find("123456789", 1, true), err)
+      assert.is_nil(err:find("99999", 1, true), err)
+    end
+  end)
+
   it("limits: defaults to local, redis when configured", function()
     local cfg = assert(load({ limits = { per_key = { requests_per_minute = 5 } } }))
     assert.are.same({ backend = "local", per_key = { requests_per_minute = 5 }, keys = {}, models = {} }, cfg.limits)
@@ -878,6 +887,10 @@ describe("ops config", function()
     assert.are.same({ host = "127.0.0.1", port = 7000, db = 0, timeout = 0.25, prefix = "rerankd:" }, cfg.redis)
     local _, err = load({ redis = { url = "redis://bob:pw@h" } })
     assert.truthy(err:find('Redis ACL user "bob" is not supported', 1, true), err)
+    _, err = load({ redis = { url = "rediss//:hunter2@h" } })
+    assert.truthy(err:find('invalid Redis URL "rediss//***@h"', 1, true), err)
+    _, err = load({ redis = { url = "redis://:hunter2@" } })
+    assert.truthy(err:find('"redis://***@" (no host)', 1, true), err)
   end)
 
   it("models take health: false or a triple", function()

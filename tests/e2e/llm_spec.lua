@@ -1,0 +1,407 @@
+-- End to end: the LLM rerankers (providers/openai_llm.lua, providers/openai_listwise.lua)
+-- in the real daemon against the mock OpenAI-compatible chat server
+-- (tests/mock/mock_openai.py), which scores by keyword overlap and misbehaves on demand
+-- (fault tokens in the upstream model name). Also the library (plain LuaJIT, libcurl
+-- transport) for what the HTTP shape does not show (repairs, score_kind).
+local d = require "support.daemon"
+local cjson = require "cjson"
+
+local function now()
+  local f = io.popen("date +%s.%N")
+  local t = tonumber(f:read("*a"))
+  f:close()
+  return t
+end
+
+local function start_mock()
+  local out = d.tmpname(".mock")
+  local pid = tonumber(d.sh(("python3 %s/tests/mock/mock_openai.py --port 0 --key test-key >%s 2>&1 & echo $!")
+    :format(d.root, out)))
+  for _ = 1, 100 do
+    local port = (d.readfile(out) or ""):match("listening on 127%.0%.0%.1:(%d+)")
+    if port then return { pid = pid, url = "http://127.0.0.1:" .. port } end
+    d.sleep(0.05)
+  end
+  os.execute("kill " .. pid .. " 2>/dev/null")
+  error("mock openai did not start: " .. (d.readfile(out) or ""))
+end
+
+local function stats(mock) return cjson.decode(d.sh("curl -s " .. mock.url .. "/stats")) end
+local function reset(mock) d.sh("curl -s -X POST " .. mock.url .. "/stats/reset") end
+local function requests(mock) return cjson.decode(d.sh("curl -s " .. mock.url .. "/_mock/requests")) end
+
+-- the mock's rule: share of the query's distinct words in the document
+local function words(s)
+  local w = {}
+  for x in tostring(s):lower():gmatch("[%w_]+") do w[x] = true end
+  return w
+end
+local function share(q, doc)
+  local qw, dw, n, hit = words(q), words(doc), 0, 0
+  for x in pairs(qw) do
+    n = n + 1
+    if dw[x] then hit = hit + 1 end
+  end
+  return n > 0 and hit / n or 0
+end
+
+-- indices (0-based) by share desc, index asc
+local function expected_order(q, docs)
+  local idx = {}
+  for i = 1, #docs do idx[i] = i end
+  table.sort(idx, function(a, b)
+    local sa, sb = share(q, docs[a]), share(q, docs[b])
+    if sa ~= sb then return sa > sb end
+    return a < b
+  end)
+  for i, x in ipairs(idx) do idx[i] = x - 1 end
+  return idx
+end
+
+local function order_of(j)
+  local out = {}
+  for i, r in ipairs(j.results) do out[i] = r.index end
+  return out
+end
+
+local QUERY = "red apple pie"
+local function make_docs(n)
+  local docs = {}
+  for i = 0, n - 1 do
+    local w = { "doc" .. i }
+    if i % 2 == 0 then w[#w + 1] = "red" end
+    if i % 3 == 0 then w[#w + 1] = "apple" end
+    if i % 5 == 0 then w[#w + 1] = "pie" end
+    w[#w + 1] = "filler text"
+    docs[#docs + 1] = table.concat(w, " ")
+  end
+  return docs
+end
+local SMALL = { "banana bread", "apple pie recipe", "red apple pie with cream", "red car", "pie" }
+
+local function yaml(mock)
+  local lines = {}
+  local function add(t)
+    t.base_url = t.base_url or mock.url
+    if t.api_key == nil then t.api_key = "test-key" end
+    lines[#lines + 1] = "  - " .. cjson.encode(t)
+  end
+  add({ name = "ldb", provider = "openai_llm" })
+  add({ name = "ldb-batch", provider = "openai_llm", model = "slow:100", batch_size = 10, concurrency = 3 })
+  add({ name = "ldb-noids", provider = "openai_llm", model = "noids+shuffle" })
+  add({ name = "ldb-messy", provider = "openai_llm", model = "messy" })
+  add({ name = "ldb-exact", provider = "openai_llm", template = "lancedb_exact" })
+  add({ name = "ldb-priced", provider = "openai_llm",
+        price = { per_1k_prompt_tokens = 0.01, per_1k_completion_tokens = 0.03 } })
+  add({ name = "pw", provider = "openai_llm", mode = "pointwise", model = "slow:50", concurrency = 4 })
+  add({ name = "pw8", provider = "openai_llm", mode = "pointwise", model = "slow:50" })
+  add({ name = "pw-prose", provider = "openai_llm", mode = "pointwise", model = "prose" })
+  add({ name = "pw-strings", provider = "openai_llm", mode = "pointwise", model = "strings" })
+  add({ name = "pw-some", provider = "openai_llm", mode = "pointwise", model = "fail-some" })
+  add({ name = "pw-garbled", provider = "openai_llm", mode = "pointwise", model = "malformed-some" })
+  add({ name = "pw-429", provider = "openai_llm", mode = "pointwise", model = "429" })
+  add({ name = "pw-timeout", provider = "openai_llm", mode = "pointwise", model = "slow:3000", timeout = "300ms" })
+  add({ name = "pw-flaky", provider = "openai_llm", mode = "pointwise", model = "flaky:1", call_retries = 1,
+        concurrency = 1 })
+  add({ name = "pw-instr", provider = "openai_llm", mode = "pointwise", instruction = "Model instruction." })
+  add({ name = "yn", provider = "openai_llm", template = "yes_no" })
+  add({ name = "yn-nolp", provider = "openai_llm", template = "yes_no", model = "nologprobs" })
+  add({ name = "lw", provider = "openai_listwise", window = 10, step = 5 })
+  add({ name = "lw-messy", provider = "openai_listwise", model = "messy", window = 4, step = 2 })
+  add({ name = "lw-prose", provider = "openai_listwise", model = "prose" })
+  add({ name = "lw-fail", provider = "openai_listwise", model = "500" })
+  add({ name = "badkey", provider = "openai_llm", api_key = "wrong-key" })
+  return "server: { timeout: 20s }\nmodels:\n" .. table.concat(lines, "\n") .. "\n"
+end
+
+describe("LLM rerankers over HTTP (mock OpenAI chat)", function()
+  local mock, srv
+  setup(function()
+    mock = start_mock()
+    srv = assert(d.start(yaml(mock), { workers = 1 }))
+  end)
+  teardown(function()
+    d.stop(srv)
+    if mock then os.execute("kill " .. mock.pid .. " 2>/dev/null") end
+  end)
+
+  local function rerank(model, docs, extra)
+    local body = { model = model, query = QUERY, documents = docs }
+    for k, v in pairs(extra or {}) do body[k] = v end
+    local status, raw, h, j = d.request(srv, "/v1/rerank", { body = body, timeout = 30 })
+    return status, j, raw, h
+  end
+
+  describe("lancedb mode", function()
+    it("ranks by the model's scores, LanceDB's prompt, JSON mode, default model and key", function()
+      reset(mock)
+      local status, j, raw = rerank("ldb", SMALL)
+      assert.are.equal(200, status, raw)
+      assert.are.same(expected_order(QUERY, SMALL), order_of(j))
+      assert.are.equal(1, j.results[1].relevance_score)
+      assert.is_nil(j.degraded)
+      local reqs = requests(mock)
+      assert.are.equal(1, #reqs)
+      local b = reqs[1].json
+      assert.are.equal("gpt-4-turbo-preview", b.model)
+      assert.are.same({ type = "json_object" }, b.response_format)
+      assert.are.equal(0, b.temperature)
+      assert.are.equal("Bearer test-key", reqs[1].headers.authorization)
+      assert.truthy(b.messages[1].content:find("^You are an expert relevance ranker%. Given a list of" .. (" "):rep(24)))
+      assert.are.equal(548, #b.messages[1].content)
+      assert.are.equal("Query: red apple pie Docs: [{'id': 0, 'content': 'banana bread'}, {'id': 1, 'content': "
+        .. "'apple pie recipe'}, {'id': 2, 'content': 'red apple pie with cream'}, {'id': 3, 'content': 'red car'}, "
+        .. "{'id': 4, 'content': 'pie'}]", b.messages[2].content)
+    end)
+
+    it("usage sums every call; total = prompt + completion", function()
+      reset(mock)
+      local _, j = rerank("ldb-batch", make_docs(25))
+      local reqs = requests(mock)
+      assert.are.equal(3, #reqs)
+      assert.is_true(j.usage.total_tokens > j.usage.prompt_tokens)
+      -- the mock counts words: the three prompts' words
+      local pt = 0
+      for _, r in ipairs(reqs) do
+        for _, m in ipairs(r.json.messages) do
+          for _ in m.content:lower():gmatch("[%w_]+") do pt = pt + 1 end
+        end
+      end
+      assert.are.equal(pt, j.usage.prompt_tokens)
+    end)
+
+    it("splits 45 documents into batches of 10, at most 3 in flight, in one round", function()
+      reset(mock)
+      local docs = make_docs(45)
+      local t0 = now()
+      local status, j = rerank("ldb-batch", docs)
+      local dt = now() - t0
+      assert.are.equal(200, status)
+      assert.are.same(expected_order(QUERY, docs), order_of(j))
+      local s = stats(mock)
+      assert.are.equal(5, s.requests)
+      assert.are.equal(3, s.max_inflight)
+      assert.is_true(dt >= 0.2 and dt < 2, "wall " .. dt) -- two waves of 100 ms
+    end)
+
+    it("matches LanceDB-style answers (no ids, any order) by content", function()
+      local status, j = rerank("ldb-noids", SMALL)
+      assert.are.equal(200, status)
+      assert.are.same(expected_order(QUERY, SMALL), order_of(j))
+      assert.is_nil(j.degraded)
+    end)
+
+    it("lancedb_exact sends LanceDB's exact user message", function()
+      reset(mock)
+      local status, j = rerank("ldb-exact", { "it's red", 'a "pie"' })
+      assert.are.equal(200, status)
+      assert.are.same({ 0, 1 }, order_of(j))
+      assert.are.equal([=[Query: red apple pie Docs: ["it's red", 'a "pie"']]=], requests(mock)[1].json.messages[2].content)
+    end)
+
+    it("repairs a messy answer (missing, duplicate, unknown items) without failing", function()
+      local status, j, raw = rerank("ldb-messy", SMALL)
+      assert.are.equal(200, status, raw)
+      assert.are.equal(5, #j.results)
+      -- the last document went missing: score 0, ranked by index among the zeros
+      local last
+      for _, r in ipairs(j.results) do if r.index == 4 then last = r end end
+      assert.are.equal(0, last.relevance_score)
+      assert.are.equal(2, j.results[1].index)
+    end)
+
+    it("prices the upstream's real tokens (x-rerankd-cost)", function()
+      local status, j, raw, h = rerank("ldb-priced", SMALL)
+      assert.are.equal(200, status, raw)
+      local pt, ct = j.usage.prompt_tokens, j.usage.total_tokens - j.usage.prompt_tokens
+      assert.is_true(ct > 0)
+      local want = (pt * 0.01 + ct * 0.03) / 1000
+      assert.is_true(math.abs(tonumber(h["x-rerankd-cost"]) - want) < 1e-9, h["x-rerankd-cost"] .. " vs " .. want)
+    end)
+
+    it("a wrong key: 502 naming the upstream's 401, never the key", function()
+      local status, j, raw = rerank("badkey", SMALL)
+      assert.are.equal(502, status, raw)
+      assert.truthy(j.error.message:find("HTTP 401", 1, true))
+      assert.falsy(raw:find("wrong-key", 1, true))
+    end)
+  end)
+
+  describe("pointwise mode", function()
+    it("one call per document, at most `concurrency` (4) in flight, order by score", function()
+      reset(mock)
+      local docs = make_docs(20)
+      local t0 = now()
+      local status, j = rerank("pw", docs)
+      local dt = now() - t0
+      assert.are.equal(200, status)
+      assert.are.same(expected_order(QUERY, docs), order_of(j))
+      local s = stats(mock)
+      assert.are.equal(20, s.requests)
+      assert.are.equal(4, s.max_inflight)
+      assert.is_true(dt >= 0.25, "5 waves of 50 ms took " .. dt)
+    end)
+
+    it("the default bound is 8; fewer documents never exceed their count", function()
+      reset(mock)
+      rerank("pw8", make_docs(24))
+      assert.are.equal(8, stats(mock).max_inflight)
+      reset(mock)
+      rerank("pw8", make_docs(3))
+      assert.is_true(stats(mock).max_inflight <= 3)
+    end)
+
+    it("JSON in prose and scores as strings still rank correctly", function()
+      for _, m in ipairs({ "pw-prose", "pw-strings" }) do
+        local status, j = rerank(m, SMALL)
+        assert.are.equal(200, status, m)
+        assert.are.same(expected_order(QUERY, SMALL), order_of(j), m)
+        assert.is_nil(j.degraded, m)
+      end
+    end)
+
+    it("failed calls: those documents score 0, the response is degraded, the rest ranked", function()
+      local docs = { "red apple pie flaky", "apple pie", "red", "flaky apple", "nothing" }
+      local status, j, raw = rerank("pw-some", docs)
+      assert.are.equal(200, status, raw)
+      assert.is_true(j.degraded)
+      assert.are.same({ 1, 2, 0, 3, 4 }, order_of(j))
+      assert.are.equal(0, j.results[3].relevance_score)
+      assert.truthy(raw:find('"degraded":true}$'))
+    end)
+
+    it("malformed answers: repaired to 0, degraded, not fatal", function()
+      local docs = { "red apple pie flaky", "apple pie", "red" }
+      local status, j = rerank("pw-garbled", docs)
+      assert.are.equal(200, status)
+      assert.is_true(j.degraded)
+      assert.are.same({ 1, 2, 0 }, order_of(j))
+    end)
+
+    it("every call rejected (429): 502 with the upstream's status", function()
+      local status, j = rerank("pw-429", SMALL)
+      assert.are.equal(502, status)
+      assert.truthy(j.error.message:find("HTTP 429", 1, true))
+    end)
+
+    it("every call timing out: 504", function()
+      local status, j = rerank("pw-timeout", { "a", "b" })
+      assert.are.equal(504, status)
+      assert.truthy(j.error.message:find("timed out", 1, true))
+    end)
+
+    it("call_retries re-sends a call that failed with 503", function()
+      reset(mock)
+      local status, j = rerank("pw-flaky", SMALL)
+      assert.are.equal(200, status)
+      assert.is_nil(j.degraded)
+      assert.are.same(expected_order(QUERY, SMALL), order_of(j))
+      assert.are.equal(6, stats(mock).requests)
+    end)
+
+    it("instruction: the request's replaces the model's in the prompt", function()
+      reset(mock)
+      rerank("pw-instr", { "a" })
+      assert.truthy(requests(mock)[1].json.messages[1].content:find("\nModel instruction.$"))
+      reset(mock)
+      local status = rerank("pw-instr", { "a" }, { instruction = "Request instruction." })
+      assert.are.equal(200, status)
+      local sys = requests(mock)[1].json.messages[1].content
+      assert.truthy(sys:find("\nRequest instruction.$"))
+      assert.falsy(sys:find("Model instruction", 1, true))
+      local st, j = rerank("pw-instr", { "a" }, { instruction = 5 })
+      assert.are.equal(400, st)
+      assert.are.equal("instruction", j.error.param)
+    end)
+
+    it("yes/no with logprobs: P(yes) orders the documents", function()
+      reset(mock)
+      local status, j = rerank("yn", SMALL)
+      assert.are.equal(200, status)
+      assert.are.same(expected_order(QUERY, SMALL), order_of(j))
+      assert.are.equal(0.95, j.results[1].relevance_score)
+      local b = requests(mock)[1].json
+      assert.is_true(b.logprobs)
+      assert.are.equal(1, b.max_tokens)
+    end)
+
+    it("yes/no without logprobs: 1 for yes, 0 for no", function()
+      local status, j = rerank("yn-nolp", SMALL)
+      assert.are.equal(200, status)
+      assert.are.equal(2, j.results[1].index)
+      assert.are.equal(1, j.results[1].relevance_score)
+      assert.are.equal(0, j.results[5].relevance_score)
+    end)
+  end)
+
+  describe("listwise (RankGPT)", function()
+    it("sliding windows back to front, one call at a time; rank-derived scores", function()
+      reset(mock)
+      local docs = make_docs(30)
+      local status, j, raw = rerank("lw", docs)
+      assert.are.equal(200, status, raw)
+      local s = stats(mock)
+      assert.are.equal(5, s.requests) -- [21,30] [16,25] [11,20] [6,15] [1,10]
+      assert.are.equal(1, s.max_inflight)
+      -- window - step = 5: the top 5 are the true top 5, in order
+      local want = expected_order(QUERY, docs)
+      for k = 1, 5 do assert.are.equal(want[k], j.results[k].index) end
+      for k, r in ipairs(j.results) do assert.are.equal(1 - (k - 1) / 30, r.relevance_score) end
+      local reqs = requests(mock)
+      local first = reqs[1].json
+      assert.are.equal("gpt-3.5-turbo", first.model)
+      assert.are.equal("You are RankGPT, an intelligent assistant that can rank passages based on their relevancy to the query.",
+        first.messages[1].content)
+      assert.are.equal("[1] " .. docs[21], first.messages[4].content)
+      assert.are.equal(3 + 2 * 10 + 1, #first.messages)
+    end)
+
+    it("repairs messy permutations (duplicates, out of range, missing)", function()
+      local status, j, raw = rerank("lw-messy", SMALL)
+      assert.are.equal(200, status, raw)
+      assert.are.equal(5, #j.results)
+      assert.is_nil(j.degraded)
+      local seen = {}
+      for _, r in ipairs(j.results) do seen[r.index] = true end
+      for i = 0, 4 do assert.is_true(seen[i]) end
+    end)
+
+    it("a permutation in prose", function()
+      local status, j = rerank("lw-prose", SMALL)
+      assert.are.equal(200, status)
+      assert.are.same(expected_order(QUERY, SMALL), order_of(j))
+    end)
+
+    it("every window failing: 502", function()
+      local status, j = rerank("lw-fail", SMALL)
+      assert.are.equal(502, status)
+      assert.truthy(j.error.message:find("HTTP 500", 1, true))
+    end)
+  end)
+
+  describe("the library (plain LuaJIT, libcurl)", function()
+    it("reports repairs and score_kind", function()
+      local rerank = require "rerank"
+      local r = assert(rerank.new({ models = {
+        { name = "messy", provider = "openai_llm", base_url = mock.url, api_key = "test-key", model = "messy" },
+        { name = "lw", provider = "openai_listwise", base_url = mock.url, api_key = "test-key" },
+      } }, { dir = d.root }))
+      local res = assert(r:rerank({ model = "messy", query = QUERY, documents = SMALL }))
+      assert.are.equal(3, res.repairs) -- the missing document, the duplicate, the unknown item
+      assert.are.equal("relevance", res.score_kind)
+      assert.is_true(res.usage.completion_tokens > 0)
+      res = assert(r:rerank({ model = "lw", query = QUERY, documents = SMALL }))
+      assert.are.equal("rank", res.score_kind)
+      assert.are.equal(0, res.repairs)
+      assert.are.equal(1, res.results[1].relevance_score)
+    end)
+  end)
+
+  describe("configuration", function()
+    it("rerankd -t names an unknown template with file:line:col and a suggestion", function()
+      local f = d.writefile(d.tmpname(".yaml"), "models:\n  - name: x\n    provider: openai_llm\n    template: rankgtp\n")
+      local out = d.sh(("%s/rerankd -t -c %s 2>&1"):format(d.root, f))
+      assert.truthy(out:find(':4:15: models[0].template: unknown template "rankgtp" (did you mean "rankgpt"?)', 1, true), out)
+    end)
+  end)
+end)
