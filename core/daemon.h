@@ -61,7 +61,7 @@ struct rr_req {
     struct evhttp_request *evreq;  /* NULL once answered */
     lua_State *co;
     int co_ref;
-    struct event *deadline_ev, *resume_ev;
+    struct event *deadline_ev, *resume_ev, *abort_ev;
     uint64_t t0_us;
     char id[80];                   /* x-request-id */
     char *log_fields;              /* access-log fields from Lua (malloc'd) or NULL */

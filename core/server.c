@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/keyvalq_struct.h>
 #include <lauxlib.h>
 
@@ -95,6 +96,7 @@ void rr_req_finish(rr_req *r)
     rr_worker *w = r->w;
     if (r->cancel) r->cancel(r);
     if (r->deadline_ev) event_free(r->deadline_ev);
+    if (r->abort_ev) event_free(r->abort_ev);
     if (r->resume_ev) event_free(r->resume_ev);
     if (r->co_ref != LUA_NOREF) luaL_unref(r->host->L, LUA_REGISTRYINDEX, r->co_ref);
     if (r->host) rr_lua_host_release(r->host);
@@ -109,6 +111,17 @@ void rr_req_finish(rr_req *r)
     maybe_exit_drained(w);
 }
 
+
+/* One access-log line: Lua's fields when the handler returned, else the request id. */
+static void access_log(rr_req *r, int status, unsigned long long total)
+{
+    char line[12288];
+    if (r->log_fields)
+        snprintf(line, sizeof line, "%s,\"status\":%d,\"total_us\":%llu", r->log_fields, status, total);
+    else
+        snprintf(line, sizeof line, "\"id\":\"%s\",\"status\":%d,\"total_us\":%llu", r->id, status, total);
+    rr_access_log(line);
+}
 
 /* Sends status + body; headers come from the Lua table at idx_headers of `from` (or none). */
 void rr_req_reply(rr_req *r, int status, lua_State *from, int idx_headers, const char *body, size_t len)
@@ -138,6 +151,10 @@ void rr_req_reply(rr_req *r, int status, lua_State *from, int idx_headers, const
     if (timing && timing[0]) snprintf(tbuf, sizeof tbuf, "%s;total=%llu", timing, total);
     else snprintf(tbuf, sizeof tbuf, "total=%llu", total);
     evhttp_add_header(out, "x-rerankd-timing", tbuf);
+    if (r->abort_ev) {
+        event_free(r->abort_ev);
+        r->abort_ev = NULL;
+    }
     struct evhttp_connection *c = evhttp_request_get_connection(r->evreq);
     if (c) evhttp_connection_set_closecb(c, NULL, NULL);
     if (c) {
@@ -149,12 +166,7 @@ void rr_req_reply(rr_req *r, int status, lua_State *from, int idx_headers, const
     evhttp_send_reply(r->evreq, status, NULL, buf);
     if (buf) evbuffer_free(buf);
     r->evreq = NULL;
-    char line[12288];
-    if (r->log_fields)
-        snprintf(line, sizeof line, "%s,\"status\":%d,\"total_us\":%llu", r->log_fields, status, total);
-    else
-        snprintf(line, sizeof line, "\"id\":\"%s\",\"status\":%d,\"total_us\":%llu", r->id, status, total);
-    rr_access_log(line);
+    access_log(r, status, total);
 }
 
 static void json_escape_into(char *dst, size_t cap, const char *s)
@@ -230,6 +242,29 @@ static void on_client_close(struct evhttp_connection *c, void *arg)
     rr_req_finish(r);
 }
 
+/* evhttp stops reading a connection while its request is being handled, so it never sees
+ * the client go away. While parked we watch the socket ourselves: EOF (or an error) means
+ * the client left, so cancel the request's transfers and drop the connection. Bytes
+ * instead (a pipelined request) end the watch: those are evhttp's to read later. */
+static void on_client_readable(evutil_socket_t fd, short ev, void *arg)
+{
+    (void)ev;
+    rr_req *r = arg;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) return;
+    rr_log(RR_LOG_INFO, "request %s: client closed the connection before the reply; cancelling", r->id);
+    r->aborted = 1;
+    access_log(r, 499, (unsigned long long)(rr_now_us() - r->t0_us)); /* nginx's "client closed" */
+    struct evhttp_connection *evcon = r->evreq ? evhttp_request_get_connection(r->evreq) : NULL;
+    r->evreq = NULL; /* freed with its connection below */
+    if (evcon) {
+        evhttp_connection_set_closecb(evcon, NULL, NULL);
+        evhttp_connection_free(evcon);
+    }
+    rr_req_finish(r);
+}
+
 /* Called by luahost when the coroutine yields on I/O: arm deadline and abort detection. */
 void rr_req_parked(rr_req *r)
 {
@@ -239,7 +274,15 @@ void rr_req_parked(rr_req *r)
         struct timeval tv = tv_of(left > 0 ? left : 0);
         evtimer_add(r->deadline_ev, &tv);
         struct evhttp_connection *c = evhttp_request_get_connection(r->evreq);
-        if (c) evhttp_connection_set_closecb(c, on_client_close, r);
+        if (c) {
+            evhttp_connection_set_closecb(c, on_client_close, r);
+            struct bufferevent *bev = evhttp_connection_get_bufferevent(c);
+            evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+            if (fd >= 0) {
+                r->abort_ev = event_new(r->w->base, fd, EV_READ, on_client_readable, r);
+                if (r->abort_ev) event_add(r->abort_ev, NULL);
+            }
+        }
     }
 }
 

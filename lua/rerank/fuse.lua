@@ -14,7 +14,8 @@
 --   fuse.order(P, F, top_n) -> { d, ... } best first
 --   fuse.results(P, F, order) -> { { id, score, ranks = {name=rank}, scores = {name=score} } }
 --   fuse.run(lists, opts) -> results | nil, err   (check + compute + order + results)
---   fuse.parse_request(body) / fuse.render(results): the /v1/fuse wire shape.
+--   fuse.parse_request(body, registry) -> spec; fuse.execute(spec) -> order, F;
+--   fuse.render(P, F, order) -> body: the /v1/fuse wire shape.
 --
 -- P (what methods see as `lists`): P[i] = { name, kind ("similarity"|"distance"), weight
 -- (the list's own, or nil), w (effective weight), n, ids = {pos -> id}, scores = {pos -> raw
@@ -543,54 +544,93 @@ function M.normalize(list, how, opts)
   return out
 end
 
+-- F[d] += w × normalize(list)(d) for every position, without the intermediate array: the
+-- same arithmetic as fuse.normalize (so the same bits), in one loop per variant.
+function M.add_normalized(F, list, how, opts, w)
+  local n, docs = list.n, list.docs
+  if n == 0 then return F end
+  if how == "min_max" or how == "none" or how == nil then
+    local s = M.sims(list)
+    if how ~= "min_max" then
+      for j = 1, n do
+        local d = docs[j]
+        F[d] = F[d] + w * s[j]
+      end
+      return F
+    end
+    local mn, mx = minmax(s, n)
+    if mx == mn then
+      for j = 1, n do
+        local d = docs[j]
+        F[d] = F[d] + w * 1.0
+      end
+    else
+      local r = mx - mn
+      for j = 1, n do
+        local d = docs[j]
+        F[d] = F[d] + w * ((s[j] - mn) / r)
+      end
+    end
+    return F
+  end
+  local v = M.normalize(list, how, opts)
+  for j = 1, n do
+    local d = docs[j]
+    F[d] = F[d] + w * v[j]
+  end
+  return F
+end
+
 -- The comb* family (Fox & Shaw): v_i(d) = w_i × normalize(list_i)(d), aggregated over the
 -- lists holding d with how = sum | mnz (sum × count) | anz (sum / count) | max | min | med.
 function M.comb(lists, params, how)
   local N = lists.n_docs
   local F = table_new(N, 0)
   local count = lists.count
-  local seen = table_new(N, 0)
-  local vals = (how == "med") and {} or nil
-  for d = 1, N do F[d] = 0; seen[d] = false end
-  for i = 1, #lists do
-    local l = lists[i]
-    local w, docs = l.w, l.docs
-    local v = M.normalize(l, params.normalize, params)
-    for j = 1, l.n do
-      local d = docs[j]
-      local x = w * v[j]
-      if how == "max" then
-        if not seen[d] or x > F[d] then F[d] = x end
-      elseif how == "min" then
-        if not seen[d] or x < F[d] then F[d] = x end
-      elseif how == "med" then
-        if count[d] == 1 then
+  for d = 1, N do F[d] = 0 end
+  if how == "sum" or how == "mnz" or how == "anz" then
+    for i = 1, #lists do M.add_normalized(F, lists[i], params.normalize, params, lists[i].w) end
+  else
+    local seen = table_new(N, 0)
+    for d = 1, N do seen[d] = false end
+    local vals = (how == "med") and {} or nil
+    for i = 1, #lists do
+      local l = lists[i]
+      local w, docs = l.w, l.docs
+      local v = M.normalize(l, params.normalize, params)
+      for j = 1, l.n do
+        local d = docs[j]
+        local x = w * v[j]
+        if how == "max" then
+          if not seen[d] or x > F[d] then F[d] = x end
+        elseif how == "min" then
+          if not seen[d] or x < F[d] then F[d] = x end
+        elseif count[d] == 1 then -- med
           F[d] = x
         else
           local t = vals[d]
           if not t then t = {}; vals[d] = t end
           t[#t + 1] = x
         end
-      else
-        F[d] = F[d] + x
+        seen[d] = true
       end
-      seen[d] = true
+    end
+    if vals then
+      for d, t in pairs(vals) do
+        sort(t)
+        local m = #t
+        if m % 2 == 1 then
+          F[d] = t[(m + 1) / 2]
+        else
+          F[d] = (t[m / 2] + t[m / 2 + 1]) / 2
+        end
+      end
     end
   end
   if how == "mnz" then
     for d = 1, N do F[d] = F[d] * count[d] end
   elseif how == "anz" then
     for d = 1, N do F[d] = F[d] / count[d] end
-  elseif how == "med" then
-    for d, t in pairs(vals) do
-      sort(t)
-      local m = #t
-      if m % 2 == 1 then
-        F[d] = t[(m + 1) / 2]
-      else
-        F[d] = (t[m / 2] + t[m / 2 + 1]) / 2
-      end
-    end
   end
   return F
 end
@@ -627,7 +667,6 @@ function M.compute(P, method, params, pprefix)
       if by_name then w = ws[l.name] else w = ws[i] end
     end
     l.w = w or 1
-    l.sims = nil
     if scored then
       if l.missing then
         local ip = l.items_param and (l.items_param .. "[" .. (l.missing - 1) .. "]")
@@ -757,7 +796,7 @@ function M.results(P, F, order)
   local L = #P
   for t = 1, #order do
     local d = order[t]
-    local ranks, scores = {}, {}
+    local ranks, scores = table_new(0, L), table_new(0, L)
     for i = 1, L do
       local l = P[i]
       local p = l.pos[d]
@@ -767,7 +806,9 @@ function M.results(P, F, order)
         if s ~= nil then scores[l.name] = s end
       end
     end
-    out[t] = { id = P.ids[d], score = F[d] or 0, ranks = ranks, scores = scores }
+    local r = table_new(0, 4)
+    r.id, r.score, r.ranks, r.scores = P.ids[d], F[d] or 0, ranks, scores
+    out[t] = r
   end
   return out
 end
@@ -859,44 +900,45 @@ function M.parse_request(body, registry)
   return { lists = P, method = method, params = params, top_n = top_n }
 end
 
--- Runs a parsed request: results | nil, err
+-- Runs a parsed request: order, F | nil, err (fuse.render turns them into the body)
 function M.execute(spec)
   local F, err = M.compute(spec.lists, spec.method, spec.params, "params")
   if not F then return nil, err end
-  return M.results(spec.lists, F, M.order(spec.lists, F, spec.top_n))
+  return M.order(spec.lists, F, spec.top_n), F
 end
 
-local function map_json(t, order)
-  local buf = {}
-  for _, name in ipairs(order) do
-    local v = t[name]
-    if v ~= nil then buf[#buf + 1] = jstring(name) .. ":" .. jnumber(v) end
-  end
-  return "{" .. concat(buf, ",") .. "}"
-end
-
--- {"results":[{"id":..,"score":..,"ranks":{..},"scores":{..}}, ...]} (list names in input order)
-function M.render(results, P)
-  local names = {}
-  if P then
-    for i = 1, #P do names[i] = P[i].name end
-  end
-  local buf = table_new(#results + 2, 0)
+-- {"results":[{"id":..,"score":..,"ranks":{..},"scores":{..}}, ...]}, straight from the
+-- prepared lists (no per-result tables); list names in input order.
+function M.render(P, F, order)
+  local m = #order
+  local L = #P
+  local names = table_new(L, 0)
+  for i = 1, L do names[i] = jstring(P[i].name) .. ":" end
+  local buf = table_new(m + 2, 0)
   buf[1] = '{"results":['
-  for t = 1, #results do
-    local r = results[t]
-    local nm = names
-    if not P then
-      nm = {}
-      for k in pairs(r.ranks) do nm[#nm + 1] = k end
-      sort(nm)
+  local rk, sc = table_new(L, 0), table_new(L, 0)
+  for t = 1, m do
+    local d = order[t]
+    local nr, ns = 0, 0
+    for i = 1, L do
+      local l = P[i]
+      local p = l.pos[d]
+      if p then
+        nr = nr + 1
+        rk[nr] = names[i] .. p
+        local x = l.scores[p]
+        if x ~= nil then
+          ns = ns + 1
+          sc[ns] = names[i] .. jnumber(x)
+        end
+      end
     end
-    local id = r.id
+    local id = P.ids[d]
     buf[t + 1] = (t > 1 and ',{"id":' or '{"id":') .. (type(id) == "number" and jnumber(id) or jstring(id))
-        .. ',"score":' .. jnumber(r.score) .. ',"ranks":' .. map_json(r.ranks, nm)
-        .. ',"scores":' .. map_json(r.scores, nm) .. '}'
+        .. ',"score":' .. jnumber(F[d] or 0) .. ',"ranks":{' .. concat(rk, ",", 1, nr)
+        .. '},"scores":{' .. concat(sc, ",", 1, ns) .. '}}'
   end
-  buf[#results + 2] = ']}'
+  buf[m + 2] = ']}'
   return concat(buf)
 end
 

@@ -135,11 +135,11 @@ local function handle_fuse(ctx)
     if not ok then return ratelimit.reply(denial) end
   end
   local t1 = core.now_us()
-  local results, ferr = fuse.execute(spec)
-  if not results then return err_reply(ferr) end
+  local order, F = fuse.execute(spec)
+  if not order then return err_reply(F) end
   local t2 = core.now_us()
   timing.sort = t2 - t1
-  local body = fuse.render(results, spec.lists)
+  local body = fuse.render(spec.lists, F, order)
   timing.serialize = core.now_us() - t2
   return 200, { ["content-type"] = "application/json",
     ["x-rerankd-timing"] = ("parse=%d;upstream=0;sort=%d;serialize=%d"):format(timing.parse, timing.sort, timing.serialize),

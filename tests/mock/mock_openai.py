@@ -38,7 +38,7 @@ Control: GET /stats -> {requests, inflight, max_inflight}; POST /stats/reset (al
 GET /_mock/requests -> [{path, headers, json}] and POST /_mock/reset: both reset everything).
 With --key K, requests must carry "Authorization: Bearer K" (else 401, OpenAI's error shape).
 """
-import argparse, ast, json, math, re, sys, threading, time
+import argparse, ast, json, math, re, socket, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
@@ -210,6 +210,11 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
+    def setup(self):
+        super().setup()
+        # no Nagle: with delayed ACKs a reply written in two pieces would stall ~40 ms
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def send(self, status, body, headers=None):
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
@@ -217,8 +222,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(raw)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(raw)
+        # headers and body in one write
+        self._headers_buffer.append(b"\r\n")
+        data = b"".join(self._headers_buffer) + raw
+        self._headers_buffer = []
+        self.wfile.write(data)
 
     def read_body(self):
         n = int(self.headers.get("Content-Length") or 0)

@@ -90,6 +90,29 @@ end
 
 function M.logtext(d) return readfile(d.log) or "" end
 
+-- Starts a python3 mock from tests/mock/ (default mock_upstream.py): { pid, port, url }.
+function M.start_mock(script)
+  local out = tmpname(".mock")
+  local pid = tonumber(sh(("python3 %s/tests/mock/%s --port 0 >%s 2>&1 & echo $!"):format(
+    root, script or "mock_upstream.py", out)))
+  for _ = 1, 100 do
+    local port = (readfile(out) or ""):match("listening on 127%.0%.0%.1:(%d+)")
+    if port then return { pid = pid, port = tonumber(port), url = "http://127.0.0.1:" .. port } end
+    sleep(0.05)
+  end
+  os.execute("kill " .. pid .. " 2>/dev/null")
+  error("mock did not start: " .. (readfile(out) or ""))
+end
+
+function M.stop_mock(m)
+  if m and m.pid then os.execute("kill " .. m.pid .. " 2>/dev/null") end
+end
+
+-- Open file descriptors of a process (Linux /proc).
+function M.fd_count(pid)
+  return tonumber(sh("ls /proc/" .. pid .. "/fd 2>/dev/null | wc -l")) or 0
+end
+
 -- One HTTP request with curl. opts: method, body (string or table → JSON), headers {k=v}, raw_args.
 -- Returns status, body_string, headers (lower-case names), decoded JSON (or nil).
 function M.request(d, path, opts)

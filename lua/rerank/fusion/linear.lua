@@ -22,12 +22,7 @@ function M.fuse(lists, params)
   for d = 1, N do F[d] = 0 end
   for i = 1, #lists do
     local l = lists[i]
-    local w, docs = l.w, l.docs
-    local v = fuse.normalize(l, params.normalize, params)
-    for j = 1, l.n do
-      local d = docs[j]
-      F[d] = F[d] + w * v[j]
-    end
+    fuse.add_normalized(F, l, params.normalize, params, l.w)
   end
   return F
 end
