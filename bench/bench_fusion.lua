@@ -3,10 +3,11 @@
 -- same loops over the same prepared arrays). Prints Markdown table rows in bench/run.sh's
 -- columns: | benchmark | rerankd | baseline (same run) | baseline | ratio |
 --
---   luajit bench/bench_fusion.lua [WORKDIR]     (from the repository root; WORKDIR default
---                                                build/bench; needs cc for the C rows)
+--   luajit bench/bench_fusion.lua [WORKDIR]     (WORKDIR default build/bench, relative to the
+--                                                working directory; needs cc for the C rows)
 -- Env: BENCH_FUSION_SIZES="1000 100000", BENCH_FUSION_REPS (runs per row, median kept).
-local root = os.getenv("PWD") or "."
+local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
+local root = here .. "/.."
 package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
 package.cpath = root .. "/?.so;" .. package.cpath
 
@@ -36,7 +37,7 @@ local C
 do
   local so = workdir .. "/bench_fusion.so"
   local cc = os.getenv("CC") or "cc"
-  local ok = os.execute(("%s -std=c11 -O2 -shared -fPIC -o '%s' bench/bench_fusion.c 2>/dev/null"):format(cc, so))
+  local ok = os.execute(("%s -std=c11 -O2 -shared -fPIC -o '%s' '%s/bench/bench_fusion.c' 2>/dev/null"):format(cc, so, root))
   if ok == 0 or ok == true then
     local lok, lib = pcall(ffi.load, so)
     if lok then C = lib end
@@ -114,9 +115,10 @@ for _, n in ipairs(sizes) do
     linear = assert(fuse.check_params(methods.linear, { normalize = "min_max" })),
   }
   -- C copies of the prepared arrays
-  local cdocs, clens, csims, cw, keep
+  local cdocs, clens, csims, cw
   if C then
-    keep = {}
+    local keep = {}
+    P.c_arrays = keep -- anchors the FFI arrays against the GC
     cdocs = ffi.new("const int *[3]")
     csims = ffi.new("const double *[3]")
     clens = ffi.new("int[3]")

@@ -49,6 +49,8 @@ struct rr_worker {
     rr_luahost *host;          /* the current configuration */
     size_t inflight;
     size_t unflushed;          /* replies handed to libevent but not yet written out */
+    /* outcomes Lua never sees (its coroutine died or was abandoned); monotonic */
+    unsigned long long lua_errors, deadline_timeouts, client_aborts;
     int stopping;
     void *fetch;               /* fetch.c per-worker state */
     void *redis;               /* redis.c connection pool */

@@ -96,11 +96,34 @@ static int l_workers(lua_State *L)
     return 2;
 }
 
+/* daemon.in_flight() -> requests this worker is handling now */
+static int l_in_flight(lua_State *L)
+{
+    rr_worker *w = self_worker(L);
+    lua_pushinteger(L, w ? (lua_Integer)w->inflight : 0);
+    return 1;
+}
+
+/* daemon.counters() -> { lua_errors, deadline_timeouts, client_aborts } of this worker */
+static int l_counters(lua_State *L)
+{
+    rr_worker *w = self_worker(L);
+    lua_createtable(L, 0, 3);
+    lua_pushnumber(L, w ? (lua_Number)w->lua_errors : 0);
+    lua_setfield(L, -2, "lua_errors");
+    lua_pushnumber(L, w ? (lua_Number)w->deadline_timeouts : 0);
+    lua_setfield(L, -2, "deadline_timeouts");
+    lua_pushnumber(L, w ? (lua_Number)w->client_aborts : 0);
+    lua_setfield(L, -2, "client_aborts");
+    return 1;
+}
+
 static int open_module(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         { "metrics_publish", l_metrics_publish }, { "metrics_collect", l_metrics_collect },
         { "worker_id", l_worker_id },             { "workers", l_workers },
+        { "in_flight", l_in_flight },             { "counters", l_counters },
         { NULL, NULL },
     };
     lua_newtable(L);

@@ -236,6 +236,8 @@ static const char *method_name(enum evhttp_cmd_type m)
     case EVHTTP_REQ_DELETE: return "DELETE";
     case EVHTTP_REQ_OPTIONS: return "OPTIONS";
     case EVHTTP_REQ_PATCH: return "PATCH";
+    case EVHTTP_REQ_TRACE: return "TRACE";
+    case EVHTTP_REQ_CONNECT: return "CONNECT";
     default: return "OTHER";
     }
 }
@@ -343,6 +345,7 @@ void rr_lua_resume(rr_req *r, int nargs)
     } else {
         const char *msg = lua_tostring(co, -1);
         lua_State *L = r->host->L;
+        r->w->lua_errors++;
         luaL_traceback(L, co, msg ? msg : "(non-string error)", 0);
         rr_log(RR_LOG_ERROR, "request %s: Lua error: %s", r->id, lua_tostring(L, -1));
         lua_pop(L, 1);

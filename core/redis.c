@@ -262,7 +262,7 @@ static void cancel(rr_req *r)
 }
 
 typedef struct {
-    const char *host, *password;
+    const char *host, *password, *username;
     int port, db;
     double timeout;
 } redis_opts;
@@ -280,7 +280,9 @@ static void read_opts(lua_State *L, redis_opts *o)
     o->db = (int)luaL_optinteger(L, -1, 0);
     lua_getfield(L, 1, "timeout");
     o->timeout = luaL_optnumber(L, -1, 1.0);
-    lua_pop(L, 5); /* strings stay referenced by the options table */
+    lua_getfield(L, 1, "username");
+    o->username = luaL_optstring(L, -1, NULL);
+    lua_pop(L, 6); /* strings stay referenced by the options table */
     if (strcmp(o->host, "localhost") == 0) o->host = "127.0.0.1";
 }
 
@@ -312,8 +314,8 @@ static void encode_cmd(lua_State *L, int idx)
 
 static rconn *get_conn(lua_State *L, rr_req *r, const redis_opts *o)
 {
-    char key[160];
-    snprintf(key, sizeof key, "%s:%d/%d", o->host, o->port, o->db);
+    char key[160]; /* connections are authenticated: the user is part of the pool key */
+    snprintf(key, sizeof key, "%s@%s:%d/%d", o->username ? o->username : "", o->host, o->port, o->db);
     redis_state *s = state_of(r->w);
     if (!s) luaL_error(L, "redis: out of memory");
     for (rconn **pp = &s->idle; *pp; pp = &(*pp)->next) {
@@ -386,7 +388,12 @@ static int start(lua_State *L, int pipeline)
     c->skip = 0;
     if (!c->authed) {
         char pre[512];
-        if (o.password) {
+        if (o.password && o.username) { /* Redis 6 ACL user */
+            snprintf(pre, sizeof pre, "*3\r\n$4\r\nAUTH\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n", strlen(o.username),
+                     o.username, strlen(o.password), o.password);
+            bufferevent_write(c->bev, pre, strlen(pre));
+            c->skip++;
+        } else if (o.password) {
             snprintf(pre, sizeof pre, "*2\r\n$4\r\nAUTH\r\n$%zu\r\n%s\r\n", strlen(o.password), o.password);
             bufferevent_write(c->bev, pre, strlen(pre));
             c->skip++;

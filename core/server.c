@@ -112,6 +112,21 @@ void rr_req_finish(rr_req *r)
 }
 
 
+/* libevent 2.1's table stops at 417 and has no 422/429: name them ourselves. */
+static const char *reason(int status)
+{
+    switch (status) {
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return NULL; /* libevent's own */
+    }
+}
+
 /* One access-log line: Lua's fields when the handler returned, else the request id. */
 static void access_log(rr_req *r, int status, unsigned long long total)
 {
@@ -163,7 +178,7 @@ void rr_req_reply(rr_req *r, int status, lua_State *from, int idx_headers, const
     }
     struct evbuffer *buf = evbuffer_new();
     if (buf) evbuffer_add(buf, body, len);
-    evhttp_send_reply(r->evreq, status, NULL, buf);
+    evhttp_send_reply(r->evreq, status, reason(status), buf);
     if (buf) evbuffer_free(buf);
     r->evreq = NULL;
     access_log(r, status, total);
@@ -225,6 +240,7 @@ static void on_deadline(evutil_socket_t fd, short ev, void *arg)
     rr_req *r = arg;
     char msg[128];
     snprintf(msg, sizeof msg, "request exceeded its deadline of %.3gs", r->w->opt->timeout);
+    r->w->deadline_timeouts++;
     rr_log(RR_LOG_WARN, "request %s: %s", r->id[0] ? r->id : "-", msg);
     rr_req_reply_error(r, 504, "timeout_error", msg);
     rr_req_finish(r);
@@ -255,6 +271,7 @@ static void on_client_readable(evutil_socket_t fd, short ev, void *arg)
     if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) return;
     rr_log(RR_LOG_INFO, "request %s: client closed the connection before the reply; cancelling", r->id);
     r->aborted = 1;
+    r->w->client_aborts++;
     access_log(r, 499, (unsigned long long)(rr_now_us() - r->t0_us)); /* nginx's "client closed" */
     struct evhttp_connection *evcon = r->evreq ? evhttp_request_get_connection(r->evreq) : NULL;
     r->evreq = NULL; /* freed with its connection below */
@@ -382,8 +399,9 @@ int rr_worker_start(rr_worker *w)
     evhttp_set_max_headers_size(w->http, 64 * 1024);
     struct timeval ka = tv_of(w->opt->keepalive);
     evhttp_set_timeout_tv(w->http, &ka);
-    evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
-                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    /* Every method, known or not, reaches the Lua router, which answers 405 in JSON: libevent's
+     * own refusal is a 501 with an HTML body (DESIGN §6: errors are JSON, 4xx for the client). */
+    evhttp_set_allowed_methods(w->http, 0xffff);
     evhttp_set_gencb(w->http, on_request, w);
     w->bound = evhttp_accept_socket_with_handle(w->http, w->listen_fd);
     if (!w->bound) {

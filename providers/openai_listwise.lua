@@ -23,6 +23,7 @@ local P = {
   env_key = "OPENAI_API_KEY",
   templates = true,   -- config.lua resolves `template` in paths.templates
   concurrency = 1,    -- one call per round: windows are sequential
+  cacheable = false,  -- a document's rank depends on the whole list (lua/rerank/cache.lua)
   defaults = { base_url = "https://api.openai.com", path = "/v1/chat/completions", model = "gpt-3.5-turbo" },
   options = {
     window = { type = "integer", min = 2, default = 20 },

@@ -16,7 +16,9 @@
 --                           raw = the client's document value as decoded (string or table) }, ... },
 --           top_n = integer|nil, return_documents = bool, truncate = "none"|"start"|"end"|nil,
 --           max_tokens_per_document = integer|nil, metadata = table|nil, user = string|nil,
---           extra_body = table|nil, instruction = string|nil, shape = "rerankd" }
+--           extra_body = table|nil, instruction = string|nil, shape = "rerankd",
+--           pipeline = name|stages|nil, lists = prepared lists (rerank.fuse)|nil,
+--           return_score = "relevance"|"all"|nil }   (pipelines: lua/rerank/pipeline.lua)
 -- Document text is the decoder's string itself (no copies).
 --
 -- Validation rules (stable messages; tests assert them): JSON null counts as absent for
@@ -253,8 +255,16 @@ local function render_rerankd(result, req)
   end
   local u = result.usage or {}
   local pt = u.prompt_tokens or 0
-  buf[n + 2] = '],"usage":{"prompt_tokens":' .. number(pt) .. ',"total_tokens":'
-      .. number(u.total_tokens or pt) .. (result.degraded and '},"degraded":true}' or '}}')
+  -- optional members only when known: completion tokens (LLMs), search units, cost (USD
+  -- from config prices), score_kind ("rank" for listwise), repairs (LLM answers fixed up)
+  buf[n + 2] = '],"usage":{"prompt_tokens":' .. number(pt)
+      .. (u.completion_tokens and (',"completion_tokens":' .. number(u.completion_tokens)) or '')
+      .. ',"total_tokens":' .. number(u.total_tokens or pt)
+      .. (u.search_units and (',"search_units":' .. number(u.search_units)) or '')
+      .. (u.cost and (',"cost":' .. number(u.cost)) or '') .. '}'
+      .. (result.score_kind and result.score_kind ~= "relevance" and (',"score_kind":' .. jstring(result.score_kind)) or '')
+      .. (result.repairs and result.repairs > 0 and (',"repairs":' .. number(result.repairs)) or '')
+      .. (result.degraded and ',"degraded":true}' or '}')
   return concat(buf)
 end
 

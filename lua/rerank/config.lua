@@ -810,6 +810,15 @@ function M.check_fuse_stage(out, kpath, ctx)
     if out.method and out.method ~= m.name then
       fail(key_path(kpath, "method"), ('"%s" does not match the name "%s" in %s'):format(out.method, m.name, file))
     end
+    if fuse.BUILTIN_SET[m.name] then
+      fail(fpath, ('fusion method "%s" (%s) is a built-in name; choose another'):format(m.name, file))
+    end
+    local other = (ctx.fusion_index and ctx.fusion_index[m.name]) or (ctx.stage_fusion and ctx.stage_fusion[m.name])
+    if other and other ~= file then
+      fail(fpath, ('fusion method "%s" is also defined by %s'):format(m.name, other))
+    end
+    ctx.stage_fusion = ctx.stage_fusion or {}
+    ctx.stage_fusion[m.name] = file
     out.fusion_file, method = file, m
   else
     local name = out.method or fuse.DEFAULT_METHOD
@@ -1070,6 +1079,7 @@ local REDIS = { type = "record", fields = {
   { "url", { type = "string", nonempty = true } },
   { "host", { type = "string", nonempty = true } },
   { "port", { type = "integer", min = 1, max = 65535 } },
+  { "username", { type = "string", nonempty = true } },
   { "password", { type = "string" } },
   { "db", { type = "integer", min = 0 } },
   { "timeout", { type = "duration", positive = true, default = 0.5 } },
@@ -1097,9 +1107,7 @@ local function parse_redis_url(u, path)
     local user, pass = auth:match("^([^:]*):(.*)$")
     if user then
       user = unescape_url(user)
-      if user ~= "" and user ~= "default" then
-        fail(path, ('Redis ACL user "%s" is not supported (use the default user: redis://:password@host)'):format(user))
-      end
+      if user ~= "" and user ~= "default" then out.username = user end -- Redis 6 ACL: AUTH user pass
       out.password = unescape_url(pass)
     else
       out.password = unescape_url(auth)
@@ -1128,9 +1136,9 @@ local function check_redis(v, ctx)
   local r = check(REDIS, v, "redis", ctx)
   if r.url then
     local u = parse_redis_url(r.url, "redis.url")
-    for _, k in ipairs({ "host", "port", "password", "db" }) do
+    for _, k in ipairs({ "host", "port", "username", "password", "db" }) do
       if r[k] ~= nil and u[k] ~= nil then
-        fail("redis." .. k, "conflicts with redis.url (set either url or host/port/password/db)")
+        fail("redis." .. k, "conflicts with redis.url (set either url or host/port/username/password/db)")
       end
       if r[k] == nil then r[k] = u[k] end
     end

@@ -5,7 +5,8 @@
 --       v: an array of lists; a list is { name=?, kind=?, weight=?, items = {...} } or an
 --       array of items (a Lua table may carry name/kind/weight next to its array part).
 --       An item is { id = string|number, score = number? } or a bare id. opts.documents:
---       also check text/title/metadata (pipelines). err = { status, type, message, param }.
+--       also check text (opts.text_field, default "text")/title/metadata (pipelines).
+--       err = { status, type, message, param }.
 --   fuse.methods(cfg) -> { name = method } the built-ins plus the operator's (cfg.fusion,
 --       fusion_file in pipeline stages), loaded once per configuration table.
 --   fuse.method(name, registry, param) -> method | nil, err
@@ -89,6 +90,7 @@ function M.check_lists(v, param, opts)
   local ids, best, count = {}, {}, {}
   local nd = 0
   local with_docs = opts.documents
+  local tfield = opts.text_field or "text" -- where an item's text is (pipelines)
   local texts, doc_item
   if with_docs then texts, doc_item = {}, {} end
   for i = 1, nl do
@@ -196,11 +198,11 @@ function M.check_lists(v, param, opts)
       lids[j], lscores[j], ldocs[j] = id, sc, d
       if with_docs and t == "table" then
         local ip
-        local text, title, md = it.text, it.title, it.metadata
+        local text, title, md = it[tfield], it.title, it.metadata
         if present(text) then
           if type(text) ~= "string" then
             ip = lp .. ".items[" .. (j - 1) .. "]"
-            return fail(400, ip .. ".text must be a string", ip .. ".text")
+            return fail(400, ip .. "." .. tfield .. " must be a string", ip .. "." .. tfield)
           end
           if texts[d] == nil then texts[d] = text; doc_item[d] = it end
         end
@@ -292,7 +294,7 @@ function M.methods(cfg)
         local fs = st.fuse
         if fs and fs.fusion_file then
           local m = M.load_file(fs.fusion_file)
-          if m then reg[fs.method or m.name] = m end
+          if m and not BUILTIN_SET[m.name] then reg[m.name] = m end
         end
       end
     end
@@ -301,9 +303,13 @@ function M.methods(cfg)
   return reg
 end
 
+local default_registry
 function M.method(name, registry, param)
   param = param or "method"
-  registry = registry or M.methods(nil)
+  if not registry then
+    default_registry = default_registry or M.methods(nil)
+    registry = default_registry
+  end
   if name == nil or name == null then name = M.DEFAULT_METHOD end
   if type(name) ~= "string" then return fail(400, param .. " must be a string", param) end
   local m = registry[name]
@@ -419,7 +425,7 @@ function M.check_params(method, params, prefix)
         if x == nil then return nil, err end
         out[k] = x
       end
-    elseif declared and not (BUILTIN_SET[method.name] and KNOWN[k]) and method.open ~= true then
+    elseif declared and not (BUILTIN_SET[method.name] and KNOWN[k]) then
       local names = {}
       for n in pairs(COMMON) do names[#names + 1] = n end
       for n in pairs(declared) do names[#names + 1] = n end
@@ -824,7 +830,7 @@ function M.run(lists, opts)
   opts = opts or {}
   local P, err = M.check_lists(lists, "lists")
   if not P then return nil, err end
-  local registry = opts.methods or M.methods(nil)
+  local registry = opts.methods
   local method
   if opts.fusion_file then
     local m, lerr = M.load_file(opts.fusion_file)
@@ -867,7 +873,7 @@ function M.parse_request(body, registry)
     if b == nil then return fail(400, "invalid JSON body: " .. tostring(derr)) end
   end
   if type(b) ~= "table" or kind(b) ~= "object" then return fail(400, "request body must be a JSON object") end
-  local method, err = M.method(present(b.method) and b.method or nil, registry or M.methods(nil), "method")
+  local method, err = M.method(present(b.method) and b.method or nil, registry, "method")
   if not method then return nil, err end
   local top_n = b.top_n
   if present(top_n) then

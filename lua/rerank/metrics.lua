@@ -70,6 +70,9 @@ M.define("rerankd_request_duration_seconds", H, "Request latency from accept to 
 M.define("rerankd_stage_duration_seconds", H, "Time spent per request stage (parse, upstream, sort, serialize)",
   { "stage" })
 M.define("rerankd_in_flight_requests", G, "Requests being handled right now", {})
+M.define("rerankd_script_errors_total", C, "Requests answered 500 because a Lua script raised", {})
+M.define("rerankd_deadline_exceeded_total", C, "Requests answered 504 at the per-request deadline", {})
+M.define("rerankd_client_aborts_total", C, "Requests whose client disconnected before the answer", {})
 M.define("rerankd_upstream_requests_total", C,
   "Scoring calls per model (deployment): outcome ok, degraded or error", { "model", "provider", "outcome" })
 M.define("rerankd_upstream_duration_seconds", H,
@@ -391,6 +394,12 @@ local function refresh()
   M.set("rerankd_build_info", { version = version }, 1)
   M.set("rerankd_workers", nil, 1)
   M.set("rerankd_in_flight_requests", nil, in_flight())
+  if daemon and daemon.counters then -- answered by C: Lua never saw these finish
+    local c = daemon.counters()
+    M.set("rerankd_script_errors_total", nil, c.lua_errors)
+    M.set("rerankd_deadline_exceeded_total", nil, c.deadline_timeouts)
+    M.set("rerankd_client_aborts_total", nil, c.client_aborts)
+  end
   for _, k in ipairs(hook_order) do
     local ok, err = pcall(gauge_hooks[k], M)
     if not ok then pcall(core.log, "warn", "metrics: snapshot hook " .. tostring(k) .. ": " .. tostring(err)) end

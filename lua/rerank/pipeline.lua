@@ -215,8 +215,11 @@ function M.parse_fields(b, req, opts)
       local _, err = fail(422, "send either documents or lists, not both", "documents")
       return err
     end
-    local P, err = fuse.check_lists(b.lists, "lists", { documents = true })
+    local tf = b.text_field
+    if type(tf) ~= "string" or tf == "" then tf = opts.text_field end
+    local P, err = fuse.check_lists(b.lists, "lists", { documents = true, text_field = tf })
     if not P then return err end
+    P.text_field = tf
     req.lists = P
     req.documents = {}
   elseif present(b.documents) then
@@ -258,9 +261,7 @@ function M.resolve(inst, req)
   end
   local name = req.model or cfg.default_model
   local entry = cfg.pipeline_index and cfg.pipeline_index[name]
-  if entry and not (req.model == nil and req.lists == nil and cfg.model_index[name]) then
-    return entry.stages, entry.name
-  end
+  if entry then return entry.stages, entry.name end -- model (or default_model) names a pipeline
   if req.lists then
     if req.model and not cfg.model_index[req.model] then
       return fail(404, ("model %q is not configured (see GET /v1/models)"):format(req.model), "model")
@@ -427,8 +428,8 @@ local function run_rerank(inst, req, P, spec, sp, st)
     local d = order[t]
     local text = P.texts and P.texts[d]
     if text == nil then
-      local ip = first_place(P, d)
-      return fail(400, ip .. ".text is required (the pipeline has a rerank stage)", ip .. ".text")
+      local ip = first_place(P, d) .. "." .. (P.text_field or "text")
+      return fail(400, ip .. " is required (the pipeline has a rerank stage)", ip)
     end
     local it = item_of(P, d)
     local title, md
@@ -445,7 +446,8 @@ local function run_rerank(inst, req, P, spec, sp, st)
   local sub = { shape = "rerankd", model = mname, query = req.query, documents = docs, return_documents = false,
                 truncate = req.truncate, max_tokens_per_document = req.max_tokens_per_document,
                 metadata = req.metadata, user = req.user, extra_body = req.extra_body, id = req.id,
-                instruction = req.instruction }
+                instruction = req.instruction, timeout = req.timeout, fallbacks = req.fallbacks,
+                max_chunks_per_doc = req.max_chunks_per_doc }
   local res, err
   if m > 0 then
     local timing = {}
@@ -553,6 +555,7 @@ function M.run(inst, req, stages, name, timing)
     timing.upstream = st.upstream
     timing.sort = (now_us() - t0) - st.upstream
   end
+  st.usage.search_units = st.usage.search_units or 0 -- fusion alone bills nothing
   local rid = req.id
   if not rid then
     local ok, core = pcall(require, "rerank.core")
@@ -563,6 +566,7 @@ function M.run(inst, req, stages, name, timing)
     model = name,
     results = results,
     usage = st.usage,
+    cost = st.usage.cost,      -- x-rerankd-cost: the rerank stages' cost
     degraded = st.degraded or nil,
     degraded_reasons = st.degraded and st.reasons or nil,
     pipeline = true,

@@ -30,7 +30,9 @@ paths: { providers: [%s/tests/fixtures/providers] }
 models:
   - { name: probe, provider: redis_probe, port: %d, password: s3cret }
   - { name: noredis, provider: redis_probe, port: 1 }
-]]):format(d.root, redis.port), { workers = 2 }))
+  - { name: acl, provider: redis_probe, port: %d, username: bob, password: b0b-pw }
+]]):format(d.root, redis.port, redis.port), { workers = 2 }))
+    d.sh(("redis-cli -p %d -a s3cret --no-auth-warning ACL SETUSER bob on '>b0b-pw' '~*' '+@all'"):format(redis.port))
   end)
   teardown(function()
     d.stop(srv)
@@ -64,6 +66,12 @@ models:
     assert.are.equal(1, j.results[1].relevance_score, raw)
     _, raw, _, j = run("probe", "array")
     assert.are.equal(3, j.results[1].relevance_score, raw)
+  end)
+
+  it("authenticates a Redis 6 ACL user", function()
+    local status, raw, _, j = run("acl", "array")
+    assert.are.equal(200, status, raw)
+    assert.are.equal(3, j.results[1].relevance_score)
   end)
 
   it("reports a refused connection as an error, and the worker keeps serving", function()

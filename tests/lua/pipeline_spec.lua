@@ -137,6 +137,15 @@ describe("inline pipelines", function()
     assert.are.same({ "a", "d", "c", "b" }, ids(res))
   end)
 
+  it("text_field names where the items keep their text", function()
+    local res = assert(call({ query = "cats", text_field = "content", pipeline = { { rerank = "bm25" } },
+      lists = { { items = { { id = 1, content = "dogs" }, { id = 2, content = "cats" } } } } }))
+    assert.are.same({ 2, 1 }, ids(res))
+    local _, err = call({ query = "cats", text_field = "content", pipeline = { { rerank = "bm25" } },
+      lists = { { items = { { id = 1, text = "dogs" } } } } })
+    assert.are.equal("lists[0].items[0].content", err.param)
+  end)
+
   it("threshold and top_n stages, and the request's top_n", function()
     local res = assert(call(body({ top_n = 1, pipeline = { { fuse = "rrf" }, { threshold = 0.02 } } })))
     -- rrf scores above 0.02: a, c (1/62 and 1/63 are below); request top_n 1
@@ -352,6 +361,12 @@ describe("config: pipelines and fusion", function()
     assert.truthy(err:find("fusion[1]: duplicate fusion method", 1, true), err)
     err = cfg_err(with({ { fuse = "rrf" } }, { fusion = { "missing.lua" } }))
     assert.truthy(err:find("fusion[0]: fusion file not found", 1, true), err)
+    -- a stage's own fusion_file cannot take a built-in's or another file's name either
+    err = cfg_err(with({ { fuse = { fusion_file = shadow } } }))
+    assert.truthy(err:find("fuse.fusion_file: fusion method \"rrf\"", 1, true), err)
+    local twin = writefile(TMP .. "/twin.lua", readfile(FIX .. "/my_fusion.lua"))
+    err = cfg_err(with({ { fuse = { fusion_file = twin } } }, { fusion = { FIX .. "/my_fusion.lua" } }))
+    assert.truthy(err:find('fusion method "best_rank" is also defined by', 1, true), err)
   end)
 
   it("resolves fusion_file relative to the config file, with file:line:col errors", function()

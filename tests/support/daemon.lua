@@ -73,17 +73,19 @@ function M.start(cfg, opts)
   return nil, "rerankd did not start: " .. (readfile(log) or "")
 end
 
+-- Running (a zombie waiting for its reaper counts as gone).
 function M.alive(d)
-  return sh("kill -0 " .. d.pid .. " 2>/dev/null && echo alive") ~= ""
+  local stat = readfile("/proc/" .. d.pid .. "/stat")
+  return stat ~= nil and not stat:match("^%d+ %b() Z")
 end
 
 -- Stops the daemon (SIGTERM) and returns its exit status.
 function M.stop(d)
   if not d or not d.pid then return end
   os.execute("kill -TERM " .. d.pid .. " 2>/dev/null")
-  for _ = 1, 100 do
+  for i = 1, 200 do
     if not M.alive(d) then break end
-    sleep(0.05)
+    sleep(i < 20 and 0.01 or 0.05)
   end
   os.execute("kill -KILL " .. d.pid .. " 2>/dev/null")
 end

@@ -103,9 +103,10 @@ end
 -- the "meta" object of a Cohere answer
 function M.cohere_meta(version, result, req)
   local pt = M.usage(result)
+  local out = result.usage and result.usage.completion_tokens or 0
   return '{"api_version":{"version":"' .. version .. '"},"billed_units":{"search_units":'
       .. number(M.search_units(result, req)) .. '},"tokens":{"input_tokens":' .. number(pt)
-      .. ',"output_tokens":0}}'
+      .. ',"output_tokens":' .. number(out) .. '}}'
 end
 
 -- a document as {"text": ...}: string documents wrapped, object documents echoed whole
