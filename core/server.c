@@ -305,6 +305,20 @@ void rr_req_parked(rr_req *r)
 
 /* ---- request entry ---- */
 
+/* RFC 9112 §6.3: differing Content-Length values are a framing error (a request-smuggling
+ * vector behind a proxy that reads the other one). libevent framed the body with the first. */
+static int conflicting_lengths(struct evhttp_request *evreq)
+{
+    const char *first = NULL;
+    struct evkeyvalq *hs = evhttp_request_get_input_headers(evreq);
+    for (struct evkeyval *h = hs->tqh_first; h; h = h->next.tqe_next) {
+        if (strcasecmp(h->key, "Content-Length") != 0) continue;
+        if (!first) first = h->value;
+        else if (strcmp(first, h->value) != 0) return 1;
+    }
+    return 0;
+}
+
 static void on_request(struct evhttp_request *evreq, void *arg)
 {
     rr_worker *w = arg;
@@ -318,6 +332,12 @@ static void on_request(struct evhttp_request *evreq, void *arg)
     r->co_ref = LUA_NOREF;
     r->t0_us = rr_now_us();
     w->inflight++;
+    if (conflicting_lengths(evreq)) {
+        evhttp_add_header(evhttp_request_get_output_headers(evreq), "Connection", "close");
+        rr_req_reply_error(r, 400, "invalid_request_error", "conflicting Content-Length headers");
+        rr_req_finish(r);
+        return;
+    }
     struct evbuffer *in = evhttp_request_get_input_buffer(evreq);
     if (evbuffer_get_length(in) > w->opt->max_body) {
         char msg[160];
