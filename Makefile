@@ -31,7 +31,7 @@ CTEST_BIN  := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 BIN        ?= rerankd
 MODULE     ?= rerank/core.so
 
-.PHONY: all deps build lib run test unit sanitize bench clean install install-lib lint fuzz
+.PHONY: all deps build lib run test unit sanitize bench clean install install-lib lint fuzz soak
 all: build
 build: $(BIN) $(MODULE)
 lib: $(MODULE)
@@ -82,6 +82,10 @@ sanitize: deps
 
 bench: deps build
 	@sh bench/run.sh
+
+# Mixed load with RSS/fd samples; fails on a growth trend. SOAK_SECONDS (default 600)
+soak: deps build
+	@sh tests/soak/soak.sh
 
 # libFuzzer targets (clang); FUZZ_SECONDS per target (default 600)
 fuzz: deps build

@@ -108,6 +108,15 @@ if [ "$HTTP" = 1 ]; then
 fi
 cleanup
 
+# ---- fusion kernels (bench/bench_fusion.lua prints its own rows) ----
+echo "bench: fusion kernels..." >&2
+FUSION_ROWS=$(luajit bench/bench_fusion.lua "$B" 2>/dev/null || true)
+
+# ---- proxy vs nginx proxy_pass, RSS, 1 -> N workers (bench/proxy.sh -> $B/proxy.txt) ----
+PROXY=0
+if [ "$HTTP" = 1 ] && sh bench/proxy.sh "$B" > /dev/null && ! grep -q '^skipped' "$B/proxy.txt"; then PROXY=1; fi
+pv() { awk -v k="$1" '$1 == k { sub(/^[^ ]+ /, ""); print; exit }' "$B/proxy.txt"; }
+
 # ---- the table ----
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 echo "rerankd bench: $(date -u +%Y-%m-%dT%H:%MZ), nproc $(nproc), CPU: ${cpu:-unknown}, workers $WORKERS, wrk and rerankd on the same machine"
@@ -132,6 +141,41 @@ if [ "$HTTP" = 1 ]; then
 else
     echo "| HTTP rows | n/a (see messages above) | | | |"
 fi
+[ -n "$FUSION_ROWS" ] && echo "$FUSION_ROWS"
+mb() { awk -v v="$1" 'BEGIN { if (v == "") print "n/a"; else printf "%.1f MB", v / 1024 }'; }
+# verdict VALUE OP LIMIT -> met | missed
+verdict() { awk -v a="$1" -v op="$2" -v b="$3" 'BEGIN { if (a == "" || a == "n/a") { print "n/a"; exit }
+    ok = (op == "<=") ? (a + 0 <= b + 0) : (a + 0 >= b + 0); print ok ? "**met**" : "**missed**" }'; }
+if [ "$PROXY" = 1 ]; then
+    N=$(pv workers_n)
+    kb=$(awk -v b="$(pv body_bytes)" 'BEGIN { printf "%.0f", b / 1024 }')
+    dp50=$(awk -v a="$(pv rerankd_lat_p50)" -v b="$(pv nginx_lat_p50)" 'BEGIN { print a - b }')
+    dp99=$(awk -v a="$(pv rerankd_lat_p99)" -v b="$(pv nginx_lat_p99)" 'BEGIN { print a - b }')
+    share1=$(awk -v a="$(pv rerankd_rps_rps)" -v b="$(pv nginx_rps_rps)" 'BEGIN { if (b > 0) printf "%.2f", a / b }')
+    echo "| proxy: POST 100 docs × 1 KB ($kb KB) → fast mock upstream (nginx \`return 200\`, Cohere v2 answer), 1 connection, p50 / p99 | $(fmt "$(pv rerankd_lat_p50)") / $(fmt "$(pv rerankd_lat_p99)") µs | nginx \`proxy_pass\` (keepalive upstream) → same mock, p50 / p99 | $(fmt "$(pv nginx_lat_p50)") / $(fmt "$(pv nginx_lat_p99)") µs | added p50 $(fmt "$dp50") µs, p99 $(fmt "$dp99") µs |"
+    echo "| proxy: the mock alone (no proxy), same body, p50 / p99 | | | $(fmt "$(pv direct_p50)") / $(fmt "$(pv direct_p99)") µs | |"
+    echo "| proxy: req/s, 1 worker, wrk -t2 -c32 -d${SECS}s | $(fmt "$(pv rerankd_rps_rps)") req/s (p99 $(fmt "$(pv rerankd_rps_p99)") µs, errors $(pv rerankd_rps_errors)) | nginx \`proxy_pass\`, 1 worker | $(fmt "$(pv nginx_rps_rps)") req/s (p99 $(fmt "$(pv nginx_rps_p99)") µs) | $share1 of nginx |"
+    if [ -n "$(pv rerankd_rps_nw_rps)" ]; then
+        echo "| proxy: req/s, $N workers, wrk -t2 -c32 -d${SECS}s | $(fmt "$(pv rerankd_rps_nw_rps)") req/s (p99 $(fmt "$(pv rerankd_rps_nw_p99)") µs) | nginx \`proxy_pass\`, $N workers | $(fmt "$(pv nginx_rps_nw_rps)") req/s | $(awk -v a="$(pv rerankd_rps_nw_rps)" -v b="$(pv nginx_rps_nw_rps)" 'BEGIN { if (b > 0) printf "%.2f of nginx", a / b }') |"
+        echo "| scaling: proxy req/s, 1 → $N workers | $(fmt "$(pv rerankd_rps_rps)") → $(fmt "$(pv rerankd_rps_nw_rps)") req/s | | | $(ratio "$(pv rerankd_rps_rps)" "$(pv rerankd_rps_nw_rps)") |"
+        echo "| scaling: bm25 100 docs × 1 KB req/s, 1 → $N workers | $(fmt "$(pv bm25_1w_rps)") → $(fmt "$(pv bm25_nw_rps)") req/s | | | $(ratio "$(pv bm25_1w_rps)" "$(pv bm25_nw_rps)") |"
+    fi
+    echo "| RSS idle (just started: 1 worker / $N workers) | $(mb "$(pv rss_idle_1w_kb)") / $(mb "$(pv rss_idle_nw_kb)") | | | |"
+    echo "| RSS under load (peak during the 1-worker proxy run / after it) | $(mb "$(pv rss_load_1w_kb)") / $(mb "$(pv rss_after_1w_kb)") | | | |"
+    echo "| where a proxied request's time goes (x-rerankd-timing, µs, warm) | $(pv timing_warm_5) | | | |"
+    # the issue's goals
+    echo "| **goal**: added p99 ≤ 500 µs (proxy, 1 connection) | +$(fmt "$dp99") µs | | | $(verdict "$dp99" "<=" 500) |"
+    echo "| **goal**: ≥ 50 % of nginx throughput (1 worker each) | $(awk -v s="$share1" 'BEGIN { printf "%.0f %%", s * 100 }') | | | $(verdict "$share1" ">=" 0.5) |"
+    echo "| **goal**: idle RSS ≤ 20 MB (1 worker) | $(mb "$(pv rss_idle_1w_kb)") | | | $(verdict "$(pv rss_idle_1w_kb)" "<=" 20480) |"
+else
+    echo "| proxy rows | n/a (nginx or wrk missing, see messages above) | | | |"
+fi
+fts_x=$(awk -v a="$(kv bm25_100_p50_us)" -v b="$(kv fts5_100_total_p50_us)" 'BEGIN { if (a > 0 && b > 0) printf "%.1f", b / a }')
+fts_x1k=$(awk -v a="$(kv bm25_1000_p50_us)" -v b="$(kv fts5_1000_total_p50_us)" 'BEGIN { if (a > 0 && b > 0) printf "%.1f", b / a }')
+topk_x=$(awk -v a="$(kv topk_1m_k100_us)" -v b="$(kv qsort_1m_us)" 'BEGIN { if (a > 0 && b > 0) printf "%.1f", b / a }')
+echo "| **goal**: BM25 faster than FTS5 (100 / 1,000 docs) | ${fts_x:-n/a}× / ${fts_x1k:-n/a}× | | | $(verdict "$(awk -v a="${fts_x:-0}" -v b="${fts_x1k:-0}" 'BEGIN { print (a < b ? a : b) }')" ">=" 1.0001) |"
+echo "| **goal**: top-k ≥ 5× qsort (k=100 of 1,000,000) | ${topk_x:-n/a}× | | | $(verdict "${topk_x:-}" ">=" 5) |"
 echo
 q=$(awk '$1 == "query" { sub(/^query /, ""); print }' "$B/kernels.txt")
 echo "Query \"$q\"; documents: Zipf(1.0) over a 20,000-word vocabulary from a seeded PRNG (bench/bench_kernels.c); in-process rows cycle through disjoint sets of all 10,000 docs, HTTP rows through 10 request bodies (docs 1-1,000 or 1-10,000)."
+[ "$PROXY" = 1 ] && echo "Proxy, RSS and scaling rows: bench/proxy.sh (100 random-word documents of 1,024 B, top_n 10; the mock is an nginx worker answering a fixed 100-result Cohere v2 body). wrk has no constant-rate mode, so latency rows use one connection (one request at a time) and throughput rows saturate; wrk, the proxies and the mock share the $(nproc) cores."

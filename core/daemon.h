@@ -100,6 +100,7 @@ void rr_lua_host_release(rr_luahost *h); /* drops one ref; closes a retired host
 void rr_lua_tick(rr_worker *w);          /* periodic rerank.server.tick() (metrics publish) */
 int rr_lua_check_config(const rr_options *opt, rr_options *out, char *err, size_t errlen);
 void rr_lua_start_request(rr_req *r);
+void rr_req_assign_id(rr_req *r);
 void rr_lua_resume(rr_req *r, int nargs);
 rr_req *rr_lua_current_req(lua_State *co);
 

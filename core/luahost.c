@@ -242,10 +242,13 @@ static const char *method_name(enum evhttp_cmd_type m)
     }
 }
 
-/* A client-supplied x-request-id is kept when short and printable, else we mint one. */
-static void assign_request_id(rr_req *r)
+/* A client-supplied x-request-id is kept when short and printable, else we mint one.
+ * Called at request entry (so replies the C core sends itself carry it) and again here:
+ * the second call is a no-op. */
+void rr_req_assign_id(rr_req *r)
 {
     char *id = r->id;
+    if (id[0] || !r->evreq) return;
     size_t cap = sizeof r->id;
     struct evkeyvalq *in = evhttp_request_get_input_headers(r->evreq);
     const char *given = evhttp_find_header(in, "x-request-id");
@@ -302,7 +305,7 @@ void rr_lua_start_request(rr_req *r)
     r->host = w->host;
     r->host->refs++;
     lua_State *L = r->host->L;
-    assign_request_id(r);
+    rr_req_assign_id(r);
     lua_State *co = lua_newthread(L);
     r->co = co;
     lua_pushlightuserdata(L, &reqs_key);

@@ -33,7 +33,8 @@ static int has_lua_tree(const char *dir)
     return access(p, R_OK) == 0;
 }
 
-/* RERANKD_HOME, else the binary's directory (source tree), else the install datadir. */
+/* RERANKD_HOME, else the binary's directory (source tree), else BINDIR/../share/rerankd
+ * (`make install PREFIX=...` whatever PREFIX the build saw), else the install datadir. */
 static const char *find_root(char *buf, size_t cap)
 {
     const char *env = getenv("RERANKD_HOME");
@@ -44,6 +45,11 @@ static const char *find_root(char *buf, size_t cap)
         char *slash = strrchr(buf, '/');
         if (slash) *slash = 0;
         if (has_lua_tree(buf)) return buf;
+        size_t len = strlen(buf);
+        if (slash && len + sizeof "/../share/rerankd" <= cap) {
+            memcpy(buf + len, "/../share/rerankd", sizeof "/../share/rerankd");
+            if (has_lua_tree(buf)) return buf;
+        }
     }
     return RERANKD_DATADIR;
 }

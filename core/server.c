@@ -332,6 +332,7 @@ static void on_request(struct evhttp_request *evreq, void *arg)
     r->co_ref = LUA_NOREF;
     r->t0_us = rr_now_us();
     w->inflight++;
+    rr_req_assign_id(r);
     if (conflicting_lengths(evreq)) {
         evhttp_add_header(evhttp_request_get_output_headers(evreq), "Connection", "close");
         rr_req_reply_error(r, 400, "invalid_request_error", "conflicting Content-Length headers");

@@ -469,6 +469,10 @@ static void parse_mapping(lua_State *L, ctx_t *c, int path_idx, int depth)
         lua_pushboolean(L, 1);
         lua_rawset(L, seen);
         child_path_key(L, path_idx, k); /* k + 1 */
+        /* the key's own place ("path!key"): unknown-key errors point at the key */
+        lua_pushfstring(L, "%s!key", lua_tostring(L, k + 1));
+        set_mark(L, lua_gettop(L), km);
+        lua_pop(L, 1);
         next_event(L, c);
         yaml_mark_t vm = c->st->event.start_mark;
         parse_node(L, c, k + 1, depth + 1); /* k + 2 */

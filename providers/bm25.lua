@@ -7,7 +7,8 @@ return {
   options = { k1 = "number", b = "number" },
   score = function(model, req)
     local opts = model.options or {}
-    local max = req.max_tokens_per_document
+    -- truncate "none" scores the whole text (README: max_tokens_per_document applies to start/end)
+    local max = req.truncate ~= "none" and req.max_tokens_per_document or nil
     local texts = {}
     local q = core.count_tokens(req.query)
     local tokens = 0

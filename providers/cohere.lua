@@ -21,7 +21,9 @@ local P = {
 }
 
 function P.version(model)
-  local v = tostring(U.opt(model, "api_version", "v2")):lower():gsub("^v", "")
+  -- default v2, or v1 when the configured path is a v1 endpoint (LiteLLM's rule)
+  local dflt = (type(model.path) == "string" and model.path:find("/v1/rerank/?$")) and "v1" or "v2"
+  local v = tostring(U.opt(model, "api_version", dflt)):lower():gsub("^v", "")
   if v ~= "1" and v ~= "2" then error(("cohere: api_version must be \"v1\" or \"v2\", got %q"):format(v), 0) end
   return "v" .. v
 end

@@ -98,7 +98,8 @@ function P.absorb(model, _, state, _, responses)
     state.failed = state.failed + 1
     state.first_error = state.first_error or out
     state.degraded = true
-  elseif status == "unparseable" then
+  elseif status == "unparseable" or (type(out) == "table" and out.unread) then
+    -- no permutation in the answer: the window keeps its order
     state.unparsed = state.unparsed + 1
     state.repairs = state.repairs + n
     state.degraded = true

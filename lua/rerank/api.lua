@@ -56,9 +56,11 @@ local function present(v) return v ~= nil and v ~= null end
 
 local function is_object(v) return type(v) == "table" and kind(v) == "object" end
 
--- Arrays: a marked or [1]-holding table, or an empty unmarked one.
+-- Arrays: a marked or [1]-holding table, or an empty unmarked one from a Lua caller. For
+-- JSON text, json.decode marks every empty [] (so an unmarked empty table was {}): strict.
+local strict_arrays = false
 local function is_array(v)
-  return type(v) == "table" and (kind(v) == "array" or next(v) == nil)
+  return type(v) == "table" and (kind(v) == "array" or (not strict_arrays and next(v) == nil))
 end
 
 local function check_string(v, param)
@@ -295,7 +297,11 @@ function api.parse(shape, body, opts)
     if b == nil then return fail(400, "invalid JSON body: " .. tostring(err)) end
   end
   if not is_object(b) then return fail(400, "request body must be a JSON object") end
-  return sh.parse(b, opts or {})
+  strict_arrays = b ~= body -- parse never yields, so the flag cannot leak into another request
+  local ok, req, err = pcall(sh.parse, b, opts or {})
+  strict_arrays = false
+  if not ok then error(req, 0) end
+  return req, err
 end
 
 function api.render(shape, result, req)

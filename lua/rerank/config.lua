@@ -59,8 +59,8 @@ end
 ---------------------------------------------------------------------------
 local ConfigError = {}
 
-local function raise(path, text)
-  error(setmetatable({ path = path, text = text }, ConfigError), 0)
+local function raise(path, text, at_key)
+  error(setmetatable({ path = path, text = text, at_key = at_key }, ConfigError), 0)
 end
 
 -- "path: message"
@@ -202,12 +202,13 @@ local function check_keys(t, path, allowed, ctx)
   for name in pairs(allowed) do names[#names + 1] = name end
   local hint = KEY_HINTS[kp]
   local s = M.did_you_mean(tostring(k), names)
+  -- located at the key itself (marks[kp .. "!key"]), not at its value
   if s then
-    fail(kp, ('unknown key (did you mean "%s"?)'):format(s))
+    raise(kp, kp .. (': unknown key (did you mean "%s"?)'):format(s), true)
   elseif hint then
-    fail(kp, ("unknown key (%s)"):format(hint))
+    raise(kp, kp .. (": unknown key (%s)"):format(hint), true)
   end
-  fail(kp, ("unknown key (expected one of: %s)"):format(quoted_list(names)))
+  raise(kp, kp .. (": unknown key (expected one of: %s)"):format(quoted_list(names)), true)
 end
 
 ---------------------------------------------------------------------------
@@ -1326,7 +1327,7 @@ local function run(root, ctx, where)
   local ok, res = pcall(build, root, ctx)
   if ok then return res end
   if getmetatable(res) ~= ConfigError then error(res, 0) end
-  local mark = locate(ctx.marks, res.path)
+  local mark = res.at_key and ctx.marks and ctx.marks[res.path .. "!key"] or locate(ctx.marks, res.path)
   if mark then return nil, ("%s:%s: %s"):format(where, mark, res.text) end
   return nil, ("%s: %s"):format(where, res.text)
 end

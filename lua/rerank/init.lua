@@ -174,7 +174,17 @@ function Instance:rerank(req, timing)
     local r, err = require("rerank.shapes").parse("rerankd", req, { max_documents = self.cfg.server.max_documents,
       text_field = self.cfg.documents and self.cfg.documents.text_field })
     if not r then return nil, err end
-    req = r
+    -- a library call: the documents in the results when asked, as the daemon serialises them
+    local res, rerr = self:rerank(r, timing)
+    if res and r.return_documents and type(res.results) == "table" then
+      for _, item in ipairs(res.results) do
+        local doc = type(item.index) == "number" and r.documents[item.index + 1]
+        if doc then
+          if doc.raw ~= nil then item.document = doc.raw else item.document = doc.text end
+        end
+      end
+    end
+    return res, rerr
   end
   -- pipelines (named, inline, a model name that is a pipeline, or lists): lua/rerank/pipeline.lua
   local pipeline = require "rerank.pipeline"

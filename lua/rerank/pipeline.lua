@@ -479,6 +479,8 @@ local function run_rerank(inst, req, P, spec, sp, st)
     end
     st.rel, st.cur, st.order = rel, rel, new
     st.skip_threshold = false
+    st.score_kind = res.score_kind -- "rank" for listwise models: labels the final scores
+    st.repairs = (st.repairs or 0) + (tonumber(res.repairs) or 0)
     if res.degraded then
       st.degraded = true
       st.reasons[#st.reasons + 1] = ("%s: model %q returned incomplete scores"):format(sp, res.model or mname)
@@ -488,6 +490,7 @@ local function run_rerank(inst, req, P, spec, sp, st)
     st.degraded = true
     st.skip_threshold = true
     st.order = cand
+    st.score_kind = nil -- the fused scores again
     local why = type(err) == "table" and (err.message or err.type) or tostring(err)
     st.reasons[#st.reasons + 1] = ("%s: model %q failed: %s"):format(sp, mname, tostring(why))
     log("warn", ("request %s: pipeline rerank stage degraded to the fused order: %s"):format(
@@ -569,6 +572,8 @@ function M.run(inst, req, stages, name, timing)
     cost = st.usage.cost,      -- x-rerankd-cost: the rerank stages' cost
     degraded = st.degraded or nil,
     degraded_reasons = st.degraded and st.reasons or nil,
+    score_kind = st.score_kind,
+    repairs = st.repairs,
     pipeline = true,
   }
 end

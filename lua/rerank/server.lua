@@ -9,6 +9,7 @@ local shapes = require "rerank.shapes" -- client shapes (Cohere v1/v2, Jina, Voy
 local auth = require "rerank.auth"
 local ratelimit = require "rerank.ratelimit"
 local cache = require "rerank.cache"
+local upstream = require "rerank.upstream"
 local metrics = require "rerank.metrics"
 local health = require "rerank.health"
 
@@ -94,12 +95,14 @@ local function handle_rerank(ctx, route)
     local ok, denial = limiter:admit(ctx.key_name, info.model, info.docs)
     if not ok then return shape_error(shape, ratelimit.error(denial)) end
   end
+  upstream.last_status() -- forget a stale one: the access log's upstream_status is this request's
   local result, rerr = instance:rerank(req, timing)
+  local ustatus = upstream.last_status()
   if not result then
-    info.upstream_status = rerr.upstream_status
+    info.upstream_status = rerr.upstream_status or ustatus
     return shape_error(shape, rerr)
   end
-  info.degraded = result.degraded
+  info.degraded, info.upstream_status = result.degraded, ustatus
   info.usage, info.cache = result.usage, cache.status()
   local t1 = core.now_us()
   local body, shape_headers = shapes.render(shape, result, req)

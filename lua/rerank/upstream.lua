@@ -84,16 +84,35 @@ function M.error_for(model, res, err)
   return nil, e
 end
 
+-- The HTTP status of the last upstream answer in this coroutine (one request), for the
+-- access log's upstream_status: M.last_status() returns and forgets it.
+local statuses = setmetatable({}, { __mode = "k" })
+local function note_status(res)
+  local co = coroutine.running()
+  if co and type(res) == "table" and tonumber(res.status) then statuses[co] = tonumber(res.status) end
+end
+
+function M.last_status()
+  local co = coroutine.running()
+  if not co then return nil end
+  local s = statuses[co]
+  statuses[co] = nil
+  return s
+end
+
 -- Parses one transport result with the provider; returns its output | nil, err.
 local function parse_result(model, p, req, res, terr)
+  note_status(res)
   if not res or res.status >= 400 and not p.parse_errors then return M.error_for(model, res, terr) end
   local ok, out, perr = pcall(p.parse, model, req, res.status, res.headers, res.body)
+  -- like error_for: name the upstream, the model and the HTTP status
+  local who = ("upstream %q (model %q) answered HTTP %s"):format(model.provider, model.name,
+    tostring(res.status))
   if not ok then
-    return fail(502, "upstream_error",
-      ("provider %q could not parse the upstream answer: %s"):format(model.provider, tostring(out)))
+    return fail(502, "upstream_error", ("%s that could not be parsed: %s"):format(who, tostring(out)))
   end
   if not out then
-    return fail(502, "upstream_error", ("provider %q: %s"):format(model.provider, tostring(perr)))
+    return fail(502, "upstream_error", ("%s: %s"):format(who, redact(model, tostring(perr))))
   end
   return out
 end
@@ -202,6 +221,7 @@ local function call_planned(transport, model, p, req)
     local opts = {}
     for i, spec in ipairs(calls) do opts[i] = M.prepare(model, spec) end
     local responses = transport.request_all(opts, model.concurrency or p.concurrency or 8)
+    for _, r in ipairs(responses) do note_status(r) end
     local aok, aerr = pcall(p.absorb, model, req, state, calls, responses)
     if not aok then
       return fail(502, "upstream_error",

@@ -112,8 +112,13 @@ describe("api.parse rerankd", function()
   it("accepts an empty documents list", function()
     local req = assert(parse('{"query":"q","documents":[]}'))
     assert.same({}, req.documents)
-    req = assert(parse({ query = "q", documents = {} })) -- encodes as {}: accepted as empty too
+    -- a Lua caller's {} cannot say array or object: accepted as empty
+    req = assert(api.parse("rerankd", { query = "q", documents = {} }))
     assert.same({}, req.documents)
+  end)
+
+  it("refuses a JSON object {} where documents must be an array", function()
+    expect_error('{"query":"q","documents":{}}', 400, "documents must be an array", "documents")
   end)
 
   it("keeps unicode text byte for byte", function()

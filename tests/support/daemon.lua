@@ -34,9 +34,12 @@ function M.writefile(path, s)
 end
 
 local seq = 0
+-- the pid keeps concurrent test runs (same second, same random seed) off each other's files
+local PID = (readfile("/proc/self/stat") or ""):match("^(%d+)") or "0"
+math.randomseed(os.time() * 65536 + tonumber(PID)) -- random ports differ between concurrent runs
 local function tmpname(ext)
   seq = seq + 1
-  return ("%s/e2e_%d_%d%s"):format(tmp, math.random(1e9), seq, ext or "")
+  return ("%s/e2e_%s_%d_%d%s"):format(tmp, PID, math.random(1e9), seq, ext or "")
 end
 M.tmpname = tmpname
 
@@ -46,7 +49,6 @@ M.sleep = sleep
 -- Starts rerankd; cfg is YAML text (or nil for the shipped config.yaml). Returns a handle.
 function M.start(cfg, opts)
   opts = opts or {}
-  math.randomseed(os.time() + seq)
   local cfgpath = root .. "/config.yaml"
   if cfg then cfgpath = M.writefile(tmpname(".yaml"), cfg) end
   local log = tmpname(".log")

@@ -31,7 +31,7 @@ int shutdown(int fd, int how);
 
 local C = ffi.C
 local AF_INET, SOCK_STREAM, SOCK_NONBLOCK, SOCK_CLOEXEC = 2, 1, 0x800, 0x80000
-local POLLIN, POLLOUT, POLLERR, POLLHUP = 0x1, 0x4, 0x8, 0x10
+local POLLIN, POLLOUT, POLLERR = 0x1, 0x4, 0x8
 local MSG_NOSIGNAL = 0x4000
 local EINTR, EAGAIN, EINPROGRESS = 4, 11, 115
 local SOL_SOCKET, SO_ERROR = 1, 4

@@ -1,8 +1,8 @@
 -- Cohere v1 rerank (POST /v1/rerank with Cohere fields or a Cohere SDK; /cohere/v1/rerank).
 -- Request: model?, query, documents (strings or objects), top_n, rank_fields,
 -- return_documents (default true: what Cohere v1 clients expect), max_chunks_per_doc,
--- max_tokens_per_doc; `returnDocuments` is read too (the TypeScript SDK passes unknown keys
--- through unconverted).
+-- max_tokens_per_doc (plus rerankd's max_tokens_per_document, truncate, metadata, user);
+-- `returnDocuments` is read too (the TypeScript SDK passes unknown keys through unconverted).
 -- Answer: {"id","object":"list","model","results":[{"index","relevance_score","document"?}],
 -- "meta":{api_version{version:"1"},billed_units{search_units},tokens},"usage":{...}}: Cohere's
 -- fields plus rerankd's. A document is the client's object, or {"text": s} for a string.
@@ -45,7 +45,21 @@ function S.parse_fields(b, opts, req)
   req.max_chunks_per_doc = v
   v, err = check.int(b.max_tokens_per_doc, "max_tokens_per_doc", 1)
   if err then return nil, err end
+  if v == nil then
+    -- rerankd's own fields stay valid when a Cohere field made the request Cohere v1
+    v, err = check.int(b.max_tokens_per_document, "max_tokens_per_document", 1)
+    if err then return nil, err end
+  end
   req.max_tokens_per_document = v
+  v, err = check.truncate(b.truncate, "truncate")
+  if err then return nil, err end
+  req.truncate = v
+  v, err = check.object(b.metadata, "metadata")
+  if err then return nil, err end
+  req.metadata = v
+  v, err = check.string(b.user, "user")
+  if err then return nil, err end
+  req.user = v
   v, err = check.object(b.extra_body, "extra_body")
   if err then return nil, err end
   req.extra_body = v

@@ -51,10 +51,27 @@ function T.messages(query, window, opts)
   return msgs
 end
 
--- ctx.n: the window size. Returns { permutation = {1-based window positions}, repairs = n }.
+-- ctx.n: the window size. Returns { permutation = {1-based window positions}, repairs = n,
+-- unread = true when the answer held no usable id at all (the prior order, degraded) }.
+local function any_id(text, n)
+  if type(text) ~= "string" then return false end
+  local bracketed = false
+  for x in text:gmatch("%[%s*(%d+)%s*%]") do
+    bracketed = true
+    x = tonumber(x)
+    if x >= 1 and x <= n then return true end
+  end
+  if bracketed then return false end
+  for x in text:gmatch("%d+") do
+    x = tonumber(x)
+    if x >= 1 and x <= n then return true end
+  end
+  return false
+end
+
 function T.parse(text, ctx)
   local perm, repairs = llm.parse_permutation(text, ctx.n)
-  return { permutation = perm, repairs = repairs }
+  return { permutation = perm, repairs = repairs, unread = (ctx.n > 0 and not any_id(text, ctx.n)) or nil }
 end
 
 return T

@@ -1,0 +1,68 @@
+-- Acceptance checks of production operations (issue 9) that an independent checker found
+-- failing: the real daemon, the mock upstream, curl.
+local d = require "support.daemon"
+local cjson = require "cjson"
+
+local function access_line(access, id)
+  for _ = 1, 40 do
+    for line in (d.readfile(access) or ""):gmatch("[^\n]+") do
+      local ok, l = pcall(cjson.decode, line)
+      if ok and l.id == id then return l end
+    end
+    d.sleep(0.05)
+  end
+end
+
+describe("access log: upstream status", function()
+  local srv, mock, access
+
+  setup(function()
+    mock = d.start_mock()
+    access = d.tmpname(".access")
+    srv = assert(d.start(([[
+log: { access: %s }
+default_model: co
+models:
+  - { name: bm25, provider: bm25 }
+  - { name: co, provider: cohere, api_key: test-key, base_url: "%s/cohere", retries: 0 }
+  - { name: down, provider: cohere, api_key: test-key, base_url: "%s/fault/500/cohere", retries: 0, fallbacks: [bm25] }
+  - { name: broken, provider: cohere, api_key: test-key, base_url: "%s/fault/503/cohere", retries: 0 }
+]]):format(access, mock.url, mock.url, mock.url)))
+  end)
+
+  teardown(function()
+    d.stop(srv)
+    d.stop_mock(mock)
+  end)
+
+  local function call(model, id)
+    local status = d.request(srv, "/v1/rerank", { headers = { ["x-request-id"] = id },
+      body = { model = model, query = "deploy model", documents = { "deploy a model", "billing" } } })
+    return status, access_line(access, id)
+  end
+
+  it("logs the upstream's HTTP status of a successful upstream call", function()
+    local status, l = call("co", "acc-up-ok")
+    assert.are.equal(200, status)
+    assert.truthy(l, d.readfile(access))
+    assert.are.equal(200, l.upstream_status)
+  end)
+
+  it("logs the failing upstream's status, also when a fallback answered", function()
+    local status, l = call("broken", "acc-up-503")
+    assert.are.equal(502, status)
+    assert.truthy(l, d.readfile(access))
+    assert.are.equal(503, l.upstream_status)
+    status, l = call("down", "acc-up-500")
+    assert.are.equal(200, status)
+    assert.truthy(l, d.readfile(access))
+    assert.are.equal(500, l.upstream_status)
+  end)
+
+  it("logs no upstream status for a local model", function()
+    local status, l = call("bm25", "acc-up-local")
+    assert.are.equal(200, status)
+    assert.truthy(l, d.readfile(access))
+    assert.is_nil(l.upstream_status)
+  end)
+end)
