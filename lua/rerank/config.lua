@@ -498,14 +498,26 @@ local function check_dirs(v, path, ctx, builtin)
   return out
 end
 
-local function check_paths(v, ctx)
+-- top_templates: the top-level `templates:` (a dir or list of dirs), searched before paths.templates
+local function check_paths(v, ctx, top_templates)
   if is_null(v) then v = {} end
   if not is_mapping(v) then fail_type("paths", "a mapping", v) end
   check_keys(v, "paths", { providers = true, templates = true }, ctx)
   local root = paths.root()
+  local builtin = paths.join(root, "lua/rerank/templates")
+  local templates = check_dirs(v.templates, "paths.templates", ctx, builtin)
+  if not is_null(top_templates) then
+    local extra = check_dirs(top_templates, "templates", ctx, builtin)
+    for _, dir in ipairs(templates) do
+      local dup = false
+      for _, e in ipairs(extra) do dup = dup or e == dir end
+      if not dup then extra[#extra + 1] = dir end
+    end
+    templates = extra
+  end
   return {
     providers = check_dirs(v.providers, "paths.providers", ctx, paths.join(root, "providers")),
-    templates = check_dirs(v.templates, "paths.templates", ctx, paths.join(root, "lua/rerank/templates")),
+    templates = templates,
   }
 end
 
@@ -1209,7 +1221,7 @@ end
 ---------------------------------------------------------------------------
 local TOP = { server = true, paths = true, default_model = true, models = true, pipelines = true, log = true,
               fusion = true, routing = true, documents = true, direct_models = true,
-              limits = true, cache = true, redis = true }
+              limits = true, cache = true, redis = true, templates = true }
 
 -- fusion: [files]: operator fusion methods, each a Lua file returning { name =, fuse = fn }
 local function check_fusion(v, ctx)
@@ -1280,7 +1292,7 @@ local function build(root, ctx)
   apply_overrides(cfg.server, ctx.overrides)
   ctx.server = cfg.server
   cfg.log = check_log(root.log, ctx, cfg.server)
-  cfg.paths = check_paths(root.paths, ctx)
+  cfg.paths = check_paths(root.paths, ctx, root.templates)
   ctx.paths = cfg.paths
   cfg.routing = check(ROUTING, is_null(root.routing) and {} or root.routing, "routing", ctx)
   ctx.routing = cfg.routing

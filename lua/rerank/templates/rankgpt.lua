@@ -51,8 +51,7 @@ function T.messages(query, window, opts)
   return msgs
 end
 
--- ctx.n: the window size. Returns { permutation = {1-based window positions}, repairs = n,
--- unread = true when the answer held no usable id at all (the prior order, degraded) }.
+-- does the answer name any id in 1..n (the same reading as llm.parse_permutation)?
 local function any_id(text, n)
   if type(text) ~= "string" then return false end
   local bracketed = false
@@ -69,6 +68,8 @@ local function any_id(text, n)
   return false
 end
 
+-- ctx.n: the window size. Returns { permutation = {1-based window positions}, repairs = n,
+-- unread = true when the answer held no usable id at all (the prior order, degraded) }.
 function T.parse(text, ctx)
   local perm, repairs = llm.parse_permutation(text, ctx.n)
   return { permutation = perm, repairs = repairs, unread = (ctx.n > 0 and not any_id(text, ctx.n)) or nil }
