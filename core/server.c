@@ -250,7 +250,7 @@ static void on_client_close(struct evhttp_connection *c, void *arg)
 {
     (void)c;
     rr_req *r = arg;
-    rr_log(RR_LOG_INFO, "client closed the connection before the reply; cancelling");
+    rr_log(RR_LOG_INFO, "request %s: connection closed before the reply (client gone or shutdown); cancelling", r->id);
     r->aborted = 1;
     /* libevent detached the unanswered request from the dying connection: we own it now */
     if (r->evreq && !evhttp_request_get_connection(r->evreq)) evhttp_request_free(r->evreq);
