@@ -145,7 +145,8 @@ models:
   - { name: bm25, provider: bm25 }
   - { name: fast, provider: cohere, model: rerank-v3.5, api_key: bench-key, base_url: "http://127.0.0.1:$MOCK_PORT", timeout: 10s }
 EOF
-    RERANKD_HOME=$PWD ./rerankd -c "$P/rerankd.yaml" -p 0 -w "$1" > "$P/rerankd_w$1.log" 2>&1 &
+    : > "$P/rerankd_w$1.log" # truncated here: the child's redirection may come after our first read
+    RERANKD_HOME=$PWD ./rerankd -c "$P/rerankd.yaml" -p 0 -w "$1" >> "$P/rerankd_w$1.log" 2>&1 &
     R_PID=$!
     PIDS="$PIDS $R_PID"
     i=0

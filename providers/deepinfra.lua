@@ -11,12 +11,9 @@ local P = {
   parse = U.parser,
 }
 
-function P.build(model, req)
-  return U.post(model, P, req, {
-    query = req.query,
-    documents = U.texts(req, U.param(model, req, "rank_fields")),
-    instruction = model.instruction, -- Qwen3-Reranker task instruction
-  }, nil, { model = U.model_id(model, P) })
-end
+P.build = U.rerank_build(P, {
+  query = "query", documents = "texts",
+  instruction = "instruction", -- Qwen3-Reranker task instruction
+}, { model_in_path = true })
 
 return P

@@ -12,15 +12,9 @@ local P = {
   parse = U.parser,
 }
 
-function P.build(model, req)
-  return U.post(model, P, req, {
-    model = U.model_id(model, P),
-    query = req.query,
-    documents = U.texts(req, U.param(model, req, "rank_fields")),
-    top_n = U.top_n(req),
-    return_documents = req.return_documents == true,
-    raw_scores = U.opt(model, "raw_scores"),
-  })
-end
+P.build = U.rerank_build(P, {
+  model = "model", query = "query", documents = "texts", top_n = "top_n",
+  return_documents = "return_documents", raw_scores = U.option("raw_scores"),
+})
 
 return P

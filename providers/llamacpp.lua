@@ -12,13 +12,8 @@ local P = {
   parse = U.parser,
 }
 
-function P.build(model, req)
-  return U.post(model, P, req, {
-    model = U.model_id(model, P),
-    query = req.query,
-    documents = U.texts(req, U.param(model, req, "rank_fields")),
-    top_n = U.top_n(req),
-  })
-end
+P.build = U.rerank_build(P, {
+  model = "model", query = "query", documents = "texts", top_n = "top_n",
+})
 
 return P

@@ -13,17 +13,9 @@ local P = {
   parse = U.parser,
 }
 
-function P.build(model, req)
-  local rf = U.param(model, req, "rank_fields")
-  return U.post(model, P, req, {
-    model = U.model_id(model, P),
-    query = req.query,
-    input = U.documents(req, rf),
-    rank_fields = U.has_fields(rf) and rf or nil,
-    top_k = U.top_n(req),
-    return_input = req.return_documents == true,
-    rewrite_query = U.opt(model, "rewrite_query"),
-  })
-end
+P.build = U.rerank_build(P, {
+  model = "model", query = "query", input = "documents", rank_fields = "rank_fields", top_k = "top_n",
+  return_input = "return_documents", rewrite_query = U.option("rewrite_query"),
+})
 
 return P

@@ -11,16 +11,9 @@ local P = {
   parse = U.parser,
 }
 
-function P.build(model, req)
-  local rf = U.param(model, req, "rank_fields")
-  return U.post(model, P, req, {
-    model = U.model_id(model, P),
-    query = req.query,
-    documents = U.documents(req, rf),
-    top_n = U.top_n(req),
-    return_documents = req.return_documents == true,
-    rank_fields = U.has_fields(rf) and rf or nil,
-  })
-end
+P.build = U.rerank_build(P, {
+  model = "model", query = "query", documents = "documents", top_n = "top_n",
+  return_documents = "return_documents", rank_fields = "rank_fields",
+})
 
 return P

@@ -1,5 +1,7 @@
--- Fusion of ranked lists (DESIGN §3, §7): input checking, the method registry, the shared
--- normalisations, the final order, and POST /v1/fuse's wire shape.
+-- Fusion of ranked lists (DESIGN §3, §7): input checking, the method registry, the final
+-- order, and POST /v1/fuse's wire shape; the shared normalisations are in fuse_scores.lua
+-- (re-exported here). Why one file over ~500 lines: every section reads and writes the
+-- prepared lists P described below, and splitting them would spread that layout over files.
 --
 --   fuse.check_lists(v, param, opts) -> P | nil, err
 --       v: an array of lists; a list is { name=?, kind=?, weight=?, items = {...} } or an
@@ -29,10 +31,11 @@
 -- function(params) -> bool (needs item scores), params = { name = { type = "number"|
 -- "integer"|"string"|"boolean"|"any", min =, enum = {...}, default = } } }. It is pure.
 local json = require "rerank.json"
+local paths = require "rerank.paths"
 
-local type, tostring, next, pairs, ipairs, error = type, tostring, next, pairs, ipairs, error
+local type, tostring, next, pairs, ipairs = type, tostring, next, pairs, ipairs
 local getmetatable, setmetatable = getmetatable, setmetatable
-local floor, huge, abs, sqrt = math.floor, math.huge, math.abs, math.sqrt
+local floor, huge = math.floor, math.huge
 local concat, sort = table.concat, table.sort
 local null, kind, jnumber, jstring = json.null, json.kind, json.number, json.string
 
@@ -234,13 +237,8 @@ local loaded_files = {} -- path -> method (fusion files are pure; one load per p
 function M.load_file(path, fresh)
   local m = loaded_files[path]
   if m and not fresh then return m end
-  local chunk, err = loadfile(path)
-  if not chunk then return nil, ("fusion file %s failed to load: %s"):format(path, tostring(err)) end
-  local ok, res = pcall(chunk)
-  if not ok then return nil, ("fusion file %s failed to load: %s"):format(path, tostring(res)) end
-  if type(res) ~= "table" then
-    return nil, ("fusion file %s must return a table (got %s)"):format(path, type(res))
-  end
+  local res, err = paths.load_table(path, "fusion file")
+  if not res then return nil, err end
   if type(res.name) ~= "string" or res.name == "" then
     return nil, ("fusion file %s must return { name = \"...\", fuse = function(lists, params) }"):format(path)
   end
@@ -454,192 +452,11 @@ function M.check_params(method, params, prefix)
 end
 
 ---------------------------------------------------------------------------------------------
--- per-list scores: similarities, normalisations
-
--- Similarity of each position: the score itself, or 1 - d for a distance list.
-function M.sims(list)
-  if list.sims then return list.sims end
-  local s = list.scores
-  if list.kind == "distance" then
-    local n = list.n
-    local out = table_new(n, 0)
-    for j = 1, n do out[j] = 1 - s[j] end
-    list.sims = out
-  else
-    list.sims = s
-  end
-  return list.sims
-end
-
-local function minmax(s, n)
-  local mn, mx = huge, -huge
-  for j = 1, n do
-    local x = s[j]
-    if x < mn then mn = x end
-    if x > mx then mx = x end
-  end
-  return mn, mx
-end
-M.minmax = minmax
-
--- mean and standard deviation; sample = true divides by n - 1 (n < 2: std 0)
-local function mean_std(s, n, sample)
-  if n == 0 then return 0, 0 end
-  local sum = 0
-  for j = 1, n do sum = sum + s[j] end
-  local mean = sum / n
-  local ss = 0
-  for j = 1, n do
-    local dlt = s[j] - mean
-    ss = ss + dlt * dlt
-  end
-  local div = sample and (n - 1) or n
-  if div <= 0 then return mean, 0 end
-  return mean, sqrt(ss / div)
-end
-M.mean_std = mean_std
-
--- Normalised values of a list's positions (an array 1..n). how: none | min_max | max | sum |
--- z_score | rank; opts.std = "sample" for z_score. Score-based ones work on similarities.
-function M.normalize(list, how, opts)
-  local n = list.n
-  if how == "rank" then
-    local out = table_new(n, 0)
-    for j = 1, n do out[j] = 1 - (j - 1) / n end          -- 1 - i/n, i 0-based
-    return out
-  end
-  local s = M.sims(list)
-  if how == nil or how == "none" then return s end
-  local out = table_new(n, 0)
-  if n == 0 then return out end
-  if how == "min_max" then
-    local mn, mx = minmax(s, n)
-    if mx == mn then
-      for j = 1, n do out[j] = 1.0 end                   -- all equal (or one item): 1.0
-    else
-      local r = mx - mn
-      for j = 1, n do out[j] = (s[j] - mn) / r end
-    end
-  elseif how == "max" then
-    local _, mx = minmax(s, n)
-    local m = abs(mx)
-    if m == 0 then
-      for j = 1, n do out[j] = 0 end
-    else
-      for j = 1, n do out[j] = s[j] / m end
-    end
-  elseif how == "sum" then
-    local mn = minmax(s, n)
-    local tot = 0
-    for j = 1, n do tot = tot + (s[j] - mn) end
-    if tot == 0 then
-      for j = 1, n do out[j] = 1 / n end                 -- all equal: 1/n each
-    else
-      for j = 1, n do out[j] = (s[j] - mn) / tot end
-    end
-  elseif how == "z_score" then
-    local mean, std = mean_std(s, n, opts and opts.std == "sample")
-    if std == 0 then
-      for j = 1, n do out[j] = 0 end
-    else
-      for j = 1, n do out[j] = (s[j] - mean) / std end
-    end
-  else
-    error("fuse.normalize: unknown normalisation " .. tostring(how), 2)
-  end
-  return out
-end
-
--- F[d] += w × normalize(list)(d) for every position, without the intermediate array: the
--- same arithmetic as fuse.normalize (so the same bits), in one loop per variant.
-function M.add_normalized(F, list, how, opts, w)
-  local n, docs = list.n, list.docs
-  if n == 0 then return F end
-  if how == "min_max" or how == "none" or how == nil then
-    local s = M.sims(list)
-    if how ~= "min_max" then
-      for j = 1, n do
-        local d = docs[j]
-        F[d] = F[d] + w * s[j]
-      end
-      return F
-    end
-    local mn, mx = minmax(s, n)
-    if mx == mn then
-      for j = 1, n do
-        local d = docs[j]
-        F[d] = F[d] + w * 1.0
-      end
-    else
-      local r = mx - mn
-      for j = 1, n do
-        local d = docs[j]
-        F[d] = F[d] + w * ((s[j] - mn) / r)
-      end
-    end
-    return F
-  end
-  local v = M.normalize(list, how, opts)
-  for j = 1, n do
-    local d = docs[j]
-    F[d] = F[d] + w * v[j]
-  end
-  return F
-end
-
--- The comb* family (Fox & Shaw): v_i(d) = w_i × normalize(list_i)(d), aggregated over the
--- lists holding d with how = sum | mnz (sum × count) | anz (sum / count) | max | min | med.
-function M.comb(lists, params, how)
-  local N = lists.n_docs
-  local F = table_new(N, 0)
-  local count = lists.count
-  for d = 1, N do F[d] = 0 end
-  if how == "sum" or how == "mnz" or how == "anz" then
-    for i = 1, #lists do M.add_normalized(F, lists[i], params.normalize, params, lists[i].w) end
-  else
-    local seen = table_new(N, 0)
-    for d = 1, N do seen[d] = false end
-    local vals = (how == "med") and {} or nil
-    for i = 1, #lists do
-      local l = lists[i]
-      local w, docs = l.w, l.docs
-      local v = M.normalize(l, params.normalize, params)
-      for j = 1, l.n do
-        local d = docs[j]
-        local x = w * v[j]
-        if how == "max" then
-          if not seen[d] or x > F[d] then F[d] = x end
-        elseif how == "min" then
-          if not seen[d] or x < F[d] then F[d] = x end
-        elseif count[d] == 1 then -- med
-          F[d] = x
-        else
-          local t = vals[d]
-          if not t then t = {}; vals[d] = t end
-          t[#t + 1] = x
-        end
-        seen[d] = true
-      end
-    end
-    if vals then
-      for d, t in pairs(vals) do
-        sort(t)
-        local m = #t
-        if m % 2 == 1 then
-          F[d] = t[(m + 1) / 2]
-        else
-          F[d] = (t[m / 2] + t[m / 2 + 1]) / 2
-        end
-      end
-    end
-  end
-  if how == "mnz" then
-    for d = 1, N do F[d] = F[d] * count[d] end
-  elseif how == "anz" then
-    for d = 1, N do F[d] = F[d] / count[d] end
-  end
-  return F
-end
+-- per-list scores: similarities, normalisations (lua/rerank/fuse_scores.lua)
+local fs = require "rerank.fuse_scores"
+M.sims, M.minmax, M.mean_std, M.normalize = fs.sims, fs.minmax, fs.mean_std, fs.normalize
+M.add_normalized, M.zeros, M.sum_normalized = fs.add_normalized, fs.zeros, fs.sum_normalized
+M.add_reciprocal_ranks, M.comb = fs.add_reciprocal_ranks, fs.comb
 
 ---------------------------------------------------------------------------------------------
 -- compute

@@ -25,14 +25,7 @@ local function traceback(e)
 end
 
 -- A provider file is a chunk returning a table of pure functions (DESIGN §4).
-local function load_provider(path)
-  local chunk, err = loadfile(path)
-  if not chunk then return nil, err end
-  local ok, p = pcall(chunk)
-  if not ok then return nil, p end
-  if type(p) ~= "table" then return nil, path .. ": a provider must return a table" end
-  return p
-end
+local load_provider = router.load_provider
 M.load_provider = load_provider
 
 -- The daemon's event-loop fetch, nginx cosockets, or blocking libcurl, in that order.

@@ -8,6 +8,8 @@
 --   paths.abs(p, base)    absolute, normalised path of p relative to base (default: cwd)
 --   paths.cwd()           the working directory
 --   paths.exists(file)    true when the file can be opened for reading
+--   paths.load_table(file, what, chunkname) runs a Lua file that must return a table
+--   paths.lua_names(dirs) sorted distinct names of the *.lua files in dirs (without .lua)
 local M = {}
 
 function M.is_abs(p)
@@ -65,6 +67,59 @@ function M.exists(file)
     return true
   end
   return false
+end
+
+-- Runs the Lua file `file`, which must return a table: the table | nil, message. `what`
+-- words the messages, each caller keeping its own:
+--   a string (e.g. "fusion file"): "<what> <file> failed to load: <error>" and
+--     "<what> <file> must return a table (got <type>)";
+--   a table { load = fmt(file, error) or nil (Lua's own error as it is),
+--     type = fmt(file, type) }.
+-- chunkname: read the file with io.open and load it under this name (Lua shortens long
+-- chunk names to "...tail"); without it, loadfile.
+function M.load_table(file, what, chunkname)
+  local load_fmt, type_fmt
+  if type(what) == "table" then
+    load_fmt, type_fmt = what.load, what.type
+  else
+    load_fmt, type_fmt = what .. " %s failed to load: %s", what .. " %s must return a table (got %s)"
+  end
+  local function failed(err)
+    if load_fmt == nil then return nil, err end
+    return nil, load_fmt:format(file, tostring(err))
+  end
+  local chunk, err
+  if chunkname then
+    local f, oerr = io.open(file, "rb")
+    if not f then return failed(oerr) end
+    local src = f:read("*a")
+    f:close()
+    chunk, err = loadstring(src, chunkname)
+  else
+    chunk, err = loadfile(file)
+  end
+  if not chunk then return failed(err) end
+  local ok, t = pcall(chunk)
+  if not ok then return failed(t) end
+  if type(t) ~= "table" then return nil, type_fmt:format(file, type(t)) end
+  return t
+end
+
+function M.lua_names(dirs)
+  local ok, core = pcall(require, "rerank.core")
+  local names, seen = {}, {}
+  for _, dir in ipairs(dirs or {}) do
+    local list = ok and core.listdir and core.listdir(dir) or {}
+    for _, f in ipairs(list) do
+      local n = f:match("^(.+)%.lua$")
+      if n and not seen[n] then
+        seen[n] = true
+        names[#names + 1] = n
+      end
+    end
+  end
+  table.sort(names)
+  return names
 end
 
 local cwd_cache

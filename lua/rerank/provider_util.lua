@@ -6,6 +6,7 @@
 --   U.api_key(model, env)          model.api_key if non-empty, else os.getenv(env)
 --   U.bearer(model, env)           { Authorization = "Bearer <key>" } or {} when there is no key
 --   U.post(model, p, req, body, headers) -> a request spec; body gets extra_body merged
+--   U.rerank_build(p, fields, opts) -> build(model, req) for a declared JSON rerank body
 --   U.merge(body, ...)             deep merge of objects; later wins; json.null deletes a key
 --   U.texts(req, rank_fields)      one string per document (object docs flattened on rank_fields)
 --   U.objects(req, rank_fields)    one object per document ({text, id?, <rank_fields>...})
@@ -211,6 +212,47 @@ function U.post(model, p, req, body, headers, vars)
     headers = headers or U.bearer(model, p.env_key),
     body = U.merge(body, model.extra_body, req.extra_body),
   }
+end
+
+-- What a body field declared to U.rerank_build is made of; rf = the call's rank_fields.
+local SOURCES = {
+  model = function(model, p) return U.model_id(model, p) end,
+  query = function(_, _, req) return req.query end,
+  texts = function(_, _, req, rf) return U.texts(req, rf) end,         -- strings (objects flattened on rf)
+  documents = function(_, _, req, rf) return U.documents(req, rf) end, -- strings, or objects with rf
+  rank_fields = function(_, _, _, rf) return has_fields(rf) and rf or nil end,
+  top_n = function(_, _, req) return U.top_n(req) end,
+  return_documents = function(_, _, req) return req.return_documents == true end,
+  instruction = function(model) return model.instruction end,
+}
+
+-- build(model, req) for the usual JSON rerank call, declared as { body_field = source }: a
+-- source names one of SOURCES above, or is function(model, req) -> value (U.option(key) for
+-- a provider option). opts.model_in_path: the model id fills the path's {model} instead.
+function U.rerank_build(p, fields, opts)
+  for k, src in pairs(fields) do
+    if type(src) ~= "function" and not SOURCES[src] then
+      error(("rerank_build: body field %s has unknown source %s"):format(tostring(k), tostring(src)), 2)
+    end
+  end
+  local model_in_path = opts and opts.model_in_path
+  return function(model, req)
+    local rf = U.param(model, req, "rank_fields")
+    local body = {}
+    for k, src in pairs(fields) do
+      if type(src) == "function" then
+        body[k] = src(model, req)
+      else
+        body[k] = SOURCES[src](model, p, req, rf)
+      end
+    end
+    return U.post(model, p, req, body, nil, model_in_path and { model = U.model_id(model, p) } or nil)
+  end
+end
+
+-- a body source for U.rerank_build: the model's option `key`
+function U.option(key)
+  return function(model) return U.opt(model, key) end
 end
 
 -- Cohere's body: v1 (objects, rank_fields, return_documents, max_chunks_per_doc) or v2

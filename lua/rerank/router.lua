@@ -34,6 +34,7 @@
 -- State (in-flight counts, breakers, metrics) is per worker.
 local docs = require "rerank.docs"
 local accounting = require "rerank.usage"
+local paths = require "rerank.paths"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local min, max, floor, ceil, huge = math.min, math.max, math.floor, math.ceil, math.huge
@@ -197,34 +198,12 @@ local function is_local_url(u)
   return host == "127.0.0.1" or host == "localhost" or host == "::1" or host == "0.0.0.0"
 end
 
-local function file_exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-
-local function provider_names(dirs)
-  local out, seen = {}, {}
-  local ok, core = pcall(require, "rerank.core")
-  for _, dir in ipairs(dirs or {}) do
-    local list = ok and core.listdir and core.listdir(dir) or {}
-    for _, f in ipairs(list) do
-      local n = f:match("^(.+)%.lua$")
-      if n and not seen[n] then seen[n] = true; out[#out + 1] = n end
-    end
-  end
-  sort(out)
-  return out
-end
-
+-- A provider file is a chunk returning a table of pure functions (DESIGN §4): the table |
+-- nil, Lua's own load error or "<path>: a provider must return a table".
 local function load_file(path)
-  local chunk, err = loadfile(path)
-  if not chunk then return nil, err end
-  local ok, p = pcall(chunk)
-  if not ok then return nil, p end
-  if type(p) ~= "table" then return nil, path .. ": a provider must return a table" end
-  return p
+  return paths.load_table(path, { type = "%s: a provider must return a table" })
 end
+M.load_provider = load_file
 
 -- "provider/upstream-model" under direct_models
 function R:direct(name)
@@ -238,10 +217,10 @@ function R:direct(name)
   local file
   for _, dir in ipairs(dirs) do
     local f = dir .. "/" .. pname .. ".lua"
-    if file_exists(f) then file = f; break end
+    if paths.exists(f) then file = f; break end
   end
   if not file then
-    local names = provider_names(dirs)
+    local names = paths.lua_names(dirs)
     return fail(404, "not_found_error", ('model "%s": unknown provider "%s" (direct_models; available: %s)')
       :format(name, pname, concat(names, ", ")), "model")
   end

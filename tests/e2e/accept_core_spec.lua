@@ -1,13 +1,7 @@
 -- Acceptance regressions (issues 3, 4, 7) found by driving the real binary over HTTP and
 -- the CLI; each case failed before its fix.
 local d = require "support.daemon"
-
-local function mock_requests(mock)
-  local out = d.sh(("curl -s %s/_mock/requests"):format(mock.url))
-  return require("cjson").decode(out)
-end
-
-local function reset_mock(mock) d.sh(("curl -s -X POST %s/_mock/reset"):format(mock.url)) end
+local mock_requests, reset_mock = d.mock_requests, d.mock_reset
 
 -- Okapi BM25 exactly as issue 3 states it (independent of core/bm25.c); docs are token lists.
 local function bm25(q, docs, k1, b)

@@ -5,13 +5,7 @@
 -- templates from a config directory with the instruction, usage sums and cost.
 local d = require "support.daemon"
 local cjson = require "cjson"
-
-local function now()
-  local f = io.popen("date +%s.%N")
-  local t = tonumber(f:read("*a"))
-  f:close()
-  return t
-end
+local now = d.now
 
 local function words(s)
   local w, list = {}, {}

@@ -3,22 +3,7 @@
 -- TypeScript SDK (npm cohere-ai, installed into tests/e2e/cohere_sdk/node_modules) run by node.
 local d = require "support.daemon"
 local cjson = require "cjson"
-
-local function start_mock()
-  local out = d.tmpname(".mock")
-  local pid = tonumber(d.sh(("python3 %s/tests/mock/mock_upstream.py --port 0 >%s 2>&1 & echo $!"):format(d.root, out)))
-  for _ = 1, 100 do
-    local port = (d.readfile(out) or ""):match("listening on 127%.0%.0%.1:(%d+)")
-    if port then return { pid = pid, url = "http://127.0.0.1:" .. port } end
-    d.sleep(0.05)
-  end
-  os.execute("kill " .. pid .. " 2>/dev/null")
-  error("mock upstream did not start: " .. (d.readfile(out) or ""))
-end
-
-local function mock_requests(mock)
-  return cjson.decode(d.sh("curl -s " .. mock.url .. "/_mock/requests"))
-end
+local mock_requests = d.mock_requests
 
 local QUERY = "capital of the united states"
 local DOCS = { "Carson City is the capital of Nevada.", "Washington is the capital of the United States.",
@@ -32,7 +17,7 @@ describe("client shapes end to end", function()
   local mock, srv
 
   setup(function()
-    mock = start_mock()
+    mock = d.start_mock()
     local cfg = ([[
 server: { listen: "127.0.0.1:0", timeout: 20s }
 default_model: bm25
@@ -48,7 +33,7 @@ models:
 
   teardown(function()
     d.stop(srv)
-    if mock then os.execute("kill " .. mock.pid .. " 2>/dev/null") end
+    d.stop_mock(mock)
   end)
 
   it("rerankd's own shape on /v1/rerank (plus Cohere's meta)", function()

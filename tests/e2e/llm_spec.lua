@@ -5,30 +5,10 @@
 -- transport) for what the HTTP shape does not show (repairs, score_kind).
 local d = require "support.daemon"
 local cjson = require "cjson"
-
-local function now()
-  local f = io.popen("date +%s.%N")
-  local t = tonumber(f:read("*a"))
-  f:close()
-  return t
-end
-
-local function start_mock()
-  local out = d.tmpname(".mock")
-  local pid = tonumber(d.sh(("python3 %s/tests/mock/mock_openai.py --port 0 --key test-key >%s 2>&1 & echo $!")
-    :format(d.root, out)))
-  for _ = 1, 100 do
-    local port = (d.readfile(out) or ""):match("listening on 127%.0%.0%.1:(%d+)")
-    if port then return { pid = pid, url = "http://127.0.0.1:" .. port } end
-    d.sleep(0.05)
-  end
-  os.execute("kill " .. pid .. " 2>/dev/null")
-  error("mock openai did not start: " .. (d.readfile(out) or ""))
-end
+local now, requests = d.now, d.mock_requests
 
 local function stats(mock) return cjson.decode(d.sh("curl -s " .. mock.url .. "/stats")) end
 local function reset(mock) d.sh("curl -s -X POST " .. mock.url .. "/stats/reset") end
-local function requests(mock) return cjson.decode(d.sh("curl -s " .. mock.url .. "/_mock/requests")) end
 
 -- the mock's rule: share of the query's distinct words in the document
 local function words(s)
@@ -117,12 +97,12 @@ end
 describe("LLM rerankers over HTTP (mock OpenAI chat)", function()
   local mock, srv
   setup(function()
-    mock = start_mock()
+    mock = d.start_mock("mock_openai.py", "--key test-key")
     srv = assert(d.start(yaml(mock), { workers = 1 }))
   end)
   teardown(function()
     d.stop(srv)
-    if mock then os.execute("kill " .. mock.pid .. " 2>/dev/null") end
+    d.stop_mock(mock)
   end)
 
   local function rerank(model, docs, extra)

@@ -5,27 +5,10 @@
 local d = require "support.daemon"
 local prom = require "support.prom"
 local cjson = require "cjson"
+local mock_requests, mock_reset = d.mock_requests, d.mock_reset
 
 local ROOT = d.root
 local SLEEPY = ROOT .. "/tests/fixtures/providers/sleepy.lua"
-
-local function start_mock()
-  local out = d.tmpname(".mock")
-  local pid = tonumber(d.sh(("python3 %s/tests/mock/mock_upstream.py --port 0 >%s 2>&1 & echo $!"):format(ROOT, out)))
-  for _ = 1, 100 do
-    local port = (d.readfile(out) or ""):match("listening on 127%.0%.0%.1:(%d+)")
-    if port then return { pid = pid, url = "http://127.0.0.1:" .. port } end
-    d.sleep(0.05)
-  end
-  os.execute("kill " .. pid .. " 2>/dev/null")
-  error("mock upstream did not start: " .. (d.readfile(out) or ""))
-end
-
-local function mock_requests(mock)
-  return cjson.decode(d.sh("curl -s " .. mock.url .. "/_mock/requests"))
-end
-
-local function mock_reset(mock) d.sh("curl -s -X POST " .. mock.url .. "/_mock/reset") end
 
 -- A private redis-server on a free port: no persistence, a temp dir. opts.password.
 local function start_redis(opts)
@@ -260,7 +243,7 @@ end)
 describe("score cache", function()
   local mock, srv
   setup(function()
-    mock = start_mock()
+    mock = d.start_mock()
     srv = assert(d.start(([[
 cache: { size: 1m, ttl: 10m }
 models:
@@ -270,7 +253,7 @@ models:
   end)
   teardown(function()
     d.stop(srv)
-    if mock then os.execute("kill " .. mock.pid .. " 2>/dev/null") end
+    d.stop_mock(mock)
   end)
 
   local function sent_documents()
@@ -324,7 +307,7 @@ end)
 describe("score cache in Redis", function()
   local mock, redis, srv1, srv2
   setup(function()
-    mock = start_mock()
+    mock = d.start_mock()
     redis = start_redis()
     local cfg = ([[
 redis: { host: 127.0.0.1, port: %d }
@@ -339,7 +322,7 @@ models:
     d.stop(srv1)
     d.stop(srv2)
     stop_redis(redis)
-    if mock then os.execute("kill " .. mock.pid .. " 2>/dev/null") end
+    d.stop_mock(mock)
   end)
 
   it("is shared by instances, with a TTL", function()
@@ -372,7 +355,7 @@ end)
 describe("GET /metrics", function()
   local mock, srv
   setup(function()
-    mock = start_mock()
+    mock = d.start_mock()
     srv = assert(d.start(([[
 models:
   - name: cohere
@@ -386,7 +369,7 @@ models:
   end)
   teardown(function()
     d.stop(srv)
-    if mock then os.execute("kill " .. mock.pid .. " 2>/dev/null") end
+    d.stop_mock(mock)
   end)
 
   it("parses strictly and adds up every worker", function()
@@ -445,8 +428,8 @@ end)
 ---------------------------------------------------------------------------------------------
 describe("GET /health?deep=1", function()
   local mock
-  setup(function() mock = start_mock() end)
-  teardown(function() if mock then os.execute("kill " .. mock.pid .. " 2>/dev/null") end end)
+  setup(function() mock = d.start_mock() end)
+  teardown(function() d.stop_mock(mock) end)
 
   it("200 when every model ranks the relevant document first", function()
     local srv = assert(d.start(([[

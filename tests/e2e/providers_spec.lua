@@ -2,30 +2,10 @@
 -- provider. The cases are data: tests/fixtures/providers/e2e.json.
 local d = require "support.daemon"
 local cjson = require "cjson"
+local mock_requests, mock_reset = d.mock_requests, d.mock_reset
 
 local CASES = cjson.decode(d.readfile(d.root .. "/tests/fixtures/providers/e2e.json"))
 local REQUEST = CASES.request
-
--- Starts the mock on a free port; returns { pid, url }.
-local function start_mock()
-  local out = d.tmpname(".mock")
-  local pid = tonumber(d.sh(("python3 %s/tests/mock/mock_upstream.py --port 0 >%s 2>&1 & echo $!"):format(d.root, out)))
-  for _ = 1, 100 do
-    local port = (d.readfile(out) or ""):match("listening on 127%.0%.0%.1:(%d+)")
-    if port then return { pid = pid, url = "http://127.0.0.1:" .. port, log = out } end
-    d.sleep(0.05)
-  end
-  os.execute("kill " .. pid .. " 2>/dev/null")
-  error("mock upstream did not start: " .. (d.readfile(out) or ""))
-end
-
-local function mock_requests(mock)
-  return cjson.decode(d.sh("curl -s " .. mock.url .. "/_mock/requests"))
-end
-
-local function mock_reset(mock)
-  d.sh("curl -s -X POST " .. mock.url .. "/_mock/reset")
-end
 
 local function yaml_models(mock)
   local lines = {}
@@ -70,7 +50,7 @@ describe("providers end to end through the mock upstreams", function()
   local mock, srv
 
   setup(function()
-    mock = start_mock()
+    mock = d.start_mock()
     local cfg = ("server: { listen: \"127.0.0.1:8080\", timeout: 30s }\ndefault_model: bm25\nmodels:\n%s\n")
       :format(yaml_models(mock))
     srv = assert(d.start(cfg, { workers = 1 }))
@@ -78,7 +58,7 @@ describe("providers end to end through the mock upstreams", function()
 
   teardown(function()
     d.stop(srv)
-    if mock then os.execute("kill " .. mock.pid .. " 2>/dev/null") end
+    d.stop_mock(mock)
   end)
 
   before_each(function() mock_reset(mock) end)

@@ -4,31 +4,7 @@
 -- local cost in x-rerankd-cost.
 local d = require "support.daemon"
 local cjson = require "cjson"
-
-local function now()
-  local f = io.popen("date +%s.%N")
-  local t = tonumber(f:read("*a"))
-  f:close()
-  return t
-end
-
-local function start_mock()
-  local out = d.tmpname(".mock")
-  local pid = tonumber(d.sh(("python3 %s/tests/mock/mock_upstream.py --port 0 >%s 2>&1 & echo $!"):format(d.root, out)))
-  for _ = 1, 100 do
-    local port = (d.readfile(out) or ""):match("listening on 127%.0%.0%.1:(%d+)")
-    if port then return { pid = pid, url = "http://127.0.0.1:" .. port } end
-    d.sleep(0.05)
-  end
-  os.execute("kill " .. pid .. " 2>/dev/null")
-  error("mock upstream did not start: " .. (d.readfile(out) or ""))
-end
-
-local function mock_requests(mock)
-  return cjson.decode(d.sh("curl -s " .. mock.url .. "/_mock/requests"))
-end
-
-local function mock_reset(mock) d.sh("curl -s -X POST " .. mock.url .. "/_mock/reset") end
+local now, mock_requests, mock_reset = d.now, d.mock_requests, d.mock_reset
 
 -- requests the mock received from model `name` (each model sends x-test-model: its name)
 local function hits(mock, name)
@@ -84,13 +60,13 @@ describe("routing end to end over the mock upstreams", function()
   local mock, srv
 
   setup(function()
-    mock = start_mock()
+    mock = d.start_mock()
     srv = assert(d.start(config(mock), { workers = 1, env = "env -u VOYAGE_API_KEY COHERE_API_KEY=test-key" }))
   end)
 
   teardown(function()
     d.stop(srv)
-    if mock then os.execute("kill " .. mock.pid .. " 2>/dev/null") end
+    d.stop_mock(mock)
   end)
 
   before_each(function() mock_reset(mock) end)

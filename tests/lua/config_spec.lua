@@ -6,29 +6,13 @@
 local config = require "rerank.config"
 local paths = require "rerank.paths"
 local core = require "rerank.core"
-local ffi = require "ffi"
-
-pcall(ffi.cdef, [[
-int setenv(const char *name, const char *value, int overwrite);
-int unsetenv(const char *name);
-]])
-
-local function setenv(k, v)
-  if v == nil then ffi.C.unsetenv(k) else ffi.C.setenv(k, v, 1) end
-end
+local support_files = require "support.files"
+local setenv, write = support_files.setenv, support_files.write
 
 local HERE = paths.dirname(paths.abs(debug.getinfo(1, "S").source:sub(2)))
 local REPO = paths.normalize(HERE .. "/../..")
 local FIX = REPO .. "/tests/fixtures/config"
 local TMP = REPO .. "/tests/tmp/config_spec"
-
-local function write(path, text)
-  os.execute("mkdir -p '" .. paths.dirname(path) .. "'")
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-  return path
-end
 
 local function read_header(file)
   local h = { contains = {}, env = {} }

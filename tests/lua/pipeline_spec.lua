@@ -18,13 +18,7 @@ local function readfile(p)
   return s
 end
 
-local function writefile(p, s)
-  os.execute("mkdir -p '" .. paths.dirname(p) .. "'")
-  local f = assert(io.open(p, "wb"))
-  f:write(s)
-  f:close()
-  return p
-end
+local writefile = require("support.files").write
 
 local function near(a, b, what)
   assert(type(b) == "number" and math.abs(a - b) <= 1e-12 * math.max(1, math.abs(a)),

@@ -1,15 +1,6 @@
 -- rerank.core.yaml_parse / yaml_load (core/yaml.c): values, marks, interpolation, errors.
 local core = require "rerank.core"
-local ffi = require "ffi"
-
-pcall(ffi.cdef, [[
-int setenv(const char *name, const char *value, int overwrite);
-int unsetenv(const char *name);
-]])
-
-local function setenv(k, v)
-  if v == nil then ffi.C.unsetenv(k) else ffi.C.setenv(k, v, 1) end
-end
+local setenv = require("support.files").setenv
 
 local NULL = core.yaml_parse("~")
 

@@ -94,14 +94,15 @@ end
 
 function M.logtext(d) return readfile(d.log) or "" end
 
--- Starts a python3 mock from tests/mock/ (default mock_upstream.py): { pid, port, url }.
-function M.start_mock(script)
+-- Starts a python3 mock from tests/mock/ (default mock_upstream.py) with extra command-line
+-- args (e.g. "--key test-key"): { pid, port, url, log }.
+function M.start_mock(script, args)
   local out = tmpname(".mock")
-  local pid = tonumber(sh(("python3 %s/tests/mock/%s --port 0 >%s 2>&1 & echo $!"):format(
-    root, script or "mock_upstream.py", out)))
+  local pid = tonumber(sh(("python3 %s/tests/mock/%s --port 0 %s>%s 2>&1 & echo $!"):format(
+    root, script or "mock_upstream.py", args and (args .. " ") or "", out)))
   for _ = 1, 100 do
     local port = (readfile(out) or ""):match("listening on 127%.0%.0%.1:(%d+)")
-    if port then return { pid = pid, port = tonumber(port), url = "http://127.0.0.1:" .. port } end
+    if port then return { pid = pid, port = tonumber(port), url = "http://127.0.0.1:" .. port, log = out } end
     sleep(0.05)
   end
   os.execute("kill " .. pid .. " 2>/dev/null")
@@ -110,6 +111,21 @@ end
 
 function M.stop_mock(m)
   if m and m.pid then os.execute("kill " .. m.pid .. " 2>/dev/null") end
+end
+
+-- The requests a mock has recorded (GET /_mock/requests), decoded; and forgetting them.
+function M.mock_requests(mock)
+  return cjson.decode(sh("curl -s " .. mock.url .. "/_mock/requests"))
+end
+
+function M.mock_reset(mock) sh("curl -s -X POST " .. mock.url .. "/_mock/reset") end
+
+-- Wall-clock seconds with sub-second precision (date +%s.%N).
+function M.now()
+  local f = io.popen("date +%s.%N")
+  local t = tonumber(f:read("*a"))
+  f:close()
+  return t
 end
 
 -- Open file descriptors of a process (Linux /proc).

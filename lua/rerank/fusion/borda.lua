@@ -2,15 +2,13 @@
 -- 0-based position p of a list gets n - p points; the documents a list leaves out share the
 -- points it did not give (n - m, ..., 1 for a list of m) equally: (n - m + 1) / 2 each.
 -- F(d) = Σ_i w_i × points_i(d). Rank-based (positions; rank_base does not apply).
-local ok_tnew, table_new = pcall(require, "table.new")
-if not ok_tnew then table_new = function() return {} end end
+local fuse = require "rerank.fuse"
 
 local M = { name = "borda", scores = false, params = {} }
 
 function M.fuse(lists)
   local N = lists.n_docs
-  local F = table_new(N, 0)
-  for d = 1, N do F[d] = 0 end
+  local F = fuse.zeros(N)
   for i = 1, #lists do
     local l = lists[i]
     local w, docs, m = l.w, l.docs, l.n

@@ -3,15 +3,12 @@
 -- a single-item or zero-variance list gives 0.5. F(d) = Σ_i w_i × norm_i(d). Distance
 -- lists: 1 - d first.
 local fuse = require "rerank.fuse"
-local ok_tnew, table_new = pcall(require, "table.new")
-if not ok_tnew then table_new = function() return {} end end
 
 local M = { name = "dbsf", scores = true, params = {} }
 
 function M.fuse(lists)
   local N = lists.n_docs
-  local F = table_new(N, 0)
-  for d = 1, N do F[d] = 0 end
+  local F = fuse.zeros(N)
   for i = 1, #lists do
     local l = lists[i]
     local w, docs, n = l.w, l.docs, l.n

@@ -1,7 +1,6 @@
 -- Inverse square rank: F(d) = count(d) × Σ_i w_i / rank_i(d)², count(d) = number of lists
 -- holding d. Rank-based; rank_base must be 1 (a rank of 0 has no 1/rank²).
-local ok_tnew, table_new = pcall(require, "table.new")
-if not ok_tnew then table_new = function() return {} end end
+local fuse = require "rerank.fuse"
 
 local M = { name = "isr", scores = false, params = {} }
 
@@ -11,8 +10,7 @@ end
 
 function M.fuse(lists, params)
   local N = lists.n_docs
-  local F = table_new(N, 0)
-  for d = 1, N do F[d] = 0 end
+  local F = fuse.zeros(N)
   local c = params.rank_base - 1
   for i = 1, #lists do
     local l = lists[i]

@@ -3,8 +3,6 @@
 -- std = "sample"). Distance lists are turned into 1 - d before normalising; rank uses the
 -- list order and needs no scores. A list without d contributes 0.
 local fuse = require "rerank.fuse"
-local ok_tnew, table_new = pcall(require, "table.new")
-if not ok_tnew then table_new = function() return {} end end
 
 local M = {
   name = "linear",
@@ -17,14 +15,7 @@ local M = {
 function M.scores(p) return p.normalize ~= "rank" end
 
 function M.fuse(lists, params)
-  local N = lists.n_docs
-  local F = table_new(N, 0)
-  for d = 1, N do F[d] = 0 end
-  for i = 1, #lists do
-    local l = lists[i]
-    fuse.add_normalized(F, l, params.normalize, params, l.w)
-  end
-  return F
+  return fuse.sum_normalized(lists, params.normalize, params)
 end
 
 return M

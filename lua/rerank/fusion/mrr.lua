@@ -1,7 +1,6 @@
 -- Mean reciprocal rank: F(d) = (Σ_i w_i / rank_i(d)) / L over all L lists (including empty
 -- ones); a list without d contributes 0. Rank-based; rank_base must be 1.
-local ok_tnew, table_new = pcall(require, "table.new")
-if not ok_tnew then table_new = function() return {} end end
+local fuse = require "rerank.fuse"
 
 local M = { name = "mrr", scores = false, params = {} }
 
@@ -11,18 +10,8 @@ end
 
 function M.fuse(lists, params)
   local N = lists.n_docs
-  local F = table_new(N, 0)
-  for d = 1, N do F[d] = 0 end
-  local c = params.rank_base - 1
   local L = #lists
-  for i = 1, L do
-    local l = lists[i]
-    local w, docs = l.w, l.docs
-    for j = 1, l.n do
-      local d = docs[j]
-      F[d] = F[d] + w / (c + j)
-    end
-  end
+  local F = fuse.add_reciprocal_ranks(fuse.zeros(N), lists, params.rank_base - 1)
   if L > 0 then
     for d = 1, N do F[d] = F[d] / L end
   end

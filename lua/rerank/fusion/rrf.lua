@@ -2,8 +2,7 @@
 -- k >= 0 (default 60); rank = 0-based position + rank_base (default 1); a document missing
 -- from a list gets nothing from it. Rank-based: scores are not used, distance lists are taken
 -- in the order given.
-local ok_tnew, table_new = pcall(require, "table.new")
-if not ok_tnew then table_new = function() return {} end end
+local fuse = require "rerank.fuse"
 
 local M = {
   name = "rrf",
@@ -18,19 +17,8 @@ function M.check(p)
 end
 
 function M.fuse(lists, params)
-  local N = lists.n_docs
-  local F = table_new(N, 0)
-  for d = 1, N do F[d] = 0 end
   local c = params.k + params.rank_base - 1 -- k + rank at position j is c + j
-  for i = 1, #lists do
-    local l = lists[i]
-    local w, docs = l.w, l.docs
-    for j = 1, l.n do
-      local d = docs[j]
-      F[d] = F[d] + w / (c + j)
-    end
-  end
-  return F
+  return fuse.add_reciprocal_ranks(fuse.zeros(lists.n_docs), lists, c)
 end
 
 return M

@@ -12,7 +12,6 @@ local C = require "rerank.shapes.common"
 
 local check = api.check
 local number, value_json = C.number, C.value_json
-local concat = table.concat
 
 local S = { name = "cohere_v1", version = "1" }
 
@@ -72,26 +71,17 @@ end
 
 -- Cohere's results list; documents as objects when asked
 function S.results_json(result, req)
-  local results = result.results or {}
-  local with_docs = req and req.return_documents
-  local buf = {}
-  for i = 1, #results do
-    local r = results[i]
-    local s = '{"index":' .. number(r.index) .. ',"relevance_score":' .. number(r.relevance_score)
-    if with_docs then s = s .. ',"document":' .. C.document_object(req, r.index) end
-    buf[i] = s .. '}'
-  end
-  return '[' .. concat(buf, ',') .. ']'
+  return '[' .. C.results(result, req, C.index_score, "document", C.document_object) .. ']'
 end
 
 function S.render_version(version, result, req)
   local pt, tt = C.usage(result)
   return '{"id":' .. value_json(result.id) .. ',"object":"list","model":'
-      .. value_json(result.model or (req and req.model)) .. ',"results":' .. S.results_json(result, req)
+      .. C.model_json(result, req) .. ',"results":' .. S.results_json(result, req)
       .. ',"meta":' .. C.cohere_meta(version, result, req)
       .. ',"usage":{"prompt_tokens":' .. number(pt) .. ',"total_tokens":' .. number(tt)
       .. ',"search_units":' .. number(C.search_units(result, req)) .. '}'
-      .. (result.degraded and ',"degraded":true}' or '}')
+      .. C.close(result)
 end
 
 function S.render(result, req) return S.render_version("1", result, req) end

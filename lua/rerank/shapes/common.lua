@@ -7,6 +7,7 @@ local config_ok, config = pcall(require, "rerank.config")
 
 local type, tonumber = type, tonumber
 local ceil = math.ceil
+local concat = table.concat
 local null, jstring, number = json.null, json.string, json.number
 local check = api.check
 local fail = api.fail
@@ -77,6 +78,21 @@ function M.documents(v, param, opts)
   return out
 end
 
+-- model, query and the documents in b[docs_field] into req (the opening of most shapes'
+-- parse): req | nil, err
+function M.model_query_documents(b, req, docs_field, docs_opts)
+  local v, err = M.model(b.model)
+  if err then return nil, err end
+  req.model = v
+  v, err = check.query(b.query, "query")
+  if err then return nil, err end
+  req.query = v
+  v, err = M.documents(b[docs_field], docs_field, docs_opts)
+  if err then return nil, err end
+  req.documents = v
+  return req
+end
+
 -- model: optional non-empty string
 function M.model(v)
   local s, err = check.string(v, "model")
@@ -122,6 +138,42 @@ function M.document_text(req, index)
   local d = req.documents and req.documents[index + 1]
   if not d then return "null" end
   return jstring(d.text or "")
+end
+
+-- a document as {"text": ...} whatever its form (an unknown index: {"text":""})
+function M.document_text_object(req, index)
+  local d = req.documents[index + 1]
+  return '{"text":' .. jstring(d and d.text or "") .. '}'
+end
+
+-- The answer's results joined by ",": each '{' .. head(r) .. '}', with
+-- ',"<doc_key>":' .. doc(req, r.index) before the '}' when the request asked for documents.
+function M.results(result, req, head, doc_key, doc)
+  local results = result.results or {}
+  local with_docs = req and req.return_documents
+  local buf = {}
+  for i = 1, #results do
+    local r = results[i]
+    local s = '{' .. head(r)
+    if with_docs then s = s .. ',"' .. doc_key .. '":' .. doc(req, r.index) end
+    buf[i] = s .. '}'
+  end
+  return concat(buf, ',')
+end
+
+-- result heads: "index" then "relevance_score"
+function M.index_score(r)
+  return '"index":' .. number(r.index) .. ',"relevance_score":' .. number(r.relevance_score)
+end
+
+-- the answer's "model" value: the result's, else the request's
+function M.model_json(result, req)
+  return M.value_json(result.model or (req and req.model))
+end
+
+-- the end of an answer object: rerankd's "degraded" flag when set, then "}"
+function M.close(result)
+  return result.degraded and ',"degraded":true}' or '}'
 end
 
 M.number, M.jstring, M.null = number, jstring, null

@@ -10,21 +10,14 @@ local C = require "rerank.shapes.common"
 
 local check = api.check
 local number, value_json = C.number, C.value_json
-local concat = table.concat
 
 local S = { name = "jina" }
 
 function S.parse(b, opts)
-  local req = { shape = S.name, return_documents = true }
-  local v, err = C.model(b.model)
-  if err then return nil, err end
-  req.model = v
-  v, err = check.query(b.query, "query")
-  if err then return nil, err end
-  req.query = v
-  v, err = C.documents(b.documents, "documents", { max = opts.max_documents, text_field = opts.text_field })
-  if err then return nil, err end
-  req.documents = v
+  local req, err = C.model_query_documents(b, { shape = S.name, return_documents = true }, "documents",
+                                           { max = opts.max_documents, text_field = opts.text_field })
+  if not req then return nil, err end
+  local v
   v, err = check.int(b.top_n, "top_n", 1)
   if err then return nil, err end
   req.top_n = v
@@ -38,23 +31,10 @@ function S.parse(b, opts)
 end
 
 function S.render(result, req)
-  local results = result.results or {}
-  local with_docs = req and req.return_documents
-  local buf = {}
-  for i = 1, #results do
-    local r = results[i]
-    local s = '{"index":' .. number(r.index) .. ',"relevance_score":' .. number(r.relevance_score)
-    if with_docs then
-      local d = req.documents[r.index + 1]
-      s = s .. ',"document":{"text":' .. C.jstring(d and d.text or "") .. '}'
-    end
-    buf[i] = s .. '}'
-  end
   local pt, tt = C.usage(result)
-  return '{"id":' .. value_json(result.id) .. ',"object":"list","model":'
-      .. value_json(result.model or (req and req.model)) .. ',"usage":{"total_tokens":' .. number(tt)
-      .. ',"prompt_tokens":' .. number(pt) .. '},"results":[' .. concat(buf, ',') .. ']'
-      .. (result.degraded and ',"degraded":true}' or '}')
+  return '{"id":' .. value_json(result.id) .. ',"object":"list","model":' .. C.model_json(result, req)
+      .. ',"usage":{"total_tokens":' .. number(tt) .. ',"prompt_tokens":' .. number(pt) .. '},"results":['
+      .. C.results(result, req, C.index_score, "document", C.document_text_object) .. ']' .. C.close(result)
 end
 
 function S.render_error(err) return C.error_superset("detail", err) end

@@ -11,22 +11,15 @@ local json = require "rerank.json"
 
 local check, fail = api.check, api.fail
 local number = C.number
-local concat = table.concat
 local lower = string.lower
 
 local S = { name = "tei" }
 
 function S.parse(b, opts)
-  local req = { shape = S.name, return_documents = false }
-  local v, err = C.model(b.model)
-  if err then return nil, err end
-  req.model = v
-  v, err = check.query(b.query, "query")
-  if err then return nil, err end
-  req.query = v
-  v, err = C.documents(b.texts, "texts", { max = opts.max_documents, strings_only = true })
-  if err then return nil, err end
-  req.documents = v
+  local req, err = C.model_query_documents(b, { shape = S.name, return_documents = false }, "texts",
+                                           { max = opts.max_documents, strings_only = true })
+  if not req then return nil, err end
+  local v
   v, err = check.bool(b.return_text, "return_text")
   if err then return nil, err end
   req.return_documents = v == true
@@ -52,17 +45,12 @@ function S.parse(b, opts)
   return req
 end
 
+local function index_score(r)
+  return '"index":' .. number(r.index) .. ',"score":' .. number(r.relevance_score)
+end
+
 function S.render(result, req)
-  local results = result.results or {}
-  local with_text = req and req.return_documents
-  local buf = {}
-  for i = 1, #results do
-    local r = results[i]
-    local s = '{"index":' .. number(r.index) .. ',"score":' .. number(r.relevance_score)
-    if with_text then s = s .. ',"text":' .. C.document_text(req, r.index) end
-    buf[i] = s .. '}'
-  end
-  return '[' .. concat(buf, ',') .. ']'
+  return '[' .. C.results(result, req, index_score, "text", C.document_text) .. ']'
 end
 
 function S.headers(result)

@@ -10,21 +10,14 @@ local C = require "rerank.shapes.common"
 
 local check = api.check
 local number, value_json = C.number, C.value_json
-local concat = table.concat
 
 local S = { name = "voyage" }
 
 function S.parse(b, opts)
-  local req = { shape = S.name, return_documents = false }
-  local v, err = C.model(b.model)
-  if err then return nil, err end
-  req.model = v
-  v, err = check.query(b.query, "query")
-  if err then return nil, err end
-  req.query = v
-  v, err = C.documents(b.documents, "documents", { max = opts.max_documents, text_field = opts.text_field })
-  if err then return nil, err end
-  req.documents = v
+  local req, err = C.model_query_documents(b, { shape = S.name, return_documents = false }, "documents",
+                                           { max = opts.max_documents, text_field = opts.text_field })
+  if not req then return nil, err end
+  local v
   v, err = check.int(b.top_k, "top_k", 1)
   if err then return nil, err end
   req.top_n = v
@@ -45,20 +38,15 @@ function S.parse(b, opts)
   return req
 end
 
+local function score_index(r)
+  return '"relevance_score":' .. number(r.relevance_score) .. ',"index":' .. number(r.index)
+end
+
 function S.render(result, req)
-  local results = result.results or {}
-  local with_docs = req and req.return_documents
-  local buf = {}
-  for i = 1, #results do
-    local r = results[i]
-    local s = '{"relevance_score":' .. number(r.relevance_score) .. ',"index":' .. number(r.index)
-    if with_docs then s = s .. ',"document":' .. C.document_text(req, r.index) end
-    buf[i] = s .. '}'
-  end
   local _, tt = C.usage(result)
-  return '{"id":' .. value_json(result.id) .. ',"object":"list","data":[' .. concat(buf, ',') .. '],"model":'
-      .. value_json(result.model or (req and req.model)) .. ',"usage":{"total_tokens":' .. number(tt) .. '}'
-      .. (result.degraded and ',"degraded":true}' or '}')
+  return '{"id":' .. value_json(result.id) .. ',"object":"list","data":['
+      .. C.results(result, req, score_index, "document", C.document_text) .. '],"model":'
+      .. C.model_json(result, req) .. ',"usage":{"total_tokens":' .. number(tt) .. '}' .. C.close(result)
 end
 
 function S.render_error(err) return C.error_superset("detail", err) end

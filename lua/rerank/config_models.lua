@@ -1,0 +1,341 @@
+-- Configuration sections about models (config.lua assembles the whole; schema.lua is the
+-- checker): provider files (found by name in paths.providers, loaded and checked once per
+-- configuration), model entries with their provider's options and defaults, aliases and
+-- fallbacks, per-model breaker/chars_per_token/health, and direct_models.
+--   M.check_models(v, ctx) -> models, index  (sets ctx.aliases, ctx.alias_names)
+--   M.check_direct_models(v, ctx) -> false | true | { [provider] = settings }
+--   M.direct_name(name, path, ctx) -> bool (raises for an unknown provider)
+--   M.check_breaker, M.check_chars_per_token, M.check_health: spec check functions; M.BREAKER
+local paths = require "rerank.paths"
+local llm = require "rerank.llm"
+local usage = require "rerank.usage"
+local S = require "rerank.schema"
+
+local is_null, fail, fail_type, describe = S.is_null, S.fail, S.fail_type, S.describe
+local key_path, idx_path, is_list, is_mapping = S.key_path, S.idx_path, S.is_list, S.is_mapping
+local sorted_keys, check_keys, copy, check = S.sorted_keys, S.check_keys, S.copy, S.check
+
+local M = {}
+
+---------------------------------------------------------------------------
+-- providers
+---------------------------------------------------------------------------
+local OPTION_TYPES = { number = true, integer = true, string = true, boolean = true, table = true,
+                       duration = true, size = true }
+
+local function available_providers(ctx)
+  return paths.lua_names(ctx.paths.providers)
+end
+
+local function find_provider(name, ppath, ctx)
+  if not name:find("/", 1, true) then
+    for _, dir in ipairs(ctx.paths.providers) do
+      local f = paths.join(dir, name .. ".lua")
+      if paths.exists(f) then return f end
+    end
+  end
+  local names = available_providers(ctx)
+  local s = S.did_you_mean(name, names)
+  if s then fail(ppath, ('unknown provider "%s" (did you mean "%s"?)'):format(name, s)) end
+  if #names > 0 then
+    fail(ppath, ('unknown provider "%s" (available: %s)'):format(name, table.concat(names, ", ")))
+  end
+  fail(ppath, ('unknown provider "%s" (no provider files in %s)'):format(name, table.concat(ctx.paths.providers, ", ")))
+end
+
+-- Loads and checks a provider file once per configuration; returns the table and its
+-- option declarations { name = { type =, default = } }.
+local function load_provider(file, ppath, ctx)
+  local cached = ctx.providers[file]
+  if cached then return cached.p, cached.options end
+  local function bad(msg) fail(ppath, ("provider file %s %s"):format(file, msg)) end
+  -- named by its base name: the full path is already in the message, and Lua shortens
+  -- long chunk names to "...tail"
+  local p, lerr = paths.load_table(file, "provider file", "@" .. paths.basename(file))
+  if not p then fail(ppath, lerr) end
+  local fn = function(k) return type(p[k]) == "function" end
+  if not (fn("score") or (fn("build") and fn("parse")) or fn("plan")) then
+    bad("must export score(model, req), or build(model, req) and parse(model, req, status, headers, body)")
+  end
+  local options = {}
+  if p.options ~= nil then
+    if type(p.options) ~= "table" then bad("declares options that are not a table") end
+    for k, decl in pairs(p.options) do
+      local o = type(decl) == "table" and decl or { type = decl }
+      if type(k) ~= "string" or not OPTION_TYPES[o.type] then
+        bad(("declares option %s with unknown type %s (use number, integer, string, boolean, table, duration or size)")
+          :format(tostring(k), describe(o.type)))
+      end
+      options[k] = o
+    end
+  end
+  if p.defaults ~= nil and type(p.defaults) ~= "table" then bad("declares defaults that are not a table") end
+  ctx.providers[file] = { p = p, options = options }
+  return p, options
+end
+
+---------------------------------------------------------------------------
+-- per-model routing and health keys (lua/rerank/router.lua, docs.lua, health.lua)
+---------------------------------------------------------------------------
+-- breaker: { failures = n (0 disables), cooldown = duration }
+local BREAKER = { type = "record", fields = {
+  { "failures", { type = "integer", min = 0, max = 1000000 } },
+  { "cooldown", { type = "duration", positive = true } },
+} }
+M.BREAKER = BREAKER
+function M.check_breaker(_, v, path, ctx) return check(BREAKER, v, path, ctx) end
+
+-- chars_per_token: a positive number, or "whitespace" (count words)
+function M.check_chars_per_token(_, v, path)
+  if v == "whitespace" then return v end
+  if type(v) ~= "number" or v ~= v or v <= 0 or v == math.huge then
+    fail_type(path, 'a positive number or "whitespace"', v)
+  end
+  return v
+end
+
+local HEALTH = { type = "record", fields = {
+  { "enabled", { type = "boolean" } },
+  { "query", { type = "string", nonempty = true } },
+  { "relevant", { type = "string", nonempty = true } },
+  { "irrelevant", { type = "string", nonempty = true } },
+} }
+
+function M.check_health(_, v, path, ctx)
+  if type(v) == "boolean" then return v end
+  if not is_mapping(v) then fail_type(path, "false or a mapping with query, relevant, irrelevant", v) end
+  local h = check(HEALTH, v, path, ctx)
+  if h.enabled == false then return false end
+  h.enabled = nil
+  return h
+end
+
+---------------------------------------------------------------------------
+-- models
+---------------------------------------------------------------------------
+local function check_base_url(_, v, path)
+  if type(v) ~= "string" then fail_type(path, "a string", v) end
+  if not v:match("^[hH][tT][tT][pP][sS]?://[^/]") then
+    fail(path, ("invalid URL %s (expected http:// or https://...)"):format(describe(v)))
+  end
+  return (v:gsub("/+$", ""))
+end
+
+local function check_url_path(_, v, path)
+  if type(v) ~= "string" then fail_type(path, "a string", v) end
+  if v:sub(1, 1) ~= "/" then fail(path, ('must start with "/" (got %s)'):format(describe(v))) end
+  return v
+end
+
+local function check_header_value(_, v, path)
+  if type(v) == "number" then return tostring(v) end
+  if type(v) ~= "string" then fail_type(path, "a string", v) end
+  return v
+end
+
+-- Common model keys (DESIGN §5), in validation order.
+local MODEL_FIELDS = {
+  { "name", { type = "string", nonempty = true } },
+  { "provider", { type = "string", nonempty = true } },
+  { "provider_file", { type = "string", nonempty = true } },
+  { "model", { type = "string" } },
+  { "base_url", { check = check_base_url } },
+  { "path", { check = check_url_path } },
+  { "api_key", { type = "string" } },
+  { "headers", { type = "map", values = { check = check_header_value } } },
+  { "timeout", { type = "duration", positive = true } },
+  { "retries", { type = "integer", min = 0, max = 100 } },
+  { "fallbacks", { type = "list", single = true, items = { type = "string", nonempty = true } } },
+  { "max_documents", { type = "integer", min = 1 } },
+  { "concurrency", { type = "integer", min = 1 } },
+  { "template", { type = "string", nonempty = true } },
+  { "instruction", { type = "string" } },
+  { "price", { type = "map", values = { type = "number", min = 0 } } },
+  { "extra_body", { type = "mapping" } },
+  -- routing (lua/rerank/router.lua) and documents (lua/rerank/docs.lua)
+  { "aliases", { type = "list", single = true, items = { type = "string", nonempty = true } } },
+  { "weight", { type = "number", min = 0 } },
+  { "breaker", { check = function(...) return M.check_breaker(...) end } },
+  { "chars_per_token", { check = function(...) return M.check_chars_per_token(...) end } },
+  -- semantic health (lua/rerank/health.lua): false, or { query, relevant, irrelevant }
+  { "health", { check = function(...) return M.check_health(...) end } },
+}
+local MODEL_KEYS = {}
+for _, f in ipairs(MODEL_FIELDS) do MODEL_KEYS[f[1]] = true end
+
+local function check_model(v, path, ctx)
+  if not is_mapping(v) then fail_type(path, "a mapping (a model entry)", v) end
+  local has = function(k) return not is_null(v[k]) end
+  if not has("provider") and not has("provider_file") then
+    check_keys(v, path, MODEL_KEYS, ctx) -- a misspelt "provider" is the likelier story
+    fail(path, 'missing required key "provider" (or "provider_file")')
+  end
+  if not has("name") then fail(path, 'missing required key "name"') end
+  local m = { name = check(MODEL_FIELDS[1][2], v.name, key_path(path, "name"), ctx) }
+
+  -- provider: a name searched in paths.providers, or an explicit file
+  local file, ppath
+  if has("provider_file") then
+    ppath = key_path(path, "provider_file")
+    local pf = check({ type = "string", nonempty = true }, v.provider_file, ppath, ctx)
+    file = paths.abs(pf, ctx.dir)
+    if not paths.exists(file) then fail(ppath, ("provider file not found: %s"):format(file)) end
+    if has("provider") then
+      m.provider = check({ type = "string", nonempty = true }, v.provider, key_path(path, "provider"), ctx)
+    else
+      m.provider = paths.basename(file):gsub("%.lua$", "")
+    end
+  else
+    ppath = key_path(path, "provider")
+    m.provider = check({ type = "string", nonempty = true }, v.provider, ppath, ctx)
+    file = find_provider(m.provider, ppath, ctx)
+  end
+  m.provider_file = file
+  local p, decls = load_provider(file, ppath, ctx)
+
+  -- keys: common ones, plus what the provider declares
+  local allowed = {}
+  for k in pairs(MODEL_KEYS) do allowed[k] = true end
+  for k in pairs(decls) do allowed[k] = true end
+  check_keys(v, path, allowed, ctx)
+
+  for i = 4, #MODEL_FIELDS do
+    local k, spec = MODEL_FIELDS[i][1], MODEL_FIELDS[i][2]
+    if has(k) then m[k] = check(spec, v[k], key_path(path, k), ctx) end
+  end
+  if m.api_key == "" then m.api_key = nil end -- an unset ${VAR}
+
+  -- provider defaults fill what the config left unset
+  local defaults = p.defaults or {}
+  for k in pairs(MODEL_KEYS) do
+    if m[k] == nil and defaults[k] ~= nil and k ~= "name" and k ~= "provider" and k ~= "provider_file" then
+      m[k] = copy(defaults[k])
+    end
+  end
+  m.options = {}
+  for k, o in pairs(decls) do
+    if not MODEL_KEYS[k] then
+      if has(k) then
+        m.options[k] = check({ type = o.type, min = o.min, max = o.max, enum = o.enum }, v[k], key_path(path, k), ctx)
+      elseif o.default ~= nil then
+        m.options[k] = copy(o.default)
+      elseif defaults[k] ~= nil then
+        m.options[k] = copy(defaults[k])
+      end
+    end
+  end
+  -- providers that declare `templates = true` (LLM rerankers) get the template dirs, and
+  -- `template` must name a loadable template file there (or be a path to one)
+  if p.templates then
+    m.template_paths = ctx.paths.templates
+    if m.template then
+      local tpath = key_path(path, "template")
+      local tfile = llm.find_template(m.template, ctx.paths.templates, ctx.dir)
+      if not tfile then
+        local names = llm.template_names(ctx.paths.templates)
+        local s = S.did_you_mean(m.template, names)
+        fail(tpath, ('unknown template "%s" (%s)'):format(m.template,
+          s and ('did you mean "' .. s .. '"?') or ("available: " .. table.concat(names, ", "))))
+      end
+      local _, terr = llm.load_template(tfile)
+      if terr then fail(tpath, terr) end
+      m.template_file = tfile
+    end
+  end
+  local price_ok, bad_key, suggestion = usage.check_price(m.price, S.did_you_mean)
+  if not price_ok then
+    fail(key_path(key_path(path, "price"), bad_key), ("unknown price key (%s)"):format(suggestion
+      and ('did you mean "' .. suggestion .. '"?') or ("expected one of: " .. table.concat(usage.PRICE_KEYS, ", "))))
+  end
+  m.headers = m.headers or {}
+  m.fallbacks = m.fallbacks or {}
+  m.price = m.price or {}
+  m.extra_body = m.extra_body or {}
+  m.retries = m.retries or (ctx.routing and ctx.routing.retries) or 0
+  m.timeout = m.timeout or ctx.server.timeout
+  return m
+end
+
+function M.check_models(v, ctx)
+  if is_null(v) then v = { { name = "bm25", provider = "bm25" } } end
+  if not is_list(v) then fail_type("models", "a list of model entries", v) end
+  if #v == 0 then fail("models", "at least one model is required") end
+  local models, index, where = {}, {}, {}
+  for i = 1, #v do
+    local path = idx_path("models", i)
+    local m = check_model(v[i], path, ctx)
+    if index[m.name] then
+      fail(key_path(path, "name"), ('duplicate model name "%s" (also %s)'):format(m.name, where[m.name]))
+    end
+    index[m.name], where[m.name] = m, path
+    models[i] = m
+  end
+  -- aliases: every model listing a name in `aliases` is a deployment of that name (a group)
+  local aliases = {}
+  for i, m in ipairs(models) do
+    for j, a in ipairs(m.aliases or {}) do
+      local apath = idx_path(key_path(idx_path("models", i), "aliases"), j)
+      if index[a] then fail(apath, ('"%s" is already the name of a model'):format(a)) end
+      aliases[a] = aliases[a] or {}
+      table.insert(aliases[a], { model = m.name, weight = m.weight or 1 })
+    end
+  end
+  ctx.aliases, ctx.alias_names = aliases, aliases
+  -- fallbacks name other models
+  local names = sorted_keys(index)
+  for i, m in ipairs(models) do
+    for j, f in ipairs(m.fallbacks) do
+      local fpath = idx_path(key_path(idx_path("models", i), "fallbacks"), j)
+      if f == m.name then fail(fpath, ('a model cannot fall back to itself ("%s")'):format(f)) end
+      if not index[f] and not (ctx.alias_names and ctx.alias_names[f]) and not M.direct_name(f, fpath, ctx) then
+        local s = S.did_you_mean(f, names)
+        fail(fpath, ('unknown model "%s" (%s)'):format(f,
+          s and ('did you mean "' .. s .. '"?') or ("configured: " .. table.concat(names, ", "))))
+      end
+    end
+  end
+  return models, index
+end
+
+---------------------------------------------------------------------------
+-- direct_models (provider/model names without a model entry)
+---------------------------------------------------------------------------
+-- keys a direct_models.<provider> entry may set (what a model entry sets, minus identity)
+local DIRECT_KEYS = { "base_url", "path", "api_key", "headers", "timeout", "retries", "fallbacks", "max_documents",
+                      "concurrency", "price", "extra_body", "breaker", "chars_per_token" }
+
+-- direct_models: true | false | { <provider> = { base_url, timeout, price, ... } } (enabled)
+function M.check_direct_models(v, ctx)
+  if is_null(v) or v == false then return false end
+  if v == true then return true end
+  if not is_mapping(v) then fail_type("direct_models", "true, false or a mapping of provider settings", v) end
+  local specs = {}
+  for _, f in ipairs(MODEL_FIELDS) do specs[f[1]] = f[2] end
+  local fields = {}
+  for _, k in ipairs(DIRECT_KEYS) do fields[#fields + 1] = { k, specs[k] } end
+  local rec = { type = "record", fields = fields }
+  local out = {}
+  for _, name in ipairs(sorted_keys(v)) do
+    local path = key_path("direct_models", name)
+    find_provider(tostring(name), path, ctx)
+    local o = check(rec, is_null(v[name]) and {} or v[name], path, ctx)
+    local ok, bad_key, suggestion = usage.check_price(o.price, S.did_you_mean)
+    if not ok then
+      fail(key_path(key_path(path, "price"), bad_key), ("unknown price key (%s)"):format(suggestion
+        and ('did you mean "' .. suggestion .. '"?') or ("expected one of: " .. table.concat(usage.PRICE_KEYS, ", "))))
+    end
+    out[name] = o
+  end
+  return out
+end
+
+-- "provider/model" when direct_models is on and the provider exists; raises for a missing provider
+function M.direct_name(name, path, ctx)
+  if not ctx.direct_models then return false end
+  local pname = type(name) == "string" and name:match("^([%w_%-]+)/.+$")
+  if not pname then return false end
+  find_provider(pname, path, ctx)
+  return true
+end
+
+return M
