@@ -225,7 +225,7 @@ local function dispatch(ctx)
   if not route then
     return error_reply(404, "not_found_error", ("no route for %s %s"):format(ctx.method, ctx.path))
   end
-  local fn = route[ctx.method]
+  local fn = route[ctx.method] or (ctx.method == "HEAD" and route.GET) -- HEAD: GET without the body
   if not fn then
     local allowed = {}
     for m in pairs(route) do allowed[#allowed + 1] = m end

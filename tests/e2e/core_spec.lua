@@ -122,6 +122,12 @@ describe("rerankd over HTTP (shipped config.yaml)", function()
     assert.are.equal(405, status)
   end)
 
+  it("answers HEAD like GET, without a body", function()
+    local out = d.sh(("curl -s -I %s/health"):format(srv.url))
+    assert.truthy(out:find("^HTTP/1.1 200"), out)
+    assert.truthy(out:lower():find("x-request-id:", 1, true), out)
+  end)
+
   it("serves /health and /v1/models", function()
     local status, _, _, j = d.request(srv, "/health")
     assert.are.equal(200, status)
