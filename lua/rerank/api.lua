@@ -34,6 +34,7 @@ local type, next, floor, find, lower, tostring = type, next, math.floor, string.
 local concat = table.concat
 local null, kind, number = json.null, json.kind, json.number
 local jstring, jencode = json.string, json.encode
+local core_utf8_check = require("rerank.core").utf8_check
 
 local ok_tnew, table_new = pcall(require, "table.new")
 if not ok_tnew then table_new = function() return {} end end
@@ -297,11 +298,24 @@ function api.parse(shape, body, opts)
     if b == nil then return fail(400, "invalid JSON body: " .. tostring(err)) end
   end
   if not is_object(b) then return fail(400, "request body must be a JSON object") end
-  strict_arrays = b ~= body -- parse never yields, so the flag cannot leak into another request
-  local ok, req, err = pcall(sh.parse, b, opts or {})
+  return api.parse_decoded(sh.parse, b, opts, b ~= body)
+end
+
+-- Runs a shape's parse over a decoded body. from_json: the body was JSON text, so an
+-- unmarked empty table was {} (json.decode marks every []) and is not an array.
+function api.parse_decoded(parse, b, opts, from_json)
+  strict_arrays = from_json and true or false -- parse never yields: the flag cannot leak
+  local ok, req, err = pcall(parse, b, opts or {})
   strict_arrays = false
   if not ok then error(req, 0) end
   return req, err
+end
+
+-- HTTP bodies must be UTF-8 (cjson passes any bytes through into strings).
+function api.check_utf8(body)
+  local at = core_utf8_check(body)
+  if at then return fail(400, ("request body is not valid UTF-8 (byte %d)"):format(at)) end
+  return true
 end
 
 function api.render(shape, result, req)

@@ -4,6 +4,7 @@ local core = require "rerank.core"
 local rerank = require "rerank"
 local config = require "rerank.config"
 local json = require "rerank.json"
+local api = require "rerank.api"
 local shapes = require "rerank.shapes" -- client shapes (Cohere v1/v2, Jina, Voyage, TEI) + detection
 -- operations: API keys, rate limits, score cache status, metrics, semantic health
 local auth = require "rerank.auth"
@@ -74,14 +75,16 @@ local function handle_rerank(ctx, route)
   if decoded == nil then
     return shape_error(shape, { status = 400, type = "invalid_request_error", message = "invalid JSON body: " .. tostring(jerr) })
   end
+  local utf8_ok, uerr = api.check_utf8(ctx.body)
+  if not utf8_ok then return shape_error(shape, uerr) end
   local docs_cfg = instance.cfg.documents or {}
   local req, err = shapes.parse(shape, decoded, { max_documents = instance.cfg.server.max_documents,
-                                                  text_field = docs_cfg.text_field })
+                                                  text_field = docs_cfg.text_field, from_json = true })
   if not req then return shape_error(shape, err) end
   local tms = ctx.headers["x-rerankd-timeout-ms"]
   if tms then -- the request's deadline (the body's `timeout` too; the shorter wins)
     local ms = tonumber(tms)
-    if not ms or ms <= 0 then
+    if not ms or ms ~= ms or ms <= 0 then -- ms ~= ms: "nan" would switch the deadline off
       return shape_error(shape, { status = 400, type = "invalid_request_error", param = "x-rerankd-timeout-ms",
         message = "x-rerankd-timeout-ms must be a positive number of milliseconds" })
     end
@@ -129,6 +132,8 @@ local function handle_fuse(ctx)
   end
   local fuse = require "rerank.fuse"
   local t0 = core.now_us()
+  local utf8_ok, uerr = api.check_utf8(ctx.body)
+  if not utf8_ok then return err_reply(uerr) end
   local spec, err = fuse.parse_request(ctx.body, fuse.methods(instance.cfg))
   if not spec then return err_reply(err) end
   local timing = { parse = core.now_us() - t0 }

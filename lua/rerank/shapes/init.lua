@@ -121,7 +121,7 @@ end
 function M.parse(shape, body, opts)
   opts = opts or {}
   local b = body
-  if type(b) ~= "table" then
+  if type(b) == "string" and not opts.from_json then
     local err
     b, err = json.decode(body)
     if b == nil then return fail(400, "invalid JSON body: " .. tostring(err)) end
@@ -129,6 +129,7 @@ function M.parse(shape, body, opts)
   if not check.is_object(b) then return fail(400, "request body must be a JSON object") end
   local sh = api.shapes[shape]
   if not sh then error("unknown API shape " .. tostring(shape), 2) end
+  local from_json = opts.from_json or b ~= body
   local tf, terr = text_field(b, opts.text_field)
   if not tf then return nil, terr end
   local req, err
@@ -136,12 +137,12 @@ function M.parse(shape, body, opts)
     local o = {}
     for k, v in pairs(opts) do o[k] = v end
     o.text_field = tf
-    req, err = sh.parse(b, o)
+    req, err = api.parse_decoded(sh.parse, b, o, from_json)
   else
     -- rerankd's parser (and any shape registered elsewhere): text_field handled here
     local pb, originals = rerankd_pre(b, tf)
     if not pb then return nil, originals end
-    req, err = sh.parse(pb, opts)
+    req, err = api.parse_decoded(sh.parse, pb, opts, from_json)
     if req and originals then
       for i, d in pairs(originals) do
         local doc = req.documents[i]
