@@ -73,7 +73,7 @@ unit: build $(CTEST_BIN)
 
 # ASan/UBSan build in build/asan (binary and module there too: the normal build is untouched)
 ASAN_FLAGS = -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
-sanitize: deps
+sanitize: deps build
 	$(MAKE) CC=clang OPT="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" BUILD=build/asan \
 	        BIN=build/asan/rerankd MODULE=build/asan/rerank/core.so \
 	        build/asan/rerankd build/asan/rerank/core.so $(patsubst build/%,build/asan/%,$(CTEST_BIN))

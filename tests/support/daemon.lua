@@ -7,10 +7,14 @@ local tmp = root .. "/tests/tmp"
 os.execute("mkdir -p " .. tmp)
 M.root, M.tmp = root, tmp
 -- make sanitize points RERANKD_BIN at the instrumented binary
-M.bin = os.getenv("RERANKD_BIN") or (root .. "/rerankd")
+-- The command that runs the daemon: its Lua tree, and without the ASan runtime preload that
+-- the luajit test host may carry (an instrumented rerankd links its own).
+M.bin = ("env -u LD_PRELOAD RERANKD_HOME=%s %s"):format(root, os.getenv("RERANKD_BIN") or (root .. "/rerankd"))
 
+-- Commands never inherit the ASan runtime preload of a sanitize run (curl, python, node
+-- and the instrumented daemon must not load it).
 local function sh(cmd)
-  local p = assert(io.popen(cmd))
+  local p = assert(io.popen("unset LD_PRELOAD; " .. cmd))
   local out = p:read("*a")
   p:close()
   return out
