@@ -219,3 +219,22 @@ int rr_curl_setup(lua_State *L, int idx, rr_transfer *t, const rr_curl_opts *o, 
     return 0;
 }
 
+
+rr_transfer *rr_curl_next_done(CURLM *multi)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE) continue;
+        rr_transfer *t = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+        CURLcode res = m->data.result;
+        curl_multi_remove_handle(multi, m->easy_handle);
+        if (!t) continue;
+        t->done = 1;
+        t->result = res;
+        curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->status);
+        return t;
+    }
+    return NULL;
+}

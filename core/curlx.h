@@ -39,6 +39,9 @@ void rr_curl_read_opts(lua_State *L, int idx, rr_curl_opts *o);
 int rr_curl_setup(lua_State *L, int idx, rr_transfer *t, const rr_curl_opts *o, double deadline_left);
 /* Pushes {status, headers, body}, or nil, "kind: message" (single) / {error = ...} (batch). */
 int rr_curl_push_result(lua_State *L, rr_transfer *t, int single);
+/* The next finished transfer of multi (removed from it, result and status recorded), or NULL
+ * when none is left to report. */
+rr_transfer *rr_curl_next_done(CURLM *multi);
 /* Frees everything t owns; removes it from multi first when it is still running there. */
 void rr_curl_transfer_free(CURLM *multi, rr_transfer *t);
 #endif

@@ -86,18 +86,8 @@ static int push_batch(rr_req *r, lua_State *co)
 
 static void check_done(fetch_state *fs)
 {
-    CURLMsg *m;
-    int left;
-    while ((m = curl_multi_info_read(fs->multi, &left)) != NULL) {
-        if (m->msg != CURLMSG_DONE) continue;
-        rr_transfer *t = NULL;
-        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&t);
-        CURLcode res = m->data.result;
-        curl_multi_remove_handle(fs->multi, m->easy_handle);
-        if (!t) continue;
-        t->done = 1;
-        t->result = res;
-        curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->status);
+    rr_transfer *t;
+    while ((t = rr_curl_next_done(fs->multi)) != NULL) {
         batch *b = t->owner;
         b->running--;
         b->remaining--;

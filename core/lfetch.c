@@ -92,18 +92,7 @@ static void run_all(set_box *s, int concurrency)
         }
         int still;
         curl_multi_perform(s->multi, &still);
-        CURLMsg *m;
-        int q;
-        while ((m = curl_multi_info_read(s->multi, &q)) != NULL) {
-            if (m->msg != CURLMSG_DONE) continue;
-            rr_transfer *t = NULL;
-            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&t);
-            CURLcode res = m->data.result;
-            curl_multi_remove_handle(s->multi, m->easy_handle);
-            if (!t) continue;
-            t->done = 1;
-            t->result = res;
-            curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->status);
+        while (rr_curl_next_done(s->multi) != NULL) {
             running--;
             left--;
         }
