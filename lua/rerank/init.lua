@@ -69,11 +69,21 @@ function M.new(cfg, opts)
   return self
 end
 
+-- Every name a client can send as `model`: models, then aliases (groups) and pipelines.
 function Instance:models()
   local out = {}
   for i, m in ipairs(self.cfg.models) do
     out[i] = { id = m.name, provider = m.provider, model = m.model }
   end
+  local names = {}
+  for a in pairs(self.cfg.aliases or {}) do names[#names + 1] = a end
+  table.sort(names)
+  for _, a in ipairs(names) do
+    local members = {}
+    for j, d in ipairs(self.cfg.aliases[a]) do members[j] = d.model end
+    out[#out + 1] = { id = a, alias_of = members }
+  end
+  for _, p in ipairs(self.cfg.pipelines or {}) do out[#out + 1] = { id = p.name, pipeline = true } end
   return out
 end
 

@@ -172,7 +172,8 @@ end
 local function handle_models()
   local data = {}
   for i, m in ipairs(instance:models()) do
-    data[i] = { id = m.id, object = "model", owned_by = "rerankd", provider = m.provider, upstream_model = m.model }
+    data[i] = { id = m.id, object = "model", owned_by = "rerankd", provider = m.provider, upstream_model = m.model,
+                alias_of = m.alias_of and json.array(m.alias_of), pipeline = m.pipeline }
   end
   return 200, JSON, json.encode({ object = "list", data = json.array(data), default_model = instance.cfg.default_model })
 end

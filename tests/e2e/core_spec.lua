@@ -256,3 +256,24 @@ models:
     assert.are.equal(0, j.results[3].relevance_score)
   end)
 end)
+
+describe("GET /v1/models", function()
+  it("lists models, aliases (groups) and pipelines: every name a client may send", function()
+    local srv = assert(d.start([[
+models:
+  - { name: a, provider: bm25, aliases: [fast] }
+  - { name: b, provider: bm25, aliases: [fast] }
+pipelines:
+  - name: hybrid
+    stages: [ { fuse: { method: rrf } }, { rerank: { model: a } } ]
+]]))
+    local status, raw, _, j = d.request(srv, "/v1/models")
+    d.stop(srv)
+    assert.are.equal(200, status, raw)
+    local by = {}
+    for _, m in ipairs(j.data) do by[m.id] = m end
+    assert.are.equal("bm25", by.a.provider)
+    assert.are.same({ "a", "b" }, by.fast.alias_of)
+    assert.is_true(by.hybrid.pipeline)
+  end)
+end)
