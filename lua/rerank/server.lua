@@ -92,7 +92,9 @@ local function handle_rerank(ctx, route)
   end
   req.id = "rerank-" .. ctx.id
   local timing = { parse = core.now_us() - t0 }
-  local info = { model = req.model or instance.cfg.default_model, docs = #req.documents, timing = timing }
+  -- documents for limits and logs: a pipeline request's are its lists' distinct documents
+  local ndocs = req.lists and req.lists.n_docs or #req.documents
+  local info = { model = req.model or instance.cfg.default_model, docs = ndocs, timing = timing }
   ctx.info = info
   if limiter then
     local ok, denial = limiter:admit(ctx.key_name, info.model, info.docs)

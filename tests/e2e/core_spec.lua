@@ -277,3 +277,15 @@ pipelines:
     assert.is_true(by.hybrid.pipeline)
   end)
 end)
+
+describe("pipeline requests count their lists' documents", function()
+  it("logs (and rate-limits) the distinct documents of `lists`", function()
+    local srv = assert(d.start(nil))
+    local status, raw = d.request(srv, "/v1/rerank", { body = { query = "cat", lists = {
+      { name = "v", items = { { id = "a", text = "a cat" }, { id = "b", text = "a dog" } } },
+      { name = "f", items = { { id = "b", text = "a dog" }, { id = "c", text = "cat cat" } } } } } })
+    d.stop(srv)
+    assert.are.equal(200, status, raw)
+    assert.truthy(d.logtext(srv):find('"docs":3', 1, true), d.logtext(srv))
+  end)
+end)
