@@ -7,26 +7,8 @@ local d = require "support.daemon"
 local cjson = require "cjson"
 local now = d.now
 
-local function words(s)
-  local w, list = {}, {}
-  for x in tostring(s):lower():gmatch("[%w_]+") do
-    if not w[x] then w[x] = true end
-    list[#list + 1] = x
-  end
-  return w, list
-end
-local function share(q, doc)
-  local qw, dw, n, hit = words(q), words(doc), 0, 0
-  for x in pairs(qw) do
-    n = n + 1
-    if dw[x] then hit = hit + 1 end
-  end
-  return n > 0 and math.floor(hit / n * 1e6 + 0.5) / 1e6 or 0
-end
-local function nwords(s)
-  local _, l = words(s)
-  return #l
-end
+local rule = require "support.mock_rule"
+local share, nwords = rule.share, rule.nwords
 
 local LANCEDB_SYSTEM = table.concat({
   "You are an expert relevance ranker. Given a list of",

@@ -10,20 +10,8 @@ local now, requests = d.now, d.mock_requests
 local function stats(mock) return cjson.decode(d.sh("curl -s " .. mock.url .. "/stats")) end
 local function reset(mock) d.sh("curl -s -X POST " .. mock.url .. "/stats/reset") end
 
--- the mock's rule: share of the query's distinct words in the document
-local function words(s)
-  local w = {}
-  for x in tostring(s):lower():gmatch("[%w_]+") do w[x] = true end
-  return w
-end
-local function share(q, doc)
-  local qw, dw, n, hit = words(q), words(doc), 0, 0
-  for x in pairs(qw) do
-    n = n + 1
-    if dw[x] then hit = hit + 1 end
-  end
-  return n > 0 and hit / n or 0
-end
+-- the mock's rule (tests/support/mock_rule.lua)
+local share = require("support.mock_rule").share
 
 -- indices (0-based) by share desc, index asc
 local function expected_order(q, docs)
