@@ -1,17 +1,8 @@
 -- End to end: the real rerankd binary over HTTP with curl.
 local d = require "support.daemon"
 
-local README_BODY = [[{
-  "model": "bm25",
-  "query": "How do I deploy a model?",
-  "documents": [
-    { "id": "doc_1", "text": "Deploy a model behind an API endpoint to run it." },
-    { "id": "doc_2", "text": "Billing lets you add balance and view usage." },
-    { "id": "doc_3", "text": "A GPU runtime is used to run training jobs." }
-  ],
-  "top_n": 2,
-  "return_documents": true
-}]]
+-- the README's first request, with documents that share words with the query
+local README_BODY = d.readfile(d.root .. "/tests/fixtures/readme_request.json")
 
 describe("rerankd over HTTP (shipped config.yaml)", function()
   local srv

@@ -16,17 +16,7 @@ local function comparable(j)
   return c
 end
 
-local README_BODY = [[{
-  "model": "bm25",
-  "query": "How do I deploy a model?",
-  "documents": [
-    { "id": "doc_1", "text": "Deploy a model behind an API endpoint to run it." },
-    { "id": "doc_2", "text": "Billing lets you add balance and view usage." },
-    { "id": "doc_3", "text": "A GPU runtime is used to run training jobs." }
-  ],
-  "top_n": 2,
-  "return_documents": true
-}]]
+local README_BODY = d.readfile(d.root .. "/tests/fixtures/readme_request.json")
 
 local DOCS = {
   "Deploy a model behind an API endpoint.",
