@@ -37,6 +37,29 @@ static inline size_t utf8_decode(const unsigned char *s, size_t rem, uint32_t *c
     return 0;
 }
 
+size_t rr_utf8_invalid_at(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        while (i + 8 <= len) { /* ASCII runs 8 bytes at a time (most request text) */
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (w & 0x8080808080808080ull) break;
+            i += 8;
+        }
+        if (i >= len) break;
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        uint32_t cp;
+        size_t n = utf8_decode(s + i, len - i, &cp);
+        if (n == 0) return i;
+        i += n;
+    }
+    return len;
+}
+
 static inline size_t utf8_encode(uint32_t cp, unsigned char *o)
 {
     if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }

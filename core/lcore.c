@@ -237,47 +237,12 @@ static int l_listdir(lua_State *L)
     return 1;
 }
 
-/* Offset of the first byte that breaks UTF-8 (RFC 3629: no overlongs, no surrogates,
- * nothing above U+10FFFF), or len when the whole text is valid. */
-static size_t utf8_invalid_at(const unsigned char *s, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        /* ASCII runs 8 bytes at a time (most request text) */
-        while (i + 8 <= len) {
-            uint64_t w;
-            memcpy(&w, s + i, 8);
-            if (w & 0x8080808080808080ull) break;
-            i += 8;
-        }
-        if (i >= len) break;
-        unsigned char c = s[i];
-        if (c < 0x80) { i++; continue; }
-        size_t n;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) n = 1;
-        else if (c == 0xE0) { n = 2; lo = 0xA0; }
-        else if (c == 0xED) { n = 2; hi = 0x9F; }
-        else if (c >= 0xE1 && c <= 0xEF) n = 2;
-        else if (c == 0xF0) { n = 3; lo = 0x90; }
-        else if (c == 0xF4) { n = 3; hi = 0x8F; }
-        else if (c >= 0xF1 && c <= 0xF3) n = 3;
-        else return i;
-        if (i + n >= len) return i; /* truncated sequence */
-        if (s[i + 1] < lo || s[i + 1] > hi) return i;
-        for (size_t k = 2; k <= n; k++)
-            if (s[i + k] < 0x80 || s[i + k] > 0xBF) return i;
-        i += n + 1;
-    }
-    return len;
-}
-
 /* core.utf8_check(s) -> nil when valid, else the 0-based offset of the first bad byte */
 static int l_utf8_check(lua_State *L)
 {
     size_t len;
     const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
-    size_t at = utf8_invalid_at(s, len);
+    size_t at = rr_utf8_invalid_at(s, len);
     if (at == len) lua_pushnil(L);
     else lua_pushinteger(L, (lua_Integer)at);
     return 1;

@@ -26,6 +26,10 @@ typedef struct {
 typedef void (*rr_token_fn)(const char *tok, size_t len, size_t offset, void *ud);
 size_t rr_tokenize(const char *text, size_t len, rr_token_fn emit, void *ud);
 
+/* Offset of the first byte that breaks UTF-8 (the tokenizer's strict rules: no overlongs,
+ * surrogates or > U+10FFFF, no truncated sequence), or len when all of it is valid. */
+size_t rr_utf8_invalid_at(const unsigned char *s, size_t len);
+
 /* Okapi BM25 of query against docs[0..n) (idf over these docs):
  * idf = ln(1 + (N - n_t + 0.5)/(n_t + 0.5)); repeated query terms count once.
  * Returns 0 on success, -1 on allocation failure. */
