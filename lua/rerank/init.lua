@@ -164,12 +164,6 @@ function M.fuse(lists, opts)
   return require("rerank.fuse").run(lists, opts)
 end
 
--- Search units only mean something for upstream APIs (Cohere's billing), not local scorers.
-local function remote(self, route)
-  local p = route.entry and self.providers[route.entry.name]
-  return not (p and type(p.score) == "function")
-end
-
 -- Accepts an internal request (from api.parse) or a wire-shaped table from a library user.
 function Instance:rerank(req, timing)
   if type(req) ~= "table" then error("rerank: request must be a table", 2) end
@@ -231,7 +225,7 @@ function Instance:rerank(req, timing)
     results = results,
     usage = { prompt_tokens = prompt, completion_tokens = usage.completion_tokens,
       total_tokens = usage.total_tokens or (prompt + (usage.completion_tokens or 0)),
-      search_units = usage.search_units or (remote(self, route) and route.search_units or nil), cost = cost },
+      search_units = usage.search_units or route.search_units, cost = cost },
     cost = cost,              -- USD from config prices and local counts (x-rerankd-cost)
     served_by = route.model,        -- the deployment that answered (alias, group, fallback)
     attempts = route.attempts,

@@ -395,8 +395,12 @@ function R:account(model, preq)
     local b = floor((i - 1) / batch) + 1
     units[b] = (units[b] or 0) + max(1, ceil((q + d) / 500))
   end
-  local su = 0
-  for _, u in pairs(units) do su = su + ceil(u / 100) end
+  -- search units are an upstream API's billing (Cohere's rule); a local scorer has none
+  local su = nil
+  if not (type(p) == "table" and type(p.score) == "function") then
+    su = 0
+    for _, u in pairs(units) do su = su + ceil(u / 100) end
+  end
   local cost = accounting.cost(model.price, { prompt_tokens = tokens, total_tokens = tokens, search_units = su },
     { documents = n })
   return { cost = cost, search_units = su, tokens = tokens, calls = calls, documents = n }
