@@ -23,8 +23,9 @@ end
 
 function done(summary, latency)
   local e = summary.errors
-  io.write(string.format("RESULT p50=%d p99=%d rps=%.1f requests=%d errors=%d\n",
+  -- errors: all of wrk's; non2xx: the responses wrk counts as "Non-2xx or 3xx" (status > 399)
+  io.write(string.format("RESULT p50=%d p99=%d rps=%.1f requests=%d errors=%d non2xx=%d\n",
     latency:percentile(50), latency:percentile(99),
     summary.requests / (summary.duration / 1e6), summary.requests,
-    e.connect + e.read + e.write + e.status + e.timeout))
+    e.connect + e.read + e.write + e.status + e.timeout, e.status))
 end
