@@ -5,10 +5,15 @@
 # Also: rerankd's idle RSS and RSS under load, and throughput with 1 and N workers (proxy path
 # and bm25). wrk has no constant-rate mode: latency rows use 1 connection (one request at a
 # time), throughput rows saturate (-t2 -c32).
+# Side by side (issue 13), 1 worker each, wrk -t1 -c32, same body and mock: nginx proxy_pass,
+# an "nginx + Lua peer" (bench/peer/rerank_peer.lua: the naive OpenResty rerank proxy) and
+# rerankd. BENCH_PERF=1 adds a perf profile of rerankd (1 worker) under load, by DSO.
 #
 #   sh bench/proxy.sh [WORKDIR]   writes WORKDIR/proxy.txt ("key value" lines; default
 #                                 build/bench) and prints it. Called by bench/run.sh.
-# Env: BENCH_SECONDS (throughput runs, 10), BENCH_LAT_SECONDS (latency runs, 5), NGINX.
+# Env: BENCH_SECONDS (throughput runs, 10), BENCH_LAT_SECONDS (latency runs, 5), NGINX,
+#      RERANKD_BIN (./rerankd; RERANKD_HOME defaults to its directory), BENCH_PERF (0),
+#      BENCH_PERF_SECONDS (5), NGINX_MODULES (/usr/lib/nginx/modules: the Lua peer's modules).
 set -eu
 cd "$(dirname "$0")/.."
 B=${1:-build/bench}
@@ -17,6 +22,9 @@ LAT_SECS=${BENCH_LAT_SECONDS:-5}
 N=$(nproc)
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 P="$B/proxy"
+RERANKD_BIN=${RERANKD_BIN:-./rerankd}
+R_HOME=${RERANKD_HOME:-$(cd "$(dirname "$RERANKD_BIN")" && pwd)}
+NGINX_MODULES=${NGINX_MODULES:-/usr/lib/nginx/modules}
 mkdir -p "$P"
 OUT="$B/proxy.txt"
 : > "$OUT"
@@ -87,9 +95,10 @@ put body_bytes "$(wc -c < "$P/body.json")"
 
 # ---- nginx: the mock (answers every POST with the fixed body) and the proxy ----
 MOCK_PORT=$(free_port)
-nginx_conf() { # NAME WORKERS SERVER_BLOCK
+nginx_conf() { # NAME WORKERS SERVER_BLOCK [MAIN_CONTEXT_LINES]
     mkdir -p "$P/$1"
     cat > "$P/$1/nginx.conf" <<EOF
+${4:-}
 worker_processes $2;
 pid $PWD/$P/$1/nginx.pid;
 error_log $PWD/$P/$1/error.log warn;
@@ -136,6 +145,41 @@ nginx_proxy() {
     PROXY_PID=$NGINX_PID
 }
 
+# nginx_peer WORKERS -> port in PEER_PORT, pid in PEER_PID; returns 1 (peer rows skipped) when
+# this nginx has no Lua module. The handler: bench/peer/rerank_peer.lua.
+nginx_peer() {
+    mods=""
+    if ! "$NGINX" -V 2>&1 | grep -q 'lua'; then
+        [ -f "$NGINX_MODULES/ngx_http_lua_module.so" ] || {
+            echo "bench/proxy.sh: no ngx_http_lua_module ($NGINX_MODULES; apt-get install libnginx-mod-http-lua): peer rows skipped" >&2
+            return 1
+        }
+        # Debian's lua module needs the NDK loaded first (/etc/nginx/modules-enabled/)
+        [ -f "$NGINX_MODULES/ndk_http_module.so" ] && mods="load_module $NGINX_MODULES/ndk_http_module.so;"
+        mods="$mods
+load_module $NGINX_MODULES/ngx_http_lua_module.so;"
+    fi
+    PEER_PORT=$(free_port)
+    nginx_conf "peer$1" "$1" "    lua_package_path '$PWD/bench/peer/?.lua;;';
+    lua_package_cpath '/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;';
+    upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$PEER_PORT backlog=4096;
+        location = /v1/rerank { content_by_lua_file $PWD/bench/peer/rerank_peer.lua; }
+        location /upstream/ {
+            internal;
+            proxy_pass http://mock/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header Content-Type application/json;
+            proxy_set_header Authorization \"Bearer bench-key\";
+        }
+        location / { return 404; }
+    }" "$mods"
+    start_nginx "peer$1" "$PEER_PORT"
+    PEER_PID=$NGINX_PID
+}
+
 # rerankd_start WORKERS -> port in R_PORT, pid in R_PID
 rerankd_start() {
     cat > "$P/rerankd.yaml" <<EOF
@@ -146,7 +190,7 @@ models:
   - { name: fast, provider: cohere, model: rerank-v3.5, api_key: bench-key, base_url: "http://127.0.0.1:$MOCK_PORT", timeout: 10s }
 EOF
     : > "$P/rerankd_w$1.log" # truncated here: the child's redirection may come after our first read
-    RERANKD_HOME=$PWD ./rerankd -c "$P/rerankd.yaml" -p 0 -w "$1" >> "$P/rerankd_w$1.log" 2>&1 &
+    RERANKD_HOME=$R_HOME "$RERANKD_BIN" -c "$P/rerankd.yaml" -p 0 -w "$1" >> "$P/rerankd_w$1.log" 2>&1 &
     R_PID=$!
     PIDS="$PIDS $R_PID"
     i=0
@@ -211,8 +255,65 @@ put rss_load_1w_kb "$(cat "$P/rss_peak" 2>/dev/null || echo 0)"
 put rss_after_1w_kb "$(rss "$R_PID")"
 run_wrk bm25_1w "$PWD/$P/body_bm25.json" 2 32 "$SECS" "http://127.0.0.1:$R_PORT/v1/rerank"
 kill "$SAMPLER" 2>/dev/null || true
+
+# ---- side by side (issue 13): nginx proxy_pass, the nginx + Lua peer, rerankd; 1 worker each,
+# wrk -t1 -c32, the same body and mock, one after the other in this run ----
+if nginx_peer 1; then
+    code=$(curl -s -o "$P/resp_peer.json" -w '%{http_code}' -H 'content-type: application/json' \
+        --data-binary "@$BODY" "http://127.0.0.1:$PEER_PORT/v1/rerank")
+    # the peer must rank exactly as rerankd does (same indexes and scores, top_n 10)
+    if [ "$code" = 200 ] && luajit - "$P/resp_peer.json" "$P/resp.json" <<'EOF'
+local cjson = require "cjson"
+local function load(f) local h = assert(io.open(f)); local t = cjson.decode(h:read("*a")); h:close(); return t end
+local a, b = load(arg[1]).results, load(arg[2]).results
+if #a ~= 10 or #a ~= #b then os.exit(1) end
+for i = 1, #a do
+  if a[i].index ~= b[i].index or math.abs(a[i].relevance_score - b[i].relevance_score) > 1e-9 then os.exit(1) end
+end
+EOF
+    then
+        put peer_ok 1
+    else
+        echo "bench/proxy.sh: the Lua peer answered $code, not rerankd's ranking: $(head -c 300 "$P/resp_peer.json")" >&2
+        put peer_ok 0
+    fi
+fi
+run_wrk sbs_nginx "$BODY" 1 32 "$SECS" "http://127.0.0.1:$PROXY_PORT/v2/rerank"
+[ -n "$(awk '$1 == "peer_ok" && $2 == 1' "$OUT")" ] &&
+    run_wrk sbs_peer "$BODY" 1 32 "$SECS" "http://127.0.0.1:$PEER_PORT/v1/rerank"
+run_wrk sbs_rerankd "$BODY" 1 32 "$SECS" "http://127.0.0.1:$R_PORT/v1/rerank"
+
+# ---- BENCH_PERF=1: where rerankd (1 worker) spends CPU under load, by DSO ----
+perf_profile() {
+    PS=${BENCH_PERF_SECONDS:-5}
+    command -v perf >/dev/null || { echo "perf not installed (apt-get install linux-perf)"; return 1; }
+    if perf stat -x, -e cycles true 2>&1 | grep -q '^[0-9]'; then ev=cycles
+    elif perf stat -x, -e cpu-clock true 2>&1 | grep -q '^[0-9]'; then ev=cpu-clock
+    else echo "perf stat fails here (perf_event_paranoid $(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null))"; return 1; fi
+    BENCH_BODY="$BODY" wrk -t1 -c32 -d"$((PS + 2))"s -s bench/post.lua "http://127.0.0.1:$R_PORT/v1/rerank" \
+        > "$P/wrk_perf.txt" 2>&1 &
+    wpid=$!
+    PIDS="$PIDS $wpid"
+    sleep 1
+    perf record -q -e "$ev" -g -p "$R_PID" -o "$P/perf.data" -- sleep "$PS" > "$P/perf_record.log" 2>&1 ||
+        { wait "$wpid" 2>/dev/null || true; echo "perf record failed: $(tail -1 "$P/perf_record.log")"; return 1; }
+    wait "$wpid" 2>/dev/null || true
+    perf report -i "$P/perf.data" --sort dso --stdio -g none --no-children 2> "$P/perf_report.log" |
+        awk '$1 ~ /^[0-9.]+%$/ { p = $1; $1 = ""; sub(/^ +/, ""); sub(/ +$/, ""); print $0 ": " p }' |
+        head -8 > "$P/perf_dso.txt"
+    [ -s "$P/perf_dso.txt" ] || { echo "perf report gave no samples: $(tail -1 "$P/perf_report.log")"; return 1; }
+    echo "($ev, ${PS} s, wrk -t1 -c32) $(paste -sd, "$P/perf_dso.txt" | sed 's/,/, /g')"
+}
+if [ "${BENCH_PERF:-0}" = 1 ]; then
+    echo "bench/proxy.sh: perf record rerankd..." >&2
+    if msg=$(perf_profile); then put perf_dso "$msg"; else
+        echo "bench/proxy.sh: perf profile skipped: $msg" >&2
+        put perf_dso "skipped: $msg"
+    fi
+fi
 rerankd_stop
 kill "$PROXY_PID" 2>/dev/null || true
+[ -n "${PEER_PID:-}" ] && kill "$PEER_PID" 2>/dev/null || true
 
 # ---- N workers (N = nproc): scaling ----
 if [ "$N" -gt 1 ]; then
