@@ -313,7 +313,7 @@ if [ "${BENCH_PERF:-0}" = 1 ]; then
 fi
 rerankd_stop
 kill "$PROXY_PID" 2>/dev/null || true
-[ -n "${PEER_PID:-}" ] && kill "$PEER_PID" 2>/dev/null || true
+if [ -n "${PEER_PID:-}" ]; then kill "$PEER_PID" 2>/dev/null || true; fi
 
 # ---- N workers (N = nproc): scaling ----
 if [ "$N" -gt 1 ]; then

@@ -1,6 +1,7 @@
 -- The "nginx + Lua peer" of bench/proxy.sh: what a naive OpenResty rerank proxy does, for
 -- comparison with rerankd on the same mock upstream (content_by_lua_file; /upstream/ is an
 -- internal location that proxy_passes to the mock over a keepalive upstream).
+-- luacheck: globals ngx
 local cjson = require "cjson"
 ngx.req.read_body()
 local req = cjson.decode(ngx.req.get_body_data())
