@@ -318,6 +318,8 @@ int luaopen_rerank_core(lua_State *L)
         { "listdir", l_listdir },
         { "cwd", l_cwd },
         { "utf8_check", l_utf8_check },
+        { "json_decode", rr_json_decode },
+        { "json_join", rr_json_join },
         { "now_us", l_now_us },
         { "time", l_time },
         { "random_hex", l_random_hex },

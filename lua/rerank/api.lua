@@ -30,7 +30,7 @@
 -- (1e300, even 1e400 = inf) are kept as numbers and clamp the same way.
 local json = require "rerank.json"
 
-local type, next, floor, find, lower, tostring = type, next, math.floor, string.find, string.lower, tostring
+local type, next, floor, find, lower, sub, tostring = type, next, math.floor, string.find, string.lower, string.sub, tostring
 local concat = table.concat
 local null, kind, number = json.null, json.kind, json.number
 local jstring, jencode = json.string, json.encode
@@ -107,8 +107,22 @@ local function check_query(v, param)
   return v
 end
 
--- documents: strings or {text, id?, title?, metadata?} objects -> internal documents
-local function check_documents(v, param, max_docs)
+-- Where the JSON string of each document's text lies in the request body (spans from
+-- json.decode_request, for splicing into upstream bodies and responses): src, spans | nil
+local function doc_spans(opts, param)
+  local src, spans = opts and opts.body, opts and opts.spans
+  if src and spans then
+    local sp = spans[param]
+    if sp then return src, sp end
+  end
+  return nil
+end
+api.doc_spans = doc_spans
+
+-- documents: strings or {text, id?, title?, metadata?} objects -> internal documents.
+-- With src/spans (doc_spans), a document whose text is a JSON string of the body records
+-- its bytes: d.src, d.js, d.je (json.encode and responses splice them).
+local function check_documents(v, param, max_docs, src, spans)
   if not present(v) then return fail(400, param .. " is required", param) end
   if not is_array(v) then return fail(400, param .. " must be an array", param) end
   local n = #v
@@ -120,7 +134,11 @@ local function check_documents(v, param, max_docs)
     local d = v[i]
     local td = type(d)
     if td == "string" then
-      docs[i] = { index = i - 1, text = d, raw = d }
+      if spans then
+        docs[i] = { index = i - 1, text = d, raw = d, src = src, js = spans[2 * i - 1], je = spans[2 * i] }
+      else
+        docs[i] = { index = i - 1, text = d, raw = d }
+      end
     elseif td == "table" and kind(d) == "object" then
       local p = param .. "[" .. (i - 1) .. "]"
       local text, id, title, md = d.text, d.id, d.title, d.metadata
@@ -140,7 +158,13 @@ local function check_documents(v, param, max_docs)
         md, err = check_object(md, p .. ".metadata")
         if err then return nil, err end
       end
-      docs[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d }
+      local js = spans and spans[2 * i - 1]
+      if js and js > 0 then
+        docs[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d,
+                    src = src, js = js, je = spans[2 * i] }
+      else
+        docs[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d }
+      end
     else
       local p = param .. "[" .. (i - 1) .. "]"
       return fail(400, p .. " must be a string or an object with a text field", p)
@@ -177,7 +201,8 @@ local function parse_rerankd(b, opts)
     err = require("rerank.pipeline").parse_fields(b, req, opts)
     if err then return nil, err end
   else
-    v, err = check_documents(b.documents, "documents", opts.max_documents or api.DEFAULT_MAX_DOCUMENTS)
+    v, err = check_documents(b.documents, "documents", opts.max_documents or api.DEFAULT_MAX_DOCUMENTS,
+                             doc_spans(opts, "documents"))
     if err then return nil, err end
     req.documents = v
   end
@@ -220,7 +245,10 @@ local function document_json(req, index)
   if not d then return "null" end
   local raw = d.raw
   if raw == nil then raw = d.text end
-  if type(raw) == "string" then return jstring(raw) end
+  if type(raw) == "string" then
+    if d.js and raw == d.text then return sub(d.src, d.js, d.je) end -- the client's own bytes
+    return jstring(raw)
+  end
   return jencode(raw)
 end
 api.document_json = document_json
@@ -312,9 +340,13 @@ function api.parse_decoded(parse, b, opts, from_json)
 end
 
 -- HTTP bodies must be UTF-8 (cjson passes any bytes through into strings).
+function api.utf8_error(at)
+  return select(2, fail(400, ("request body is not valid UTF-8 (byte %d)"):format(at)))
+end
+
 function api.check_utf8(body)
   local at = core_utf8_check(body)
-  if at then return fail(400, ("request body is not valid UTF-8 (byte %d)"):format(at)) end
+  if at then return nil, api.utf8_error(at) end
   return true
 end
 

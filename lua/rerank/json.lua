@@ -11,6 +11,13 @@
 --   json.number(x)      -> string             shortest of %.15g/%.16g/%.17g that reads back as x
 --   json.string(s)      -> string             a quoted, escaped JSON string
 --   json.null                                 cjson.null
+--   json.decode_request(s) -> value, spans, utf8_bad | nil, err
+--                                             the request-path decoder (core/json.c): one strict
+--                                             pass (RFC 8259, UTF-8), spans of each document's
+--                                             JSON string for splicing (see json.spliced)
+--   json.spliced(list, src, spans) -> list    marks an array of strings whose JSON form is the
+--                                             bytes src[spans[2i-1]..spans[2i]]: json.encode
+--                                             copies those bytes instead of escaping again
 --   json.error_body(status, type, message, param) -> the project's error body (DESIGN §6)
 --   json.error_type(status) -> the error type for an HTTP status
 --
@@ -35,6 +42,7 @@
 -- * Object key order is not preserved (Lua tables); cjson escapes "/" as "\/" (valid JSON).
 local cjson = require "cjson"
 local cjson_safe = require "cjson.safe"
+local core = require "rerank.core"
 
 local type, pairs, next, tostring, tonumber = type, pairs, next, tostring, tonumber
 local getmetatable, setmetatable, error = getmetatable, setmetatable, error
@@ -133,12 +141,14 @@ end
 -- true when cjson encodes t exactly as we want: no marked-empty array and no number that
 -- needs more than 14 digits anywhere below. Past depth 1000 it answers true so that cjson
 -- reports the excessive nesting (or the cycle).
+local splices = setmetatable({}, { __mode = "k" }) -- list -> { src, spans, orig }
+
 local function clean(t, depth)
   if depth > 1000 then return true end
   for _, v in pairs(t) do
     local tv = type(v)
     if tv == "table" then
-      if getmetatable(v) == array_mt and next(v) == nil then return false end
+      if splices[v] or (getmetatable(v) == array_mt and next(v) == nil) then return false end
       if not clean(v, depth + 1) then return false end
     elseif tv == "number" then
       if not cj_number_ok(v) then return false end
@@ -191,6 +201,17 @@ local function encode_table(t, depth)
   return "{" .. concat(buf, ",") .. "}"
 end
 
+-- The spliced JSON of list when it still holds exactly the strings it was marked with.
+local function splice_json(t, sp)
+  local orig = sp.orig
+  local n = #orig
+  if #t ~= n then return nil end
+  for i = 1, n do
+    if t[i] ~= orig[i] then return nil end
+  end
+  return core.json_join(sp.src, sp.spans)
+end
+
 encode_value = function(v, depth)
   local tv = type(v)
   if tv == "string" then
@@ -198,6 +219,11 @@ encode_value = function(v, depth)
   elseif tv == "number" then
     return number(v)
   elseif tv == "table" then
+    local sp = splices[v]
+    if sp then
+      local s = splice_json(v, sp)
+      if s then return s end
+    end
     if getmetatable(v) == array_mt and next(v) == nil then return "[]" end
     if clean(v, depth) then return cj_encode(v) end
     return encode_table(v, depth)
@@ -207,6 +233,14 @@ end
 
 function json.encode(v)
   return encode_value(v, 1)
+end
+
+-- list: strings; src[spans[2i-1]..spans[2i]] is the (validated) JSON string of list[i]
+function json.spliced(list, src, spans)
+  local orig = {}
+  for i = 1, #list do orig[i] = list[i] end
+  splices[list] = { src = src, spans = spans, orig = orig }
+  return list
 end
 
 ---------------------------------------------------------------------------------------------
@@ -292,6 +326,14 @@ function json.decode(s)
     end
   end
   return cj_decode(s)
+end
+
+local core_decode = core.json_decode
+
+-- Request bodies: strict JSON (RFC 8259) and UTF-8 in one C pass; empty arrays marked.
+function json.decode_request(s)
+  if type(s) ~= "string" then return nil, "expected a string, got " .. type(s) end
+  return core_decode(s, array_mt)
 end
 
 ---------------------------------------------------------------------------------------------

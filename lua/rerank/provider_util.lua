@@ -164,13 +164,28 @@ local function flatten(raw, rank_fields)
   return concat(lines, "\n")
 end
 
+-- One string per document. When every text is still the JSON string the client sent
+-- (api.lua records its bytes: d.src, d.js, d.je), the list is marked for splicing: the
+-- upstream body copies those bytes instead of escaping the texts again (json.spliced).
 function U.texts(req, rank_fields)
   local out, docs = {}, req.documents
   local rf = has_fields(rank_fields) and rank_fields
+  local spans, src = not rf and {} or nil, nil
   for i = 1, #docs do
     local d = docs[i]
-    out[i] = rf and type(d.raw) == "table" and flatten(d.raw, rf) or d.text
+    local t = rf and type(d.raw) == "table" and flatten(d.raw, rf) or d.text
+    out[i] = t
+    if spans then
+      local raw = d.raw
+      if d.js and t == (type(raw) == "table" and raw.text or raw) and (src == nil or src == d.src) then
+        src = d.src
+        spans[2 * i - 1], spans[2 * i] = d.js, d.je
+      else
+        spans = nil
+      end
+    end
   end
+  if spans and src then json.spliced(out, src, spans) end
   return out
 end
 

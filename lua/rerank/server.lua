@@ -70,16 +70,18 @@ local function handle_rerank(ctx, route)
       ("unsupported Content-Type %q; send application/json"):format(ctx.headers["content-type"]))
   end
   local t0 = core.now_us()
-  local decoded, jerr = json.decode(ctx.body)
+  -- one strict pass in C (core/json.c): JSON, UTF-8, and where each document's bytes lie
+  local decoded, spans, utf8_bad = json.decode_request(ctx.body)
   local shape = shapes.detect(route, decoded, ctx.headers)
   if decoded == nil then
-    return shape_error(shape, { status = 400, type = "invalid_request_error", message = "invalid JSON body: " .. tostring(jerr) })
+    return shape_error(shape, { status = 400, type = "invalid_request_error",
+                                message = "invalid JSON body: " .. tostring(spans) })
   end
-  local utf8_ok, uerr = api.check_utf8(ctx.body)
-  if not utf8_ok then return shape_error(shape, uerr) end
+  if utf8_bad then return shape_error(shape, api.utf8_error(utf8_bad)) end
   local docs_cfg = instance.cfg.documents or {}
   local req, err = shapes.parse(shape, decoded, { max_documents = instance.cfg.server.max_documents,
-                                                  text_field = docs_cfg.text_field, from_json = true })
+                                                  text_field = docs_cfg.text_field, from_json = true,
+                                                  body = ctx.body, spans = spans })
   if not req then return shape_error(shape, err) end
   local tms = ctx.headers["x-rerankd-timeout-ms"]
   if tms then -- the request's deadline (the body's `timeout` too; the shorter wins)

@@ -46,12 +46,17 @@ function M.documents(v, param, opts)
   end
   local tf = opts.text_field or "text"
   local rf = docs.useful_fields(opts.rank_fields) and opts.rank_fields or nil
+  local src, spans = api.doc_spans(opts, param)
   local out = {}
   for i = 1, n do
     local d = v[i]
     local p = param .. "[" .. (i - 1) .. "]"
     if type(d) == "string" then
-      out[i] = { index = i - 1, text = d, raw = d }
+      if spans then
+        out[i] = { index = i - 1, text = d, raw = d, src = src, js = spans[2 * i - 1], je = spans[2 * i] }
+      else
+        out[i] = { index = i - 1, text = d, raw = d }
+      end
     elseif type(d) == "table" and json.kind(d) == "object" and not opts.strings_only then
       local text = d[tf]
       if text == null then text = nil end
@@ -69,7 +74,13 @@ function M.documents(v, param, opts)
       end
       if type(title) ~= "string" then title = nil end
       if not check.is_object(md) then md = nil end
-      out[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d }
+      local js = spans and tf == "text" and spans[2 * i - 1] -- the span is of the "text" member
+      if js and js > 0 and text == d.text then
+        out[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d,
+                   src = src, js = js, je = spans[2 * i] }
+      else
+        out[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d }
+      end
     else
       if opts.strings_only then return fail(400, p .. " must be a string", p) end
       return fail(400, p .. " must be a string or an object with a " .. tf .. " field", p)

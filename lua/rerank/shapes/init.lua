@@ -8,7 +8,8 @@
 --   shapes.parse(shape, body, opts) -> req | nil, err
 --       the shape's parser plus the fields every shape accepts: timeout, fallbacks,
 --       text_field, rank_fields, max_chunks_per_doc, max_tokens_per_doc.
---       opts: { max_documents = n, text_field = the configured default }
+--       opts: { max_documents = n, text_field = the configured default,
+--               body = the request's JSON text, spans = its document spans (json.decode_request) }
 --   shapes.render(shape, result, req) -> body, extra_headers | nil
 --   shapes.render_error(shape, err) -> body
 --
@@ -142,7 +143,13 @@ function M.parse(shape, body, opts)
     -- rerankd's parser (and any shape registered elsewhere): text_field handled here
     local pb, originals = rerankd_pre(b, tf)
     if not pb then return nil, originals end
-    req, err = api.parse_decoded(sh.parse, pb, opts, from_json)
+    local o = opts
+    if pb ~= b and opts.spans then -- rewritten documents: their texts are no longer the body's
+      o = {}
+      for k, v in pairs(opts) do o[k] = v end
+      o.spans = nil
+    end
+    req, err = api.parse_decoded(sh.parse, pb, o, from_json)
     if req and originals then
       for i, d in pairs(originals) do
         local doc = req.documents[i]

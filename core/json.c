@@ -1,0 +1,483 @@
+/* Request-path JSON: one validating pass over a request body (RFC 8259 and strict UTF-8)
+ * that builds the Lua value and records where each document's text lies in the body, and a
+ * joiner that splices those already-escaped, already-validated bytes into upstream bodies.
+ *
+ * Error messages follow lua-cjson's ("Expected comma or array end but found T_END at
+ * character 41", 1-based) so the API's documented errors stay the same; the UTF-8 check
+ * reports the first bad byte only when the text is otherwise valid JSON (what the API did
+ * when it decoded first and checked UTF-8 second). Stricter than lua-cjson 2.1.0 where the
+ * RFC is: unescaped control characters in strings, leading zeros, "1." and "-" are refused. */
+#include "rerank.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#define MAX_DEPTH 64
+#define MAX_SPAN_KEYS 4
+
+typedef struct {
+    lua_State *L;
+    const unsigned char *s;
+    size_t len, pos;
+    int depth;
+    int mt_idx;               /* stack index of the empty-array metatable (0: none) */
+    size_t utf8_bad;          /* first invalid UTF-8 byte inside a string, or len */
+    char err[200];
+    char *buf;                /* unescape scratch: grows, owned by a userdata at buf_idx */
+    size_t cap;
+    int buf_idx;
+    /* document spans: for each top-level key whose value is an array, the [start, end]
+     * (1-based, inclusive, quotes included) of each element's string, or of its "text"
+     * member when the element is an object; 0 0 when neither */
+    int span_keys;
+    struct { size_t kpos, klen, first, count; } keys[MAX_SPAN_KEYS];
+    size_t *spans;            /* pairs; scratch owned by a userdata at spans_idx */
+    size_t nspans, spans_cap;
+    int spans_idx;
+} jdec;
+
+enum { OK = 0, FAIL = -1 };
+
+static const char *token_name(const jdec *d, size_t at)
+{
+    if (at >= d->len) return "T_END";
+    switch (d->s[at]) {
+    case '{': return "T_OBJ_BEGIN";
+    case '}': return "T_OBJ_END";
+    case '[': return "T_ARR_BEGIN";
+    case ']': return "T_ARR_END";
+    case ',': return "T_COMMA";
+    case ':': return "T_COLON";
+    case '"': return "T_STRING";
+    case 't': case 'f': return "T_BOOLEAN";
+    case 'n': return "T_NULL";
+    default:
+        if (d->s[at] == '-' || (d->s[at] >= '0' && d->s[at] <= '9')) return "T_NUMBER";
+        return "invalid token";
+    }
+}
+
+static int expected(jdec *d, const char *what)
+{
+    snprintf(d->err, sizeof d->err, "Expected %s but found %s at character %zu", what, token_name(d, d->pos),
+             d->pos + 1);
+    return FAIL;
+}
+
+static int found(jdec *d, const char *what, const char *thing, size_t at)
+{
+    snprintf(d->err, sizeof d->err, "Expected %s but found %s at character %zu", what, thing, at + 1);
+    return FAIL;
+}
+
+static inline void skip_ws(jdec *d)
+{
+    while (d->pos < d->len) {
+        unsigned char c = d->s[d->pos];
+        if (c != ' ' && c != '\n' && c != '\r' && c != '\t') return;
+        d->pos++;
+    }
+}
+
+static void *grow(jdec *d, int idx, void *old, size_t bytes)
+{
+    /* the new block lives in a userdata replacing the old one at idx: a raise frees it */
+    void *p = lua_newuserdata(d->L, bytes);
+    if (old) memcpy(p, old, lua_objlen(d->L, idx));
+    lua_replace(d->L, idx);
+    return p;
+}
+
+static int reserve(jdec *d, size_t need)
+{
+    if (need <= d->cap) return OK;
+    size_t cap = d->cap ? d->cap : 256;
+    while (cap < need) cap *= 2;
+    d->buf = grow(d, d->buf_idx, d->buf, cap);
+    d->cap = cap;
+    return OK;
+}
+
+static int hex4(const unsigned char *p, unsigned *out)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= c - '0';
+        else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
+        else return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static size_t put_utf8(char *o, unsigned cp)
+{
+    if (cp < 0x80) { o[0] = (char)cp; return 1; }
+    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* The string opening at d->pos: validated, pushed (push != 0), d->pos after the quote. */
+static int parse_string(jdec *d, int push, const char *ctx)
+{
+    const unsigned char *s = d->s;
+    size_t open = d->pos, i = open + 1, len = d->len;
+    int escapes = 0, high = 0;
+    for (;;) {
+        while (i + 8 <= len) { /* 8 plain bytes at a time: no quote, backslash, control or high bit */
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            uint64_t q = w ^ 0x2222222222222222ull, b = w ^ 0x5C5C5C5C5C5C5C5Cull;
+            uint64_t zq = (q - 0x0101010101010101ull) & ~q, zb = (b - 0x0101010101010101ull) & ~b;
+            uint64_t ctl = (w - 0x2020202020202020ull) & ~w;
+            if ((zq | zb | ctl | w) & 0x8080808080808080ull) break;
+            i += 8;
+        }
+        if (i >= len) return found(d, ctx, "unexpected end of string", open);
+        unsigned char c = s[i];
+        if (c == '"') break;
+        if (c == '\\') {
+            escapes = 1;
+            if (i + 1 >= len) return found(d, ctx, "unexpected end of string", open);
+            unsigned char e = s[i + 1];
+            if (e == 'u') {
+                unsigned cp;
+                if (i + 6 > len || hex4(s + i + 2, &cp) != 0) return found(d, ctx, "invalid unicode escape code", open);
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    unsigned lo;
+                    if (i + 12 > len || s[i + 6] != '\\' || s[i + 7] != 'u' || hex4(s + i + 8, &lo) != 0 ||
+                        lo < 0xDC00 || lo > 0xDFFF)
+                        return found(d, ctx, "invalid unicode escape code", open);
+                    i += 12;
+                } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                    return found(d, ctx, "invalid unicode escape code", open);
+                } else {
+                    i += 6;
+                }
+                continue;
+            }
+            if (!strchr("\"\\/bfnrt", e) || e == 0) return found(d, ctx, "invalid escape code", open);
+            i += 2;
+            continue;
+        }
+        if (c < 0x20) return found(d, ctx, "unescaped control character in string", i);
+        if (c >= 0x80) high = 1;
+        i++;
+    }
+    size_t close = i;
+    if (high && d->utf8_bad == d->len) {
+        size_t bad = rr_utf8_invalid_at(s + open + 1, close - open - 1);
+        if (bad != close - open - 1) d->utf8_bad = open + 1 + bad;
+    }
+    d->pos = close + 1;
+    if (!push) return OK;
+    if (!escapes) {
+        lua_pushlstring(d->L, (const char *)s + open + 1, close - open - 1);
+        return OK;
+    }
+    reserve(d, close - open);
+    char *o = d->buf;
+    size_t w = 0;
+    for (size_t k = open + 1; k < close;) {
+        unsigned char c = s[k];
+        if (c != '\\') { o[w++] = (char)c; k++; continue; }
+        unsigned char e = s[k + 1];
+        switch (e) {
+        case 'b': o[w++] = '\b'; k += 2; break;
+        case 'f': o[w++] = '\f'; k += 2; break;
+        case 'n': o[w++] = '\n'; k += 2; break;
+        case 'r': o[w++] = '\r'; k += 2; break;
+        case 't': o[w++] = '\t'; k += 2; break;
+        case 'u': {
+            unsigned cp, lo;
+            hex4(s + k + 2, &cp);
+            k += 6;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                hex4(s + k + 2, &lo);
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                k += 6;
+            }
+            w += put_utf8(o + w, cp); /* never longer than the escape it replaces */
+            break;
+        }
+        default: o[w++] = (char)e; k += 2; break;
+        }
+    }
+    lua_pushlstring(d->L, o, w);
+    return OK;
+}
+
+static int parse_number(jdec *d)
+{
+    const unsigned char *s = d->s;
+    size_t start = d->pos, i = start, len = d->len;
+    if (i < len && s[i] == '-') i++;
+    if (i >= len || s[i] < '0' || s[i] > '9') return found(d, "value", "invalid number", start);
+    if (s[i] == '0') i++;
+    else while (i < len && s[i] >= '0' && s[i] <= '9') i++;
+    int integral = 1;
+    if (i < len && s[i] == '.') {
+        integral = 0;
+        i++;
+        if (i >= len || s[i] < '0' || s[i] > '9') return found(d, "value", "invalid number", start);
+        while (i < len && s[i] >= '0' && s[i] <= '9') i++;
+    }
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        integral = 0;
+        i++;
+        if (i < len && (s[i] == '+' || s[i] == '-')) i++;
+        if (i >= len || s[i] < '0' || s[i] > '9') return found(d, "value", "invalid number", start);
+        while (i < len && s[i] >= '0' && s[i] <= '9') i++;
+    }
+    if (i < len && ((s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == 'x' || s[i] == 'X'))
+        return found(d, "value", "invalid number", start); /* "01", "0x1" */
+    double v;
+    size_t n = i - start;
+    if (integral && n <= 15) { /* exact in a double: no strtod */
+        long long x = 0;
+        for (size_t k = (s[start] == '-'); k < n; k++) x = x * 10 + (s[start + k] - '0');
+        v = s[start] == '-' ? -(double)x : (double)x;
+        if (v == 0 && s[start] == '-') v = -0.0;
+    } else {
+        char tmp[64], *p = tmp;
+        if (n >= sizeof tmp) {
+            reserve(d, n + 1);
+            p = d->buf;
+        }
+        memcpy(p, s + start, n);
+        p[n] = 0;
+        v = strtod(p, NULL);
+    }
+    lua_pushnumber(d->L, v);
+    d->pos = i;
+    return OK;
+}
+
+static int literal(jdec *d, const char *word, size_t n)
+{
+    if (d->len - d->pos < n || memcmp(d->s + d->pos, word, n) != 0) return found(d, "value", "invalid token", d->pos);
+    d->pos += n;
+    return OK;
+}
+
+static int parse_value(jdec *d, size_t *span, int spanned);
+
+static void add_span(jdec *d, size_t a, size_t b)
+{
+    if (d->nspans + 2 > d->spans_cap) {
+        size_t cap = d->spans_cap ? d->spans_cap * 2 : 256;
+        d->spans = grow(d, d->spans_idx, d->spans, cap * sizeof(size_t));
+        d->spans_cap = cap;
+    }
+    d->spans[d->nspans++] = a;
+    d->spans[d->nspans++] = b;
+}
+
+/* top: the body's object (its array members get spans); span: where to record this
+ * object's "text" member when the object is an element of a spanned array */
+static int parse_object(jdec *d, int top, size_t *span)
+{
+    lua_State *L = d->L;
+    lua_newtable(L);
+    d->pos++;
+    skip_ws(d);
+    if (d->pos < d->len && d->s[d->pos] == '}') {
+        d->pos++;
+        return OK;
+    }
+    for (;;) {
+        skip_ws(d);
+        if (d->pos >= d->len || d->s[d->pos] != '"') return expected(d, "object key string");
+        size_t kpos = d->pos;
+        if (parse_string(d, 1, "object key string") != OK) return FAIL;
+        size_t klen = d->pos - kpos;
+        skip_ws(d);
+        if (d->pos >= d->len || d->s[d->pos] != ':') return expected(d, "colon");
+        d->pos++;
+        skip_ws(d);
+        int spanned = 0;
+        if (top && d->pos < d->len && d->s[d->pos] == '[' && d->span_keys < MAX_SPAN_KEYS) {
+            spanned = 1;
+            d->keys[d->span_keys].kpos = kpos;
+            d->keys[d->span_keys].klen = klen;
+            d->keys[d->span_keys].first = d->nspans;
+            d->span_keys++;
+        }
+        int is_text = span && klen == 6 && memcmp(d->s + kpos, "\"text\"", 6) == 0;
+        if (parse_value(d, is_text ? span : NULL, spanned) != OK) return FAIL;
+        if (spanned) d->keys[d->span_keys - 1].count = (d->nspans - d->keys[d->span_keys - 1].first) / 2;
+        lua_rawset(L, -3);
+        skip_ws(d);
+        if (d->pos >= d->len) return expected(d, "comma or object end");
+        if (d->s[d->pos] == ',') { d->pos++; continue; }
+        if (d->s[d->pos] == '}') { d->pos++; return OK; }
+        return expected(d, "comma or object end");
+    }
+}
+
+static int parse_array(jdec *d, int spanned)
+{
+    lua_State *L = d->L;
+    lua_newtable(L);
+    d->pos++;
+    skip_ws(d);
+    if (d->pos < d->len && d->s[d->pos] == ']') {
+        d->pos++;
+        if (d->mt_idx) {
+            lua_pushvalue(L, d->mt_idx);
+            lua_setmetatable(L, -2);
+        }
+        return OK;
+    }
+    for (int n = 1;; n++) {
+        skip_ws(d);
+        size_t span[2] = { 0, 0 };
+        if (parse_value(d, spanned ? span : NULL, 0) != OK) return FAIL;
+        if (spanned) add_span(d, span[0], span[1]);
+        lua_rawseti(L, -2, n);
+        skip_ws(d);
+        if (d->pos >= d->len) return expected(d, "comma or array end");
+        if (d->s[d->pos] == ',') { d->pos++; continue; }
+        if (d->s[d->pos] == ']') { d->pos++; return OK; }
+        return expected(d, "comma or array end");
+    }
+}
+
+/* span != NULL: record where this string (or an object's "text" member) lies;
+ * spanned: this is an array whose elements get spans */
+static int parse_value(jdec *d, size_t *span, int spanned)
+{
+    if (d->pos >= d->len) return expected(d, "value");
+    unsigned char c = d->s[d->pos];
+    switch (c) {
+    case '"': {
+        size_t at = d->pos;
+        if (parse_string(d, 1, "value") != OK) return FAIL;
+        if (span) { span[0] = at + 1; span[1] = d->pos; }
+        return OK;
+    }
+    case '{':
+    case '[': {
+        if (++d->depth > MAX_DEPTH) {
+            snprintf(d->err, sizeof d->err, "Found too many nested data structures (%d) at character %zu", d->depth,
+                     d->pos + 1);
+            return FAIL;
+        }
+        if (!lua_checkstack(d->L, 4)) {
+            snprintf(d->err, sizeof d->err, "too deeply nested");
+            return FAIL;
+        }
+        int rc = c == '{' ? parse_object(d, d->depth == 1, span) : parse_array(d, spanned);
+        d->depth--;
+        return rc;
+    }
+    case 't': if (literal(d, "true", 4) != OK) return FAIL; lua_pushboolean(d->L, 1); return OK;
+    case 'f': if (literal(d, "false", 5) != OK) return FAIL; lua_pushboolean(d->L, 0); return OK;
+    case 'n': if (literal(d, "null", 4) != OK) return FAIL; lua_pushlightuserdata(d->L, NULL); return OK;
+    default:
+        if (c == '-' || (c >= '0' && c <= '9')) return parse_number(d);
+        return expected(d, "value");
+    }
+}
+
+/* core.json_decode(s [, empty_array_mt]) -> value, spans|nil [, utf8_bad] | nil, message
+ * Empty arrays get empty_array_mt; null is lightuserdata NULL (cjson.null). spans, when the
+ * value is an object with array members: { [key] = { s1, e1, s2, e2, ... } }, 1-based
+ * inclusive byte ranges of each element's JSON string (quotes included) or of an object
+ * element's "text" member; 0, 0 for other elements. utf8_bad: the 0-based offset of the
+ * first invalid UTF-8 byte when the text is JSON but a string is not UTF-8 (the value is
+ * still returned, so the caller can answer in the shape the client spoke). */
+int rr_json_decode(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    jdec d;
+    memset(&d, 0, sizeof d);
+    d.L = L;
+    d.s = (const unsigned char *)s;
+    d.len = len;
+    d.utf8_bad = len;
+    if (lua_istable(L, 2)) d.mt_idx = 2;
+    lua_settop(L, 2);
+    lua_pushnil(L); /* 3: unescape scratch */
+    lua_pushnil(L); /* 4: spans scratch */
+    d.buf_idx = 3;
+    d.spans_idx = 4;
+    skip_ws(&d);
+    int rc = parse_value(&d, NULL, 0);
+    if (rc == OK) {
+        skip_ws(&d);
+        if (d.pos < d.len) rc = expected(&d, "the end");
+    }
+    if (rc != OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, d.err);
+        return 2;
+    }
+    if (d.span_keys == 0) lua_pushnil(L);
+    else lua_createtable(L, 0, d.span_keys);
+    for (int k = 0; k < d.span_keys; k++) {
+        if (d.keys[k].count == 0) continue;
+        lua_pushlstring(L, s + d.keys[k].kpos + 1, d.keys[k].klen - 2); /* escaped keys: raw bytes, never a real field */
+        size_t n = d.keys[k].count * 2;
+        lua_createtable(L, (int)n, 0);
+        for (size_t i = 0; i < n; i++) {
+            lua_pushinteger(L, (lua_Integer)d.spans[d.keys[k].first + i]);
+            lua_rawseti(L, -2, (int)i + 1);
+        }
+        lua_rawset(L, -3);
+    }
+    if (d.utf8_bad == len) return 2;
+    lua_pushinteger(L, (lua_Integer)d.utf8_bad);
+    return 3;
+}
+
+/* core.json_join(s, spans [, i, j]) -> "[" .. s[spans[2i-1]..spans[2i]] joined by "," .. "]"
+ * for the pairs i..j (default all): splices already-validated JSON strings of a request
+ * body into another body without decoding them. Raises when a pair is out of range. */
+int rr_json_join(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_Integer npairs = (lua_Integer)(lua_objlen(L, 2) / 2);
+    lua_Integer i = luaL_optinteger(L, 3, 1), j = luaL_optinteger(L, 4, npairs);
+    luaL_argcheck(L, i >= 1 && j <= npairs, 3, "pair range out of bounds");
+    size_t total = 2;
+    for (lua_Integer k = i; k <= j; k++) {
+        lua_rawgeti(L, 2, (int)(2 * k - 1));
+        lua_rawgeti(L, 2, (int)(2 * k));
+        lua_Integer a = lua_tointeger(L, -2), b = lua_tointeger(L, -1);
+        lua_pop(L, 2);
+        if (a < 1 || b < a || (size_t)b > len) return luaL_error(L, "json_join: span %d is out of range", (int)k);
+        total += (size_t)(b - a + 2);
+    }
+    char *out = lua_newuserdata(L, total), *o = out; /* freed by the GC, also on a raise */
+    *o++ = '[';
+    for (lua_Integer k = i; k <= j; k++) {
+        lua_rawgeti(L, 2, (int)(2 * k - 1));
+        lua_rawgeti(L, 2, (int)(2 * k));
+        size_t a = (size_t)lua_tointeger(L, -2), b = (size_t)lua_tointeger(L, -1);
+        lua_pop(L, 2);
+        if (k > i) *o++ = ',';
+        memcpy(o, s + a - 1, b - a + 1);
+        o += b - a + 1;
+    }
+    *o++ = ']';
+    lua_pushlstring(L, out, (size_t)(o - out));
+    return 1;
+}

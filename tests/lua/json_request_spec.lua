@@ -1,0 +1,122 @@
+-- The request-path JSON (core/json.c through rerank.json): strict decoding, the spans of
+-- document strings, and splicing them into upstream bodies and responses.
+local json = require "rerank.json"
+local cjson = require "cjson"
+local shapes = require "rerank.shapes"
+local U = require "rerank.provider_util"
+local api = require "rerank.api"
+
+local function same(a, b)
+  assert.are.same(cjson.decode(cjson.encode(a)), cjson.decode(cjson.encode(b)))
+end
+
+describe("json.decode_request", function()
+  it("decodes what cjson decodes, with the same values", function()
+    for _, s in ipairs({
+      '{"a":1,"b":[1,2.5,-3e2,true,false,null],"c":{"d":"e"}}',
+      '"x"', '1', '-0.5', 'true', 'null', '[]', '{}', ' [ 1 , 2 ] ',
+      '{"s":"tab\\tq\\"b\\\\s\\/u\\u00e9\\ud83d\\ude00"}',
+      '{"big":12345678901234567890,"small":1e-300,"e":1E+2}',
+      '{"dup":1,"dup":2}',
+    }) do
+      local v = json.decode_request(s)
+      same(v, cjson.decode(s))
+    end
+  end)
+
+  it("marks empty arrays and maps null to json.null", function()
+    local v = json.decode_request('{"a":[],"b":{},"c":null}')
+    assert.is_true(json.is_array(v.a))
+    assert.is_false(json.is_array(v.b))
+    assert.equals(json.null, v.c)
+    assert.equals('{"a":[],"b":{},"c":null}', json.encode({ a = v.a }):sub(1, 7) .. ',"b":{},"c":null}')
+  end)
+
+  it("refuses what RFC 8259 refuses, with lua-cjson's message forms", function()
+    local cases = {
+      { "", "Expected value but found T_END at character 1" },
+      { "[1,2", "Expected comma or array end but found T_END at character 5" },
+      { '{"a":[1,2,}', "Expected value but found T_OBJ_END at character 11" },
+      { '{"a" 1}', "Expected colon but found T_NUMBER at character 6" },
+      { '{1:2}', "Expected object key string but found T_NUMBER at character 2" },
+      { '[1] x', "Expected the end but found invalid token at character 5" },
+      { "01", "invalid number" }, { "1.", "invalid number" }, { "-", "invalid number" },
+      { "[NaN]", "invalid token" }, { "[Infinity]", "invalid token" }, { "0x10", "invalid number" },
+      { '"a\1b"', "unescaped control character" }, { '"\\x"', "invalid escape code" },
+      { '"\\ud800"', "invalid unicode escape code" }, { '"\\udc00x"', "invalid unicode escape code" },
+      { '"abc', "unexpected end of string" }, { "tru", "invalid token" },
+      { string.rep("[", 65) .. string.rep("]", 65), "Found too many nested data structures (65) at character 65" },
+    }
+    for _, c in ipairs(cases) do
+      local v, err = json.decode_request(c[1])
+      assert.is_nil(v, c[1])
+      assert.truthy(err:find(c[2], 1, true), c[1] .. " -> " .. tostring(err))
+    end
+    assert.is_not_nil(json.decode_request(string.rep("[", 64) .. string.rep("]", 64)))
+  end)
+
+  it("reports the first invalid UTF-8 byte of otherwise valid JSON", function()
+    local v, _, bad = json.decode_request('{"q":"ok","d":["a\255b"]}')
+    assert.is_table(v)
+    assert.equals(17, bad)
+    _, _, bad = json.decode_request('{"q":"\237\160\128"}') -- a UTF-8-encoded surrogate
+    assert.equals(6, bad)
+    assert.is_nil(select(3, json.decode_request('{"q":"caf\195\169"}')))
+  end)
+
+  it("records each document string's bytes, and an object's text member", function()
+    local body = '{"query":"q","documents":["a\\nb", {"id":1,"text":"c\\u00e9"}, 3, {"x":1}]}'
+    local v, spans = json.decode_request(body)
+    local sp = spans.documents
+    assert.equals('"a\\nb"', body:sub(sp[1], sp[2]))
+    assert.equals('"c\\u00e9"', body:sub(sp[3], sp[4]))
+    assert.same({ 0, 0, 0, 0 }, { sp[5], sp[6], sp[7], sp[8] })
+    assert.equals("a\nb", v.documents[1])
+  end)
+end)
+
+describe("splicing document bytes", function()
+  local body = '{"query":"q","documents":["caf\\u00e9 \\"x\\"","plain",{"text":"obj\\/t","id":"7"}],"top_n":2}'
+  local function parse(shape)
+    local v, spans = json.decode_request(body)
+    return assert(shapes.parse(shape or "rerankd_v1", v, { from_json = true, body = body, spans = spans }))
+  end
+
+  it("upstream bodies copy the client's bytes (the JSON equals re-encoding)", function()
+    local req = parse()
+    local texts = U.texts(req)
+    local enc = json.encode({ documents = texts })
+    assert.equals('{"documents":["caf\\u00e9 \\"x\\"","plain","obj\\/t"]}', enc)
+    same(cjson.decode(enc).documents, { "café \"x\"", "plain", "obj/t" })
+    for _, shape in ipairs({ "cohere_v2", "jina", "voyage" }) do
+      local r = parse(shape)
+      assert.equals(enc, json.encode({ documents = U.texts(r) }), shape)
+    end
+  end)
+
+  it("a changed list or truncated text is encoded normally", function()
+    local req = parse()
+    local texts = U.texts(req)
+    texts[2] = "changed"
+    assert.equals('["café \\"x\\"","changed","obj\\/t"]', json.encode(texts))
+    local t2 = U.texts(req)
+    t2[4] = "extra"
+    assert.equals(4, #cjson.decode(json.encode(t2)))
+    req.documents[1] = { index = 0, text = "cut", raw = "cut" } -- what truncation makes
+    local t3 = U.texts(req)
+    assert.equals('["cut","plain","obj\\/t"]', json.encode(t3))
+  end)
+
+  it("returned documents are the client's bytes", function()
+    local req = parse()
+    assert.equals('"caf\\u00e9 \\"x\\""', api.document_json(req, 0))
+    assert.same({ text = "obj/t", id = "7" }, cjson.decode(api.document_json(req, 2)))
+  end)
+
+  it("rewritten documents (text_field) are not spliced", function()
+    local b = '{"query":"q","text_field":"body","documents":[{"text":"t","body":"b"}]}'
+    local v, spans = json.decode_request(b)
+    local req = assert(shapes.parse("rerankd_v1", v, { from_json = true, body = b, spans = spans }))
+    assert.equals('["b"]', json.encode(U.texts(req)))
+  end)
+end)
