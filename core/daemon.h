@@ -6,7 +6,6 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <lua.h>
 
 typedef struct {
@@ -19,6 +18,8 @@ typedef struct {
     size_t max_body;
     double timeout;            /* per-request deadline, seconds */
     double keepalive;          /* idle connection timeout, seconds */
+    double header_timeout;     /* the whole header section must arrive within this, seconds */
+    double body_min_rate;      /* bytes/s a body must average after its first second; 0 = off */
     double drain;              /* graceful shutdown limit, seconds */
     char access_log[1024], error_log[1024];
     int log_level;
@@ -43,12 +44,11 @@ struct rr_worker {
     const rr_options *opt;
     int listen_fd;
     struct event_base *base;
-    struct evhttp *http;
-    struct evhttp_bound_socket *bound;
+    void *httpd;               /* http.c: listener event and connections */
     struct event *stop_ev, *reload_ev, *tick_ev;
     rr_luahost *host;          /* the current configuration */
     size_t inflight;
-    size_t unflushed;          /* replies handed to libevent but not yet written out */
+    size_t unflushed;          /* connections with reply bytes not yet written out */
     /* outcomes Lua never sees (its coroutine died or was abandoned); monotonic */
     unsigned long long lua_errors, deadline_timeouts, client_aborts;
     int stopping;
@@ -60,10 +60,10 @@ struct rr_worker {
 struct rr_req {
     rr_worker *w;
     rr_luahost *host;
-    struct evhttp_request *evreq;  /* NULL once answered */
+    struct rr_conn *conn;          /* NULL once answered or when the client left */
     lua_State *co;
     int co_ref;
-    struct event *deadline_ev, *resume_ev, *abort_ev;
+    struct event *deadline_ev, *resume_ev;
     uint64_t t0_us;
     char id[80];                   /* x-request-id */
     char *log_fields;              /* access-log fields from Lua (malloc'd) or NULL */

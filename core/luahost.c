@@ -1,15 +1,13 @@
 /* Lua hosting: one lua_State per worker, one coroutine per request, every entry
  * protected; a script error answers 500 for that request and the worker lives on. */
 #include "daemon.h"
+#include "http.h"
 #include "rerank.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/buffer.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <lauxlib.h>
 #include <lualib.h>
 
@@ -134,6 +132,8 @@ int rr_lua_check_config(const rr_options *opt, rr_options *out, char *err, size_
             out->max_body = (size_t)field_num(L, -1, "max_body", 8 << 20);
             out->timeout = field_num(L, -1, "timeout", 30);
             out->keepalive = field_num(L, -1, "keepalive", 75);
+            out->header_timeout = field_num(L, -1, "header_timeout", 10);
+            out->body_min_rate = field_num(L, -1, "body_min_rate", 1024);
             out->drain = field_num(L, -1, "drain_timeout", 30);
         }
         lua_pop(L, 1);
@@ -226,53 +226,41 @@ static void set_str(lua_State *L, const char *k, const char *v)
     lua_setfield(L, -2, k);
 }
 
-static const char *method_name(enum evhttp_cmd_type m)
-{
-    switch (m) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    case EVHTTP_REQ_TRACE: return "TRACE";
-    case EVHTTP_REQ_CONNECT: return "CONNECT";
-    default: return "OTHER";
-    }
-}
-
 /* A client-supplied x-request-id is kept when short and printable, else we mint one.
  * Called at request entry (so replies the C core sends itself carry it) and again here:
  * the second call is a no-op. */
 void rr_req_assign_id(rr_req *r)
 {
     char *id = r->id;
-    if (id[0] || !r->evreq) return;
-    size_t cap = sizeof r->id;
-    struct evkeyvalq *in = evhttp_request_get_input_headers(r->evreq);
-    const char *given = evhttp_find_header(in, "x-request-id");
-    int ok = given && given[0] && strlen(given) < cap;
-    for (const char *p = given; ok && *p; p++)
-        if (*p < 0x21 || *p > 0x7e) ok = 0;
-    if (ok) snprintf(id, cap, "%s", given);
-    else {
+    if (id[0] || !r->conn) return;
+    size_t cap = sizeof r->id, len = 0;
+    const char *given = rr_hmsg_header(rr_conn_msg(r->conn), "x-request-id", &len);
+    int ok = given && len > 0 && len < cap;
+    for (size_t i = 0; ok && i < len; i++)
+        if (given[i] < 0x21 || given[i] > 0x7e) ok = 0;
+    if (ok) {
+        memcpy(id, given, len);
+        id[len] = 0;
+    } else {
         static _Thread_local unsigned long long seq;
         snprintf(id, cap, "%02x%06llx%08llx", (unsigned)r->w->id & 0xff,
                  (unsigned long long)(r->t0_us & 0xffffff), ++seq);
     }
-    evhttp_add_header(evhttp_request_get_output_headers(r->evreq), "x-request-id", id);
 }
 
 /* Builds the ctx table the Lua handler receives, on the coroutine's stack. */
 static void push_ctx(lua_State *co, rr_req *r, const char *id)
 {
-    struct evhttp_request *e = r->evreq;
+    const rr_hmsg *m = rr_conn_msg(r->conn);
+    const char *path, *query;
+    size_t plen, qlen;
+    rr_hmsg_target(m, &path, &plen, &query, &qlen);
     lua_createtable(co, 0, 10);
-    set_str(co, "method", method_name(evhttp_request_get_command(e)));
-    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(e);
-    set_str(co, "path", u ? evhttp_uri_get_path(u) : "/");
-    set_str(co, "query", u ? evhttp_uri_get_query(u) : "");
+    set_str(co, "method", m->method);
+    lua_pushlstring(co, path, plen);
+    lua_setfield(co, -2, "path");
+    lua_pushlstring(co, query, qlen);
+    lua_setfield(co, -2, "query");
     set_str(co, "id", id);
     lua_pushinteger(co, r->w->id);
     lua_setfield(co, -2, "worker");
@@ -282,20 +270,21 @@ static void push_ctx(lua_State *co, rr_req *r, const char *id)
     lua_setfield(co, -2, "workers");
     lua_pushnumber(co, (lua_Number)r->t0_us);
     lua_setfield(co, -2, "t0_us");
-    lua_newtable(co);
-    struct evkeyvalq *hs = evhttp_request_get_input_headers(e);
-    for (struct evkeyval *h = hs->tqh_first; h; h = h->next.tqe_next) {
+    lua_createtable(co, 0, m->nhdr);
+    for (int i = 0; i < m->nhdr; i++) { /* a repeated name: the last one wins */
+        const rr_hfield *h = &m->hdr[i];
         char key[128];
-        size_t n = strlen(h->key);
-        if (n >= sizeof key) continue;
-        for (size_t i = 0; i <= n; i++) key[i] = (char)((h->key[i] >= 'A' && h->key[i] <= 'Z') ? h->key[i] + 32 : h->key[i]);
-        lua_pushstring(co, h->value);
-        lua_setfield(co, -2, key);
+        if (h->kl >= sizeof key) continue;
+        for (size_t j = 0; j < h->kl; j++) {
+            char ch = m->head[h->k + j];
+            key[j] = (char)((ch >= 'A' && ch <= 'Z') ? ch + 32 : ch);
+        }
+        lua_pushlstring(co, key, h->kl);
+        lua_pushlstring(co, m->head + h->v, h->vl);
+        lua_rawset(co, -3);
     }
     lua_setfield(co, -2, "headers");
-    struct evbuffer *in = evhttp_request_get_input_buffer(e);
-    size_t len = evbuffer_get_length(in);
-    lua_pushlstring(co, (const char *)evbuffer_pullup(in, -1), len);
+    lua_pushlstring(co, m->body ? m->body : "", m->body_len);
     lua_setfield(co, -2, "body");
 }
 

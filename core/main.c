@@ -1,5 +1,6 @@
 /* rerankd: CLI, workers, signals (SIGTERM/SIGINT graceful drain). */
 #include "daemon.h"
+#include "http.h"
 #include "rerank.h"
 
 #include <getopt.h>
@@ -210,9 +211,9 @@ int main(int argc, char **argv)
     for (int i = 0; i < nworkers; i++) {
         rr_worker *w = &workers[i];
         if (w->stop_ev) event_free(w->stop_ev);
+        rr_http_free(w); /* before fetch/redis: a request still in flight cancels its transfers */
         rr_fetch_free(w);
         rr_redis_free(w);
-        if (w->http) evhttp_free(w->http);
         if (w->tick_ev) event_free(w->tick_ev);
         if (w->reload_ev) event_free(w->reload_ev);
         if (w->host) {

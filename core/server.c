@@ -1,6 +1,7 @@
-/* HTTP serving: one evhttp per worker thread on its own SO_REUSEPORT listener;
- * each request becomes a Lua coroutine (luahost.c). Limits, deadlines, drain. */
+/* Workers: one event loop per thread on its own SO_REUSEPORT listener (connections in
+ * http.c); each request becomes a Lua coroutine (luahost.c). Replies, deadlines, drain. */
 #include "daemon.h"
+#include "http.h"
 #include "rerank.h"
 
 #include <errno.h>
@@ -12,9 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/keyvalq_struct.h>
+#include <strings.h>
+
 #include <lauxlib.h>
 
 atomic_int rr_workers_up;
@@ -82,49 +82,23 @@ static void maybe_exit_drained(rr_worker *w)
     if (w->stopping && w->inflight == 0 && w->unflushed == 0) event_base_loopexit(w->base, NULL);
 }
 
-static void on_reply_complete(struct evhttp_request *req, void *arg)
-{
-    (void)req;
-    rr_worker *w = arg;
-    w->unflushed--;
-    maybe_exit_drained(w);
-}
+void rr_server_check_drained(rr_worker *w) { maybe_exit_drained(w); }
 
 /* Frees the request object; the HTTP reply must have been sent (or abandoned). */
 void rr_req_finish(rr_req *r)
 {
     rr_worker *w = r->w;
+    if (r->conn) /* never answered (should not happen): answer so the connection goes on */
+        rr_req_reply_error(r, 500, "internal_error", "internal error: the request ended without a reply");
     if (r->cancel) r->cancel(r);
     if (r->deadline_ev) event_free(r->deadline_ev);
-    if (r->abort_ev) event_free(r->abort_ev);
     if (r->resume_ev) event_free(r->resume_ev);
     if (r->co_ref != LUA_NOREF) luaL_unref(r->host->L, LUA_REGISTRYINDEX, r->co_ref);
     if (r->host) rr_lua_host_release(r->host);
     free(r->log_fields);
-    if (r->evreq) { /* never answered (should not happen): answer so libevent frees it */
-        struct evhttp_connection *c = evhttp_request_get_connection(r->evreq);
-        if (c) evhttp_connection_set_closecb(c, NULL, NULL);
-        evhttp_send_error(r->evreq, 500, NULL);
-    }
     free(r);
     w->inflight--;
     maybe_exit_drained(w);
-}
-
-
-/* libevent 2.1's table stops at 417 and has no 422/429: name them ourselves. */
-static const char *reason(int status)
-{
-    switch (status) {
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return NULL; /* libevent's own */
-    }
 }
 
 /* One access-log line: Lua's fields when the handler returned, else the request id. */
@@ -138,49 +112,94 @@ static void access_log(rr_req *r, int status, unsigned long long total)
     rr_access_log(line);
 }
 
+/* The reply's header lines, on the stack unless they are large. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+    int oom;
+    char stack[4096];
+} hbuf;
+
+static void hb_add(hbuf *b, const char *s, size_t n)
+{
+    if (b->oom) return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap * 2;
+        while (cap < b->len + n) cap *= 2;
+        char *p = b->p == b->stack ? malloc(cap) : realloc(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        if (b->p == b->stack) memcpy(p, b->stack, b->len);
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void hb_header(hbuf *b, const char *k, size_t kl, const char *v, size_t vl)
+{
+    hb_add(b, k, kl);
+    hb_add(b, ": ", 2);
+    hb_add(b, v, vl);
+    hb_add(b, "\r\n", 2);
+}
+
+/* A name is a token; a value has no CR, LF or NUL (no header injection from a script). */
+static int header_ok(const char *k, size_t kl, const char *v, size_t vl)
+{
+    if (kl == 0) return 0;
+    for (size_t i = 0; i < kl; i++)
+        if ((unsigned char)k[i] <= ' ' || k[i] == ':' || (unsigned char)k[i] >= 0x7f) return 0;
+    for (size_t i = 0; i < vl; i++)
+        if (v[i] == '\r' || v[i] == '\n' || v[i] == 0) return 0;
+    return strcasecmp(k, "content-length") != 0 && strcasecmp(k, "connection") != 0 &&
+           strcasecmp(k, "transfer-encoding") != 0;
+}
+
 /* Sends status + body; headers come from the Lua table at idx_headers of `from` (or none). */
 void rr_req_reply(rr_req *r, int status, lua_State *from, int idx_headers, const char *body, size_t len)
 {
-    if (!r->evreq) return;
-    struct evkeyvalq *out = evhttp_request_get_output_headers(r->evreq);
-    int have_ct = 0;
+    if (!r->conn) return;
+    hbuf hb = { .cap = sizeof hb.stack };
+    hb.p = hb.stack;
+    int have_ct = 0, have_id = 0;
     const char *timing = NULL;
     if (from && idx_headers && lua_istable(from, idx_headers)) {
         lua_pushnil(from);
         while (lua_next(from, idx_headers)) {
             if (lua_type(from, -2) == LUA_TSTRING && lua_type(from, -1) == LUA_TSTRING) {
-                const char *k = lua_tostring(from, -2), *v = lua_tostring(from, -1);
+                size_t kl, vl;
+                const char *k = lua_tolstring(from, -2, &kl), *v = lua_tolstring(from, -1, &vl);
                 if (strcasecmp(k, "x-rerankd-timing") == 0) timing = v; /* completed below */
-                else {
+                else if (header_ok(k, kl, v, vl)) {
                     if (strcasecmp(k, "content-type") == 0) have_ct = 1;
-                    evhttp_remove_header(out, k);
-                    evhttp_add_header(out, k, v);
+                    if (strcasecmp(k, "x-request-id") == 0) have_id = 1;
+                    hb_header(&hb, k, kl, v, vl);
                 }
             }
             lua_pop(from, 1);
         }
     }
-    if (!have_ct) evhttp_add_header(out, "Content-Type", "application/json");
+    if (!have_ct) hb_add(&hb, "Content-Type: application/json\r\n", 32);
+    if (!have_id) hb_header(&hb, "x-request-id", 12, r->id, strlen(r->id));
     char tbuf[512];
     unsigned long long total = (unsigned long long)(rr_now_us() - r->t0_us);
-    if (timing && timing[0]) snprintf(tbuf, sizeof tbuf, "%s;total=%llu", timing, total);
-    else snprintf(tbuf, sizeof tbuf, "total=%llu", total);
-    evhttp_add_header(out, "x-rerankd-timing", tbuf);
-    if (r->abort_ev) {
-        event_free(r->abort_ev);
-        r->abort_ev = NULL;
-    }
-    struct evhttp_connection *c = evhttp_request_get_connection(r->evreq);
-    if (c) evhttp_connection_set_closecb(c, NULL, NULL);
-    if (c) {
-        r->w->unflushed++;
-        evhttp_request_set_on_complete_cb(r->evreq, on_reply_complete, r->w);
-    }
-    struct evbuffer *buf = evbuffer_new();
-    if (buf) evbuffer_add(buf, body, len);
-    evhttp_send_reply(r->evreq, status, reason(status), buf);
-    if (buf) evbuffer_free(buf);
-    r->evreq = NULL;
+    int tn;
+    if (timing && timing[0]) tn = snprintf(tbuf, sizeof tbuf, "%s;total=%llu", timing, total);
+    else tn = snprintf(tbuf, sizeof tbuf, "total=%llu", total);
+    if (tn >= (int)sizeof tbuf) tn = (int)sizeof tbuf - 1;
+    if (!timing || header_ok("x", 1, tbuf, (size_t)tn)) hb_header(&hb, "x-rerankd-timing", 16, tbuf, (size_t)tn);
+    struct rr_conn *c = r->conn;
+    r->conn = NULL;
+    if (hb.oom) {
+        static const char oom[] = "{\"error\":{\"type\":\"internal_error\",\"message\":\"out of memory\",\"param\":null}}";
+        status = 503;
+        rr_conn_reply(c, status, "Content-Type: application/json\r\n", 32, oom, sizeof oom - 1);
+    } else rr_conn_reply(c, status, hb.p, hb.len, body, len);
+    if (hb.p != hb.stack) free(hb.p);
     access_log(r, status, total);
 }
 
@@ -246,110 +265,73 @@ static void on_deadline(evutil_socket_t fd, short ev, void *arg)
     rr_req_finish(r);
 }
 
-static void on_client_close(struct evhttp_connection *c, void *arg)
+/* The client closed its connection (EOF or a reset) while the request was in flight:
+ * cancel its transfers; nginx's "client closed request" in the access log. */
+void rr_server_abort(rr_req *r)
 {
-    (void)c;
-    rr_req *r = arg;
-    rr_log(RR_LOG_INFO, "request %s: connection closed before the reply (client gone or shutdown); cancelling", r->id);
-    r->aborted = 1;
-    /* libevent detached the unanswered request from the dying connection: we own it now */
-    if (r->evreq && !evhttp_request_get_connection(r->evreq)) evhttp_request_free(r->evreq);
-    r->evreq = NULL;
-    rr_req_finish(r);
-}
-
-/* evhttp stops reading a connection while its request is being handled, so it never sees
- * the client go away. While parked we watch the socket ourselves: EOF (or an error) means
- * the client left, so cancel the request's transfers and drop the connection. Bytes
- * instead (a pipelined request) end the watch: those are evhttp's to read later. */
-static void on_client_readable(evutil_socket_t fd, short ev, void *arg)
-{
-    (void)ev;
-    rr_req *r = arg;
-    char c;
-    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) return;
+    r->conn = NULL;
     rr_log(RR_LOG_INFO, "request %s: client closed the connection before the reply; cancelling", r->id);
     r->aborted = 1;
     r->w->client_aborts++;
-    access_log(r, 499, (unsigned long long)(rr_now_us() - r->t0_us)); /* nginx's "client closed" */
-    struct evhttp_connection *evcon = r->evreq ? evhttp_request_get_connection(r->evreq) : NULL;
-    r->evreq = NULL; /* freed with its connection below */
-    if (evcon) {
-        evhttp_connection_set_closecb(evcon, NULL, NULL);
-        evhttp_connection_free(evcon);
-    }
+    access_log(r, 499, (unsigned long long)(rr_now_us() - r->t0_us));
     rr_req_finish(r);
 }
 
-/* Called by luahost when the coroutine yields on I/O: arm deadline and abort detection. */
+/* Called by luahost when the coroutine yields on I/O: arm the deadline. Client aborts are
+ * seen by the connection, which keeps reading while the request is in flight. */
 void rr_req_parked(rr_req *r)
 {
     if (!r->deadline_ev) {
         r->deadline_ev = evtimer_new(r->w->base, on_deadline, r);
         double left = r->w->opt->timeout - (double)(rr_now_us() - r->t0_us) / 1e6;
         struct timeval tv = tv_of(left > 0 ? left : 0);
-        evtimer_add(r->deadline_ev, &tv);
-        struct evhttp_connection *c = evhttp_request_get_connection(r->evreq);
-        if (c) {
-            evhttp_connection_set_closecb(c, on_client_close, r);
-            struct bufferevent *bev = evhttp_connection_get_bufferevent(c);
-            evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
-            if (fd >= 0) {
-                r->abort_ev = event_new(r->w->base, fd, EV_READ, on_client_readable, r);
-                if (r->abort_ev) event_add(r->abort_ev, NULL);
-            }
-        }
+        if (r->deadline_ev) evtimer_add(r->deadline_ev, &tv);
     }
 }
 
 /* ---- request entry ---- */
 
-/* RFC 9112 §6.3: differing Content-Length values are a framing error (a request-smuggling
- * vector behind a proxy that reads the other one). libevent framed the body with the first. */
-static int conflicting_lengths(struct evhttp_request *evreq)
+static rr_req *req_new(rr_worker *w, struct rr_conn *c)
 {
-    const char *first = NULL;
-    struct evkeyvalq *hs = evhttp_request_get_input_headers(evreq);
-    for (struct evkeyval *h = hs->tqh_first; h; h = h->next.tqe_next) {
-        if (strcasecmp(h->key, "Content-Length") != 0) continue;
-        if (!first) first = h->value;
-        else if (strcmp(first, h->value) != 0) return 1;
-    }
-    return 0;
-}
-
-static void on_request(struct evhttp_request *evreq, void *arg)
-{
-    rr_worker *w = arg;
     rr_req *r = calloc(1, sizeof *r);
-    if (!r) {
-        evhttp_send_error(evreq, 503, "out of memory");
-        return;
-    }
+    if (!r) return NULL;
     r->w = w;
-    r->evreq = evreq;
+    r->conn = c;
     r->co_ref = LUA_NOREF;
     r->t0_us = rr_now_us();
     w->inflight++;
     rr_req_assign_id(r);
-    if (conflicting_lengths(evreq)) {
-        evhttp_add_header(evhttp_request_get_output_headers(evreq), "Connection", "close");
-        rr_req_reply_error(r, 400, "invalid_request_error", "conflicting Content-Length headers");
-        rr_req_finish(r);
+    return r;
+}
+
+static void reply_oom(struct rr_conn *c)
+{
+    static const char oom[] = "{\"error\":{\"type\":\"internal_error\",\"message\":\"out of memory\",\"param\":null}}";
+    rr_conn_reply(c, 503, "Content-Type: application/json\r\n", 32, oom, sizeof oom - 1);
+}
+
+/* A complete request (http.c): it becomes a Lua coroutine. */
+void rr_server_request(rr_worker *w, struct rr_conn *c)
+{
+    rr_req *r = req_new(w, c);
+    if (!r) {
+        reply_oom(c);
         return;
     }
-    struct evbuffer *in = evhttp_request_get_input_buffer(evreq);
-    if (evbuffer_get_length(in) > w->opt->max_body) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "request body is %zu bytes; the limit is %zu (server.max_body)",
-                 evbuffer_get_length(in), w->opt->max_body);
-        evhttp_add_header(evhttp_request_get_output_headers(evreq), "Connection", "close");
-        rr_req_reply_error(r, 413, "invalid_request_error", msg);
-        rr_req_finish(r);
-        return;
-    }
+    rr_conn_bind(c, r);
     rr_lua_start_request(r);
+}
+
+/* A request the HTTP layer refused (framing, limits, timeouts): a JSON error, then close. */
+void rr_server_reject(rr_worker *w, struct rr_conn *c, int status, const char *msg)
+{
+    rr_req *r = req_new(w, c);
+    if (!r) {
+        reply_oom(c);
+        return;
+    }
+    rr_req_reply_error(r, status, "invalid_request_error", msg);
+    rr_req_finish(r);
 }
 
 static void on_stop(evutil_socket_t fd, short ev, void *arg)
@@ -359,10 +341,7 @@ static void on_stop(evutil_socket_t fd, short ev, void *arg)
     if (w->stopping) return;
     w->stopping = 1;
     if (w->tick_ev) event_del(w->tick_ev);
-    if (w->bound) {
-        evhttp_del_accept_socket(w->http, w->bound); /* closes the listener: no new connections */
-        w->bound = NULL;
-    }
+    rr_http_stop(w); /* closes the listener and idle connections */
     struct timeval tv = tv_of(w->opt->drain);
     event_base_loopexit(w->base, &tv); /* hard limit on the drain */
     maybe_exit_drained(w);
@@ -408,25 +387,8 @@ int rr_worker_start(rr_worker *w)
 {
     char err[512];
     w->base = event_base_new();
-    w->http = w->base ? evhttp_new(w->base) : NULL;
-    if (!w->http) {
-        rr_log(RR_LOG_ERROR, "worker %d: cannot create event loop", w->id);
-        return -1;
-    }
-    /* Bodies between max_body and this hard cap get a JSON 413 from us; larger ones
-     * are refused by libevent while reading (its own 413) so memory stays bounded. */
-    size_t hard = w->opt->max_body * 4 < (64u << 20) ? (64u << 20) : w->opt->max_body * 4;
-    evhttp_set_max_body_size(w->http, (ev_ssize_t)hard);
-    evhttp_set_max_headers_size(w->http, 64 * 1024);
-    struct timeval ka = tv_of(w->opt->keepalive);
-    evhttp_set_timeout_tv(w->http, &ka);
-    /* Every method, known or not, reaches the Lua router, which answers 405 in JSON: libevent's
-     * own refusal is a 501 with an HTML body (DESIGN §6: errors are JSON, 4xx for the client). */
-    evhttp_set_allowed_methods(w->http, 0xffff);
-    evhttp_set_gencb(w->http, on_request, w);
-    w->bound = evhttp_accept_socket_with_handle(w->http, w->listen_fd);
-    if (!w->bound) {
-        rr_log(RR_LOG_ERROR, "worker %d: cannot accept on the listener", w->id);
+    if (!w->base || rr_http_start(w) != 0) {
+        rr_log(RR_LOG_ERROR, "worker %d: cannot create its event loop or accept on the listener", w->id);
         return -1;
     }
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);

@@ -115,6 +115,8 @@ local SERVER = { type = "record", fields = {
   { "max_body", { type = "size", positive = true, default = 8 * 1024 * 1024 } },
   { "timeout", { type = "duration", positive = true, default = 30 } },
   { "keepalive", { type = "duration", default = 75 } },
+  { "header_timeout", { type = "duration", default = 10 } },
+  { "body_min_rate", { type = "size", default = 1024 } },
   { "drain_timeout", { type = "duration", default = 30 } },
   { "max_documents", { type = "integer", min = 1, default = 10000 } },
   { "api_keys", { type = "list", single = true, items = { check = function(...) return M.check_api_key(...) end },
