@@ -10,8 +10,8 @@
 --   c:shutdown_write()         -- half-close (the server reads EOF)
 --   c:close()
 --   raw.exchange(port, bytes, timeout) -> { responses = {...}, closed = bool, rest = bytes }
---   raw.parse_responses(bytes) -> responses, rest   (Content-Length framing; no length:
---                                                    the body runs to the end)
+--   raw.parse_responses(bytes [, head]) -> responses, rest   (Content-Length framing; no
+--                                          length: the body runs to the end; head: no bodies)
 local ffi = require "ffi"
 local bit = require "bit"
 
@@ -127,7 +127,7 @@ function Conn:wait_closed(timeout)
   return how == "closed"
 end
 
-local function parse_one(s)
+local function parse_one(s, head_request)
   local head_end = s:find("\r\n\r\n", 1, true)
   if not head_end then return nil end
   local head = s:sub(1, head_end - 1)
@@ -140,6 +140,7 @@ local function parse_one(s)
   end
   local len = tonumber(headers["content-length"] or "")
   local body_start = head_end + 4
+  if head_request then len = 0 end -- the answer to a HEAD request has no body (whatever its length says)
   if not len then -- no framing: the body runs to the end of the bytes
     return { status = tonumber(status), version = version, headers = headers, body = s:sub(body_start), unframed = true }, ""
   end
@@ -148,11 +149,11 @@ local function parse_one(s)
            body = s:sub(body_start, body_start + len - 1) }, s:sub(body_start + len)
 end
 
--- Every complete response in s (in order) and the unparsed rest.
-function M.parse_responses(s)
+-- Every complete response in s (in order) and the unparsed rest; head: answers to HEAD.
+function M.parse_responses(s, head_request)
   local out = {}
   while #s > 0 do
-    local r, rest = parse_one(s)
+    local r, rest = parse_one(s, head_request)
     if not r then break end
     out[#out + 1] = r
     s = rest
@@ -197,7 +198,7 @@ end
 
 -- Sends bytes on a fresh connection and collects what comes back until the server closes
 -- the connection or stays silent for `timeout` seconds.
--- opts.half_close: shut our write side after sending.
+-- opts.half_close: shut our write side after sending; opts.head: the requests are HEAD.
 function M.exchange(port, bytes, timeout, opts)
   local c, err = M.connect(port)
   if not c then error(err) end
@@ -205,7 +206,7 @@ function M.exchange(port, bytes, timeout, opts)
   if sent and opts and opts.half_close then c:shutdown_write() end
   local data, how = c:read_all(timeout or 2)
   c:close()
-  local responses, rest = M.parse_responses(data)
+  local responses, rest = M.parse_responses(data, opts and opts.head)
   return { responses = responses, closed = how == "closed", rest = rest, sent = sent ~= nil, send_error = serr }
 end
 
