@@ -44,7 +44,7 @@ struct rr_conn {
     uint64_t rx_us;            /* the last read that brought bytes */
     int closing;               /* close once the queued reply is written */
     int linger;                /* ... after a lingering close (unread request bytes) */
-    int lingering, busy, dead, served, continue_sent, unflushed;
+    int lingering, busy, dead, served, continue_sent, unflushed, rd_eof;
     rr_conn *prev, *next;
 };
 
@@ -304,7 +304,7 @@ static void conn_update(rr_conn *c)
     if (c->dead) return;
     short want = 0;
     if (c->out_off < c->out_len) want |= EV_WRITE;
-    if (c->lingering || c->in_len - c->in_off < in_max(c)) want |= EV_READ;
+    if (c->lingering || (!c->rd_eof && c->in_len - c->in_off < in_max(c))) want |= EV_READ;
     if (want == c->ev_flags) return;
     event_del(c->ev);
     c->ev_flags = want;
@@ -320,6 +320,7 @@ static void grow_for_body(rr_conn *c)
     if (c->in_off == c->in_len) c->in_off = c->in_len = 0;
     if (!c->m.headers_done || c->m.complete || c->m.chunked) return;
     size_t need = c->m.body_expected - c->m.body_len, have = c->in_len - c->in_off;
+    if (need > BUF_KEEP) need = BUF_KEEP; /* larger bodies grow the buffer as they arrive */
     if (c->in_cap - c->in_len >= need) return;
     if (c->in_off) {
         memmove(c->in, c->in + c->in_off, have);
@@ -408,7 +409,10 @@ static void conn_read(rr_conn *c)
     conn_process(c);
     if (eof && !c->dead) {
         if (c->req || c->out_off == c->out_len) conn_close(c); /* in flight: the abort path */
-        else c->closing = 1;                                    /* close after the reply */
+        else {                                                  /* close after the reply */
+            c->closing = c->rd_eof = 1;
+            conn_update(c);
+        }
     }
 }
 

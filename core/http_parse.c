@@ -146,11 +146,14 @@ static int on_headers_complete(http_parser *p)
             return reject(m, 413, "request body is %llu bytes; the limit is %zu (server.max_body)",
                           (unsigned long long)p->content_length, m->max_body);
         m->body_expected = (size_t)p->content_length;
-        if (m->body_expected > m->body_cap) {
-            char *b = realloc(m->body, m->body_expected);
+        /* room for the whole body at once, up to BODY_KEEP: a client announcing a large
+         * length does not get that memory before it sends the bytes */
+        size_t want = m->body_expected < BODY_KEEP ? m->body_expected : BODY_KEEP;
+        if (want > m->body_cap) {
+            char *b = realloc(m->body, want);
             if (!b) return reject(m, 503, "out of memory");
             m->body = b;
-            m->body_cap = m->body_expected;
+            m->body_cap = want;
         }
     }
     const rr_hfield *f = NULL;

@@ -78,6 +78,7 @@ describe("config good fixtures", function()
     assert.are.same({
       listen = "0.0.0.0:9090", host = "0.0.0.0", port = 9090, workers = 4,
       max_body = 512 * 1024, timeout = 1.5, keepalive = 120, drain_timeout = 0.25,
+      header_timeout = 10, body_min_rate = 1024,
       max_documents = 500, api_keys = { "secret-key", "literal-key" }, log_level = "debug",
     }, s)
     assert.are.equal(providers, cfg.paths.providers[1])
@@ -143,6 +144,7 @@ describe("config good fixtures", function()
     assert.are.same({
       listen = "127.0.0.1:8080", host = "127.0.0.1", port = 8080, workers = 0,
       max_body = 8388608, timeout = 30, keepalive = 75, drain_timeout = 30,
+      header_timeout = 10, body_min_rate = 1024,
       max_documents = 10000, api_keys = {}, log_level = "info",
     }, cfg.server)
     assert.are.equal("bm25", cfg.default_model)
