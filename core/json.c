@@ -33,7 +33,7 @@ typedef struct {
     /* document spans: for each top-level key whose value is an array, the [start, end]
      * (1-based, inclusive, quotes included) of each element's string, or of its "text"
      * member when the element is an object; 0 0 when neither */
-    int span_keys;
+    int span_keys, want_spans;
     struct { size_t kpos, klen, first, count; } keys[MAX_SPAN_KEYS];
     size_t *spans;            /* pairs; scratch owned by a userdata at spans_idx */
     size_t nspans, spans_cap;
@@ -221,6 +221,50 @@ static int parse_string(jdec *d, int push, const char *ctx)
     return OK;
 }
 
+/* Clinger's fast path: a mantissa of at most 15 digits (exact in a double) times or
+ * divided by an exact power of ten (<= 1e22) is correctly rounded by one IEEE operation.
+ * Covers integers and the scores upstreams send; anything else goes to strtod. */
+static int fast_number(const unsigned char *p, size_t n, double *out)
+{
+    static const double pow10[] = { 1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22 };
+    size_t k = 0;
+    int neg = 0, digits = 0, exp10 = 0;
+    uint64_t m = 0;
+    if (p[k] == '-') { neg = 1; k++; }
+    for (; k < n && p[k] >= '0' && p[k] <= '9'; k++) {
+        if (m == 0 && p[k] == '0') continue; /* leading zeros are not significant */
+        if (++digits > 15) return 0;
+        m = m * 10 + (uint64_t)(p[k] - '0');
+    }
+    if (k < n && p[k] == '.') {
+        for (k++; k < n && p[k] >= '0' && p[k] <= '9'; k++) {
+            exp10--;
+            if (m == 0 && p[k] == '0') continue;
+            if (++digits > 15) return 0;
+            m = m * 10 + (uint64_t)(p[k] - '0');
+        }
+    }
+    if (k < n) { /* exponent */
+        k++;
+        int eneg = 0, e = 0;
+        if (p[k] == '+' || p[k] == '-') eneg = p[k++] == '-';
+        for (; k < n; k++) {
+            if (e > 10000) return 0;
+            e = e * 10 + (p[k] - '0');
+        }
+        exp10 += eneg ? -e : e;
+    }
+    double v = (double)m;
+    if (m == 0) v = 0;
+    else if (exp10 >= 0 && exp10 <= 22) v *= pow10[exp10];
+    else if (exp10 < 0 && exp10 >= -22) v /= pow10[-exp10];
+    else return 0;
+    if (isinf(v)) return 0;
+    *out = neg ? -v : v;
+    return 1;
+}
+
 static int parse_number(jdec *d)
 {
     const unsigned char *s = d->s;
@@ -229,15 +273,12 @@ static int parse_number(jdec *d)
     if (i >= len || s[i] < '0' || s[i] > '9') return found(d, "value", "invalid number", start);
     if (s[i] == '0') i++;
     else while (i < len && s[i] >= '0' && s[i] <= '9') i++;
-    int integral = 1;
     if (i < len && s[i] == '.') {
-        integral = 0;
         i++;
         if (i >= len || s[i] < '0' || s[i] > '9') return found(d, "value", "invalid number", start);
         while (i < len && s[i] >= '0' && s[i] <= '9') i++;
     }
     if (i < len && (s[i] == 'e' || s[i] == 'E')) {
-        integral = 0;
         i++;
         if (i < len && (s[i] == '+' || s[i] == '-')) i++;
         if (i >= len || s[i] < '0' || s[i] > '9') return found(d, "value", "invalid number", start);
@@ -247,12 +288,7 @@ static int parse_number(jdec *d)
         return found(d, "value", "invalid number", start); /* "01", "0x1" */
     double v;
     size_t n = i - start;
-    if (integral && n <= 15) { /* exact in a double: no strtod */
-        long long x = 0;
-        for (size_t k = (s[start] == '-'); k < n; k++) x = x * 10 + (s[start + k] - '0');
-        v = s[start] == '-' ? -(double)x : (double)x;
-        if (v == 0 && s[start] == '-') v = -0.0;
-    } else {
+    if (!fast_number(s + start, n, &v)) {
         char tmp[64], *p = tmp;
         if (n >= sizeof tmp) {
             reserve(d, n + 1);
@@ -292,7 +328,7 @@ static void add_span(jdec *d, size_t a, size_t b)
 static int parse_object(jdec *d, int top, size_t *span)
 {
     lua_State *L = d->L;
-    lua_newtable(L);
+    lua_createtable(L, 0, 4); /* room for the usual few members: no rehash on the first */
     d->pos++;
     skip_ws(d);
     if (d->pos < d->len && d->s[d->pos] == '}') {
@@ -310,7 +346,7 @@ static int parse_object(jdec *d, int top, size_t *span)
         d->pos++;
         skip_ws(d);
         int spanned = 0;
-        if (top && d->pos < d->len && d->s[d->pos] == '[' && d->span_keys < MAX_SPAN_KEYS) {
+        if (top && d->want_spans && d->pos < d->len && d->s[d->pos] == '[' && d->span_keys < MAX_SPAN_KEYS) {
             spanned = 1;
             d->keys[d->span_keys].kpos = kpos;
             d->keys[d->span_keys].klen = klen;
@@ -394,7 +430,7 @@ static int parse_value(jdec *d, size_t *span, int spanned)
     }
 }
 
-/* core.json_decode(s [, empty_array_mt]) -> value, spans|nil [, utf8_bad] | nil, message
+/* core.json_decode(s [, empty_array_mt [, want_spans = true]]) -> value, spans|nil [, utf8_bad] | nil, message
  * Empty arrays get empty_array_mt; null is lightuserdata NULL (cjson.null). spans, when the
  * value is an object with array members: { [key] = { s1, e1, s2, e2, ... } }, 1-based
  * inclusive byte ranges of each element's JSON string (quotes included) or of an object
@@ -412,6 +448,7 @@ int rr_json_decode(lua_State *L)
     d.len = len;
     d.utf8_bad = len;
     if (lua_istable(L, 2)) d.mt_idx = 2;
+    d.want_spans = lua_isnoneornil(L, 3) || lua_toboolean(L, 3);
     lua_settop(L, 2);
     lua_pushnil(L); /* 3: unescape scratch */
     lua_pushnil(L); /* 4: spans scratch */
@@ -446,6 +483,69 @@ int rr_json_decode(lua_State *L)
     return 3;
 }
 
+/* Bodies are assembled in one reusable buffer per thread (worker) and pushed as one Lua
+ * string: no body-sized allocation per request. A use that grew it past SCRATCH_KEEP frees
+ * it afterwards, so one huge request does not pin memory. */
+#define SCRATCH_KEEP (4u << 20)
+static _Thread_local char *scratch_buf;
+static _Thread_local size_t scratch_cap;
+
+static char *scratch(lua_State *L, size_t n)
+{
+    if (n > scratch_cap) {
+        size_t cap = scratch_cap ? scratch_cap : 64 * 1024;
+        while (cap < n) cap *= 2;
+        char *p = realloc(scratch_buf, cap);
+        if (!p) luaL_error(L, "json: out of memory (%d bytes)", (int)n);
+        scratch_buf = p;
+        scratch_cap = cap;
+    }
+    return scratch_buf;
+}
+
+static void push_scratch(lua_State *L, size_t n)
+{
+    lua_pushlstring(L, scratch_buf, n);
+    if (scratch_cap > SCRATCH_KEEP) {
+        free(scratch_buf);
+        scratch_buf = NULL;
+        scratch_cap = 0;
+    }
+}
+
+/* Size of "[" span "," span ... "]" for pairs i..j of the spans table at idx; raises when
+ * a span is outside s. */
+static size_t join_size(lua_State *L, size_t len, int idx, lua_Integer i, lua_Integer j)
+{
+    size_t total = 2;
+    for (lua_Integer k = i; k <= j; k++) {
+        lua_rawgeti(L, idx, (int)(2 * k - 1));
+        lua_rawgeti(L, idx, (int)(2 * k));
+        lua_Integer a = lua_tointeger(L, -2), b = lua_tointeger(L, -1);
+        lua_pop(L, 2);
+        if (a < 1 || b < a || (size_t)b > len) return (size_t)luaL_error(L, "json: span %d is out of range", (int)k);
+        total += (size_t)(b - a + 2);
+    }
+    return total;
+}
+
+static size_t join_write(lua_State *L, char *o, const char *s, int idx, lua_Integer i, lua_Integer j)
+{
+    char *start = o;
+    *o++ = '[';
+    for (lua_Integer k = i; k <= j; k++) {
+        lua_rawgeti(L, idx, (int)(2 * k - 1));
+        lua_rawgeti(L, idx, (int)(2 * k));
+        size_t a = (size_t)lua_tointeger(L, -2), b = (size_t)lua_tointeger(L, -1);
+        lua_pop(L, 2);
+        if (k > i) *o++ = ',';
+        memcpy(o, s + a - 1, b - a + 1);
+        o += b - a + 1;
+    }
+    *o++ = ']';
+    return (size_t)(o - start);
+}
+
 /* core.json_join(s, spans [, i, j]) -> "[" .. s[spans[2i-1]..spans[2i]] joined by "," .. "]"
  * for the pairs i..j (default all): splices already-validated JSON strings of a request
  * body into another body without decoding them. Raises when a pair is out of range. */
@@ -457,27 +557,45 @@ int rr_json_join(lua_State *L)
     lua_Integer npairs = (lua_Integer)(lua_objlen(L, 2) / 2);
     lua_Integer i = luaL_optinteger(L, 3, 1), j = luaL_optinteger(L, 4, npairs);
     luaL_argcheck(L, i >= 1 && j <= npairs, 3, "pair range out of bounds");
-    size_t total = 2;
-    for (lua_Integer k = i; k <= j; k++) {
-        lua_rawgeti(L, 2, (int)(2 * k - 1));
-        lua_rawgeti(L, 2, (int)(2 * k));
-        lua_Integer a = lua_tointeger(L, -2), b = lua_tointeger(L, -1);
-        lua_pop(L, 2);
-        if (a < 1 || b < a || (size_t)b > len) return luaL_error(L, "json_join: span %d is out of range", (int)k);
-        total += (size_t)(b - a + 2);
+    char *o = scratch(L, join_size(L, len, 2, i, j));
+    push_scratch(L, join_write(L, o, s, 2, i, j));
+    return 1;
+}
+
+/* core.json_concat(parts) -> the concatenation of parts, where a part is a string or a
+ * splice { src, spans } written as json_join(src, spans) would: one body, one copy. */
+int rr_json_concat(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int n = (int)lua_objlen(L, 1);
+    size_t total = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        char *o = pass ? scratch(L, total) : NULL;
+        size_t w = 0;
+        for (int k = 1; k <= n; k++) {
+            lua_rawgeti(L, 1, k);
+            if (lua_type(L, -1) == LUA_TSTRING) {
+                size_t l;
+                const char *p = lua_tolstring(L, -1, &l);
+                if (pass) memcpy(o + w, p, l);
+                w += l;
+            } else if (lua_istable(L, -1)) {
+                int t = lua_gettop(L);
+                lua_rawgeti(L, t, 1);
+                lua_rawgeti(L, t, 2);
+                size_t sl;
+                const char *src = lua_tolstring(L, -2, &sl);
+                if (!src || !lua_istable(L, -1)) return luaL_error(L, "json_concat: part %d is not { src, spans }", k);
+                lua_Integer np = (lua_Integer)(lua_objlen(L, -1) / 2);
+                w += pass ? join_write(L, o + w, src, t + 2, 1, np) : join_size(L, sl, t + 2, 1, np);
+                lua_pop(L, 2);
+            } else {
+                return luaL_error(L, "json_concat: part %d is a %s", k, luaL_typename(L, -1));
+            }
+            lua_pop(L, 1);
+        }
+        total = w;
     }
-    char *out = lua_newuserdata(L, total), *o = out; /* freed by the GC, also on a raise */
-    *o++ = '[';
-    for (lua_Integer k = i; k <= j; k++) {
-        lua_rawgeti(L, 2, (int)(2 * k - 1));
-        lua_rawgeti(L, 2, (int)(2 * k));
-        size_t a = (size_t)lua_tointeger(L, -2), b = (size_t)lua_tointeger(L, -1);
-        lua_pop(L, 2);
-        if (k > i) *o++ = ',';
-        memcpy(o, s + a - 1, b - a + 1);
-        o += b - a + 1;
-    }
-    *o++ = ']';
-    lua_pushlstring(L, out, (size_t)(o - out));
+    push_scratch(L, total);
     return 1;
 }

@@ -27,6 +27,7 @@ local ffi = require "ffi"
 local bit = require "bit"
 local core = require "rerank.core"
 local metrics = require "rerank.metrics"
+local docs = require "rerank.docs"
 
 local type, pairs, ipairs, tostring, tonumber, concat = type, pairs, ipairs, tostring, tonumber, table.concat
 local huge = math.huge
@@ -456,13 +457,10 @@ function M.score(inst, model, req)
   for i = 1, n do scores[i] = vals[i] end
   for j, i in ipairs(missing) do scores[i] = s2[j] end
   usage = usage or {}
-  if usage.prompt_tokens == nil then
-    local q = core.count_tokens(req.query)
-    local pt = 0
-    for _, d in ipairs(sub.documents) do pt = pt + q + core.count_tokens(d.text) end
+  if usage.prompt_tokens == nil then -- what was sent: the missing documents only
     local u = {}
     for k, v in pairs(usage) do u[k] = v end
-    u.prompt_tokens = pt
+    u.prompt_tokens = docs.prompt_tokens(req.query, sub.documents, inst.router:settings(model))
     usage = u
   end
   return scores, usage, degraded, out

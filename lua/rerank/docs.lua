@@ -66,6 +66,14 @@ function M.estimate(text, s)
   return ceil(#text / cpt(s))
 end
 
+-- The one estimate of a call's prompt tokens when the upstream reports none: the query's
+-- estimate counted once per document (rerankers score each pair) plus each document's.
+function M.prompt_tokens(query, documents, s)
+  local q, total = M.estimate(query, s), 0
+  for i = 1, #documents do total = total + q + M.estimate(documents[i].text, s) end
+  return total
+end
+
 -- the largest position <= pos that ends a UTF-8 sequence (so sub(1, pos) stays valid)
 local function utf8_end(text, pos)
   if pos >= #text then return #text end

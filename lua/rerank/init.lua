@@ -207,12 +207,8 @@ function Instance:rerank(req, timing)
     timing.sort = core.now_us() - t1
   end
   usage = usage or {}
-  local prompt = usage.prompt_tokens
-  if not prompt then
-    prompt = 0
-    local q = core.count_tokens(req.query)
-    for _, d in ipairs(req.documents) do prompt = prompt + q + core.count_tokens(d.text) end
-  end
+  -- the upstream's count, else the router's estimate of what it sent (lua/rerank/docs.lua)
+  local prompt = usage.prompt_tokens or route.tokens or 0
   -- chat (LLM) upstreams report their real tokens, summed over every call: price those
   local cost = route.cost
   if usage.completion_tokens and route.entry then

@@ -141,7 +141,18 @@ end
 -- true when cjson encodes t exactly as we want: no marked-empty array and no number that
 -- needs more than 14 digits anywhere below. Past depth 1000 it answers true so that cjson
 -- reports the excessive nesting (or the cycle).
-local splices = setmetatable({}, { __mode = "k" }) -- list -> { src, spans, orig }
+local splices = setmetatable({}, { __mode = "k" }) -- list -> { src, spans, orig } (a json_concat part)
+
+-- Does list still hold exactly the strings it was marked with? Then its JSON is the splice.
+local function splice_valid(t, sp)
+  local orig = sp.orig
+  local n = #orig
+  if #t ~= n then return false end
+  for i = 1, n do
+    if t[i] ~= orig[i] then return false end
+  end
+  return true
+end
 
 local function clean(t, depth)
   if depth > 1000 then return true end
@@ -184,7 +195,9 @@ local function encode_table(t, depth)
     end
     return "[" .. concat(buf, ",") .. "]"
   end
-  local i = 0
+  -- "{" key:value "," ... "}" as parts; a spliced member stays a { src, spans } part so
+  -- that the body is assembled once, in C (core.json_concat)
+  local i, spliced = 0, false
   for k, v in pairs(t) do
     local tk = type(k)
     local key
@@ -195,22 +208,22 @@ local function encode_table(t, depth)
     else
       error("Cannot serialise " .. tk .. ": table key must be a number or string", 0)
     end
+    local sp = type(v) == "table" and splices[v]
     i = i + 1
-    buf[i] = key .. ":" .. encode_value(v, depth + 1)
+    if sp and splice_valid(v, sp) then
+      buf[i] = (i == 1 and "{" or ",") .. key .. ":"
+      i = i + 1
+      buf[i] = sp
+      spliced = true
+    else
+      buf[i] = (i == 1 and "{" or ",") .. key .. ":" .. encode_value(v, depth + 1)
+    end
   end
-  return "{" .. concat(buf, ",") .. "}"
+  buf[i + 1] = "}"
+  if spliced then return core.json_concat(buf) end
+  return concat(buf)
 end
 
--- The spliced JSON of list when it still holds exactly the strings it was marked with.
-local function splice_json(t, sp)
-  local orig = sp.orig
-  local n = #orig
-  if #t ~= n then return nil end
-  for i = 1, n do
-    if t[i] ~= orig[i] then return nil end
-  end
-  return core.json_join(sp.src, sp.spans)
-end
 
 encode_value = function(v, depth)
   local tv = type(v)
@@ -220,10 +233,7 @@ encode_value = function(v, depth)
     return number(v)
   elseif tv == "table" then
     local sp = splices[v]
-    if sp then
-      local s = splice_json(v, sp)
-      if s then return s end
-    end
+    if sp and splice_valid(v, sp) then return core.json_join(sp[1], sp[2]) end
     if getmetatable(v) == array_mt and next(v) == nil then return "[]" end
     if clean(v, depth) then return cj_encode(v) end
     return encode_table(v, depth)
@@ -239,7 +249,7 @@ end
 function json.spliced(list, src, spans)
   local orig = {}
   for i = 1, #list do orig[i] = list[i] end
-  splices[list] = { src = src, spans = spans, orig = orig }
+  splices[list] = { src, spans, orig = orig }
   return list
 end
 
@@ -310,10 +320,16 @@ local function restore(t)
   end
 end
 
+local core_decode = core.json_decode
+
 function json.decode(s)
   if type(s) ~= "string" then
     return nil, "expected a string, got " .. type(s)
   end
+  -- strict JSON (nearly everything) in one C pass; cjson below for what only it accepts
+  -- (raw control characters in strings, "1.", leading zeros) and for its error messages
+  local v = core_decode(s, array_mt, false)
+  if v ~= nil then return v end
   local marked = mark_empty_arrays(s)
   if marked then
     local v = cj_decode(marked)
@@ -327,8 +343,6 @@ function json.decode(s)
   end
   return cj_decode(s)
 end
-
-local core_decode = core.json_decode
 
 -- Request bodies: strict JSON (RFC 8259) and UTF-8 in one C pass; empty arrays marked.
 function json.decode_request(s)
