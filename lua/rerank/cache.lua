@@ -429,16 +429,16 @@ function M.score(inst, model, req)
   if hits > 0 then
     sub = {}
     for k, v in pairs(req) do sub[k] = v end
-    local docs = {}
+    local todo = {}
     missing, mkeys = {}, {}
     for i = 1, n do
       if vals[i] == nil then
-        docs[#docs + 1] = req.documents[i]
+        todo[#todo + 1] = req.documents[i]
         missing[#missing + 1] = i
         mkeys[#mkeys + 1] = keys[i]
       end
     end
-    sub.documents = docs
+    sub.documents = todo
     sub.top_n = nil -- every missing document needs a score
     sub.cache_status = nil
   end

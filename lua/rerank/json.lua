@@ -328,8 +328,8 @@ function json.decode(s)
   end
   -- strict JSON (nearly everything) in one C pass; cjson below for what only it accepts
   -- (raw control characters in strings, "1.", leading zeros) and for its error messages
-  local v = core_decode(s, array_mt, false)
-  if v ~= nil then return v end
+  local strict = core_decode(s, array_mt, false)
+  if strict ~= nil then return strict end
   local marked = mark_empty_arrays(s)
   if marked then
     local v = cj_decode(marked)
