@@ -28,6 +28,58 @@ function M.request(s)
   end
 end
 
+-- The request-path JSON decoder (core/json.c) against lua-cjson, configured as rerankd
+-- configures it (depth 64, no NaN/Infinity/hex): the same accept/reject decision and the
+-- same values, except where RFC 8259 is stricter than cjson 2.1.0 (raw control characters
+-- in strings, numbers such as "01", "1.", "-", text after a NUL byte, which cjson ignores),
+-- or the text is not UTF-8 (cjson does not check). And the spans: each spanned string re-decodes to the element it came from.
+local cjson_safe = require "cjson.safe"
+local ref = cjson_safe.new()
+ref.decode_invalid_numbers(false)
+ref.decode_max_depth(64)
+local RFC_STRICTER = { "unescaped control character", "invalid number" }
+
+local function same(a, b, path)
+  if type(a) ~= type(b) then error(("%s: %s vs %s"):format(path, type(a), type(b))) end
+  if type(a) == "table" then
+    for k, v in pairs(a) do same(v, b[k], path .. "." .. tostring(k)) end
+    for k in pairs(b) do
+      if a[k] == nil then error(path .. "." .. tostring(k) .. ": only in cjson's value") end
+    end
+  elseif a ~= b and not (a ~= a and b ~= b) then
+    error(("%s: %s vs %s"):format(path, tostring(a), tostring(b)))
+  end
+end
+
+function M.json(s)
+  local v, spans, bad = core.json_decode(s)
+  local r = ref.decode(s)
+  if v == nil then
+    if r ~= nil then
+      -- cjson also stops reading at a NUL byte, accepting whatever follows it
+      local stricter = s:find("\0", 1, true) ~= nil
+      for _, why in ipairs(RFC_STRICTER) do stricter = stricter or spans:find(why, 1, true) ~= nil end
+      assert(stricter, "cjson accepts what core.json_decode refuses: " .. tostring(spans))
+    end
+    return
+  end
+  assert(r ~= nil or bad ~= nil, "core.json_decode accepts what cjson refuses")
+  if bad then return end
+  same(v, r, "$")
+  for key, sp in pairs(spans or {}) do
+    local list = v[key] -- nil when the key was written with escapes (spans name raw keys)
+    for i = 1, list and #sp / 2 or 0 do
+      local a, b = sp[2 * i - 1], sp[2 * i]
+      if a > 0 then
+        local el = list[i]
+        local text = type(el) == "table" and el.text or el
+        assert(ref.decode(s:sub(a, b)) == text, "span of " .. key .. "[" .. i .. "] is not its text")
+      end
+    end
+    if #sp > 0 and sp[1] > 0 then assert(core.json_join(s, sp, 1, 1)) end
+  end
+end
+
 -- YAML text -> loader + validation.
 function M.config(s)
   local cfg, err = config.load_string(s, "fuzz.yaml")

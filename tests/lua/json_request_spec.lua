@@ -82,6 +82,18 @@ describe("splicing document bytes", function()
     return assert(shapes.parse(shape or "rerankd_v1", v, { from_json = true, body = body, spans = spans }))
   end
 
+  it("a repeated key voids the earlier spans (the last value wins)", function()
+    local b = '{"a":[],"b":[],"c":[],"documents":["x"],"documents":["y"]}'
+    local v, spans = json.decode_request(b)
+    assert.equals("y", v.documents[1])
+    assert.is_nil(spans.documents)
+    b = '{"documents":["x"],"documents":["yy"]}'
+    v, spans = json.decode_request(b)
+    assert.equals('"yy"', b:sub(spans.documents[1], spans.documents[2]))
+    local req = assert(shapes.parse("rerankd_v1", v, { from_json = true, body = b, spans = spans }))
+    assert.equals('["yy"]', json.encode(U.texts(req)))
+  end)
+
   it("upstream bodies copy the client's bytes (the JSON equals re-encoding)", function()
     local req = parse()
     local texts = U.texts(req)
