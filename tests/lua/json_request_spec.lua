@@ -87,7 +87,7 @@ describe("splicing document bytes", function()
     local v, spans = json.decode_request(b)
     assert.equals("y", v.documents[1])
     assert.is_nil(spans.documents)
-    b = '{"documents":["x"],"documents":["yy"]}'
+    b = '{"query":"q","documents":["x"],"documents":["yy"]}'
     v, spans = json.decode_request(b)
     assert.equals('"yy"', b:sub(spans.documents[1], spans.documents[2]))
     local req = assert(shapes.parse("rerankd_v1", v, { from_json = true, body = b, spans = spans }))
