@@ -44,7 +44,7 @@ int rr_bm25(const char *query, size_t qlen, const char *const *docs, const size_
  * are interpolated in scalars; plain scalars resolve to bool/null/int/float. */
 int rr_yaml_push(lua_State *L, const char *text, size_t len, const char *name);
 
-/* ---- json.c ---- the request-path JSON (Lua C functions, registered by lcore.c)
+/* ---- json.c, json_splice.c ---- the request-path JSON (Lua C functions, registered by lcore.c)
  * rr_json_decode: core.json_decode(s [, empty_array_mt]) -> value, spans [, utf8_bad] | nil, msg
  * rr_json_join:   core.json_join(s, spans [, i, j]) -> "[span,span,...]"
  * rr_json_concat: core.json_concat(parts) -> parts joined; a part is a string or { s, spans } */
