@@ -45,7 +45,7 @@ end
 
 -- "{region}" -> vars.region; unknown names are left as they are
 function U.expand(s, vars)
-  if not s or not vars then return s end
+  if not s or not vars or not s:find("{", 1, true) then return s end -- no closure on the hot path
   return (s:gsub("{([%w_]+)}", function(k) local v = vars[k]; return v ~= nil and tostring(v) or nil end))
 end
 

@@ -359,6 +359,11 @@ function R:breaker_state(name)
   return "half_open"
 end
 
+local function by_load_then_draw(a, b)
+  if a.load ~= b.load then return a.load < b.load end
+  return a.key > b.key
+end
+
 -- group members in trying order: least in flight first, ties by weighted random draw
 function R:order(members, now)
   local list = {}
@@ -367,10 +372,7 @@ function R:order(members, now)
     local key = w > 0 and self.random() ^ (1 / w) or -1
     list[i] = { model = mb.model, load = inflight_count(self, mb.model.name, now), key = key }
   end
-  sort(list, function(a, b)
-    if a.load ~= b.load then return a.load < b.load end
-    return a.key > b.key
-  end)
+  sort(list, by_load_then_draw)
   return list
 end
 
