@@ -52,10 +52,9 @@ void rr_curl_transfer_free(CURLM *multi, rr_transfer *t)
     }
     curl_slist_free_all(t->headers);
     t->headers = NULL;
-    free(t->body);
     free(t->resp.data);
     free(t->resp_headers.data);
-    t->body = t->resp.data = t->resp_headers.data = NULL;
+    t->resp.data = t->resp_headers.data = NULL;
 }
 
 static void push_headers(lua_State *L, const rr_growbuf *g)
@@ -188,11 +187,8 @@ int rr_curl_setup(lua_State *L, int idx, rr_transfer *t, const rr_curl_opts *o, 
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
     }
-    if (o->body) {
-        t->body = malloc(o->body_len + 1);
-        if (!t->body) return -1;
-        memcpy(t->body, o->body, o->body_len);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->body);
+    if (o->body) { /* sent in place: every caller keeps the Lua string alive until the transfer is freed */
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, o->body);
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
     }
     if (o->method) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, o->method);

@@ -17,7 +17,6 @@ typedef struct {
     void *owner;                /* the batch this transfer belongs to */
     CURL *easy;
     struct curl_slist *headers;
-    char *body;
     rr_growbuf resp, resp_headers;
     char errbuf[CURL_ERROR_SIZE];
     CURLcode result;
@@ -36,6 +35,9 @@ typedef struct {
  * aws_sigv4, userpwd, insecure}; raises on misuse, allocates nothing. */
 void rr_curl_read_opts(lua_State *L, int idx, rr_curl_opts *o);
 /* Creates t->easy for the options table at idx; never raises. 0 ok, -1 out of memory. */
+/* The body is sent in place (no copy): the caller keeps the options' body string alive until
+ * rr_curl_transfer_free (the daemon holds a registry reference; the blocking module keeps
+ * the options on its stack for the whole call). */
 int rr_curl_setup(lua_State *L, int idx, rr_transfer *t, const rr_curl_opts *o, double deadline_left);
 /* Pushes {status, headers, body}, or nil, "kind: message" (single) / {error = ...} (batch). */
 int rr_curl_push_result(lua_State *L, rr_transfer *t, int single);

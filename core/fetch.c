@@ -24,6 +24,8 @@ typedef struct batch batch;
 struct batch {
     fetch_state *fs;
     rr_req *r;
+    lua_State *L;                 /* the host state holding keep_ref */
+    int keep_ref;                 /* the options: curl sends their body strings in place */
     int single;                   /* request() vs request_all() */
     int n, next, running, remaining, concurrency;
     rr_transfer t[];
@@ -36,6 +38,7 @@ typedef struct {
 static void batch_free(batch *b)
 {
     for (int i = 0; i < b->n; i++) rr_curl_transfer_free(b->fs->multi, &b->t[i]);
+    luaL_unref(b->L, LUA_REGISTRYINDEX, b->keep_ref); /* after the transfers: they read the bodies */
     free(b);
 }
 
@@ -215,6 +218,9 @@ static int start_batch(lua_State *L, int idx, int n, int single, int concurrency
     if (!b) return luaL_error(L, "http request: out of memory");
     b->fs = r->w->fetch;
     b->r = r;
+    b->L = r->host->L;
+    lua_pushvalue(L, idx);
+    b->keep_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     b->single = single;
     b->n = b->remaining = n;
     b->concurrency = concurrency > 0 ? concurrency : n;

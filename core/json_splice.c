@@ -38,89 +38,116 @@ static void push_scratch(lua_State *L, size_t n)
     }
 }
 
-/* Size of "[" span "," span ... "]" for pairs i..j of the spans table at idx; raises when
- * a span is outside s. */
-static size_t join_size(lua_State *L, size_t len, int idx, lua_Integer i, lua_Integer j)
+/* The pieces of one body: pointers into Lua strings that the parts keep alive. */
+typedef struct { const char *p; size_t len; } piece;
+static _Thread_local piece *pieces;
+static _Thread_local size_t npieces, pieces_cap;
+
+static void add_piece(lua_State *L, const char *p, size_t len)
 {
-    size_t total = 2;
-    for (lua_Integer k = i; k <= j; k++) {
-        lua_rawgeti(L, idx, (int)(2 * k - 1));
-        lua_rawgeti(L, idx, (int)(2 * k));
-        lua_Integer a = lua_tointeger(L, -2), b = lua_tointeger(L, -1);
-        lua_pop(L, 2);
-        if (a < 1 || b < a || (size_t)b > len) return (size_t)luaL_error(L, "json: span %d is out of range", (int)k);
-        total += (size_t)(b - a + 2);
+    if (npieces == pieces_cap) {
+        size_t cap = pieces_cap ? pieces_cap * 2 : 256;
+        piece *np = realloc(pieces, cap * sizeof *np);
+        if (!np) luaL_error(L, "json: out of memory");
+        pieces = np;
+        pieces_cap = cap;
     }
-    return total;
+    pieces[npieces].p = p;
+    pieces[npieces++].len = len;
 }
 
-static size_t join_write(lua_State *L, char *o, const char *s, int idx, lua_Integer i, lua_Integer j)
+enum { K_JS = 2, K_JE, K_SRC, K_RAW, K_TEXT }; /* stack slots of the field names */
+
+static void field(lua_State *L, int t, int key)
 {
-    char *start = o;
-    *o++ = '[';
-    for (lua_Integer k = i; k <= j; k++) {
-        lua_rawgeti(L, idx, (int)(2 * k - 1));
-        lua_rawgeti(L, idx, (int)(2 * k));
-        size_t a = (size_t)lua_tointeger(L, -2), b = (size_t)lua_tointeger(L, -1);
-        lua_pop(L, 2);
-        if (k > i) *o++ = ',';
-        memcpy(o, s + a - 1, b - a + 1);
-        o += b - a + 1;
+    lua_pushvalue(L, key);
+    lua_rawget(L, t);
+}
+
+/* The JSON string bytes of document d (a table at idx) when its text is still the string
+ * the client sent, the value at s_idx (compared by identity: strings are interned). */
+static const char *doc_span(lua_State *L, int idx, int s_idx, size_t *len)
+{
+    const char *out = NULL;
+    field(L, idx, K_JS);
+    field(L, idx, K_JE);
+    field(L, idx, K_SRC);
+    field(L, idx, K_RAW);
+    if (lua_istable(L, -1)) field(L, lua_gettop(L), K_TEXT);
+    else lua_pushvalue(L, -1);
+    size_t sl;
+    const char *src = lua_type(L, -3) == LUA_TSTRING ? lua_tolstring(L, -3, &sl) : NULL;
+    lua_Integer a = lua_tointeger(L, -5), b = lua_tointeger(L, -4);
+    if (src && a >= 1 && b > a && (size_t)b <= sl && lua_type(L, s_idx) == LUA_TSTRING && lua_rawequal(L, -1, s_idx)) {
+        out = src + a - 1;
+        *len = (size_t)(b - a + 1);
     }
-    *o++ = ']';
-    return (size_t)(o - start);
+    lua_pop(L, 5);
+    return out; /* stays valid: src is referenced by the document */
 }
 
-/* core.json_join(s, spans [, i, j]) -> "[" .. s[spans[2i-1]..spans[2i]] joined by "," .. "]"
- * for the pairs i..j (default all): splices already-validated JSON strings of a request
- * body into another body without decoding them. Raises when a pair is out of range. */
-int rr_json_join(lua_State *L)
+/* Adds "[" json(list[1]) "," ... "]" for the splice { list, docs } at idx; 0 when some
+ * list[i] is not its document's original text. */
+static int splice_list(lua_State *L, int idx)
 {
-    size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    lua_Integer npairs = (lua_Integer)(lua_objlen(L, 2) / 2);
-    lua_Integer i = luaL_optinteger(L, 3, 1), j = luaL_optinteger(L, 4, npairs);
-    luaL_argcheck(L, i >= 1 && j <= npairs, 3, "pair range out of bounds");
-    char *o = scratch(L, join_size(L, len, 2, i, j));
-    push_scratch(L, join_write(L, o, s, 2, i, j));
-    return 1;
+    lua_rawgeti(L, idx, 1);
+    lua_rawgeti(L, idx, 2);
+    int list = lua_gettop(L) - 1, docs = list + 1, ok = 1;
+    size_t n = lua_istable(L, list) ? lua_objlen(L, list) : 0;
+    if (!lua_istable(L, docs) || lua_objlen(L, docs) != n) ok = 0;
+    if (ok) add_piece(L, "[", 1);
+    for (size_t i = 1; i <= n && ok; i++) {
+        lua_rawgeti(L, list, (int)i);
+        lua_rawgeti(L, docs, (int)i);
+        size_t len = 0;
+        const char *p = lua_istable(L, -1) ? doc_span(L, lua_gettop(L), lua_gettop(L) - 1, &len) : NULL;
+        lua_pop(L, 2);
+        if (!p) ok = 0;
+        else {
+            if (i > 1) add_piece(L, ",", 1);
+            add_piece(L, p, len);
+        }
+    }
+    if (ok) add_piece(L, "]", 1);
+    lua_pop(L, 2);
+    return ok;
 }
 
-/* core.json_concat(parts) -> the concatenation of parts, where a part is a string or a
- * splice { src, spans } written as json_join(src, spans) would: one body, one copy. */
+/* core.json_concat(parts) -> the concatenation of parts | nil when a splice is stale.
+ * A part is a string, or a splice { list, docs }: list (strings) written as a JSON array by
+ * copying each document's JSON string from its request body (d.src, d.js, d.je), provided
+ * list[i] is still that document's text. One body, written once into the reused buffer. */
 int rr_json_concat(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_pushliteral(L, "js");
+    lua_pushliteral(L, "je");
+    lua_pushliteral(L, "src");
+    lua_pushliteral(L, "raw");
+    lua_pushliteral(L, "text");
     int n = (int)lua_objlen(L, 1);
-    size_t total = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        char *o = pass ? scratch(L, total) : NULL;
-        size_t w = 0;
-        for (int k = 1; k <= n; k++) {
-            lua_rawgeti(L, 1, k);
-            if (lua_type(L, -1) == LUA_TSTRING) {
-                size_t l;
-                const char *p = lua_tolstring(L, -1, &l);
-                if (pass) memcpy(o + w, p, l);
-                w += l;
-            } else if (lua_istable(L, -1)) {
-                int t = lua_gettop(L);
-                lua_rawgeti(L, t, 1);
-                lua_rawgeti(L, t, 2);
-                size_t sl;
-                const char *src = lua_tolstring(L, -2, &sl);
-                if (!src || !lua_istable(L, -1)) return luaL_error(L, "json_concat: part %d is not { src, spans }", k);
-                lua_Integer np = (lua_Integer)(lua_objlen(L, -1) / 2);
-                w += pass ? join_write(L, o + w, src, t + 2, 1, np) : join_size(L, sl, t + 2, 1, np);
-                lua_pop(L, 2);
-            } else {
-                return luaL_error(L, "json_concat: part %d is a %s", k, luaL_typename(L, -1));
+    npieces = 0;
+    for (int k = 1; k <= n; k++) {
+        lua_rawgeti(L, 1, k);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            size_t l;
+            const char *p = lua_tolstring(L, -1, &l);
+            add_piece(L, p, l); /* alive: the parts table holds it */
+        } else if (lua_istable(L, -1)) {
+            if (!splice_list(L, lua_gettop(L))) {
+                lua_pushnil(L);
+                return 1;
             }
-            lua_pop(L, 1);
+        } else {
+            return luaL_error(L, "json_concat: part %d is a %s", k, luaL_typename(L, -1));
         }
-        total = w;
+        lua_pop(L, 1);
     }
+    size_t total = 0;
+    for (size_t i = 0; i < npieces; i++) total += pieces[i].len;
+    char *o = scratch(L, total);
+    for (size_t i = 0, w = 0; i < npieces; w += pieces[i].len, i++) memcpy(o + w, pieces[i].p, pieces[i].len);
     push_scratch(L, total);
     return 1;
 }

@@ -319,7 +319,6 @@ int luaopen_rerank_core(lua_State *L)
         { "cwd", l_cwd },
         { "utf8_check", l_utf8_check },
         { "json_decode", rr_json_decode },
-        { "json_join", rr_json_join },
         { "json_concat", rr_json_concat },
         { "now_us", l_now_us },
         { "time", l_time },

@@ -46,10 +46,9 @@ int rr_yaml_push(lua_State *L, const char *text, size_t len, const char *name);
 
 /* ---- json.c, json_splice.c ---- the request-path JSON (Lua C functions, registered by lcore.c)
  * rr_json_decode: core.json_decode(s [, empty_array_mt]) -> value, spans [, utf8_bad] | nil, msg
- * rr_json_join:   core.json_join(s, spans [, i, j]) -> "[span,span,...]"
- * rr_json_concat: core.json_concat(parts) -> parts joined; a part is a string or { s, spans } */
+ * rr_json_concat: core.json_concat(parts) -> parts joined | nil; a part is a string or a
+ *                 splice { list, docs } (see json_splice.c) */
 int rr_json_decode(lua_State *L);
-int rr_json_join(lua_State *L);
 int rr_json_concat(lua_State *L);
 
 /* ---- lcore.c ---- */

@@ -15,9 +15,9 @@
 --                                             the request-path decoder (core/json.c): one strict
 --                                             pass (RFC 8259, UTF-8), spans of each document's
 --                                             JSON string for splicing (see json.spliced)
---   json.spliced(list, src, spans) -> list    marks an array of strings whose JSON form is the
---                                             bytes src[spans[2i-1]..spans[2i]]: json.encode
---                                             copies those bytes instead of escaping again
+--   json.spliced(list, docs) -> list          marks list (the texts of request documents) so that
+--                                             json.encode copies the client's JSON bytes of
+--                                             each text instead of escaping it again
 --   json.error_body(status, type, message, param) -> the project's error body (DESIGN §6)
 --   json.error_type(status) -> the error type for an HTTP status
 --
@@ -141,18 +141,9 @@ end
 -- true when cjson encodes t exactly as we want: no marked-empty array and no number that
 -- needs more than 14 digits anywhere below. Past depth 1000 it answers true so that cjson
 -- reports the excessive nesting (or the cycle).
-local splices = setmetatable({}, { __mode = "k" }) -- list -> { src, spans, orig } (a json_concat part)
-
--- Does list still hold exactly the strings it was marked with? Then its JSON is the splice.
-local function splice_valid(t, sp)
-  local orig = sp.orig
-  local n = #orig
-  if #t ~= n then return false end
-  for i = 1, n do
-    if t[i] ~= orig[i] then return false end
-  end
-  return true
-end
+-- list -> its documents (see json.spliced). The value must not reference the key: LuaJIT's
+-- weak tables are not ephemerons, so { list, docs } as the value would keep list alive.
+local splices = setmetatable({}, { __mode = "k" })
 
 local function clean(t, depth)
   if depth > 1000 then return true end
@@ -208,20 +199,25 @@ local function encode_table(t, depth)
     else
       error("Cannot serialise " .. tk .. ": table key must be a number or string", 0)
     end
-    local sp = type(v) == "table" and splices[v]
+    local docs = type(v) == "table" and splices[v]
     i = i + 1
-    if sp and splice_valid(v, sp) then
+    if docs then
       buf[i] = (i == 1 and "{" or ",") .. key .. ":"
       i = i + 1
-      buf[i] = sp
+      buf[i] = { v, docs }
       spliced = true
     else
       buf[i] = (i == 1 and "{" or ",") .. key .. ":" .. encode_value(v, depth + 1)
     end
   end
   buf[i + 1] = "}"
-  if spliced then return core.json_concat(buf) end
-  return concat(buf)
+  if not spliced then return concat(buf) end
+  local out = core.json_concat(buf)
+  if out then return out end
+  for _, v in pairs(t) do -- a marked list changed since it was marked: encode them as they are
+    if type(v) == "table" then splices[v] = nil end
+  end
+  return encode_table(t, depth)
 end
 
 
@@ -232,8 +228,12 @@ encode_value = function(v, depth)
   elseif tv == "number" then
     return number(v)
   elseif tv == "table" then
-    local sp = splices[v]
-    if sp and splice_valid(v, sp) then return core.json_join(sp[1], sp[2]) end
+    local docs = splices[v]
+    if docs then
+      local s = core.json_concat({ { v, docs } })
+      if s then return s end
+      splices[v] = nil -- the list changed since it was marked: encode it as it is
+    end
     if getmetatable(v) == array_mt and next(v) == nil then return "[]" end
     if clean(v, depth) then return cj_encode(v) end
     return encode_table(v, depth)
@@ -245,11 +245,11 @@ function json.encode(v)
   return encode_value(v, 1)
 end
 
--- list: strings; src[spans[2i-1]..spans[2i]] is the (validated) JSON string of list[i]
-function json.spliced(list, src, spans)
-  local orig = {}
-  for i = 1, #list do orig[i] = list[i] end
-  splices[list] = { src, spans, orig = orig }
+-- list: the texts of docs (request documents carrying d.src, d.js, d.je: where the JSON
+-- string of the text the client sent lies in its body). json.encode copies those bytes for
+-- the list; if by then any list[i] is not docs[i]'s original text, it encodes list as is.
+function json.spliced(list, docs)
+  splices[list] = docs
   return list
 end
 

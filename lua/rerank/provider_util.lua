@@ -14,7 +14,7 @@
 local json = require "rerank.json"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
-local concat, min = table.concat, math.min
+local concat, min, floor = table.concat, math.min, math.floor
 local null = json.null
 
 local U = { null = null }
@@ -170,22 +170,13 @@ end
 function U.texts(req, rank_fields)
   local out, docs = {}, req.documents
   local rf = has_fields(rank_fields) and rank_fields
-  local spans, src = not rf and {} or nil, nil
+  local spliceable = not rf
   for i = 1, #docs do
     local d = docs[i]
-    local t = rf and type(d.raw) == "table" and flatten(d.raw, rf) or d.text
-    out[i] = t
-    if spans then
-      local raw = d.raw
-      if d.js and t == (type(raw) == "table" and raw.text or raw) and (src == nil or src == d.src) then
-        src = d.src
-        spans[2 * i - 1], spans[2 * i] = d.js, d.je
-      else
-        spans = nil
-      end
-    end
+    out[i] = rf and type(d.raw) == "table" and flatten(d.raw, rf) or d.text
+    spliceable = spliceable and d.js ~= nil
   end
-  if spans and src then json.spliced(out, src, spans) end
+  if spliceable and #docs > 0 then json.spliced(out, docs) end -- checked again when encoded
   return out
 end
 
@@ -293,7 +284,7 @@ end
 -- responses
 
 local LISTS = { "results", "data", "rankings" }
-local SCORES = { "relevance_score", "score", "logit", "relevanceScore" }
+-- score members, in order: relevance_score, score, logit, relevanceScore
 
 local function num(v)
   v = val(v)
@@ -379,16 +370,15 @@ function U.parse(body, headers, n)
       return nil, "upstream answer has no results" .. (m and (": " .. m) or "")
     end
   end
-  local results = {}
-  for _, item in ipairs(list) do
+  local results, nr = {}, 0
+  for i = 1, #list do -- no inner loop over SCORES: this loop compiles (one trace)
+    local item = list[i]
     if type(item) == "table" then
-      local idx, score = num(item.index), nil
-      for _, k in ipairs(SCORES) do
-        score = num(item[k])
-        if score then break end
-      end
-      if idx and score and idx >= 0 and idx == math.floor(idx) and (not n or idx < n) then
-        results[#results + 1] = { index = idx, score = score }
+      local idx = num(item.index)
+      local score = num(item.relevance_score) or num(item.score) or num(item.logit) or num(item.relevanceScore)
+      if idx and score and idx >= 0 and idx == floor(idx) and (not n or idx < n) then
+        nr = nr + 1
+        results[nr] = { index = idx, score = score }
       end
     end
   end

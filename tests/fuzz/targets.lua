@@ -76,7 +76,10 @@ function M.json(s)
         assert(ref.decode(s:sub(a, b)) == text, "span of " .. key .. "[" .. i .. "] is not its text")
       end
     end
-    if #sp > 0 and sp[1] > 0 then assert(core.json_join(s, sp, 1, 1)) end
+    if list and #sp > 0 and sp[1] > 0 and type(list[1]) == "string" then -- spliced back, it decodes the same
+      local doc = { src = s, js = sp[1], je = sp[2], raw = list[1] }
+      assert(ref.decode(core.json_concat({ { { list[1] }, { doc } } }))[1] == list[1], "splice of " .. key)
+    end
   end
 end
 

@@ -119,6 +119,17 @@ describe("splicing document bytes", function()
     assert.equals('["cut","plain","obj\\/t"]', json.encode(t3))
   end)
 
+  it("marked lists are collected like any other table (no growth)", function()
+    local req = parse()
+    local function churn() for _ = 1, 2000 do U.texts(req) end end
+    churn()
+    collectgarbage(); collectgarbage()
+    local before = collectgarbage("count")
+    churn()
+    collectgarbage(); collectgarbage()
+    assert.is_true(collectgarbage("count") < before + 64, "marked lists stay alive")
+  end)
+
   it("returned documents are the client's bytes", function()
     local req = parse()
     assert.equals('"caf\\u00e9 \\"x\\""', api.document_json(req, 0))
