@@ -464,9 +464,16 @@ int rr_bm25(const char *query, size_t qlen, const char *const *docs, const size_
             size_t n, const rr_bm25_params *p, double *scores_out)
 {
     for (size_t i = 0; i < n; i++) scores_out[i] = 0.0;
+    if (p->doc_tokens) *p->doc_tokens = 0;
     if (n == 0) return 0;
     size_t nq = rr_tokenize(query, qlen, NULL, NULL);
-    if (nq == 0) return 0;
+    if (nq == 0) { /* nothing to score; the token count is still wanted for usage */
+        for (size_t i = 0; p->doc_tokens && i < n; i++) {
+            size_t t = rr_tokenize(docs[i], lens[i], NULL, NULL);
+            *p->doc_tokens += p->max_tokens > 0 && t > p->max_tokens ? p->max_tokens : t;
+        }
+        return 0;
+    }
     if (nq > UINT32_MAX / 4) return -1;
 
     /* one zeroed block, 8-byte members first: terms, dls, post_end, idf | df, tf,
@@ -527,6 +534,7 @@ int rr_bm25(const char *query, size_t qlen, const char *const *docs, const size_
     }
 
     rc = 0;
+    if (p->doc_tokens) *p->doc_tokens = (size_t)total_dl;
     double avgdl = total_dl / (double)n;
     if (avgdl <= 0) goto done; /* every document empty: all scores stay 0 */
     double N = (double)n, k1 = p->k1, bb = p->b;

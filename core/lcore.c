@@ -53,7 +53,7 @@ static int l_topk(lua_State *L)
 
 static void bm25_params(lua_State *L, int idx, rr_bm25_params *p)
 {
-    p->k1 = 1.2; p->b = 0.75; p->max_tokens = 0; p->keep_end = 0;
+    p->k1 = 1.2; p->b = 0.75; p->max_tokens = 0; p->keep_end = 0; p->doc_tokens = NULL;
     if (lua_isnoneornil(L, idx)) return;
     luaL_checktype(L, idx, LUA_TTABLE);
     lua_getfield(L, idx, "k1");
@@ -67,7 +67,8 @@ static void bm25_params(lua_State *L, int idx, rr_bm25_params *p)
     lua_pop(L, 4);
 }
 
-/* core.bm25(query, docs, {k1=1.2, b=0.75, max_tokens=, keep_end=}) -> { scores } */
+/* core.bm25(query, docs, {k1=1.2, b=0.75, max_tokens=, keep_end=}) -> { scores }, tokens
+ * tokens: the documents' tokens as scored (after max_tokens), for usage */
 static int l_bm25(lua_State *L)
 {
     size_t qlen;
@@ -84,13 +85,16 @@ static int l_bm25(lua_State *L)
         docs[i] = lua_tolstring(L, -1, &lens[i]);
         lua_pop(L, 1); /* still referenced by the docs table */
     }
+    size_t doc_tokens = 0;
+    p.doc_tokens = &doc_tokens;
     if (rr_bm25(q, qlen, docs, lens, n, &p, scores) != 0) return luaL_error(L, "bm25: out of memory");
     lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {
         lua_pushnumber(L, scores[i]);
         lua_rawseti(L, -2, (int)i + 1);
     }
-    return 1;
+    lua_pushnumber(L, (lua_Number)doc_tokens);
+    return 2;
 }
 
 static void push_token(const char *tok, size_t len, size_t offset, void *ud)

@@ -17,6 +17,7 @@ typedef struct {
     double k1, b;
     size_t max_tokens;   /* 0 = no truncation; else score only this many tokens per doc */
     int keep_end;        /* with max_tokens: 1 = keep the last tokens (truncate "start") */
+    size_t *doc_tokens;  /* out, optional: the documents' tokens as scored (after truncation) */
 } rr_bm25_params;
 
 /* Tokenizer: UTF-8 aware, lower-cases ASCII and common Unicode letters (Latin-1,

@@ -9,19 +9,14 @@ return {
     local opts = model.options or {}
     -- truncate "none" scores the whole text (README: max_tokens_per_document applies to start/end)
     local max = req.truncate ~= "none" and req.max_tokens_per_document or nil
-    local texts = {}
-    local q = core.count_tokens(req.query)
-    local tokens = 0
-    for i, d in ipairs(req.documents) do
-      texts[i] = d.text
-      local n = core.count_tokens(d.text)
-      if max and n > max then n = max end
-      tokens = tokens + q + n
-    end
-    local scores = core.bm25(req.query, texts, {
+    local texts, docs = {}, req.documents
+    for i = 1, #docs do texts[i] = docs[i].text end
+    -- one tokenizer pass: the scorer also counts the documents' tokens (after truncation)
+    local scores, doc_tokens = core.bm25(req.query, texts, {
       k1 = opts.k1 or 1.2, b = opts.b or 0.75,
       max_tokens = max, keep_end = req.truncate == "start",
     })
+    local tokens = doc_tokens + core.count_tokens(req.query) * #docs
     return { scores = scores, usage = { prompt_tokens = tokens } }
   end,
 }

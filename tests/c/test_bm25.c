@@ -46,7 +46,7 @@ static int tokens_are(const char *s, size_t len, const char *want)
 }
 #define TOKS(s, want, name) CHECK(tokens_are(s, strlen(s), want), name)
 
-static const rr_bm25_params P = { 1.2, 0.75, 0, 0 };
+static const rr_bm25_params P = { 1.2, 0.75, 0, 0, NULL };
 
 static int bm25(const char *q, const char *const *docs, size_t n, const rr_bm25_params *p, double *out)
 {
@@ -292,14 +292,14 @@ int main(void)
     CHECK(s[0] > 0 && s[1] == 0 && s[2] > s[0], "CJK tokens match");
 
     /* k1 / b respected: b = 0 ignores length */
-    rr_bm25_params nob = { 2.0, 0.0, 0, 0 };
+    rr_bm25_params nob = { 2.0, 0.0, 0, 0, NULL };
     const char *lens[] = { "cat", "cat x y z w v u", "dog" };
     bm25("cat", lens, 3, &nob, s);
     CHECK(s[0] == s[1] && s[0] > 0, "b=0: length ignored");
     CHECK_NEAR(s[0], log(1 + 1.5 / 2.5), 1e-12, "b=0, tf=1: score = idf");
 
     /* truncation: dl and tf on the kept tokens only */
-    rr_bm25_params head = { 1.2, 0.75, 2, 0 }, tail = { 1.2, 0.75, 2, 1 };
+    rr_bm25_params head = { 1.2, 0.75, 2, 0, NULL }, tail = { 1.2, 0.75, 2, 1, NULL };
     const char *tr[] = { "cat dog x y z", "x y z dog cat", "cat" };
     bm25("cat", tr, 3, &head, s);
     /* kept: "cat dog" | "x y" | "cat": df 2, avgdl 5/3 */
@@ -309,7 +309,18 @@ int main(void)
     CHECK_NEAR(s[2], idf2 * 2.2 / (1 + 1.2 * (0.25 + 0.75 * 1 / avg)), 1e-12, "max_tokens head: d2");
     bm25("cat", tr, 3, &tail, s);
     CHECK(s[0] == 0 && s[1] > 0 && s[2] > 0, "keep_end keeps the last tokens");
-    rr_bm25_params big = { 1.2, 0.75, 100, 1 };
+
+    /* doc_tokens: the documents' tokens as scored (for usage), also with nothing to score */
+    size_t dt = 0;
+    rr_bm25_params counted = { 1.2, 0.75, 2, 0, &dt };
+    bm25("cat", tr, 3, &counted, s);
+    CHECK(dt == 2 + 2 + 1, "doc_tokens counts the kept tokens");
+    counted.max_tokens = 0;
+    bm25("cat", tr, 3, &counted, s);
+    CHECK(dt == 5 + 5 + 1, "doc_tokens without truncation");
+    bm25("?!", tr, 3, &counted, s);
+    CHECK(dt == 11 && s[0] == 0, "doc_tokens when the query has no tokens");
+    rr_bm25_params big = { 1.2, 0.75, 100, 1, NULL };
     bm25("cat dog", corpus, 3, &big, s);
     bm25("cat dog", corpus, 3, &P, s2);
     CHECK(s[0] == s2[0] && s[1] == s2[1] && s[2] == s2[2], "max_tokens above dl changes nothing");
@@ -342,7 +353,7 @@ int main(void)
             docs[i] = db[i];
         }
         rr_bm25_params p = { 0.5 + (double)(next() % 20) / 10, (double)(next() % 11) / 10,
-                             next() % 3 ? 0 : next() % 8, (int)(next() % 2) };
+                             next() % 3 ? 0 : next() % 8, (int)(next() % 2), NULL };
         double got[40], want[40];
         if (bm25(qb, docs, n, &p, got) != 0) agree = 0;
         ref_bm25(qb, docs, n, &p, want);
