@@ -35,23 +35,61 @@ static int pcall_tb(lua_State *L, int nargs, int nres, char *err, size_t errlen)
     return rc;
 }
 
-/* Lua's memory through the C allocator. LuaJIT's own maps every block of 128 KB or more
- * with mmap and unmaps it when freed, so each large request body, document list or upstream
- * body cost fresh pages (page faults) on every request; malloc's adaptive threshold keeps
- * such blocks in the worker's arena and reuses them. */
+/* Lua's memory: LuaJIT's allocator for ordinary blocks (fast for the many small objects of
+ * a request), malloc for large ones. LuaJIT's maps every block of 128 KB or more with mmap
+ * and unmaps it when freed, so each large body or upstream answer cost fresh pages (page
+ * faults) on every request; malloc's adaptive threshold keeps such blocks in the worker's
+ * arena and reuses them. osize tells which allocator owns a block. */
+#define LARGE_BLOCK (128u * 1024u)
+
+typedef struct {
+    lua_Alloc small;
+    void *small_ud;
+    lua_State *owner; /* the state whose LuaJIT allocator we borrow (closed last) */
+} lua_mem;
+
 static void *lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
-    (void)ud; (void)osize;
+    lua_mem *m = ud;
+    int was_large = ptr && osize >= LARGE_BLOCK, large = nsize >= LARGE_BLOCK;
     if (nsize == 0) {
-        free(ptr);
+        if (was_large) free(ptr);
+        else m->small(m->small_ud, ptr, osize, 0);
         return NULL;
     }
-    return realloc(ptr, nsize);
+    if (was_large == large || !ptr) {
+        if (large) return realloc(ptr, nsize);
+        return m->small(m->small_ud, ptr, ptr ? osize : 0, nsize);
+    }
+    /* moving between the two allocators */
+    void *np = large ? malloc(nsize) : m->small(m->small_ud, NULL, 0, nsize);
+    if (!np) return NULL;
+    memcpy(np, ptr, osize < nsize ? osize : nsize);
+    if (was_large) free(ptr);
+    else m->small(m->small_ud, ptr, osize, 0);
+    return np;
+}
+
+static void lua_free_state(lua_State *L)
+{
+    void *ud = NULL;
+    lua_getallocf(L, &ud);
+    lua_close(L);
+    lua_mem *m = ud;
+    lua_close(m->owner);
+    free(m);
 }
 
 lua_State *rr_lua_new(const char *root, char *err, size_t errlen)
 {
-    lua_State *L = lua_newstate(lua_alloc, NULL);
+    lua_mem *m = calloc(1, sizeof *m);
+    lua_State *L = NULL;
+    if (m && (m->owner = luaL_newstate()) != NULL) {
+        m->small = lua_getallocf(m->owner, &m->small_ud);
+        L = lua_newstate(lua_alloc, m);
+        if (!L) lua_close(m->owner);
+    }
+    if (!L) free(m);
     if (!L) {
         snprintf(err, errlen, "cannot create a Lua state");
         return NULL;
@@ -166,13 +204,13 @@ int rr_lua_check_config(const rr_options *opt, rr_options *out, char *err, size_
         }
         lua_pop(L, 1);
     }
-    lua_close(L);
+    lua_free_state(L);
     return rc;
 }
 
 static void host_close(rr_luahost *h)
 {
-    if (h->L) lua_close(h->L);
+    if (h->L) lua_free_state(h->L);
     free(h);
 }
 
