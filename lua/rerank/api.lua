@@ -45,9 +45,7 @@ api.DEFAULT_MAX_DOCUMENTS = 10000
 local shapes = {}
 api.shapes = shapes
 
-local function fail(status, message, param)
-  return nil, { status = status, type = json.error_type(status), message = message, param = param }
-end
+local fail = require("rerank.errors").fail
 api.fail = fail
 
 ---------------------------------------------------------------------------------------------

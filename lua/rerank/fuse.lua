@@ -50,9 +50,7 @@ M.DEFAULT_METHOD = "rrf"
 M.NORMALIZE = { "none", "min_max", "max", "sum", "z_score", "rank" }
 M.STD = { "population", "sample" }
 
-local function fail(status, message, param)
-  return nil, { status = status, type = json.error_type(status), message = message, param = param }
-end
+local fail = require("rerank.errors").fail
 M.fail = fail
 
 local function present(v) return v ~= nil and v ~= null end

@@ -15,9 +15,7 @@ local M = { _VERSION = core.version }
 local Instance = {}
 Instance.__index = Instance
 
-local function fail(status, etype, message, param)
-  return nil, { status = status, type = etype, message = message, param = param }
-end
+local fail = require("rerank.errors").fail
 M.fail = fail
 
 local function traceback(e)
@@ -90,7 +88,7 @@ end
 -- Turns a provider's answer into an array of n scores (1-based, aligned with documents).
 local function collect_scores(out, n, pname)
   if type(out) ~= "table" then
-    return fail(502, "upstream_error", ("provider %q returned no scores"):format(pname))
+    return fail(502, ("provider %q returned no scores"):format(pname))
   end
   local scores, missing = {}, 0
   if type(out.scores) == "table" then
@@ -101,7 +99,7 @@ local function collect_scores(out, n, pname)
       if idx and idx >= 0 and idx < n and idx == math.floor(idx) then scores[idx + 1] = tonumber(r.score or r.relevance_score) end
     end
   else
-    return fail(502, "upstream_error", ("provider %q returned neither scores nor results"):format(pname))
+    return fail(502, ("provider %q returned neither scores nor results"):format(pname))
   end
   for i = 1, n do
     if type(scores[i]) ~= "number" then
@@ -126,14 +124,14 @@ function Instance:score(model, req)
     if not ok then
       core.log("error", ("provider %q (model %q) raised: %s"):format(model.provider, model.name, tostring(out)))
       local first = tostring(out):match("^[^\n]*")
-      return fail(500, "internal_error", ("provider %q failed: %s"):format(model.provider, first))
+      return fail(500, ("provider %q failed: %s"):format(model.provider, first))
     end
     if out == nil then
-      return fail(502, "upstream_error", ("provider %q failed: %s"):format(model.provider, tostring(perr)))
+      return fail(502, ("provider %q failed: %s"):format(model.provider, tostring(perr)))
     end
   else
     if not self.transport then
-      return fail(501, "internal_error", ("provider %q needs an HTTP transport"):format(model.provider))
+      return fail(501, ("provider %q needs an HTTP transport"):format(model.provider))
     end
     out, perr = upstream.call(self.transport, model, p, req)
     if not out then return nil, perr end

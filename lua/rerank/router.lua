@@ -50,11 +50,7 @@ M.DEFAULTS = {
   breaker = { failures = 5, cooldown = 10 },
 }
 
-local function fail(status, etype, message, param, extra)
-  local e = { status = status, type = etype, message = message, param = param }
-  if extra then for k, v in pairs(extra) do e[k] = v end end
-  return nil, e
-end
+local fail = require("rerank.errors").fail
 
 ---------------------------------------------------------------------------------------------
 -- defaults for the injected functions
@@ -221,15 +217,15 @@ function R:direct(name)
   end
   if not file then
     local names = paths.lua_names(dirs)
-    return fail(404, "not_found_error", ('model "%s": unknown provider "%s" (direct_models; available: %s)')
+    return fail(404, ('model "%s": unknown provider "%s" (direct_models; available: %s)')
       :format(name, pname, concat(names, ", ")), "model")
   end
   local p, perr = (self.load_provider or load_file)(file)
   if not p then
-    return fail(500, "internal_error", ('model "%s": provider "%s" failed to load: %s'):format(name, pname, tostring(perr)))
+    return fail(500, ('model "%s": provider "%s" failed to load: %s'):format(name, pname, tostring(perr)))
   end
   if type(p.build) ~= "function" and type(p.score) ~= "function" and type(p.plan) ~= "function" then
-    return fail(404, "not_found_error", ('model "%s": "%s" is not a provider'):format(name, pname), "model")
+    return fail(404, ('model "%s": "%s" is not a provider'):format(name, pname), "model")
   end
   local over = type(dm) == "table" and type(dm[pname]) == "table" and dm[pname] or {}
   local defaults = type(p.defaults) == "table" and p.defaults or {}
@@ -238,7 +234,7 @@ function R:direct(name)
   if (key == nil or key == "") and type(p.env_key) == "string" then key = self.getenv(p.env_key) end
   if key == "" then key = nil end
   if not key and type(p.env_key) == "string" and not p.key_optional and not is_local_url(base_url) then
-    return fail(400, "invalid_request_error", ('model "%s": provider "%s" needs an API key: set %s in rerankd\'s environment')
+    return fail(400, ('model "%s": provider "%s" needs an API key: set %s in rerankd\'s environment')
       :format(name, pname, p.env_key), "model")
   end
   local server = self.cfg.server or {}
@@ -262,7 +258,7 @@ end
 
 function R:resolve(name)
   if type(name) ~= "string" or name == "" then
-    return fail(400, "invalid_request_error", "model must be a non-empty string", "model")
+    return fail(400, "model must be a non-empty string", "model")
   end
   local index = self.cfg.model_index or {}
   local alias = self.cfg.aliases and self.cfg.aliases[name]
@@ -292,7 +288,7 @@ function R:resolve(name)
   if name:find("/", 1, true) and not self.cfg.direct_models then
     hint = "; provider/model names need direct_models: true"
   end
-  return fail(404, "not_found_error", ("model %q is not configured (see GET /v1/models)%s"):format(name, hint), "model")
+  return fail(404, ("model %q is not configured (see GET /v1/models)%s"):format(name, hint), "model")
 end
 
 ---------------------------------------------------------------------------------------------
@@ -428,7 +424,7 @@ function R:attempt(model, req, deadline)
   local ok, scores, usage, degraded, out = pcall(self.score, m, preq)
   inflight_done(self, model.name, token)
   if not ok then
-    return fail(500, "internal_error", ("model %q failed: %s"):format(model.name, tostring(scores)))
+    return fail(500, ("model %q failed: %s"):format(model.name, tostring(scores)))
   end
   if not scores then return nil, usage end
   return docs.collapse(scores, owners, #req.documents), usage, degraded, preq, out
@@ -539,11 +535,11 @@ function R:run(name, req)
   end
   local tried_text = #notes > 0 and (" (tried " .. concat(notes, "; ") .. ")") or ""
   if timed_out or (req.timeout and last_err and self.now() >= deadline) then
-    return fail(504, "timeout_error", ("request deadline of %gs exceeded after %d attempt(s)%s")
+    return fail(504, ("request deadline of %gs exceeded after %d attempt(s)%s")
       :format(budget, attempts, tried_text), nil, { fallbacks_tried = true })
   end
   if not last_err then
-    return fail(503, "service_unavailable", ("no deployment available for model %q: circuit breaker open%s")
+    return fail(503, ("no deployment available for model %q: circuit breaker open%s")
       :format(name, tried_text), nil, { retry_after = open_wait and tostring(ceil(open_wait)) or nil,
                                         fallbacks_tried = true })
   end

@@ -6,9 +6,7 @@ local probe = require "rerank.probe"
 
 local M = {}
 
-local function fail(status, etype, message, param)
-  return nil, { status = status, type = etype, message = message, param = param }
-end
+local fail = require("rerank.errors").fail
 
 -- A short, key-free description of what the upstream said.
 local function upstream_message(body)
@@ -72,8 +70,8 @@ function M.error_for(model, res, err)
   local who = ("upstream %q (model %q)"):format(model.provider, model.name)
   if not res then
     err = tostring(err)
-    if err:find("^timeout") then return fail(504, "timeout_error", who .. " timed out: " .. err) end
-    return fail(502, "upstream_error", who .. " unreachable: " .. err)
+    if err:find("^timeout") then return fail(504, who .. " timed out: " .. err) end
+    return fail(502, who .. " unreachable: " .. err)
   end
   local msg = redact(model, upstream_message(res.body))
   local auth = res.status == 401 or res.status == 403
@@ -109,10 +107,10 @@ local function parse_result(model, p, req, res, terr)
   local who = ("upstream %q (model %q) answered HTTP %s"):format(model.provider, model.name,
     tostring(res.status))
   if not ok then
-    return fail(502, "upstream_error", ("%s that could not be parsed: %s"):format(who, tostring(out)))
+    return fail(502, ("%s that could not be parsed: %s"):format(who, tostring(out)))
   end
   if not out then
-    return fail(502, "upstream_error", ("%s: %s"):format(who, redact(model, tostring(perr))))
+    return fail(502, ("%s: %s"):format(who, redact(model, tostring(perr))))
   end
   return out
 end
@@ -129,7 +127,7 @@ local function build(model, p, req)
     return fail(500, "internal_error",
       ("provider %q failed to build the request: %s"):format(model.provider, tostring(spec)))
   end
-  if spec == nil then return fail(500, "internal_error", ("provider %q built no request"):format(model.provider)) end
+  if spec == nil then return fail(500, ("provider %q built no request"):format(model.provider)) end
   return spec
 end
 
@@ -215,7 +213,7 @@ local function call_planned(transport, model, p, req)
   for _ = 1, 1000 do
     local ok, calls = pcall(p.plan, model, req, state)
     if not ok then
-      return fail(500, "internal_error", ("provider %q failed to plan: %s"):format(model.provider, tostring(calls)))
+      return fail(500, ("provider %q failed to plan: %s"):format(model.provider, tostring(calls)))
     end
     if not calls or #calls == 0 then break end
     local opts = {}
@@ -231,9 +229,9 @@ local function call_planned(transport, model, p, req)
   end
   local ok, out, perr = pcall(p.combine, model, req, state)
   if not ok then
-    return fail(500, "internal_error", ("provider %q failed to combine: %s"):format(model.provider, tostring(out)))
+    return fail(500, ("provider %q failed to combine: %s"):format(model.provider, tostring(out)))
   end
-  if not out then return fail(502, "upstream_error", ("provider %q: %s"):format(model.provider, tostring(perr))) end
+  if not out then return fail(502, ("provider %q: %s"):format(model.provider, tostring(perr))) end
   return out
 end
 
