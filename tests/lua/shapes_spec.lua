@@ -10,7 +10,7 @@ local function parse(shape, body, opts)
   return shapes.parse(shape, body, opts)
 end
 
-local RESULT = { id = "r1", model = "m", usage = { prompt_tokens = 12, total_tokens = 12 },
+local RESULT = { id = "r1", model = "m", usage = { prompt_tokens = 12, total_tokens = 12, search_units = 1 },
                  results = { { index = 1, relevance_score = 0.9 }, { index = 0, relevance_score = 0.25 } } }
 
 local function render(shape, req, result)

@@ -79,9 +79,9 @@ function S.render_version(version, result, req)
   local pt, tt = C.usage(result)
   return '{"id":' .. value_json(result.id) .. ',"object":"list","model":'
       .. C.model_json(result, req) .. ',"results":' .. S.results_json(result, req)
-      .. ',"meta":' .. C.cohere_meta(version, result, req)
+      .. ',"meta":' .. C.cohere_meta(version, result)
       .. ',"usage":{"prompt_tokens":' .. number(pt) .. ',"total_tokens":' .. number(tt)
-      .. ',"search_units":' .. number(C.search_units(result, req)) .. '}'
+      .. ',"search_units":' .. number(C.search_units(result)) .. '}'
       .. C.close(result)
 end
 

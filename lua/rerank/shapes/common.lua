@@ -6,7 +6,6 @@ local docs = require "rerank.docs"
 local config_ok, config = pcall(require, "rerank.config")
 
 local type, tonumber = type, tonumber
-local ceil = math.ceil
 local concat = table.concat
 local null, jstring, number = json.null, json.string, json.number
 local check = api.check
@@ -119,20 +118,20 @@ function M.usage(result)
   return pt, u.total_tokens or pt, u.search_units
 end
 
--- Cohere's billed search units when nobody counted them: one per 100 documents.
-function M.search_units(result, req)
+-- Cohere's billed search units: one rule, the router's (what the upstream reported, else
+-- Cohere's counting for the calls made to an upstream API; lua/rerank/router.lua). Local
+-- scorers (bm25) and fusion bill none, whichever request field carried the documents.
+function M.search_units(result)
   local _, _, su = M.usage(result)
-  if su then return su end
-  local n = req and req.documents and #req.documents or 0
-  return n > 0 and ceil(n / 100) or 0
+  return su or 0
 end
 
 -- the "meta" object of a Cohere answer
-function M.cohere_meta(version, result, req)
+function M.cohere_meta(version, result)
   local pt = M.usage(result)
   local out = result.usage and result.usage.completion_tokens or 0
   return '{"api_version":{"version":"' .. version .. '"},"billed_units":{"search_units":'
-      .. number(M.search_units(result, req)) .. '},"tokens":{"input_tokens":' .. number(pt)
+      .. number(M.search_units(result)) .. '},"tokens":{"input_tokens":' .. number(pt)
       .. ',"output_tokens":' .. number(out) .. '}}'
 end
 

@@ -212,7 +212,7 @@ end
 -- rerankd's shape as answered on /v1/rerank: byte for byte the spec's answer, plus "meta"
 local function render_rerankd_v1(result, req)
   local body = api.shapes.rerankd.render(result, req)
-  return body:sub(1, -2) .. ',"meta":' .. C.cohere_meta("1", result, req) .. '}'
+  return body:sub(1, -2) .. ',"meta":' .. C.cohere_meta("1", result) .. '}'
 end
 
 for _, name in ipairs(M.NAMES) do
