@@ -182,7 +182,7 @@ if [ "$PROXY" = 1 ]; then
     x() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b }'; }
     sbs_ng=$(x "$(pv sbs_rerankd_rps)" "$(pv sbs_nginx_rps)")
     sbs_peer=$(x "$(pv sbs_rerankd_rps)" "$(pv sbs_peer_rps)")
-    sbs_set="1 worker each, wrk -t1 -c32 -d${SECS}s, $kb KB body"
+    sbs_set="1 worker each, wrk -t1 -c32 -d${SECS}s, $kb KB body; CPUs: $(pv sbs_pinned)"
     echo "| side by side: rerankd vs nginx \`proxy_pass\` ($sbs_set) | $(sbs sbs_rerankd) | nginx \`proxy_pass\` (keepalive upstream) → same mock | $(sbs sbs_nginx) | ${sbs_ng:-n/a}× of nginx |"
     echo "| side by side: rerankd vs nginx + Lua peer ($sbs_set) | $(sbs sbs_rerankd) | nginx + Lua peer (bench/peer/rerank_peer.lua: cjson, ngx.location.capture, table.sort) | $(sbs sbs_peer) | ${sbs_peer:-n/a}× of the peer |"
     ng_verdict=$(awk -v r="$sbs_ng" 'BEGIN { if (r == "") print "n/a"; else if (r >= 0.5) print "**met**";
@@ -210,4 +210,4 @@ echo "| **goal**: BM25 HTTP 100 docs p50 ≤ 200 µs | $(fmt "$h100") µs | | | 
 echo
 q=$(awk '$1 == "query" { sub(/^query /, ""); print }' "$B/kernels.txt")
 echo "Query \"$q\"; documents: Zipf(1.0) over a 20,000-word vocabulary from a seeded PRNG (bench/bench_kernels.c); in-process rows cycle through disjoint sets of all 10,000 docs, HTTP rows through 10 request bodies (docs 1-1,000 or 1-10,000)."
-[ "$PROXY" = 1 ] && echo "Proxy, RSS and scaling rows: bench/proxy.sh (100 random-word documents of 1,024 B, top_n 10; the mock is an nginx worker answering a fixed 100-result Cohere v2 body). wrk has no constant-rate mode, so latency rows use one connection (one request at a time) and throughput rows saturate; wrk, the proxies and the mock share the $(nproc) cores. Side-by-side rows: nginx \`proxy_pass\`, the nginx + Lua peer and rerankd one after the other in this run, 1 worker each, wrk -t1 -c32; the peer's answer is checked against rerankd's before it is measured."
+[ "$PROXY" = 1 ] && echo "Proxy, RSS and scaling rows: bench/proxy.sh (100 random-word documents of 1,024 B, top_n 10; the mock is an nginx worker answering a fixed 100-result Cohere v2 body). wrk has no constant-rate mode, so latency rows use one connection (one request at a time) and throughput rows saturate; wrk, the proxies and the mock share the $(nproc) cores. Side-by-side rows: nginx \`proxy_pass\`, the nginx + Lua peer and rerankd one after the other in this run, 1 worker each, wrk -t1 -c32; the peer's answer is checked against rerankd's before it is measured; with BENCH_PIN=1 and 2+ CPUs the proxy under test runs alone on the last CPU (taskset), wrk and the mock on the others (default: unpinned)."
