@@ -1,5 +1,6 @@
 /* Shared libcurl plumbing (see curlx.h). */
 #include "curlx.h"
+#include "buf.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,14 +16,7 @@ static int grow(rr_growbuf *g, const char *p, size_t n)
         g->overflow = 1;
         return -1;
     }
-    if (g->len + n + 1 > g->cap) {
-        size_t cap = g->cap ? g->cap * 2 : 4096;
-        while (cap < g->len + n + 1) cap *= 2;
-        char *d = realloc(g->data, cap);
-        if (!d) return -1;
-        g->data = d;
-        g->cap = cap;
-    }
+    if (rr_buf_reserve(&g->data, &g->cap, g->len + n + 1, 4096, (size_t)-1) != 0) return -1;
     memcpy(g->data + g->len, p, n);
     g->len += n;
     g->data[g->len] = 0;

@@ -5,6 +5,7 @@
  * header/body/idle timeouts, client-abort detection, lingering close after a refusal. */
 #include "daemon.h"
 #include "http.h"
+#include "buf.h"
 #include "rerank.h"
 
 #include <errno.h>
@@ -178,14 +179,7 @@ static void on_timer(evutil_socket_t fd, short ev, void *arg)
 
 static int out_append(rr_conn *c, const char *p, size_t n)
 {
-    if (c->out_len + n > c->out_cap) {
-        size_t cap = c->out_cap ? c->out_cap : 16384;
-        while (cap < c->out_len + n) cap *= 2;
-        char *o = realloc(c->out, cap);
-        if (!o) return -1;
-        c->out = o;
-        c->out_cap = cap;
-    }
+    if (rr_buf_reserve(&c->out, &c->out_cap, c->out_len + n, 16384, (size_t)-1) != 0) return -1;
     memcpy(c->out + c->out_len, p, n);
     c->out_len += n;
     return 0;

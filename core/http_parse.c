@@ -2,6 +2,7 @@
  * RFC 9112 checks, on plain buffers (no sockets: tests/fuzz/fuzz_http.c drives it alone).
  * Every rejection is a status + message; the caller answers it in JSON and closes. */
 #include "http.h"
+#include "buf.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -30,14 +31,8 @@ static int head_append(rr_hmsg *m, const char *at, size_t len)
 {
     if (m->head_len + len > RR_HTTP_MAX_HEAD)
         return reject(m, 431, "the request line and headers exceed %d bytes", RR_HTTP_MAX_HEAD);
-    if (m->head_len + len > m->head_cap) {
-        size_t cap = m->head_cap ? m->head_cap : 1024;
-        while (cap < m->head_len + len) cap *= 2;
-        char *p = realloc(m->head, cap);
-        if (!p) return reject(m, 503, "out of memory");
-        m->head = p;
-        m->head_cap = cap;
-    }
+    if (rr_buf_reserve(&m->head, &m->head_cap, m->head_len + len, 1024, (size_t)-1) != 0)
+        return reject(m, 503, "out of memory");
     memcpy(m->head + m->head_len, at, len);
     m->head_len += len;
     return 0;
@@ -171,15 +166,8 @@ static int on_body(http_parser *p, const char *at, size_t len)
     rr_hmsg *m = msg_of(p);
     if (len > m->max_body - m->body_len)
         return reject(m, 413, "request body exceeds %zu bytes (server.max_body)", m->max_body);
-    if (m->body_len + len > m->body_cap) {
-        size_t cap = m->body_cap ? m->body_cap : 16384;
-        while (cap < m->body_len + len) cap *= 2;
-        if (cap > m->max_body) cap = m->max_body;
-        char *b = realloc(m->body, cap);
-        if (!b) return reject(m, 503, "out of memory");
-        m->body = b;
-        m->body_cap = cap;
-    }
+    if (rr_buf_reserve(&m->body, &m->body_cap, m->body_len + len, 16384, m->max_body) != 0)
+        return reject(m, 503, "out of memory");
     memcpy(m->body + m->body_len, at, len);
     m->body_len += len;
     return 0;
