@@ -34,7 +34,6 @@ local type, next, floor, find, lower, sub, tostring = type, next, math.floor, st
 local concat = table.concat
 local null, kind, number = json.null, json.kind, json.number
 local jstring, jencode = json.string, json.encode
-local core_utf8_check = require("rerank.core").utf8_check
 
 local ok_tnew, table_new = pcall(require, "table.new")
 if not ok_tnew then table_new = function() return {} end end
@@ -337,15 +336,9 @@ function api.parse_decoded(parse, b, opts, from_json)
   return req, err
 end
 
--- HTTP bodies must be UTF-8 (cjson passes any bytes through into strings).
+-- HTTP bodies must be UTF-8: json.decode_request reports the first bad byte (0-based).
 function api.utf8_error(at)
   return select(2, fail(400, ("request body is not valid UTF-8 (byte %d)"):format(at)))
-end
-
-function api.check_utf8(body)
-  local at = core_utf8_check(body)
-  if at then return nil, api.utf8_error(at) end
-  return true
 end
 
 function api.render(shape, result, req)

@@ -136,9 +136,13 @@ local function handle_fuse(ctx)
   end
   local fuse = require "rerank.fuse"
   local t0 = core.now_us()
-  local utf8_ok, uerr = api.check_utf8(ctx.body)
-  if not utf8_ok then return err_reply(uerr) end
-  local spec, err = fuse.parse_request(ctx.body, fuse.methods(instance.cfg))
+  -- the same strict pass as /v1/rerank (core/json.c): JSON first, then UTF-8
+  local decoded, jerr, utf8_bad = json.decode_request(ctx.body)
+  if decoded == nil then
+    return error_reply(400, "invalid_request_error", "invalid JSON body: " .. tostring(jerr))
+  end
+  if utf8_bad then return err_reply(api.utf8_error(utf8_bad)) end
+  local spec, err = fuse.parse_request(decoded, fuse.methods(instance.cfg))
   if not spec then return err_reply(err) end
   local timing = { parse = core.now_us() - t0 }
   ctx.info = { model = spec.method.name, docs = spec.lists.n_docs, timing = timing }

@@ -1,4 +1,4 @@
--- rerank.core.utf8_check: RFC 3629 validation used on every HTTP request body.
+-- rerank.core.utf8_check: RFC 3629 validation (the rules core/json.c applies to every request body).
 local core = require "rerank.core"
 
 describe("core.utf8_check", function()
