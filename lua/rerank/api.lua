@@ -116,6 +116,14 @@ local function doc_spans(opts, param)
 end
 api.doc_spans = doc_spans
 
+-- Document i's span (js, je) in spans, or nil when it has none (0 0: not a JSON string).
+local function doc_span(spans, i)
+  local js = spans and spans[2 * i - 1]
+  if not js or js == 0 then return nil end
+  return js, spans[2 * i]
+end
+api.doc_span = doc_span
+
 -- documents: strings or {text, id?, title?, metadata?} objects -> internal documents.
 -- With src/spans (doc_spans), a document whose text is a JSON string of the body records
 -- its bytes: d.src, d.js, d.je (json.encode and responses splice them).
@@ -131,11 +139,8 @@ local function check_documents(v, param, max_docs, src, spans)
     local d = v[i]
     local td = type(d)
     if td == "string" then
-      if spans then
-        docs[i] = { index = i - 1, text = d, raw = d, src = src, js = spans[2 * i - 1], je = spans[2 * i] }
-      else
-        docs[i] = { index = i - 1, text = d, raw = d }
-      end
+      local js, je = doc_span(spans, i)
+      docs[i] = { index = i - 1, text = d, raw = d, src = js and src, js = js, je = je }
     elseif td == "table" and kind(d) == "object" then
       local p = param .. "[" .. (i - 1) .. "]"
       local text, id, title, md = d.text, d.id, d.title, d.metadata
@@ -155,13 +160,9 @@ local function check_documents(v, param, max_docs, src, spans)
         md, err = check_object(md, p .. ".metadata")
         if err then return nil, err end
       end
-      local js = spans and spans[2 * i - 1]
-      if js and js > 0 then
-        docs[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d,
-                    src = src, js = js, je = spans[2 * i] }
-      else
-        docs[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d }
-      end
+      local js, je = doc_span(spans, i) -- the span of the "text" member
+      docs[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d,
+                  src = js and src, js = js, je = je }
     else
       local p = param .. "[" .. (i - 1) .. "]"
       return fail(400, p .. " must be a string or an object with a text field", p)

@@ -138,13 +138,13 @@ function json.string(s)
   return cj_encode(s)
 end
 
--- true when cjson encodes t exactly as we want: no marked-empty array and no number that
--- needs more than 14 digits anywhere below. Past depth 1000 it answers true so that cjson
--- reports the excessive nesting (or the cycle).
 -- list -> its documents (see json.spliced). The value must not reference the key: LuaJIT's
 -- weak tables are not ephemerons, so { list, docs } as the value would keep list alive.
 local splices = setmetatable({}, { __mode = "k" })
 
+-- true when cjson encodes t exactly as we want: no marked-empty array, no spliced list and
+-- no number that needs more than 14 digits anywhere below. Past depth 1000 it answers true
+-- so that cjson reports the excessive nesting (or the cycle).
 local function clean(t, depth)
   if depth > 1000 then return true end
   for _, v in pairs(t) do
@@ -219,7 +219,6 @@ local function encode_table(t, depth)
   end
   return encode_table(t, depth)
 end
-
 
 encode_value = function(v, depth)
   local tv = type(v)

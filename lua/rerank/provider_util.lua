@@ -284,7 +284,6 @@ end
 -- responses
 
 local LISTS = { "results", "data", "rankings" }
--- score members, in order: relevance_score, score, logit, relevanceScore
 
 local function num(v)
   v = val(v)
@@ -375,6 +374,7 @@ function U.parse(body, headers, n)
     local item = list[i]
     if type(item) == "table" then
       local idx = num(item.index)
+      -- the score members, in order of preference
       local score = num(item.relevance_score) or num(item.score) or num(item.logit) or num(item.relevanceScore)
       if idx and score and idx >= 0 and idx == floor(idx) and (not n or idx < n) then
         nr = nr + 1

@@ -51,11 +51,8 @@ function M.documents(v, param, opts)
     local d = v[i]
     local p = param .. "[" .. (i - 1) .. "]"
     if type(d) == "string" then
-      if spans then
-        out[i] = { index = i - 1, text = d, raw = d, src = src, js = spans[2 * i - 1], je = spans[2 * i] }
-      else
-        out[i] = { index = i - 1, text = d, raw = d }
-      end
+      local js, je = api.doc_span(spans, i)
+      out[i] = { index = i - 1, text = d, raw = d, src = js and src, js = js, je = je }
     elseif type(d) == "table" and json.kind(d) == "object" and not opts.strings_only then
       local text = d[tf]
       if text == null then text = nil end
@@ -73,13 +70,10 @@ function M.documents(v, param, opts)
       end
       if type(title) ~= "string" then title = nil end
       if not check.is_object(md) then md = nil end
-      local js = spans and tf == "text" and spans[2 * i - 1] -- the span is of the "text" member
-      if js and js > 0 and text == d.text then
-        out[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d,
-                   src = src, js = js, je = spans[2 * i] }
-      else
-        out[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d }
-      end
+      local js, je -- the span is of the "text" member: only when that is the text
+      if tf == "text" and text == d.text then js, je = api.doc_span(spans, i) end
+      out[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d,
+                 src = js and src, js = js, je = je }
     else
       if opts.strings_only then return fail(400, p .. " must be a string", p) end
       return fail(400, p .. " must be a string or an object with a " .. tf .. " field", p)
