@@ -2,6 +2,7 @@
  * json.c recorded: each document's JSON string), written once into a reused buffer and
  * pushed as one Lua string. No decode, no re-escape of document text. */
 #include "rerank.h"
+#include "buf.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -17,14 +18,8 @@ static _Thread_local size_t scratch_cap;
 
 static char *scratch(lua_State *L, size_t n)
 {
-    if (n > scratch_cap) {
-        size_t cap = scratch_cap ? scratch_cap : 64 * 1024;
-        while (cap < n) cap *= 2;
-        char *p = realloc(scratch_buf, cap);
-        if (!p) luaL_error(L, "json: out of memory (%d bytes)", (int)n);
-        scratch_buf = p;
-        scratch_cap = cap;
-    }
+    if (rr_buf_reserve(&scratch_buf, &scratch_cap, n, 64 * 1024, (size_t)-1) != 0)
+        luaL_error(L, "json: out of memory (%d bytes)", (int)n);
     return scratch_buf;
 }
 
