@@ -5,6 +5,7 @@ local core = require "rerank.core"
 return {
   name = "bm25",
   options = { k1 = "number", b = "number" },
+  images = "text", -- image documents are scored on their text alone (an image-only one scores 0)
   score = function(model, req)
     local opts = model.options or {}
     -- truncate "none" scores the whole text (README: max_tokens_per_document applies to start/end)

@@ -33,7 +33,8 @@
 --   cfg.fusion = { { name, file } } (operator fusion methods), cfg.fusion_index[name] = file
 --   cfg.routing = { retries?, backoff?, max_backoff?, jitter?, max_retry_after?,
 --                   breaker = { failures?, cooldown? }? }      (router.lua has the defaults)
---   cfg.documents = { text_field?, chars_per_token? (number | "whitespace"), chunk_tokens? }
+--   cfg.documents = { text_field?, chars_per_token? (number | "whitespace"), chunk_tokens?,
+--                     max_image_bytes? (an image document's image string, api.check_image) }
 --   cfg.direct_models = false | true | { [provider] = { base_url, timeout, price, ... } }
 --   cfg.aliases = { [alias] = { { model = model name, weight = n }, ... } } from the models'
 --   `aliases` (several models with one alias: a group); models also take weight, breaker =
@@ -348,6 +349,7 @@ local DOCUMENTS = { type = "record", fields = {
   { "text_field", { type = "string", nonempty = true } },
   { "chars_per_token", { check = M.check_chars_per_token } },
   { "chunk_tokens", { type = "integer", min = 1 } },
+  { "max_image_bytes", { type = "size", positive = true } },
 } }
 
 ---------------------------------------------------------------------------

@@ -167,7 +167,8 @@ function Instance:rerank(req, timing)
   if type(req) ~= "table" then error("rerank: request must be a table", 2) end
   if not req.shape then
     local r, err = require("rerank.shapes").parse("rerankd", req, { max_documents = self.cfg.server.max_documents,
-      text_field = self.cfg.documents and self.cfg.documents.text_field })
+      text_field = self.cfg.documents and self.cfg.documents.text_field,
+      max_image_bytes = self.cfg.documents and self.cfg.documents.max_image_bytes })
     if not r then return nil, err end
     -- a library call: the documents in the results when asked, as the daemon serialises them
     local res, rerr = self:rerank(r, timing)

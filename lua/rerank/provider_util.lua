@@ -10,7 +10,10 @@
 --   U.merge(body, ...)             deep merge of objects; later wins; json.null deletes a key
 --   U.texts(req, rank_fields)      one string per document (object docs flattened on rank_fields)
 --   U.objects(req, rank_fields)    one object per document ({text, id?, <rank_fields>...})
+--   U.media(req, rank_fields, fn)  U.texts, with each image document replaced by fn(text|nil, image)
+--   U.image_parts(text, image)     OpenAI content parts for an image document (vLLM, SGLang)
 --   U.parse(body, headers, n)      tolerant results parser -> { results|scores, usage? } | nil, err
+--   U.read(j, headers, n)          the same over a decoded answer
 local json = require "rerank.json"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
@@ -197,6 +200,34 @@ function U.objects(req, rank_fields)
   return out
 end
 
+-- Documents for a multimodal upstream: U.texts, except that a document carrying an image
+-- (api.lua: d.image, a URL or data: URL) becomes fn(text, image), text nil when the document
+-- has none. Without images this is U.texts itself (spliced).
+function U.media(req, rank_fields, fn)
+  local texts, docs = U.texts(req, rank_fields), req.documents
+  local out
+  for i = 1, #docs do
+    local img = docs[i].image
+    if img then
+      if not out then -- a copy: the spliced list must keep exactly its strings
+        out = {}
+        for j = 1, #texts do out[j] = texts[j] end
+      end
+      local t = texts[i]
+      out[i] = fn(t ~= "" and t or nil, img)
+    end
+  end
+  return out or texts
+end
+
+-- OpenAI chat content parts for a document: [{type: "text", text}?, {type: "image_url", image_url: {url}}]
+function U.image_parts(text, image)
+  local parts = {}
+  if text then parts[1] = { type = "text", text = text } end
+  parts[#parts + 1] = { type = "image_url", image_url = { url = image } }
+  return parts
+end
+
 -- strings, or objects when the request ranks on fields of object documents
 function U.documents(req, rank_fields)
   if has_fields(rank_fields) then return U.objects(req, rank_fields) end
@@ -346,6 +377,11 @@ end
 function U.parse(body, headers, n)
   local j, err = U.decode(body)
   if j == nil then return nil, "invalid JSON from upstream: " .. tostring(err) end
+  return U.read(j, headers, n)
+end
+
+-- U.parse over an answer already decoded (a provider that unwraps its own envelope)
+function U.read(j, headers, n)
   if type(j) ~= "table" then return nil, "unexpected JSON from upstream (" .. type(j) .. ")" end
   local list
   if json.kind(j) == "array" then

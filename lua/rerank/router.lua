@@ -409,6 +409,8 @@ end
 
 function R:attempt(model, req, deadline)
   local p = self.providers[model.name]
+  local ierr = docs.check_images(model, p, req) -- 422 for image documents a model cannot take
+  if ierr then return nil, ierr end
   local preq, owners = docs.prepare(req, p, self:settings(model))
   local now = self.now()
   local left = deadline - now

@@ -81,6 +81,7 @@ local function handle_rerank(ctx, route)
   local docs_cfg = instance.cfg.documents or {}
   local req, err = shapes.parse(shape, decoded, { max_documents = instance.cfg.server.max_documents,
                                                   text_field = docs_cfg.text_field, from_json = true,
+                                                  max_image_bytes = docs_cfg.max_image_bytes,
                                                   body = ctx.body, spans = spans })
   if not req then return shape_error(shape, err) end
   local tms = ctx.headers["x-rerankd-timeout-ms"]

@@ -34,7 +34,8 @@ end
 
 -- Documents: strings or objects. An object's text is its `text_field` (default "text"), else
 -- its `text`; with rank_fields, an object without either is ranked on the named fields alone.
--- opts: { max = n, text_field = "text", rank_fields = {...}, strings_only = bool }
+-- An object with `image` (api.check_image) needs no text.
+-- opts: { max = n, text_field = "text", rank_fields = {...}, strings_only = bool, max_image_bytes = n }
 function M.documents(v, param, opts)
   if not present(v) then return fail(400, param .. " is required", param) end
   if not check.is_array(v) then return fail(400, param .. " must be an array", param) end
@@ -54,8 +55,16 @@ function M.documents(v, param, opts)
       local js, je = api.doc_span(spans, i)
       out[i] = { index = i - 1, text = d, raw = d, src = js and src, js = js, je = je }
     elseif type(d) == "table" and json.kind(d) == "object" and not opts.strings_only then
-      local text = d[tf]
+      local text, image = d[tf], d.image
       if text == null then text = nil end
+      if image ~= nil and image ~= null then -- an image document (api.check_image); text optional
+        local err
+        image, err = api.check_image(image, p, opts.max_image_bytes)
+        if err then return nil, err end
+        if text == nil and d.text == nil then text = "" end
+      else
+        image = nil
+      end
       if text ~= nil and type(text) ~= "string" then
         if tf == "text" then return fail(400, p .. ".text must be a string", p .. ".text") end
         text = docs.field_text(d, tf)
@@ -73,7 +82,7 @@ function M.documents(v, param, opts)
       local js, je -- the span is of the "text" member: only when that is the text
       if tf == "text" and text == d.text then js, je = api.doc_span(spans, i) end
       out[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d,
-                 src = js and src, js = js, je = je }
+                 src = js and src, js = js, je = je, image = image }
     else
       if opts.strings_only then return fail(400, p .. " must be a string", p) end
       return fail(400, p .. " must be a string or an object with a " .. tf .. " field", p)

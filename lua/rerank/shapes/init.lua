@@ -102,7 +102,7 @@ local function rerankd_pre(b, tf)
       local text = tf ~= "text" and docs.field_text(d, tf) or nil
       if text == nil and type(d.text) == "string" then text = d.text end -- text_field absent: text
       if text == nil and rf then text = docs.rank_text(d, rf) or "" end
-      if text == nil then
+      if text == nil and not C.present(d.image) then -- an image document needs no text
         local p = ("documents[%d].%s"):format(i - 1, tf)
         return fail(400, p .. " is required", p)
       end
