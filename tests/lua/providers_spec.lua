@@ -14,6 +14,7 @@ local ROOT = os.getenv("PWD") or "."
 local FIX = ROOT .. "/tests/fixtures/providers/"
 local PROVIDERS = { "cohere", "jina", "voyage", "together", "mixedbread", "pinecone", "nvidia_nim", "deepinfra",
                     "fireworks", "azure_ai", "tei", "infinity", "vllm", "llamacpp", "bedrock", "cohere_compatible",
+                    "sglang", "zeroentropy", "contextual", "dashscope", "nvidia_nim_vl",
                     "examples/providers/my_rerank" }
 local OPTION_TYPES = { string = true, number = true, integer = true, boolean = true, table = true, duration = true, size = true }
 
