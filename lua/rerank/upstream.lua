@@ -3,6 +3,7 @@
 -- libcurl or nginx cosockets; tests: a double) and has request(opts) and request_all(list, n).
 local json = require "rerank.json"
 local probe = require "rerank.probe"
+local token = require "rerank.token"
 
 local M = {}
 
@@ -15,7 +16,9 @@ local function upstream_message(body)
   local msg
   if type(j) == "table" then
     local e = j.error
+    local es = type(j.errors) == "table" and j.errors[1] -- IBM watsonx: {"errors":[{code, message}]}
     msg = j.message or j.detail or (type(e) == "table" and (e.message or e.type)) or (type(e) == "string" and e)
+      or (type(es) == "table" and es.message)
     if type(msg) == "table" then msg = json.encode(msg) end
   end
   msg = tostring(msg or body)
@@ -54,12 +57,13 @@ end
 
 -- Upstream messages sometimes quote the credential they rejected: never pass it on.
 local function redact(model, msg)
-  local key = model.api_key
-  if type(key) == "string" and #key >= 4 then
-    local at = msg:find(key, 1, true)
-    while at do
-      msg = msg:sub(1, at - 1) .. "[redacted]" .. msg:sub(at + #key)
-      at = msg:find(key, at + 10, true)
+  for _, key in ipairs({ model.api_key or false, model.access_token }) do -- access_token: lua/rerank/token.lua
+    if type(key) == "string" and #key >= 4 then
+      local at = msg:find(key, 1, true)
+      while at do
+        msg = msg:sub(1, at - 1) .. "[redacted]" .. msg:sub(at + #key)
+        at = msg:find(key, at + 10, true)
+      end
     end
   end
   return msg
@@ -237,6 +241,14 @@ end
 
 -- The engine's entry for providers without score(): returns scores-or-results table.
 function M.call(transport, model, p, req)
+  if type(p.token) == "table" then -- a bearer token from an exchange first (lua/rerank/token.lua)
+    local out, err = token.call(M.call_with_token, transport, model, p, req)
+    return out, err
+  end
+  return M.call_with_token(transport, model, p, req)
+end
+
+function M.call_with_token(transport, model, p, req)
   if type(p.plan) == "function" then return call_planned(transport, model, p, req) end
   local max_docs = model.max_documents or (p.limits and p.limits.max_documents)
   if max_docs and #req.documents > max_docs then return call_split(transport, model, p, req, max_docs) end

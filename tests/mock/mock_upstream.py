@@ -7,7 +7,8 @@
 Routing: /<provider>/<documented path>, e.g. base_url http://127.0.0.1:PORT/cohere serves
 /cohere/v1/rerank and /cohere/v2/rerank. Providers: cohere azure jina voyage together
 mixedbread pinecone nim tei infinity vllm llamacpp deepinfra fireworks bedrock sglang
-zeroentropy contextual dashscope nimvl, and compat (Cohere shape on /v2/rerank only, for path
+zeroentropy contextual dashscope nimvl vertex watsonx iam (IBM Cloud IAM's token endpoint:
+watsonx takes only the tokens it issued), and compat (Cohere shape on /v2/rerank only, for path
 probing), custom (examples/providers/my_rerank.lua).
 
 Image documents (jina m0 {image}, vLLM {content: [image_url parts]}, SGLang part lists,
@@ -32,11 +33,12 @@ Faults, per request: header "x-mock-fault: KIND" or a path prefix /fault/KIND/..
   flaky:N   the first N requests carrying this fault string get 503, then normal answers
 
 Control: GET /_mock/requests -> every request received [{method, path, headers, body, json}]
-(headers lower-cased); POST /_mock/reset clears it and the flaky counters.
+(headers lower-cased); POST /_mock/reset clears it and the flaky counters; POST /_mock/revoke
+invalidates every IAM token issued so far.
 """
 import argparse, hashlib, hmac, json, re, socket, struct, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qs, quote, unquote
 
 KEY, AWS_KEY, AWS_SECRET = "test-key", "test-key", "test-secret"
 LOCK = threading.Lock()
@@ -575,6 +577,106 @@ class NimVl(Nim):
         return {"rankings": res, "usage": {"prompt_tokens": tokens(q, texts), "total_tokens": tokens(q, texts)}}
 
 
+class Vertex(Shape):
+    """Vertex AI ranking (Discovery Engine) :rank (reference §28): records by id, <= 200."""
+    routes = ("/v1/projects/",)
+    def err(self, status, msg):
+        st = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+              429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}.get(status, "INTERNAL")
+        return {"error": {"code": status, "message": msg, "status": st}}
+
+    def auth(self, h):
+        if h.get("authorization") != "Bearer " + KEY:
+            self.fail(401, "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
+                           "cookie or other valid authentication credential.")
+
+    def handle(self, path, b, h):
+        if not re.fullmatch(r"/v1/projects/[^/]+/locations/[^/]+/rankingConfigs/[^/:]+:rank", path):
+            self.fail(404, "Method not found.")
+        q, recs = self.need(b, "query", str), self.need(b, "records", list, True)
+        if len(recs) > 200: self.fail(400, "Number of records (%d) exceeds the limit of 200." % len(recs))
+        ids = []
+        for r in recs:
+            if not isinstance(r, dict) or not isinstance(r.get("id"), str) or not (r.get("title") or r.get("content")):
+                self.fail(400, "Each record needs an id and at least one of title and content.")
+            ids.append(r["id"])
+        if len(set(ids)) != len(ids): self.fail(400, "Record ids must be unique.")
+        k = b.get("topN")
+        if k is not None and not isinstance(k, int): self.fail(400, "topN must be an integer")
+        texts = [" ".join([r.get("title") or "", r.get("content") or ""]).strip() for r in recs]
+        out = []
+        for i, s in ranked(q, texts, k if k and k > 0 else None):
+            r = {"id": recs[i]["id"]}
+            if s != 0: r["score"] = s  # proto3 JSON leaves out zero values
+            if not b.get("ignoreRecordDetailsInResponse"):
+                r.update({f: recs[i][f] for f in ("title", "content") if recs[i].get(f)})
+            out.append(r)
+        return {"records": out}
+
+
+ISSUED = {}  # IAM access token -> expiry (time.time())
+
+
+class Iam(Shape):
+    """IBM Cloud IAM POST /identity/token (API key -> bearer token); form-encoded body.
+    /expires/S/identity/token issues tokens that live S seconds (default 3600)."""
+    routes = ("/identity/token", "/expires/")
+    form = True
+    def err(self, status, msg):
+        return {"errorCode": "BXNIM0415E", "errorMessage": msg, "context": {"requestId": "mock"}}
+
+    def auth(self, h):
+        if not h.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            self.fail(400, "Unsupported content type")
+
+    def handle(self, path, b, h):
+        m = re.fullmatch(r"(?:/expires/(\d+))?/identity/token", path)
+        if not m: self.fail(404, "Not found")
+        if b.get("grant_type") != ["urn:ibm:params:oauth:grant-type:apikey"]: self.fail(400, "Unsupported grant type")
+        if b.get("apikey") != [KEY]: self.fail(400, "Provided API key could not be found.")
+        life = int(m.group(1) or 3600)
+        with LOCK:
+            tok = "iam-token-%d" % (len(ISSUED) + 1)
+            ISSUED[tok] = time.time() + life
+        now = int(time.time())
+        return {"access_token": tok, "refresh_token": "not_supported", "token_type": "Bearer", "expires_in": life,
+                "expiration": now + life, "scope": "ibm openid"}
+
+
+class Watsonx(Shape):
+    """watsonx.ai POST /ml/v1/text/rerank?version= (reference §29), IAM bearer tokens only."""
+    routes = ("/ml/v1/text/rerank",)
+    def err(self, status, msg, code=None):
+        code = code or {400: "json_validation_error", 401: "authentication_token_not_valid",
+                        429: "token_quota_reached"}.get(status, "internal_error")
+        return {"errors": [{"code": code, "message": msg, "more_info": "https://cloud.ibm.com/apidocs/watsonx-ai#text-rerank"}],
+                "trace": "mock-trace", "status_code": status}
+
+    def auth(self, h):
+        a = h.get("authorization", "")
+        tok = a[7:] if a.startswith("Bearer ") else None
+        with LOCK:
+            exp = ISSUED.get(tok)
+        if exp is None:
+            raise Reply(401, self.err(401, "Failed to authenticate the request due to invalid token"))
+        if exp < time.time():
+            raise Reply(401, self.err(401, "Failed to authenticate the request due to an expired token",
+                                      "authentication_token_expired"))
+
+    def handle(self, path, b, h):
+        model = self.need(b, "model_id", str)
+        q, inputs = self.need(b, "query", str), self.need(b, "inputs", list, True)
+        if (b.get("project_id") is None) == (b.get("space_id") is None): self.fail(400, "Exactly one of project_id or space_id is required")
+        if len(inputs) > 1000: self.fail(400, "inputs: at most 1000")
+        if not all(isinstance(i, dict) and isinstance(i.get("text"), str) for i in inputs): self.fail(400, "inputs[].text must be a string")
+        ro = (b.get("parameters") or {}).get("return_options") or {}
+        texts = [i["text"] for i in inputs]
+        res = [dict({"index": i, "score": 10 * s - 5}, **({"input": {"text": texts[i]}} if ro.get("inputs") else {}))
+               for i, s in ranked(q, texts, self.top(ro))]
+        return {"model_id": model, "model_version": "2.0.0", "results": res, "created_at": "2026-06-12T07:32:50.000Z",
+                "input_token_count": tokens(q, texts)}
+
+
 class Custom(Shape):
     """The made-up "My Rerank" API of examples/providers/my_rerank.lua."""
     routes = ("/score",)
@@ -588,7 +690,8 @@ PROVIDERS = {"cohere": Cohere(), "azure": Azure(), "jina": Jina(), "voyage": Voy
              "mixedbread": Mixedbread(), "pinecone": Pinecone(), "nim": Nim(), "tei": Tei(), "infinity": Infinity(),
              "vllm": Vllm(), "llamacpp": Llamacpp(), "deepinfra": Deepinfra(), "fireworks": Fireworks(), "bedrock": Bedrock(),
              "compat": Compat(), "custom": Custom(), "sglang": Sglang(), "zeroentropy": ZeroEntropy(),
-             "contextual": Contextual(), "dashscope": Dashscope(), "nimvl": NimVl()}
+             "contextual": Contextual(), "dashscope": Dashscope(), "nimvl": NimVl(), "vertex": Vertex(),
+             "iam": Iam(), "watsonx": Watsonx()}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -641,6 +744,10 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 LOG.clear(); FLAKY.clear()
             return self.send(200, {"ok": True})
+        if self.path.startswith("/_mock/revoke"):
+            with LOCK:
+                ISSUED.clear()
+            return self.send(200, {"ok": True})
         path, fault = self.path.split("?", 1)[0], self.headers.get("x-mock-fault", "")
         m = re.match(r"^/fault/([^/]+)(/.*)$", path)
         if m:
@@ -664,7 +771,9 @@ class Handler(BaseHTTPRequestHandler):
                 p.auth(h, "POST", self.path, raw)
             else:
                 p.auth(h)
-            if not isinstance(body, (dict, list)):
+            if getattr(p, "form", False):
+                body = parse_qs(raw.decode("utf-8", "replace"))
+            elif not isinstance(body, (dict, list)):
                 p.fail(p.bad_status, "request body must be JSON")
             out = p.handle(rest, body, h)
             extra = {}
