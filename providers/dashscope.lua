@@ -32,26 +32,12 @@ end
 -- images on the native API only (the compatible endpoint serves qwen3-rerank alone)
 function P.images(model) return P.api(model) == "native" end
 
+-- every document an object once one carries an image (qwen3-vl-rerank's form)
 local function has_images(req)
   for _, d in ipairs(req.documents) do
     if d.image then return true end
   end
   return false
-end
-
--- every document an object once one carries an image (qwen3-vl-rerank's form)
-local function vl_documents(req, rf)
-  local texts = U.texts(req, rf)
-  local out = {}
-  for i, d in ipairs(req.documents) do
-    local t = texts[i]
-    if d.image then
-      out[i] = { text = t ~= "" and t or nil, image = d.image }
-    else
-      out[i] = { text = t }
-    end
-  end
-  return out
 end
 
 function P.build(model, req)
@@ -68,7 +54,7 @@ function P.build(model, req)
   end
   return U.post(model, P, req, {
     model = id,
-    input = { query = req.query, documents = has_images(req) and vl_documents(req, rf) or U.texts(req, rf) },
+    input = { query = req.query, documents = has_images(req) and U.text_image(req, rf) or U.texts(req, rf) },
     parameters = { return_documents = false, top_n = U.top_n(req), instruct = req.instruction },
   })
 end

@@ -11,7 +11,6 @@ local P = {
   env_key = "JINA_API_KEY",
   defaults = { base_url = "https://api.jina.ai", path = "/v1/rerank", model = "jina-reranker-v2-base-multilingual" },
   options = { rank_fields = "table" }, -- object documents are flattened on these fields
-  score_kind = "probability",
   images = true, -- jina-reranker-m0 (text models refuse them upstream)
   parse = U.parser,
 }

@@ -22,20 +22,10 @@ local P = {
 local TRUNCATE = { none = "NONE", ["end"] = "END", start = "END" }
 
 function P.build(model, req)
-  local passages = {}
-  local texts = U.texts(req, U.param(model, req, "rank_fields"))
-  for i, d in ipairs(req.documents) do
-    local t = texts[i]
-    if d.image then
-      passages[i] = { text = t ~= "" and t or nil, image = d.image }
-    else
-      passages[i] = { text = t }
-    end
-  end
   return U.post(model, P, req, {
     model = U.model_id(model, P),
     query = { text = req.query },
-    passages = passages,
+    passages = U.text_image(req, U.param(model, req, "rank_fields")),
     truncate = U.truncate(model, req, TRUNCATE),
   })
 end

@@ -12,6 +12,7 @@
 --   U.objects(req, rank_fields)    one object per document ({text, id?, <rank_fields>...})
 --   U.media(req, rank_fields, fn)  U.texts, with each image document replaced by fn(text|nil, image)
 --   U.image_parts(text, image)     OpenAI content parts for an image document (vLLM, SGLang)
+--   U.text_image(req, rank_fields) one {text?, image?} object per document
 --   U.parse(body, headers, n)      tolerant results parser -> { results|scores, usage? } | nil, err
 --   U.read(j, headers, n)          the same over a decoded answer
 local json = require "rerank.json"
@@ -218,6 +219,17 @@ function U.media(req, rank_fields, fn)
     end
   end
   return out or texts
+end
+
+-- One {text?, image?} object per document (DashScope qwen3-vl, NIM VL passages): an image
+-- document without text has no text member (never "")
+function U.text_image(req, rank_fields)
+  local texts, docs, out = U.texts(req, rank_fields), req.documents, {}
+  for i = 1, #docs do
+    local t, img = texts[i], docs[i].image
+    if img then out[i] = { text = t ~= "" and t or nil, image = img } else out[i] = { text = t } end
+  end
+  return out
 end
 
 -- OpenAI chat content parts for a document: [{type: "text", text}?, {type: "image_url", image_url: {url}}]
