@@ -220,10 +220,12 @@ function M.parse_fields(b, req, opts)
     local P, err = fuse.check_lists(b.lists, "lists", { documents = true, text_field = tf })
     if not P then return err end
     P.text_field = tf
+    P.max_image_bytes = opts.max_image_bytes
     req.lists = P
     req.documents = {}
   elseif present(b.documents) then
-    local docs, err = api.check.documents(b.documents, "documents", opts.max_documents or api.DEFAULT_MAX_DOCUMENTS)
+    local docs, err = api.check.documents(b.documents, "documents", opts.max_documents or api.DEFAULT_MAX_DOCUMENTS,
+                                          nil, nil, opts.max_image_bytes)
     if not docs then return err end
     req.documents = docs
   else
@@ -427,11 +429,20 @@ local function run_rerank(inst, req, P, spec, sp, st)
   for t = 1, m do
     local d = order[t]
     local text = P.texts and P.texts[d]
+    local it = item_of(P, d)
+    -- an image item (lua/rerank/api.lua check_image) goes to the model with its image
+    local img = type(it) == "table" and it.image or nil
+    if img == null then img = nil end
+    if img ~= nil and not P.from_documents then
+      local ierr
+      img, ierr = require("rerank.api").check_image(img, first_place(P, d), P.max_image_bytes)
+      if ierr then return nil, ierr end
+    end
+    if text == nil and img then text = "" end
     if text == nil then
       local ip = first_place(P, d) .. "." .. (P.text_field or "text")
       return fail(400, ip .. " is required (the pipeline has a rerank stage)", ip)
     end
-    local it = item_of(P, d)
     local title, md
     if type(it) == "table" then
       title, md = it.title, it.metadata
@@ -439,7 +450,7 @@ local function run_rerank(inst, req, P, spec, sp, st)
       if md == null then md = nil end
     end
     docs[t] = { index = t - 1, text = text, id = P.ids[d], title = title, metadata = md,
-                raw = raw_of(P, d) }
+                raw = raw_of(P, d), image = img }
   end
   local cand = table_new(m, 0)
   for t = 1, m do cand[t] = order[t] end

@@ -146,6 +146,31 @@ describe("2026 providers and image documents through the daemon", function()
     end)
   end
 
+  it("pipelines: image items of lists reach a multimodal rerank stage; a text-only stage degrades", function()
+    local lists = { { name = "vec", items = { { id = "a", score = 3, text = "blue sky" }, { id = "b", score = 2, image = URL },
+                                              { id = "c", score = 1, text = "red car", image = DATA } } } }
+    local function run(model)
+      return d.request(srv, "/v1/rerank", { body = { query = QUERY, lists = lists,
+        pipeline = { { fuse = { method = "rrf" } }, { rerank = { model = model } } } } })
+    end
+    local status, raw, _, j = run("jina-m0")
+    assert.are.equal(200, status, raw)
+    assert.are.equal("b", j.results[1].id, raw)
+    assert.are.same({ "blue sky", { image = URL }, { text = "red car", image = DATA } }, last_body().documents)
+    -- a rerank stage that fails does not fail a pipeline: the fused order, marked degraded
+    d.mock_reset(mock)
+    status, raw, _, j = run("cohere")
+    assert.are.equal(200, status, raw)
+    assert.is_true(j.degraded, raw)
+    assert.are.equal("a", j.results[1].id, raw)
+    local _, n = last_body()
+    assert.are.equal(0, n)
+    lists[1].items[2].image = "ftp://x"
+    status, raw, _, j = run("jina-m0")
+    assert.are.equal(422, status, raw)
+    assert.are.equal("lists[0].items[1].image", j.error.param, raw)
+  end)
+
   it("bm25 scores an image document on its text alone (an image-only one scores 0)", function()
     local status, raw, _, j = rerank("bm25", { "blue sky", { image = URL }, { text = "red apple pie", image = DATA } })
     assert.are.equal(200, status, raw)
