@@ -63,7 +63,8 @@ function M.get(transport, model, p)
   if res.status >= 400 then
     local auth = res.status == 400 or res.status == 401 or res.status == 403
     return nil, { status = 502, type = auth and "upstream_auth_error" or "upstream_error", upstream_status = res.status,
-                  message = ("%s returned HTTP %d%s"):format(who, res.status, message(res.body)),
+                  message = require("rerank.upstream").redact(model,
+                    ("%s returned HTTP %d%s"):format(who, res.status, message(res.body))),
                   retry_after = res.headers and res.headers["retry-after"] }
   end
   local pok, tok, expires = pcall(p.token.parse, res.body)

@@ -68,6 +68,7 @@ local function redact(model, msg)
   end
   return msg
 end
+M.redact = redact
 
 -- Maps a transport failure or an HTTP error status to the gateway's error.
 function M.error_for(model, res, err)
