@@ -252,6 +252,8 @@ end
 function M.call_with_token(transport, model, p, req)
   if type(p.plan) == "function" then return call_planned(transport, model, p, req) end
   local max_docs = model.max_documents or (p.limits and p.limits.max_documents)
+  -- a provider limited by bytes per call says how many of these documents fit in one
+  if type(p.batch_size) == "function" then max_docs = p.batch_size(model, req, max_docs) end
   if max_docs and #req.documents > max_docs then return call_split(transport, model, p, req, max_docs) end
   local spec, err = build(model, p, req)
   if not spec then return nil, err end

@@ -40,6 +40,7 @@ describe("2026 providers and image documents through the daemon", function()
       model "{ name: nim-vl, provider: nvidia_nim_vl, api_key: test-key, base_url: '{mock}/nimvl' }",
       model "{ name: zeroentropy, provider: zeroentropy, api_key: test-key, base_url: '{mock}/zeroentropy' }",
       model "{ name: contextual, provider: contextual, api_key: test-key, base_url: '{mock}/contextual' }",
+      model "{ name: ze-small, provider: zeroentropy, max_bytes: 1000, api_key: test-key, base_url: '{mock}/zeroentropy' }",
       model "{ name: sglang-badkey, provider: sglang, api_key: wrong-key, base_url: '{mock}/sglang' }",
       model "{ name: zeroentropy-429, provider: zeroentropy, api_key: test-key, base_url: '{mock}/fault/429:1/zeroentropy' }",
       model "{ name: dashscope-429, provider: dashscope, api_key: test-key, base_url: '{mock}/fault/429:1/dashscope' }",
@@ -231,6 +232,20 @@ describe("2026 providers and image documents through the daemon", function()
       assert.are.equal(want, PLACES[name](last_body()))
     end)
   end
+
+  it("zeroentropy: a request over max_bytes (150 + query + document bytes each) goes out in calls that fit", function()
+    local docs = {}
+    for i = 1, 12 do docs[i] = ("filler document %02d"):format(i) end -- 150 + 13 + 20 bytes each
+    docs[8] = "red apple pie tasty" -- index 7
+    local status, raw, _, j = rerank("ze-small", docs, { top_n = 2 })
+    assert.are.equal(200, status, raw)
+    assert.are.equal(7, j.results[1].index, raw)
+    local calls = seen("/zeroentropy/")
+    local sizes = {}
+    for i, c in ipairs(calls) do sizes[i] = #c.json.documents end
+    table.sort(sizes)
+    assert.are.same({ 2, 5, 5 }, sizes) -- floor(1000 / 183) = 5 per call
+  end)
 
   it("sglang: a rejected key is a 502 upstream_auth_error with SGLang's message, never the key", function()
     local status, raw, _, j = rerank("sglang-badkey", { "a", "b" })
