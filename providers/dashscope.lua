@@ -8,8 +8,8 @@
 --     `path` ending in /compatible-api/v1/reranks) {model, query, documents, top_n, instruct};
 --     answer results[]. qwen3-rerank only: no images.
 -- Singapore: base_url https://dashscope-intl.aliyuncs.com. Errors: {code, message, request_id}.
--- Limits: 500 documents (qwen3-rerank, gte-rerank-v2); qwen3-vl-rerank takes 100 text or 40
--- image documents: set the model's max_documents.
+-- Limits: 500 documents (qwen3-rerank, gte-rerank-v2); a qwen3-vl model takes 100 documents,
+-- 40 when any is an image (batch_size).
 local U = require "rerank.provider_util"
 
 local P = {
@@ -38,6 +38,13 @@ local function has_images(req)
     if d.image then return true end
   end
   return false
+end
+
+function P.batch_size(model, req, max_docs)
+  if not tostring(U.model_id(model, P)):find("%-vl") then return max_docs end
+  local n = has_images(req) and 40 or 100
+  if max_docs and max_docs < n then return max_docs end
+  return n
 end
 
 function P.build(model, req)

@@ -247,6 +247,23 @@ describe("2026 providers and image documents through the daemon", function()
     assert.are.same({ 2, 5, 5 }, sizes) -- floor(1000 / 183) = 5 per call
   end)
 
+  it("dashscope: qwen3-vl-rerank takes 40 documents per call when images are among them, 100 otherwise", function()
+    local docs = {}
+    for i = 1, 45 do docs[i] = { image = ("https://img.test/filler-%d.png"):format(i) } end
+    docs[44] = { image = URL } -- index 43
+    local status, raw, _, j = rerank("dashscope-vl", docs, { top_n = 1 })
+    assert.are.equal(200, status, raw)
+    assert.are.equal(43, j.results[1].index, raw)
+    local sizes = {}
+    for i, c in ipairs(seen("/dashscope/")) do sizes[i] = #c.json.input.documents end
+    table.sort(sizes)
+    assert.are.same({ 5, 40 }, sizes)
+    d.mock_reset(mock)
+    for i = 1, 45 do docs[i] = "text " .. i end
+    assert.are.equal(200, (rerank("dashscope-vl", docs)))
+    assert.are.equal(1, #seen("/dashscope/"))
+  end)
+
   it("sglang: a rejected key is a 502 upstream_auth_error with SGLang's message, never the key", function()
     local status, raw, _, j = rerank("sglang-badkey", { "a", "b" })
     assert.are.equal(502, status, raw)

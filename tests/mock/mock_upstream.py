@@ -529,7 +529,7 @@ class Dashscope(Shape):
                 texts.append(" ".join([d.get("text", ""), image_words(d.get("image"))]).strip())
             else:
                 self.fail(400, "documents must be strings%s" % (" or {text}/{image} objects" if vl else ""))
-        limit = 100 if vl else 500
+        limit = (40 if any(isinstance(d, dict) and "image" in d for d in docs) else 100) if vl else 500
         if len(docs) > limit: self.fail(400, "documents: at most %d" % limit)
         return texts
 
