@@ -10,7 +10,8 @@
 -- and its build reads model.access_token (upstream.call hands build a copy of the model
 -- carrying it). A rerank answer of 401 forgets the token, so the next request exchanges again.
 --
---   M.get(transport, model, p)  -> token | nil, err (err a 502 upstream_auth_error/upstream_error)
+--   M.get(transport, model, p)  -> token | false (no exchange for this model) | nil, err (a 502
+--                                  upstream_auth_error/upstream_error)
 --   M.with(model, token)        -> a shallow copy of model with access_token = token
 --   M.forget(model, p)          -> drops the cached token
 --   M.call(call, transport, model, p, req) -> call(transport, model with the token, p, req)
@@ -23,11 +24,11 @@ local M = {}
 local cache = {} -- key -> { token =, refresh_at = }; one entry per configured model and key
 M.cache = cache
 
-local function now()
+-- seconds (tests replace M.now)
+function M.now()
   if core_ok and core.now_us then return core.now_us() / 1e6 end
   return os.time()
 end
-M.now = now
 
 local function key(model, spec)
   return tostring(model.provider) .. "\0" .. tostring(spec.url) .. "\0" .. tostring(spec.body)
@@ -48,10 +49,10 @@ function M.get(transport, model, p)
   if not ok then
     return fail(500, ("provider %q failed to build the token request: %s"):format(model.provider, tostring(spec)))
   end
-  if spec == nil then return model.api_key end
+  if spec == nil then return false end
   local k = key(model, spec)
   local c = cache[k]
-  local t = now()
+  local t = M.now()
   if c and t < c.refresh_at then return c.token end
   local who = ("upstream %q (model %q) token endpoint"):format(model.provider, model.name)
   local res, terr = transport.request({ method = "POST", url = spec.url, headers = spec.headers or {},
@@ -93,8 +94,8 @@ end
 -- upstream forgets the token (revoked or expired early)
 function M.call(call, transport, model, p, req)
   local tok, err = M.get(transport, model, p)
-  if not tok then return nil, err end
-  local out, cerr = call(transport, M.with(model, tok), p, req)
+  if tok == nil then return nil, err end
+  local out, cerr = call(transport, tok and M.with(model, tok) or model, p, req)
   if not out and type(cerr) == "table" and cerr.upstream_status == 401 then M.forget(model, p) end
   return out, cerr
 end
