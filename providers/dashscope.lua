@@ -32,7 +32,7 @@ end
 -- images on the native API only (the compatible endpoint serves qwen3-rerank alone)
 function P.images(model) return P.api(model) == "native" end
 
--- every document an object once one carries an image (qwen3-vl-rerank's form)
+-- with an image among the documents every document goes as an object (qwen3-vl-rerank's form)
 local function has_images(req)
   for _, d in ipairs(req.documents) do
     if d.image then return true end
