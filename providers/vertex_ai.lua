@@ -29,8 +29,14 @@ local P = {
 
 local function project(model)
   local p = U.opt(model, "project") or os.getenv("GOOGLE_CLOUD_PROJECT")
-  if p == nil or p == "" then error("vertex_ai: project is required (option project, or GOOGLE_CLOUD_PROJECT)", 0) end
+  if p == "" then p = nil end
   return p
+end
+
+-- config time (and direct models): the project must be known
+function P.check(model)
+  if not project(model) then return "vertex_ai needs a project (option project, or GOOGLE_CLOUD_PROJECT)" end
+  return nil
 end
 
 function P.build(model, req)
@@ -46,7 +52,7 @@ function P.build(model, req)
     ignoreRecordDetailsInResponse = true,
     records = records,
   }, nil, {
-    project = U.escape(project(model)),
+    project = project(model) and U.escape(project(model)), -- P.check made sure it is known
     location = U.escape(U.opt(model, "location", "global")),
     ranking_config = U.escape(U.opt(model, "ranking_config", "default_ranking_config")),
   })

@@ -50,16 +50,27 @@ P.token = {
   end,
 }
 
-function P.build(model, req)
+-- project_id or space_id: the options, else WATSONX_PROJECT_ID / WATSONX_SPACE_ID
+local function where(model)
   local project, space = U.opt(model, "project_id"), U.opt(model, "space_id")
+  if project or space then return project, space end
+  project, space = os.getenv("WATSONX_PROJECT_ID"), os.getenv("WATSONX_SPACE_ID")
+  if project == "" then project = nil end
+  if space == "" or project then space = nil end
+  return project, space
+end
+
+-- config time (and direct models): one of them must be known
+function P.check(model)
+  local project, space = where(model)
   if not (project or space) then
-    project, space = os.getenv("WATSONX_PROJECT_ID"), os.getenv("WATSONX_SPACE_ID")
-    if project == "" then project = nil end
-    if space == "" or project then space = nil end
+    return "watsonx needs project_id or space_id (options, or WATSONX_PROJECT_ID / WATSONX_SPACE_ID)"
   end
-  if not (project or space) then
-    error("watsonx: project_id or space_id is required (options, or WATSONX_PROJECT_ID / WATSONX_SPACE_ID)", 0)
-  end
+  return nil
+end
+
+function P.build(model, req)
+  local project, space = where(model)
   local inputs = {}
   for i, t in ipairs(U.texts(req, U.param(model, req, "rank_fields"))) do inputs[i] = { text = t } end
   local tok = model.access_token or U.api_key(model, P.env_key)

@@ -224,6 +224,11 @@ local function check_model(v, path, ctx)
       end
     end
   end
+  -- the provider's own check of the entry (what build needs: a project id, ...)
+  if type(p.check) == "function" then
+    local ok, err = pcall(p.check, m)
+    if not ok or err ~= nil then fail(path, tostring(err)) end
+  end
   -- providers that declare `templates = true` (LLM rerankers) get the template dirs, and
   -- `template` must name a loadable template file there (or be a path to one)
   if p.templates then

@@ -251,6 +251,10 @@ function R:direct(name)
     max_documents = over.max_documents, concurrency = over.concurrency, price = over.price or {},
     extra_body = over.extra_body or {}, options = options, breaker = over.breaker,
   }
+  if type(p.check) == "function" then -- what build needs (a project id, ...)
+    local ok, cerr = pcall(p.check, m)
+    if not ok or cerr ~= nil then return fail(400, ('model "%s": %s'):format(name, tostring(cerr)), "model") end
+  end
   self.providers[name] = p
   self.direct_cache[name] = m
   return m

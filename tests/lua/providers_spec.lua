@@ -1,9 +1,8 @@
 -- Providers against their documented wire formats. The cases are data
 -- (tests/fixtures/providers/<name>/): build.json (model entry + request -> exact method, URL,
 -- headers, body, SigV4 fields), parse.json (fixture file -> results/scores/usage, or the
--- error the runtime must report; `options`: provider options for that case's model) and
--- the response fixtures it names (good.json, variants, malformed.txt, bad_request.json,
--- unauthorized.json).
+-- error the runtime must report) and the response fixtures it names (good.json, variants,
+-- malformed.txt, bad_request.json, unauthorized.json).
 local cjson = require "cjson"
 local json = require "rerank.json"
 local api = require "rerank.api"
@@ -139,9 +138,7 @@ for _, file in ipairs(PROVIDERS) do
     for _, fixture in ipairs(files) do
       local e = expectations[fixture]
       local body = read(FIX .. name .. "/" .. fixture)
-      -- e.options: provider options the build needs (a project id, ...)
-      local model = make_model({ name = "m", provider = name, api_key = "sk-secret-key", base_url = "http://127.0.0.1:9",
-                                 options = denull(e.options) }, P)
+      local model = make_model({ name = "m", provider = name, api_key = "sk-secret-key", base_url = "http://127.0.0.1:9" }, P)
       if e.status >= 400 then
         it(("maps %s (HTTP %d) to a 502 naming the upstream, without the key"):format(fixture, e.status), function()
           local req = req_of(3)
