@@ -44,9 +44,12 @@ function U.join(base, path)
 end
 
 -- "{region}" -> vars.region; unknown names are left as they are
-function U.expand(s, vars)
-  if not s or not vars or not s:find("{", 1, true) then return s end -- no closure on the hot path
+local function expand_vars(s, vars) -- apart: a closure in U.expand stops the JIT (NYI FNEW/UCLO)
   return (s:gsub("{([%w_]+)}", function(k) local v = vars[k]; return v ~= nil and tostring(v) or nil end))
+end
+function U.expand(s, vars)
+  if not s or not vars or not s:find("{", 1, true) then return s end
+  return expand_vars(s, vars)
 end
 
 function U.defaults(p) return p and p.defaults or {} end
