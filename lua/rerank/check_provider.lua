@@ -271,40 +271,33 @@ function M.main(args, out)
     end
   end
   out(("check-provider: %s (%s) against %s/"):format(tostring(P.name), file, dir))
-  local btext = read(dir .. "/build.json")
-  if btext then
+  -- a fixture file's JSON (nil when the file is absent; a failed case when it is not `what`)
+  local function fixture(fname, what)
+    local text = read(dir .. "/" .. fname)
+    if not text then return nil end
     fixtures = fixtures + 1
-    local cases, derr = json.decode(btext)
-    if type(cases) ~= "table" then
-      report("build.json", false, "not a JSON array of cases: " .. tostring(derr))
-    else
-      for i, case in ipairs(cases) do
-        report("build: " .. tostring(case.name or ("case " .. i)), run_case(M.build_case, P, case))
-      end
-    end
+    local v, derr = json.decode(text)
+    if type(v) == "table" then return v end
+    report(fname, false, ("not %s: %s"):format(what, tostring(derr or type(v))))
   end
-  local ptext = read(dir .. "/parse.json")
-  if ptext then
-    fixtures = fixtures + 1
-    local entries, derr = json.decode(ptext)
-    if type(entries) ~= "table" then
-      report("parse.json", false, "not a JSON object: " .. tostring(derr))
+  local cases = fixture("build.json", "a JSON array of cases")
+  for i, case in ipairs(cases or {}) do
+    report("build: " .. tostring(case.name or ("case " .. i)), run_case(M.build_case, P, case))
+  end
+  local entries = fixture("parse.json", "a JSON object") or {}
+  local names = {}
+  for k in pairs(entries) do names[#names + 1] = k end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local e = entries[name]
+    local body, rerr = read(dir .. "/" .. name)
+    local label = ("parse: %s (HTTP %s)"):format(name, tostring(type(e) == "table" and e.status))
+    if type(e) ~= "table" or type(e.status) ~= "number" then
+      report(label, false, "the entry needs a numeric status")
+    elseif not body then
+      report(label, false, "cannot read the response file: " .. tostring(rerr))
     else
-      local names = {}
-      for k in pairs(entries) do names[#names + 1] = k end
-      table.sort(names)
-      for _, name in ipairs(names) do
-        local e = entries[name]
-        local body, rerr = read(dir .. "/" .. name)
-        local label = ("parse: %s (HTTP %s)"):format(name, tostring(e.status))
-        if type(e.status) ~= "number" then
-          report(label, false, "the entry needs a numeric status")
-        elseif not body then
-          report(label, false, "cannot read the response file: " .. tostring(rerr))
-        else
-          report(label, run_case(M.parse_case, P, name, e, body))
-        end
-      end
+      report(label, run_case(M.parse_case, P, name, e, body))
     end
   end
   if fixtures == 0 then

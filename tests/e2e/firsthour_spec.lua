@@ -361,26 +361,13 @@ end)
 
 describe("typed fusion parameters", function()
   local dir
-  local FUSION = [==[
-return {
-  name = "best_rank",
-  params = { boost = { type = "%s", min = 0, default = 1 } },
-  fuse = function(lists, params)
-    local F = {}
-    for d = 1, lists.n_docs do F[d] = 0 end
-    for i = 1, #lists do
-      local l = lists[i]
-      for j = 1, l.n do F[l.docs[j]] = math.max(F[l.docs[j]], params.boost / j) end
-    end
-    return F
-  end,
-}
-]==]
   setup(function()
     dir = d.tmpname("_fusion")
     d.sh("mkdir -p " .. dir)
-    d.writefile(dir .. "/bad.lua", FUSION:format("numbr"))
-    d.writefile(dir .. "/good.lua", FUSION:format("number"))
+    -- the README's operator method (params = { boost = { type = "number", ... } }), and a typo of it
+    local good = assert(d.readfile(root .. "/tests/fixtures/fusion/my_fusion.lua"))
+    d.writefile(dir .. "/good.lua", good)
+    d.writefile(dir .. "/bad.lua", (good:gsub('type = "number"', 'type = "numbr"')))
     d.writefile(dir .. "/bad.yaml", "models:\n  - { name: bm25, provider: bm25 }\nfusion: [./bad.lua]\n")
     d.writefile(dir .. "/good.yaml", "models:\n  - { name: bm25, provider: bm25 }\nfusion: [./good.lua]\n")
   end)
