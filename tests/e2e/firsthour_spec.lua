@@ -445,7 +445,9 @@ end)
 
 describe("examples/hybrid: hybrid search in 5 minutes", function()
   local function run(args, env)
-    local rc, out = sh_rc(("cd %s && %s RERANKD=%s sh examples/hybrid/run.sh %s"):format(root, env or "", bin_path(), args or ""))
+    -- RERANKD_HOME: under make sanitize the binary lives in build/asan, away from lua/
+    local rc, out = sh_rc(("cd %s && %s RERANKD_HOME=%s RERANKD=%s sh examples/hybrid/run.sh %s"):format(
+      root, env or "", root, bin_path(), args or ""))
     assert.are.equal(0, rc, out)
     local ok, j = pcall(cjson.decode, out)
     assert(ok, out)
