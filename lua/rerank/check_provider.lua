@@ -230,7 +230,7 @@ local function dirname(path)
 end
 
 local function run_case(fn, ...)
-  local ok, good, why = xpcall(fn, function(e) return debug.traceback(tostring(e), 2) end, ...)
+  local ok, good, why = xpcall(fn, require("rerank.errors").traceback, ...)
   if not ok then return false, "raised: " .. tostring(good) end
   return good, why
 end

@@ -30,6 +30,7 @@ local function log_error(msg)
   local ok, core = pcall(require, "rerank.core")
   if ok and type(core) == "table" and core.log then pcall(core.log, "error", msg) end
 end
+M.log_error = log_error
 
 -- A provider script raised (trace: the error with its traceback, from xpcall). The error log
 -- gets the whole traceback; the client a 500 internal_error naming the provider, the model
@@ -43,7 +44,7 @@ end
 
 -- xpcall's handler: the error and the stack that raised it.
 function M.traceback(e)
-  return debug.traceback(tostring(e), 2)
+  return debug.traceback(tostring(e), 1) -- LuaJIT: level 1 is the function that raised
 end
 
 return M

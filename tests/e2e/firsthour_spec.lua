@@ -34,11 +34,26 @@ end
 
 describe("pipelines: attribution, and the library answers like the daemon", function()
   local mock, srv, cfgfile
+  local tpldir
   setup(function()
     mock = d.start_mock("mock_openai.py", "--key test-key")
+    -- a prompt template with a bug in parse
+    tpldir = d.tmpname("_tpl")
+    d.sh("mkdir -p " .. tpldir)
+    d.writefile(tpldir .. "/buggy.lua", [=[
+return {
+  kind = "pointwise",
+  messages = function(query, doc)
+    return { { role = "user", content = "Query: " .. query .. "\n\nDocument: " .. doc.text } }
+  end,
+  parse = function() local t = nil; return t.score end,
+}
+]=])
     local cfg = ([[
+paths: { templates: [%s] }
 models:
   - { name: bm25, provider: bm25 }
+  - { name: buggy, provider: openai_llm, mode: pointwise, template: buggy, base_url: %s, api_key: test-key }
   - name: llm
     provider: openai_llm
     mode: pointwise
@@ -54,13 +69,27 @@ pipelines:
     stages:
       - fuse: rrf
       - rerank: bm25
-]]):format(mock.url)
+]]):format(tpldir, mock.url, mock.url)
     cfgfile = d.writefile(d.tmpname(".yaml"), cfg)
     srv = assert(d.start(cfg))
   end)
   teardown(function()
     d.stop(srv)
     d.stop_mock(mock)
+    d.sh("rm -rf " .. tpldir)
+  end)
+
+  it("a prompt template that raises: its documents degrade, the traceback goes to the log, no paths out", function()
+    local status, raw, _, j = d.request(srv, "/v1/rerank",
+      { body = { model = "buggy", query = "red", documents = { "red", "blue" } } })
+    assert.are.equal(200, status, raw)
+    assert.is_true(j.degraded)
+    assert.falsy(raw:find(".lua", 1, true), raw)
+    local log = d.logtext(srv)
+    local at = log:find('template "buggy" (model "buggy") raised in parse: ', 1, true)
+    assert.truthy(at, log)
+    assert.truthy(log:find("buggy.lua:6: attempt to index local 't'", at, true), log)
+    assert.truthy(log:find("stack traceback:\n\t" .. tpldir .. "/buggy.lua:6: in function", at, true), log)
   end)
 
   local LISTS = {
@@ -151,7 +180,9 @@ models:
       end
       assert.truthy(found, d.logtext(srv))
       assert.truthy(found:find("stack traceback", 1, true), found)
-      assert.truthy(found:find("raising.lua:", 1, true), found)
+      -- the frame that raised is in the traceback, not only in the message
+      local frame = "\n\t" .. root:gsub("%p", "%%%0") .. "/tests/fixtures/providers/raising%.lua:%d+: in function"
+      assert.truthy(found:find(frame), found)
     end)
   end
 
