@@ -229,6 +229,7 @@ end
 -- methods
 
 local loaded_files = {} -- path -> method (fusion files are pure; one load per process)
+local check_decls -- (below) a fusion file's params declarations: known types, typed bounds
 
 -- Loads an operator's fusion file: returns the method | nil, message. Cached per path;
 -- fresh = true (configuration loads, so a reload sees an edited file) reads it again.
@@ -245,6 +246,10 @@ function M.load_file(path, fresh)
   end
   if res.params ~= nil and type(res.params) ~= "table" then
     return nil, ("fusion file %s declares params that are not a table"):format(path)
+  end
+  if res.params then
+    local derr = check_decls(res.params)
+    if derr then return nil, ("fusion file %s: %s"):format(path, derr) end
   end
   res.file = path
   loaded_files[path] = res
@@ -390,6 +395,48 @@ local function check_one(spec, v, p)
     return setmetatable(out, BY_NAME)
   end
   return v -- "any"
+end
+
+-- A fusion file's `params = { name = { type =, min =, max =, enum =, default = } }` (or
+-- name = "type"): every type known, bounds numbers, enum values and the default of the
+-- declared type. Returns nil | "params.<name>.<field>: why" (the declaration's place).
+local DECL_TYPES = { "any", "boolean", "integer", "number", "string" }
+local DECL_TYPE_SET = { any = true, boolean = true, integer = true, number = true, string = true }
+check_decls = function(decls)
+  local names = {}
+  for k in pairs(decls) do names[#names + 1] = k end
+  sort(names, function(a, b) return tostring(a) < tostring(b) end)
+  for _, name in ipairs(names) do
+    local p = "params." .. tostring(name)
+    if type(name) ~= "string" then return p .. ": parameter names must be strings" end
+    local d = decls[name]
+    if type(d) == "string" then
+      d = { type = d }
+      decls[name] = d
+    end
+    if type(d) ~= "table" then return p .. ': must be a table { type = "number", ... } or a type name' end
+    local t = d.type
+    if t == nil then
+      d.type, t = "any", "any"
+    end
+    if not DECL_TYPE_SET[t] then
+      local s = type(t) == "string" and did_you_mean(t, DECL_TYPES)
+      return ('%s.type: unknown type %s (%s)'):format(p, type(t) == "string" and ('"' .. t .. '"') or tostring(t),
+        s and ('did you mean "' .. s .. '"?') or ("one of: " .. concat(DECL_TYPES, ", ")))
+    end
+    for _, b in ipairs({ "min", "max" }) do
+      if d[b] ~= nil and (type(d[b]) ~= "number" or (t ~= "number" and t ~= "integer")) then
+        return ("%s.%s: only number and integer parameters have a %s, and it is a number"):format(p, b, b)
+      end
+    end
+    if d.enum ~= nil and (type(d.enum) ~= "table" or #d.enum == 0) then
+      return p .. ".enum: must be a non-empty list of values"
+    end
+    if d.default ~= nil and t ~= "any" then
+      local _, err = check_one(d, d.default, p .. ".default")
+      if err then return err.message .. " (the declared default)" end
+    end
+  end
 end
 
 local function spec_of(method, key)

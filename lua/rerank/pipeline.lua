@@ -486,6 +486,7 @@ local function run_rerank(inst, req, P, spec, sp, st)
       st.reasons[#st.reasons + 1] = ("%s: model %q returned incomplete scores"):format(sp, res.model or mname)
     end
     add_usage(st.usage, res.usage)
+    if m > 0 then st.stages[#st.stages + 1] = { model = res.model or mname, usage = res.usage } end
   else
     st.degraded = true
     st.skip_threshold = true
@@ -506,7 +507,8 @@ function M.run(inst, req, stages, name, timing)
   local t0 = now_us()
   local inline = type(req.pipeline) == "table"
   local P = req.lists or documents_list(req.documents or {})
-  local st = { upstream = 0, usage = { prompt_tokens = 0, total_tokens = 0 }, reasons = {}, degraded = false }
+  local st = { upstream = 0, usage = { prompt_tokens = 0, total_tokens = 0 }, reasons = {}, degraded = false,
+               stages = {} }
   local list = stages
   if not (stages[1] and stages[1].fuse) then
     list = { { fuse = { method = fuse.DEFAULT_METHOD } } }
@@ -575,6 +577,7 @@ function M.run(inst, req, stages, name, timing)
     score_kind = st.score_kind,
     repairs = st.repairs,
     pipeline = true,
+    stages = st.stages,        -- each rerank stage's model and usage (metrics count them per model)
   }
 end
 

@@ -50,7 +50,8 @@ M.DEFAULTS = {
   breaker = { failures = 5, cooldown = 10 },
 }
 
-local fail = require("rerank.errors").fail
+local errors = require "rerank.errors"
+local fail = errors.fail
 
 ---------------------------------------------------------------------------------------------
 -- defaults for the injected functions
@@ -421,11 +422,9 @@ function R:attempt(model, req, deadline)
     timeout = m.timeout
   end
   local token = inflight_add(self, model.name, now + timeout + 1)
-  local ok, scores, usage, degraded, out = pcall(self.score, m, preq)
+  local ok, scores, usage, degraded, out = xpcall(self.score, errors.traceback, m, preq)
   inflight_done(self, model.name, token)
-  if not ok then
-    return fail(500, ("model %q failed: %s"):format(model.name, tostring(scores)))
-  end
+  if not ok then return errors.script_error(model, "scoring", scores, req.id) end
   if not scores then return nil, usage end
   return docs.collapse(scores, owners, #req.documents), usage, degraded, preq, out
 end

@@ -205,4 +205,10 @@ function M.error_superset(field, err)
   return '{"' .. field .. '":' .. jstring(err.message or "error") .. ',' .. e:sub(2)
 end
 
+-- before the client's shape is known: both fields (core/server.c writes the same for the
+-- errors of the HTTP layer)
+function M.error_every_client(err)
+  return '{"message":' .. jstring(err.message or "error") .. ',' .. M.error_superset("detail", err):sub(2)
+end
+
 return M

@@ -174,6 +174,9 @@ function M.render_error(shape, err)
   return api.render_error(shape, err)
 end
 
+-- an error body every client reads, for errors answered before the shape is known
+M.error_every_client = C.error_every_client
+
 ---------------------------------------------------------------------------------------------
 -- detection
 
