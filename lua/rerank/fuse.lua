@@ -341,11 +341,12 @@ local KNOWN = { weights = true, rank_base = true, k = true, normalize = true, st
 local BY_NAME = { __name = "rerank.fuse.weights_by_name" }
 M.BY_NAME = BY_NAME
 
+-- A value of the wrong type for a declared param is a 422 (issue 15), as is one out of range.
 local function check_one(spec, v, p)
   local t = spec.type
   if t == "number" or t == "integer" then
-    if type(v) ~= "number" or v ~= v then return fail(400, p .. " must be a number", p) end
-    if t == "integer" and v ~= floor(v) then return fail(400, p .. " must be an integer", p) end
+    if type(v) ~= "number" or v ~= v then return fail(422, p .. " must be a number", p) end
+    if t == "integer" and v ~= floor(v) then return fail(422, p .. " must be an integer", p) end
     if spec.enum then
       for _, e in ipairs(spec.enum) do if v == e then return v end end
       local s = {}
@@ -357,7 +358,7 @@ local function check_one(spec, v, p)
     if v == huge or v == -huge then return fail(422, p .. " must be finite", p) end
     return v
   elseif t == "string" then
-    if type(v) ~= "string" then return fail(400, p .. " must be a string", p) end
+    if type(v) ~= "string" then return fail(422, p .. " must be a string", p) end
     if spec.enum then
       for _, e in ipairs(spec.enum) do if v == e then return v end end
       local s = did_you_mean(v, spec.enum)
@@ -366,19 +367,19 @@ local function check_one(spec, v, p)
     end
     return v
   elseif t == "boolean" then
-    if type(v) ~= "boolean" then return fail(400, p .. " must be a boolean", p) end
+    if type(v) ~= "boolean" then return fail(422, p .. " must be a boolean", p) end
     return v
   elseif t == "weights" then
-    if type(v) ~= "table" then return fail(400, p .. " must be an array or an object of numbers", p) end
+    if type(v) ~= "table" then return fail(422, p .. " must be an array or an object of numbers", p) end
     if kind(v) == "array" or next(v) == nil then
       local out = {}
       local n = 0
       for _ in pairs(v) do n = n + 1 end
-      if n ~= #v then return fail(400, p .. " must be an array or an object of numbers", p) end
+      if n ~= #v then return fail(422, p .. " must be an array or an object of numbers", p) end
       for i = 1, #v do
         local w = v[i]
         local wp = p .. "[" .. (i - 1) .. "]"
-        if type(w) ~= "number" then return fail(400, wp .. " must be a number", wp) end
+        if type(w) ~= "number" then return fail(422, wp .. " must be a number", wp) end
         if not (w >= 0 and w < huge) then return fail(422, wp .. " must be a finite number >= 0", wp) end
         out[i] = w
       end
@@ -387,8 +388,8 @@ local function check_one(spec, v, p)
     local out = {}
     for k, w in pairs(v) do
       local wp = p .. "." .. tostring(k)
-      if type(k) ~= "string" then return fail(400, p .. " must be an array or an object of numbers", p) end
-      if type(w) ~= "number" then return fail(400, wp .. " must be a number", wp) end
+      if type(k) ~= "string" then return fail(422, p .. " must be an array or an object of numbers", p) end
+      if type(w) ~= "number" then return fail(422, wp .. " must be a number", wp) end
       if not (w >= 0 and w < huge) then return fail(422, wp .. " must be a finite number >= 0", wp) end
       out[k] = w
     end

@@ -413,7 +413,7 @@ describe("typed fusion parameters", function()
       .. 'params.boost.type: unknown type "numbr" (did you mean "number"?)', 1, true), out)
   end)
 
-  it("answers a wrong-typed value in a request with a 4xx naming it, never a Lua error", function()
+  it("answers a wrong-typed value in a request with a 422 naming it, never a Lua error", function()
     local cfg = assert(d.readfile(dir .. "/good.yaml")):gsub("%./good%.lua", dir .. "/good.lua")
     local srv = assert(d.start(cfg))
     local status, raw, _, j = d.request(srv, "/v1/fuse", { body = { method = "best_rank", params = { boost = "x" },
@@ -421,7 +421,7 @@ describe("typed fusion parameters", function()
     local ok_status = d.request(srv, "/v1/fuse",
       { body = { method = "best_rank", params = { boost = 2 }, lists = { { "a", "b" } } } })
     d.stop(srv)
-    assert.are.equal(400, status, raw)
+    assert.are.equal(422, status, raw)
     assert.are.equal("params.boost", j.error.param)
     assert.are.equal("params.boost must be a number", j.error.message)
     assert.are.equal(200, ok_status)
