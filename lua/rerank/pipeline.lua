@@ -469,6 +469,8 @@ local function run_rerank(inst, req, P, spec, sp, st)
   else
     res = { results = {}, usage = {} }
   end
+  -- an instruction the model cannot take is the request's error, not a degraded stage
+  if not res and type(err) == "table" and err.instruction_refused then return nil, err end
   if res then
     local rel = st.rel or {}
     local new = table_new(#res.results, 0)
@@ -541,6 +543,14 @@ function M.run(inst, req, stages, name, timing)
     if not ok then return nil, err end
   end
   local order = st.order
+  if req.min_score then -- the request's cut, on the final (calibrated) score
+    local kept = {}
+    for _, d in ipairs(order) do
+      local s = st.cur[d]
+      if s ~= nil and s >= req.min_score then kept[#kept + 1] = d end
+    end
+    order = kept
+  end
   if req.top_n and req.top_n < #order then
     for t = #order, req.top_n + 1, -1 do order[t] = nil end
   end

@@ -203,6 +203,10 @@ local routes = {
   ["/jina/v1/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "jina") end },
   ["/voyage/v1/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "voyage") end },
   ["/tei/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "tei") end },
+  -- vLLM's score API and NVIDIA NIM's ranking API (lua/rerank/shapes/vllm_score.lua, nim.lua)
+  ["/v1/score"] = { POST = function(ctx) return handle_rerank(ctx, "vllm_score") end },
+  ["/score"] = { POST = function(ctx) return handle_rerank(ctx, "vllm_score") end },
+  ["/v1/ranking"] = { POST = function(ctx) return handle_rerank(ctx, "nim") end },
   ["/v1/fuse"] = { POST = handle_fuse },
 }
 
