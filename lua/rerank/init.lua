@@ -209,7 +209,7 @@ function Instance:rerank(req, timing)
   local min_score = req.min_score
   for i, idx in ipairs(order) do
     local s = final[idx]
-    if min_score and not (s >= min_score) then break end -- sorted: the rest score lower
+    if min_score and s < min_score then break end -- sorted: the rest score lower
     results[i] = { index = idx - 1, relevance_score = s, raw_score = scores[idx],
                    calibrated_score = cal and s or nil, score_kind = kind }
   end

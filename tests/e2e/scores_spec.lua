@@ -77,7 +77,7 @@ describe("scores, instructions and the 2026 API shapes", function()
   end
 
   describe("the score layer", function()
-    it("a logit model calibrated with a sigmoid and a probability model give comparable scores and the same min_score cut", function()
+    it("a logit model calibrated with a sigmoid and a probability model: comparable scores, one min_score cut", function()
       local s1, raw1, _, co = rerank("cohere", { min_score = 0.4 })
       local s2, raw2, _, nc = rerank("nim-cal", { min_score = 0.4 })
       local s3, raw3, _, nr = rerank("nim-raw", { min_score = 0.4 })
@@ -112,6 +112,7 @@ describe("scores, instructions and the 2026 API shapes", function()
       assert.are.equal(0.5, r[1].relevance_score)
       assert.are.equal("probability", r[1].score_kind)
       status, raw, _, j = rerank("bm25", { return_score = "all" })
+      assert.are.equal(200, status, raw)
       assert.are.equal("bm25", j.results[1].score_kind, raw)
     end)
 
@@ -317,8 +318,10 @@ describe("scores, instructions and the 2026 API shapes", function()
     it("errors in vLLM's shape", function()
       local status, raw, _, j = d.request(srv, "/v1/score", { body = { model = "cohere", text_1 = QUERY } })
       assert.are.equal(400, status, raw)
-      assert.are.same({ message = "text_2 is required", type = "BadRequestError", param = "text_2", code = 400 }, j.error)
-      status, raw, _, j = d.request(srv, "/v1/score", { body = { model = "cohere", text_1 = { "a", "b" }, text_2 = { "x", "y" } } })
+      assert.are.same({ message = "text_2 is required", type = "BadRequestError", param = "text_2", code = 400 },
+        j.error)
+      status, raw, _, j = d.request(srv, "/v1/score", { body = { model = "cohere", text_1 = { "a", "b" },
+        text_2 = { "x", "y" } } })
       assert.are.equal(422, status, raw)
       assert.are.equal(422, j.error.code)
       status, raw, _, j = d.request(srv, "/v1/score", { body = "{not json" })
@@ -354,6 +357,7 @@ describe("scores, instructions and the 2026 API shapes", function()
       assert.is_true(near(0.5, sigmoid(j.rankings[2].logit)))
       -- a calibrated model: the logit of the calibrated probability
       status, raw, _, j = ranking("nim-platt")
+      assert.are.equal(200, status, raw)
       assert.is_true(near(2.5, j.rankings[1].logit, 1e-6), raw)
     end)
 

@@ -65,7 +65,9 @@ local function make_model(t, P)
 end
 
 local function make_req(request, rank_fields)
-  local req = assert(api.parse("rerankd", cjson.encode(request)))
+  -- every shape's fields (instruction, priority, min_score, ...): lua/rerank/shapes/init.lua
+  local req = assert(require("rerank.shapes").parse("rerankd", cjson.encode(request)))
+  req.raw_scores = request.raw_scores -- TEI's field, as the TEI shape reads it
   req.rank_fields = denull(rank_fields)
   return req
 end

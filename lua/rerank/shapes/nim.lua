@@ -54,7 +54,7 @@ function S.parse(b, opts)
   return req
 end
 
-function S.render(result, req)
+function S.render(result)
   local pt, tt = C.usage(result)
   local function head(r)
     return '"index":' .. number(r.index) .. ',"logit":' .. number(C.score_as(result, r, "logit"))
