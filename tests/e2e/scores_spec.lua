@@ -126,9 +126,17 @@ describe("scores, instructions and the 2026 API shapes", function()
 
     it("a pipeline threshold applies to the calibrated score", function()
       local status, raw, _, j = d.request(srv, "/v1/rerank", { body = { query = QUERY, documents = DOCS,
-        pipeline = { { rerank = { model = "nim-cal" } }, { threshold = { min_score = 0.4 } } } } })
+        return_score = "all", pipeline = { { rerank = { model = "nim-cal" } }, { threshold = { min_score = 0.4 } } } } })
       assert.are.equal(200, status, raw)
       assert.are.equal(2, #j.results, raw)
+      assert.is_true(near(sigmoid(5), j.results[1].relevance_score), raw)
+      assert.are.equal(5, j.results[1].raw_score, raw)
+      assert.are.equal("logit", j.results[1].score_kind, raw)
+      -- and the request's min_score after it
+      status, raw, _, j = d.request(srv, "/v1/rerank", { body = { query = QUERY, documents = DOCS, min_score = 0.9,
+        pipeline = { { rerank = { model = "nim-cal" } } } } })
+      assert.are.equal(200, status, raw)
+      assert.are.equal(1, #j.results, raw)
     end)
 
     it("min_score must be a number", function()

@@ -5,7 +5,7 @@
 -- malformed.txt, bad_request.json, unauthorized.json).
 local cjson = require "cjson"
 local json = require "rerank.json"
-local api = require "rerank.api"
+local shapes = require "rerank.shapes"
 local U = require "rerank.provider_util"
 local upstream = require "rerank.upstream"
 local probe = require "rerank.probe"
@@ -66,7 +66,7 @@ end
 
 local function make_req(request, rank_fields)
   -- every shape's fields (instruction, priority, min_score, ...): lua/rerank/shapes/init.lua
-  local req = assert(require("rerank.shapes").parse("rerankd", cjson.encode(request)))
+  local req = assert(shapes.parse("rerankd", cjson.encode(request)))
   req.raw_scores = request.raw_scores -- TEI's field, as the TEI shape reads it
   req.rank_fields = denull(rank_fields)
   return req

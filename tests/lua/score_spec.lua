@@ -130,7 +130,8 @@ describe("the score layer through the library", function()
   end)
 
   it("min_score cuts on the calibrated score; the kind in config overrides the provider's", function()
-    local r = new({ { name = "z", provider = "zscaled", score = { kind = "unknown", calibrate = { platt = { a = 1, b = -5 } } } } })
+    local r = new({ { name = "z", provider = "zscaled",
+                      score = { kind = "unknown", calibrate = { platt = { a = 1, b = -5 } } } } })
     local res = assert(r:rerank({ model = "z", query = "q", documents = { "abcdef", "abcd", "abcdefghij" }, min_score = 0.5 }))
     assert.are.equal(2, #res.results) -- sigmoid(6 - 5) and sigmoid(10 - 5) pass, sigmoid(4 - 5) does not
     assert.are.equal("unknown", res.scoring.kind)
