@@ -75,7 +75,9 @@ local function common(req, b)
   end
   -- the score layer's cut (on the calibrated score), instructions, 2026 request fields
   if C.present(b.min_score) then
-    if type(b.min_score) ~= "number" then return fail(400, "min_score must be a number", "min_score") end
+    if type(b.min_score) ~= "number" or b.min_score ~= b.min_score then
+      return fail(400, "min_score must be a number", "min_score")
+    end
     req.min_score = b.min_score
   end
   if req.instruction == nil then
