@@ -103,7 +103,7 @@ local function handle_rerank(ctx, route)
     if not ok then return shape_error(shape, ratelimit.error(denial)) end
   end
   upstream.last_status() -- forget a stale one: the access log's upstream_status is this request's
-  local result, rerr = instance:rerank(req, timing)
+  local result, rerr = shapes.run(shape, instance, req, timing) -- instance:rerank, or the shape's own run
   local ustatus = upstream.last_status()
   if not result then
     info.upstream_status = rerr.upstream_status or ustatus

@@ -321,6 +321,17 @@ describe("scores, instructions and the 2026 API shapes", function()
         text_2 = { "delta", "alpha beta" } } })
       assert.are.equal(200, status, raw)
       assert.are.same({ 0, 1 }, { j.data[1].score, j.data[2].score })
+      -- N:N with different queries: pair i is (text_1[i], text_2[i]); one upstream call per query
+      d.mock_reset(mock)
+      status, raw, _, j = d.request(srv, "/v1/score", { body = { model = "nim-raw", text_1 = { QUERY, "delta", QUERY },
+        text_2 = { "alpha gamma", "delta", "alpha beta" } } })
+      assert.are.equal(200, status, raw)
+      assert.are.same({ 0, 1, 2 }, { j.data[1].index, j.data[2].index, j.data[3].index })
+      assert.is_true(near(0.5, j.data[1].score) and near(sigmoid(5), j.data[2].score)
+        and near(sigmoid(5), j.data[3].score), raw)
+      local reqs = d.mock_requests(mock)
+      assert.are.equal(2, #reqs)
+      assert.are.same({ "alpha gamma", "alpha beta" }, { reqs[1].json.passages[1].text, reqs[1].json.passages[2].text })
     end)
 
     it("errors in vLLM's shape", function()
@@ -329,8 +340,9 @@ describe("scores, instructions and the 2026 API shapes", function()
       assert.are.same({ message = "text_2 is required", type = "BadRequestError", param = "text_2", code = 400 },
         j.error)
       status, raw, _, j = d.request(srv, "/v1/score", { body = { model = "cohere", text_1 = { "a", "b" },
-        text_2 = { "x", "y" } } })
+        text_2 = { "x" } } })
       assert.are.equal(422, status, raw)
+      assert.are.equal("text_1 and text_2 must have the same length (got 2 and 1)", j.error.message)
       assert.are.equal(422, j.error.code)
       status, raw, _, j = d.request(srv, "/v1/score", { body = "{not json" })
       assert.are.equal(400, status, raw)

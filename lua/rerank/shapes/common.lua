@@ -175,7 +175,7 @@ end
 -- raw_scores, vLLM use_activation, NIM logits), from the model's raw score, kind and
 -- calibration (lua/rerank/score.lua); relevance_score where the kind has no such meaning.
 function M.score_as(result, r, want)
-  local sc = result.scoring
+  local sc = r.scoring or result.scoring -- a result merged from several reranks carries its own
   if not sc or r.raw_score == nil then return r.relevance_score end
   local v
   if want == "logit" then v = scoring.logit(r.raw_score, sc.kind, sc.calibration)

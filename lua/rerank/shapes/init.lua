@@ -193,6 +193,14 @@ function M.render(shape, result, req)
   return body, headers
 end
 
+-- Runs a parsed request: instance:rerank, or the shape's own run(instance, req, timing) for
+-- shapes whose one request is several reranks (vLLM's N:N score pairs).
+function M.run(shape, instance, req, timing)
+  local sh = api.shapes[shape]
+  if sh and sh.run then return sh.run(instance, req, timing) end
+  return instance:rerank(req, timing)
+end
+
 function M.render_error(shape, err)
   return api.render_error(shape, err)
 end

@@ -1,8 +1,8 @@
 -- vLLM's score API (POST /v1/score, /score): clients written for `vllm serve` work unmodified.
 -- Request: model, the pair lists text_1/text_2, queries/documents, queries/items or
--- data_1/data_2 (left: a string or a list; right: a string or a list of strings), 1:1 or
--- 1:N (N:N pairs whose left side is one repeated query count as 1:N; several different
--- queries -> 422), use_activation (false: the scores are logits; `activation` and
+-- data_1/data_2 (left: a string or a list; right: a string or a list of strings), 1:1, 1:N
+-- or N:N (pair i = left[i] with right[i]: one rerank per distinct query, run in turn),
+-- use_activation (false: the scores are logits; `activation` and
 -- `softmax` are its deprecated aliases), truncate_prompt_tokens (>0: tokens kept per
 -- document; -1 and null: none), truncation_side ("left" keeps the last tokens),
 -- max_tokens_per_query, max_tokens_per_doc, instruction (or chat_template_kwargs.instruction),
@@ -19,7 +19,7 @@ local json = require "rerank.json"
 
 local check, fail = api.check, api.fail
 local number, value_json, jstring = C.number, C.value_json, C.jstring
-local type, sort, concat = type, table.sort, table.concat
+local type, sort, concat, pairs, ipairs, tostring = type, table.sort, table.concat, pairs, ipairs, tostring
 
 local S = { name = "vllm_score" }
 
@@ -41,19 +41,31 @@ function S.parse(b, opts)
   local left, right = b[lk], b[rk]
   if not C.present(left) then return fail(400, lk .. " is required", lk) end
   if not C.present(right) then return fail(400, rk .. " is required", rk) end
-  -- the query: one string, or a list whose items are all the same string
+  -- the query: one string (1:1, 1:N), or a list of one, or N queries for N documents (N:N pairs)
   local q = left
   if is_list(left) then
     if #left == 0 then return fail(422, lk .. " must not be empty", lk) end
     q = left[1]
-    for i = 2, #left do
-      if left[i] ~= q then
-        return fail(422, ("%s: several different queries in one request are not supported; send one "
-          .. "query with a list of %s (1:N)"):format(lk, rk), lk)
+    if #left > 1 then
+      if not is_list(right) or #left ~= #right then
+        return fail(422, ("%s and %s must have the same length (got %d and %s)"):format(lk, rk, #left,
+          is_list(right) and tostring(#right) or "a string"), lk)
       end
-    end
-    if is_list(right) and #left > 1 and #left ~= #right then
-      return fail(422, ("%s and %s must have the same length (got %d and %d)"):format(lk, rk, #left, #right), lk)
+      -- pairs grouped by query, in order of first appearance: one rerank per distinct query
+      local groups, at = {}, {}
+      for i = 1, #left do
+        local qi
+        qi, err = check.query(left[i], ("%s[%d]"):format(lk, i - 1))
+        if err then return nil, err end
+        local g = at[qi]
+        if not g then
+          g = { query = qi, members = {} }
+          at[qi] = g
+          groups[#groups + 1] = g
+        end
+        g.members[#g.members + 1] = i
+      end
+      if #groups > 1 then req.groups = groups end
     end
   end
   local qp = is_list(left) and (lk .. "[0]") or lk
@@ -104,6 +116,52 @@ function S.parse(b, opts)
   if err then return nil, err end
   req.user = v
   return req
+end
+
+-- N:N pairs with several distinct queries: one rerank per query over its documents, the
+-- results mapped back to the request's positions (usage summed; the first error answers).
+function S.run(instance, req, timing)
+  local groups = req.groups
+  if not groups then return instance:rerank(req, timing) end
+  local merged, usage, degraded, first = {}, {}, false, nil
+  timing = timing or {}
+  local up, srt = 0, 0
+  for _, g in ipairs(groups) do
+    local sub = {}
+    for k, x in pairs(req) do sub[k] = x end
+    sub.groups, sub.query = nil, g.query
+    local docs = {}
+    for j, i in ipairs(g.members) do
+      local d = req.documents[i]
+      local c = {}
+      for k, x in pairs(d) do c[k] = x end
+      c.index = j - 1
+      docs[j] = c
+    end
+    sub.documents = docs
+    local t = {}
+    local res, err = instance:rerank(sub, t)
+    if not res then return nil, err end
+    up, srt = up + (t.upstream or 0), srt + (t.sort or 0)
+    first = first or res
+    degraded = degraded or res.degraded
+    for k, x in pairs(res.usage or {}) do
+      if type(x) == "number" then usage[k] = (usage[k] or 0) + x end
+    end
+    for _, r in ipairs(res.results) do
+      local m = {}
+      for k, x in pairs(r) do m[k] = x end
+      m.index = g.members[r.index + 1] - 1
+      m.scoring = res.scoring
+      merged[#merged + 1] = m
+    end
+  end
+  timing.upstream, timing.sort = up, srt
+  local out = {}
+  for k, x in pairs(first) do out[k] = x end
+  out.results, out.usage, out.degraded = merged, usage, degraded or nil
+  out.cost = usage.cost
+  return out
 end
 
 local function by_index(a, b) return a.index < b.index end
