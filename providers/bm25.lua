@@ -4,6 +4,7 @@ local core = require "rerank.core"
 
 return {
   name = "bm25",
+  score_kind = "bm25", -- lua/rerank/score.lua
   options = { k1 = "number", b = "number" },
   score = function(model, req)
     local opts = model.options or {}

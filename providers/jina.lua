@@ -5,6 +5,7 @@ local U = require "rerank.provider_util"
 
 local P = {
   name = "jina",
+  score_kind = "probability", -- lua/rerank/score.lua
   env_key = "JINA_API_KEY",
   defaults = { base_url = "https://api.jina.ai", path = "/v1/rerank", model = "jina-reranker-v2-base-multilingual" },
   options = { rank_fields = "table" }, -- object documents are flattened on these fields

@@ -11,7 +11,7 @@
 -- The module's helpers also run the in-repo spec (tests/lua/providers_spec.lua).
 local cjson = require "cjson"
 local json = require "rerank.json"
-local api = require "rerank.api"
+local shapes = require "rerank.shapes"
 local upstream = require "rerank.upstream"
 
 local M = {}
@@ -60,8 +60,10 @@ function M.make_model(t, P)
 end
 
 function M.make_req(request, rank_fields)
-  local req, err = api.parse("rerankd", cjson.encode(request))
+  -- every shape's fields (instruction, priority, min_score, ...): lua/rerank/shapes/init.lua
+  local req, err = shapes.parse("rerankd", cjson.encode(request))
   if not req then error("the fixture's request is invalid: " .. tostring(err and err.message), 0) end
+  req.raw_scores = request.raw_scores -- TEI's field, as the TEI shape reads it
   req.rank_fields = denull(rank_fields)
   return req
 end

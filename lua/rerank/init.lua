@@ -11,6 +11,7 @@ local router = require "rerank.router"
 local cache = require "rerank.cache"
 local accounting = require "rerank.usage"
 local json = require "rerank.json"
+local scoring = require "rerank.score"
 
 local M = { _VERSION = core.version }
 local Instance = {}
@@ -205,11 +206,23 @@ function Instance:rerank(req, timing)
   local out = route.out
   local t1 = core.now_us()
   local n = #req.documents
+  -- the score layer (lua/rerank/score.lua): the answering deployment's kind and calibration;
+  -- relevance_score is the calibrated score when there is a calibration, else the raw one
+  local kind, cal = scoring.of(route.entry or {}, self.providers[route.model], req, out)
+  local final = scores
+  if cal then
+    final = {}
+    for i = 1, n do final[i] = scoring.apply(cal, scores[i]) end
+  end
   local k = req.top_n and math.min(req.top_n, n) or n
-  local order = core.topk(scores, k)
+  local order = core.topk(final, k)
   local results = {}
+  local min_score = req.min_score
   for i, idx in ipairs(order) do
-    results[i] = { index = idx - 1, relevance_score = scores[idx] }
+    local s = final[idx]
+    if min_score and s < min_score then break end -- sorted: the rest score lower
+    results[i] = { index = idx - 1, relevance_score = s, raw_score = scores[idx],
+                   calibrated_score = cal and s or nil, score_kind = kind }
   end
   if timing then
     timing.upstream = t1 - t0
@@ -236,6 +249,7 @@ function Instance:rerank(req, timing)
     attempts = route.attempts,
     degraded = degraded or nil,
     score_kind = out and out.score_kind, -- "rank" for listwise LLM rerankers
+    scoring = { kind = kind, calibration = cal }, -- the score layer that applied
     repairs = out and out.repairs,       -- LLM answers fixed up (clamped, missing, ...)
   }
 end

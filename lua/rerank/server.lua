@@ -128,7 +128,7 @@ local function handle_rerank(ctx, route)
     if not ok then return shape_error(shape, ratelimit.error(denial)) end
   end
   upstream.last_status() -- forget a stale one: the access log's upstream_status is this request's
-  local result, rerr = instance:rerank(req, timing)
+  local result, rerr = shapes.run(shape, instance, req, timing) -- instance:rerank, or the shape's own run
   local ustatus = upstream.last_status()
   if not result then
     info.upstream_status = rerr.upstream_status or ustatus
@@ -230,6 +230,10 @@ local routes = {
   ["/jina/v1/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "jina") end },
   ["/voyage/v1/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "voyage") end },
   ["/tei/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "tei") end },
+  -- vLLM's score API and NVIDIA NIM's ranking API (lua/rerank/shapes/vllm_score.lua, nim.lua)
+  ["/v1/score"] = { POST = function(ctx) return handle_rerank(ctx, "vllm_score") end },
+  ["/score"] = { POST = function(ctx) return handle_rerank(ctx, "vllm_score") end },
+  ["/v1/ranking"] = { POST = function(ctx) return handle_rerank(ctx, "nim") end },
   ["/v1/fuse"] = { POST = handle_fuse },
 }
 
