@@ -4,6 +4,7 @@ local core = require "rerank.core"
 
 return {
   name = "bm25",
+  score_kind = "bm25", -- lua/rerank/score.lua
   options = { k1 = "number", b = "number" },
   images = "text", -- image documents are scored on their text alone (an image-only one scores 0)
   score = function(model, req)

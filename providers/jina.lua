@@ -8,6 +8,7 @@ local function image_doc(text, image) return { text = text, image = image } end
 
 local P = {
   name = "jina",
+  score_kind = "probability", -- lua/rerank/score.lua
   env_key = "JINA_API_KEY",
   defaults = { base_url = "https://api.jina.ai", path = "/v1/rerank", model = "jina-reranker-v2-base-multilingual" },
   options = { rank_fields = "table" }, -- object documents are flattened on these fields

@@ -18,7 +18,9 @@
 --           max_tokens_per_document = integer|nil, metadata = table|nil, user = string|nil,
 --           extra_body = table|nil, instruction = string|nil, shape = "rerankd",
 --           pipeline = name|stages|nil, lists = prepared lists (rerank.fuse)|nil,
---           return_score = "relevance"|"all"|nil }   (pipelines: lua/rerank/pipeline.lua)
+--           return_score = "relevance"|"all"|nil,   (pipelines: lua/rerank/pipeline.lua)
+--           min_score = number|nil, priority = 0..999|nil, max_tokens_per_query = integer|nil,
+--           raw_scores = bool|nil (TEI: the answer in logits) }   (every shape: shapes/init.lua)
 -- Document text is the decoder's string itself (no copies).
 --
 -- Validation rules (stable messages; tests assert them): JSON null counts as absent for
@@ -259,9 +261,6 @@ local function parse_rerankd(b, opts)
   v, err = check_object(b.extra_body, "extra_body")
   if err then return nil, err end
   req.extra_body = v
-  v, err = check_string(b.instruction, "instruction") -- LLM rerankers: overrides the model's
-  if err then return nil, err end
-  req.instruction = v
   return req
 end
 
@@ -285,6 +284,18 @@ local function value_json(v)
   return jencode(v)
 end
 
+-- return_score "all": the model's raw score, the calibrated one (null without a calibration)
+-- and the score's kind, after the relevance_score every answer carries
+function api.score_members(r)
+  local s = ',"_relevance_score":' .. number(r.relevance_score)
+  if r.raw_score ~= nil then
+    s = s .. ',"raw_score":' .. number(r.raw_score) .. ',"calibrated_score":'
+        .. (r.calibrated_score ~= nil and number(r.calibrated_score) or 'null')
+  end
+  if r.score_kind then s = s .. ',"score_kind":' .. jstring(r.score_kind) end
+  return s
+end
+
 -- {"id":..,"object":"list","model":..,"results":[{"index":..,"relevance_score":..,
 -- "document":..?}],"usage":{"prompt_tokens":..,"total_tokens":..},"degraded":true?}
 -- relevance_score goes through json.number (exact, shortest; a non-finite score, which the
@@ -301,7 +312,7 @@ local function render_rerankd(result, req)
     local r = results[i]
     local idx = r.index
     -- pipeline results carry their extra members (id, stage scores) as a JSON fragment
-    local extra = r.extra or (all and (',"_relevance_score":' .. number(r.relevance_score))) or ""
+    local extra = r.extra or (all and api.score_members(r)) or ""
     if with_docs then
       buf[i + 1] = (i > 1 and ',{"index":' or '{"index":') .. number(idx) .. ',"relevance_score":'
           .. number(r.relevance_score) .. extra .. ',"document":' .. document_json(req, idx) .. '}'

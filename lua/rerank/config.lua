@@ -383,11 +383,12 @@ local function check_fusion(v, ctx)
   return list, index
 end
 
--- log: { level, access, error }: "stderr", "off" (access only) or a file path (config-relative)
+-- log: { level, access, error, format }: "stderr", "off" (access only) or a file path (config-relative)
 local LOG = { type = "record", fields = {
   { "level", { type = "string", enum = { "debug", "info", "warn", "error" } } },
   { "access", { type = "string", nonempty = true, default = "stderr" } },
   { "error", { type = "string", nonempty = true, default = "stderr" } },
+  { "format", { type = "string", enum = { "text", "json" }, default = "text" } }, -- the error log's
 } }
 
 local function check_log(v, ctx, server)

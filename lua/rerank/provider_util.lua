@@ -48,9 +48,12 @@ function U.join(base, path)
 end
 
 -- "{region}" -> vars.region; unknown names are left as they are
-function U.expand(s, vars)
-  if not s or not vars or not s:find("{", 1, true) then return s end -- no closure on the hot path
+local function expand_vars(s, vars) -- apart: a closure in U.expand stops the JIT (NYI FNEW/UCLO)
   return (s:gsub("{([%w_]+)}", function(k) local v = vars[k]; return v ~= nil and tostring(v) or nil end))
+end
+function U.expand(s, vars)
+  if not s or not vars or not s:find("{", 1, true) then return s end
+  return expand_vars(s, vars)
 end
 
 function U.defaults(p) return p and p.defaults or {} end
@@ -253,6 +256,23 @@ function U.truncate(model, req, map)
   return map[t]
 end
 
+-- The instruction for this call: the request's (the runtime puts the model's default there,
+-- lua/rerank/router.lua), else the model's; "" counts as none.
+function U.instruction(model, req)
+  local i = req and req.instruction
+  if i == nil or i == "" then i = model and model.instruction end
+  if i == "" then return nil end
+  return i
+end
+
+-- An instruction folded into the query text, as Voyage documents for rerank-2.5
+-- ("Instruction: prefer documents from 2025. Query: EU AI Act obligations for deployers").
+function U.instructed_query(query, instruction)
+  if not instruction then return query end
+  local sep = instruction:find("[%.!?:]%s*$") and " " or ". "
+  return "Instruction: " .. (instruction:gsub("%s+$", "")) .. sep .. "Query: " .. query
+end
+
 -- a typical HTTP call: POST url, the provider's auth headers, body + extra_body
 function U.post(model, p, req, body, headers, vars)
   return {
@@ -272,7 +292,7 @@ local SOURCES = {
   rank_fields = function(_, _, _, rf) return has_fields(rf) and rf or nil end,
   top_n = function(_, _, req) return U.top_n(req) end,
   return_documents = function(_, _, req) return req.return_documents == true end,
-  instruction = function(model) return model.instruction end,
+  instruction = function(model, _, req) return U.instruction(model, req) end,
 }
 
 -- build(model, req) for the usual JSON rerank call, declared as { body_field = source }: a
@@ -318,7 +338,7 @@ function U.cohere_body(model, p, req, version, with_model)
   else
     b.documents = U.texts(req, rf)
     b.max_tokens_per_doc = U.param(model, req, "max_tokens_per_document")
-    b.priority = U.opt(model, "priority")
+    b.priority = U.param(model, req, "priority") -- 0..999, lower runs first
   end
   return b
 end

@@ -7,7 +7,8 @@ local token = require "rerank.token"
 
 local M = {}
 
-local fail = require("rerank.errors").fail
+local errors = require "rerank.errors"
+local fail = errors.fail
 
 -- A short, key-free description of what the upstream said.
 local function upstream_message(body)
@@ -107,13 +108,12 @@ end
 local function parse_result(model, p, req, res, terr)
   note_status(res)
   if not res or res.status >= 400 and not p.parse_errors then return M.error_for(model, res, terr) end
-  local ok, out, perr = pcall(p.parse, model, req, res.status, res.headers, res.body)
+  local ok, out, perr = xpcall(p.parse, errors.traceback, model, req, res.status, res.headers, res.body)
+  -- a raise is the script's bug (500, traceback logged); nil, err is an answer it cannot use (502)
+  if not ok then return errors.script_error(model, "parse", out, req.id) end
   -- like error_for: name the upstream, the model and the HTTP status
   local who = ("upstream %q (model %q) answered HTTP %s"):format(model.provider, model.name,
     tostring(res.status))
-  if not ok then
-    return fail(502, ("%s that could not be parsed: %s"):format(who, tostring(out)))
-  end
   if not out then
     return fail(502, ("%s: %s"):format(who, redact(model, tostring(perr))))
   end
@@ -127,11 +127,8 @@ function M.call_one(transport, model, p, req, spec)
 end
 
 local function build(model, p, req)
-  local ok, spec = pcall(p.build, model, req)
-  if not ok then
-    return fail(500, "internal_error",
-      ("provider %q failed to build the request: %s"):format(model.provider, tostring(spec)))
-  end
+  local ok, spec = xpcall(p.build, errors.traceback, model, req)
+  if not ok then return errors.script_error(model, "build", spec, req.id) end
   if spec == nil then return fail(500, ("provider %q built no request"):format(model.provider)) end
   return spec
 end
@@ -216,26 +213,19 @@ end
 local function call_planned(transport, model, p, req)
   local state = {}
   for _ = 1, 1000 do
-    local ok, calls = pcall(p.plan, model, req, state)
-    if not ok then
-      return fail(500, ("provider %q failed to plan: %s"):format(model.provider, tostring(calls)))
-    end
+    local ok, calls = xpcall(p.plan, errors.traceback, model, req, state)
+    if not ok then return errors.script_error(model, "plan", calls, req.id) end
     if not calls or #calls == 0 then break end
     local opts = {}
     for i, spec in ipairs(calls) do opts[i] = M.prepare(model, spec) end
     local responses = transport.request_all(opts, model.concurrency or p.concurrency or 8)
     for _, r in ipairs(responses) do note_status(r) end
-    local aok, aerr = pcall(p.absorb, model, req, state, calls, responses)
-    if not aok then
-      return fail(502, "upstream_error",
-        ("provider %q could not use the upstream answers: %s"):format(model.provider, tostring(aerr)))
-    end
+    local aok, aerr = xpcall(p.absorb, errors.traceback, model, req, state, calls, responses)
+    if not aok then return errors.script_error(model, "absorb", aerr, req.id) end
     if state.error then return nil, state.error end
   end
-  local ok, out, perr = pcall(p.combine, model, req, state)
-  if not ok then
-    return fail(500, ("provider %q failed to combine: %s"):format(model.provider, tostring(out)))
-  end
+  local ok, out, perr = xpcall(p.combine, errors.traceback, model, req, state)
+  if not ok then return errors.script_error(model, "combine", out, req.id) end
   if not out then return fail(502, ("provider %q: %s"):format(model.provider, tostring(perr))) end
   return out
 end

@@ -3,6 +3,7 @@
 local api = require "rerank.api"
 local json = require "rerank.json"
 local docs = require "rerank.docs"
+local scoring = require "rerank.score"
 local config_ok, config = pcall(require, "rerank.config")
 
 local type, tonumber = type, tonumber
@@ -179,6 +180,19 @@ function M.index_score(r)
   return '"index":' .. number(r.index) .. ',"relevance_score":' .. number(r.relevance_score)
 end
 
+-- A result's score as a client's API defines it (want = "logit" | "probability": TEI
+-- raw_scores, vLLM use_activation, NIM logits), from the model's raw score, kind and
+-- calibration (lua/rerank/score.lua); relevance_score where the kind has no such meaning.
+function M.score_as(result, r, want)
+  local sc = r.scoring or result.scoring -- a result merged from several reranks carries its own
+  if not sc or r.raw_score == nil then return r.relevance_score end
+  local v
+  if want == "logit" then v = scoring.logit(r.raw_score, sc.kind, sc.calibration)
+  else v = scoring.probability(r.raw_score, sc.kind, sc.calibration) end
+  if v == nil then return r.relevance_score end
+  return v
+end
+
 -- the answer's "model" value: the result's, else the request's
 function M.model_json(result, req)
   return M.value_json(result.model or (req and req.model))
@@ -212,6 +226,12 @@ end
 function M.error_superset(field, err)
   local e = json.error_body(err.status or 500, err.type, err.message, err.param)
   return '{"' .. field .. '":' .. jstring(err.message or "error") .. ',' .. e:sub(2)
+end
+
+-- before the client's shape is known: both fields (core/server.c writes the same for the
+-- errors of the HTTP layer)
+function M.error_every_client(err)
+  return '{"message":' .. jstring(err.message or "error") .. ',' .. M.error_superset("detail", err):sub(2)
 end
 
 return M
