@@ -42,6 +42,10 @@ describe("2026 providers and image documents through the daemon", function()
       model "{ name: contextual, provider: contextual, api_key: test-key, base_url: '{mock}/contextual' }",
       model "{ name: ze-small, provider: zeroentropy, max_bytes: 1000, api_key: test-key, base_url: '{mock}/zeroentropy' }",
       model "{ name: sglang-badkey, provider: sglang, api_key: wrong-key, base_url: '{mock}/sglang' }",
+      model("{ name: ze-default, provider: zeroentropy, instruction: 'Prefer recipes.', api_key: test-key, "
+            .. "base_url: '{mock}/zeroentropy' }"),
+      model("{ name: sglang-default, provider: sglang, instruction: 'Prefer recipes.', api_key: test-key, "
+            .. "base_url: '{mock}/sglang' }"),
       model "{ name: zeroentropy-429, provider: zeroentropy, api_key: test-key, base_url: '{mock}/fault/429:1/zeroentropy' }",
       model "{ name: dashscope-429, provider: dashscope, api_key: test-key, base_url: '{mock}/fault/429:1/dashscope' }",
       model "{ name: vertex, provider: vertex_ai, project: my-proj, api_key: test-key, base_url: '{mock}/vertex' }",
@@ -53,6 +57,8 @@ describe("2026 providers and image documents through the daemon", function()
             .. "iam_url: '{mock}/iam/expires/1/identity/token' }"),
       model("{ name: wx-revoked, provider: watsonx, space_id: s1, api_key: test-key, base_url: '{mock}/watsonx', "
             .. "iam_url: '{mock}/iam/expires/600/identity/token' }"),
+      model("{ name: wx-kind, provider: watsonx, project_id: p1, api_key: test-key, base_url: '{mock}/watsonx', "
+            .. "iam_url: '{mock}/iam/expires/900/identity/token' }"),
       model("{ name: wx-badkey, provider: watsonx, project_id: p1, api_key: not-the-key, base_url: '{mock}/watsonx', "
             .. "iam_url: '{mock}/iam/identity/token' }"),
       "",
@@ -262,6 +268,25 @@ describe("2026 providers and image documents through the daemon", function()
     for i = 1, 45 do docs[i] = "text " .. i end
     assert.are.equal(200, (rerank("dashscope-vl", docs)))
     assert.are.equal(1, #seen("/dashscope/"))
+  end)
+
+  it("a model's default instruction reaches its place too, and a request's replaces it", function()
+    assert.are.equal(200, (rerank("sglang-default", { "a", "b" })))
+    assert.are.equal("Prefer recipes.", last_body().instruct)
+    assert.are.equal(200, (rerank("ze-default", { "a", "b" })))
+    assert.are.equal("<query>red apple pie</query>\n<instruction>Prefer recipes.</instruction>", last_body().query)
+    assert.are.equal(200, (rerank("ze-default", { "a", "b" }, { instruction = "Other." })))
+    assert.are.equal("<query>red apple pie</query>\n<instruction>Other.</instruction>", last_body().query)
+  end)
+
+  it("each new provider's score kind reaches the score layer (return_score: all)", function()
+    local want = { ["nim-vl"] = "logit", ["wx-kind"] = "logit", zeroentropy = "probability", contextual = "probability",
+                   ["dashscope-compat"] = "probability", vertex = "probability", sglang = "unknown" }
+    for name, kind in pairs(want) do
+      local status, raw, _, j = rerank(name, TEXT_DOCS, { return_score = "all" })
+      assert.are.equal(200, status, raw)
+      assert.are.equal(kind, j.results[1].score_kind, name .. ": " .. raw)
+    end
   end)
 
   it("sglang: a rejected key is a 502 upstream_auth_error with SGLang's message, never the key", function()
