@@ -25,6 +25,7 @@ static void usage(FILE *f)
             "  -w, --workers N     worker threads (overrides server.workers; default = cores)\n"
             "  -v, --version       print the version and exit\n"
             "  -h, --help          this help\n"
+            "       rerankd eval -c FILE --data FILE [options]   (rerankd eval --help)\n"
             "env: RERANKD_HOME = directory holding lua/ and providers/ (default: next to the binary)\n");
 }
 
@@ -119,6 +120,12 @@ static void tune_malloc(void)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "eval") == 0) { /* subcommands in Lua */
+        char rootbuf[PATH_MAX];
+        const char *root = find_root(rootbuf, sizeof rootbuf);
+        setenv("RERANKD_HOME", root, 1);
+        return rr_cli_run(root, "rerank.eval.cli", argc - 2, argv + 2);
+    }
     tune_malloc();
     rr_options opt = { 0 };
     opt.config_path = "config.yaml";
