@@ -53,7 +53,9 @@ function M.new(cfg, opts)
     error("rerank.new: expected a config file path or a config table", 2)
   end
   if not c then return nil, err end
-  local self = setmetatable({ cfg = c, providers = {}, transport = opts.transport or M.default_transport() }, Instance)
+  -- timed per request: the gateway-overhead metric subtracts the upstream wait (waits.lua)
+  local transport = require("rerank.waits").wrap(opts.transport or M.default_transport())
+  local self = setmetatable({ cfg = c, providers = {}, transport = transport }, Instance)
   for _, m in ipairs(c.models) do
     local p, perr = load_provider(m.provider_file)
     if not p then return nil, "models." .. m.name .. ": " .. tostring(perr) end

@@ -11,6 +11,7 @@ local auth = require "rerank.auth"
 local ratelimit = require "rerank.ratelimit"
 local cache = require "rerank.cache"
 local upstream = require "rerank.upstream"
+local waits = require "rerank.waits"
 local metrics = require "rerank.metrics"
 local health = require "rerank.health"
 
@@ -105,6 +106,7 @@ local function handle_rerank(ctx, route)
   upstream.last_status() -- forget a stale one: the access log's upstream_status is this request's
   local result, rerr = instance:rerank(req, timing)
   local ustatus = upstream.last_status()
+  info.upstream_wait = waits.take() -- µs parked on upstream transfers (gateway overhead = total - this)
   if not result then
     info.upstream_status = rerr.upstream_status or ustatus
     return shape_error(shape, rerr)
