@@ -94,6 +94,27 @@ function M.check_chars_per_token(_, v, path)
   return v
 end
 
+-- hedge: { after = duration | "pNN" (this worker's NNth percentile of the model's answer
+-- times), to = a model name } (lua/rerank/hedge.lua); `to` is checked in check_models
+function M.check_hedge(_, v, path, ctx)
+  if not is_mapping(v) then fail_type(path, "a mapping { after, to }", v) end
+  check_keys(v, path, { after = true, to = true }, ctx)
+  local h = {}
+  if is_null(v.to) then fail(path, 'missing required key "to"') end
+  h.to = check({ type = "string", nonempty = true }, v.to, key_path(path, "to"), ctx)
+  local apath = key_path(path, "after")
+  if is_null(v.after) then fail(path, 'missing required key "after"') end
+  local q = type(v.after) == "string" and v.after:match("^p(%d%d?)$")
+  if q and tonumber(q) >= 1 then
+    h.quantile = tonumber(q) / 100
+  elseif type(v.after) == "string" and v.after:match("^p") then
+    fail(apath, ('"%s": a percentile is p1 ... p99'):format(v.after))
+  else
+    h.after = check({ type = "duration", positive = true }, v.after, apath, ctx)
+  end
+  return h
+end
+
 local HEALTH = { type = "record", fields = {
   { "enabled", { type = "boolean" } },
   { "query", { type = "string", nonempty = true } },
@@ -159,6 +180,8 @@ local MODEL_FIELDS = {
   { "chars_per_token", { check = function(...) return M.check_chars_per_token(...) end } },
   -- semantic health (lua/rerank/health.lua): false, or { query, relevant, irrelevant }
   { "health", { check = function(...) return M.check_health(...) end } },
+  -- hedged requests (lua/rerank/hedge.lua): { after = duration | "p95", to = model }
+  { "hedge", { check = function(...) return M.check_hedge(...) end } },
 }
 local MODEL_KEYS = {}
 for _, f in ipairs(MODEL_FIELDS) do MODEL_KEYS[f[1]] = true end
@@ -291,6 +314,29 @@ function M.check_models(v, ctx)
         local s = S.did_you_mean(f, names)
         fail(fpath, ('unknown model "%s" (%s)'):format(f,
           s and ('did you mean "' .. s .. '"?') or ("configured: " .. table.concat(names, ", "))))
+      end
+    end
+  end
+  -- hedge targets are other configured models; both sides call an upstream over HTTP
+  local function runs_locally(m)
+    local lp = ctx.providers[m.provider_file]
+    return lp and type(lp.p.score) == "function"
+  end
+  for i, m in ipairs(models) do
+    if m.hedge then
+      local hpath = key_path(idx_path("models", i), "hedge")
+      local t = index[m.hedge.to]
+      if runs_locally(m) then
+        fail(hpath, ('model "%s" runs locally (provider "%s"): nothing to hedge'):format(m.name, m.provider))
+      end
+      if m.hedge.to == m.name then fail(key_path(hpath, "to"), "a model cannot hedge to itself") end
+      if not t then
+        local s = S.did_you_mean(m.hedge.to, names)
+        fail(key_path(hpath, "to"), ('unknown model "%s" (%s)'):format(m.hedge.to,
+          s and ('did you mean "' .. s .. '"?') or ("configured: " .. table.concat(names, ", "))))
+      end
+      if runs_locally(t) then
+        fail(key_path(hpath, "to"), ('model "%s" runs locally (provider "%s"): hedge to an upstream'):format(t.name, t.provider))
       end
     end
   end

@@ -135,8 +135,14 @@ function Instance:score(model, req)
     if not self.transport then
       return fail(501, ("provider %q needs an HTTP transport"):format(model.provider))
     end
-    out, perr = upstream.call(self.transport, model, p, req)
+    local hedge = require "rerank.hedge"
+    local h = model.hedge and hedge.plan(self, model, req) -- a second deployment when slow
+    local t0 = core.now_us()
+    local race
+    out, perr, race = upstream.call(self.transport, model, p, req, h)
+    if h then hedge.done(h, race) end
     if not out then return nil, perr end
+    if model.hedge and not (race and race.index == 2) then hedge.observe(model.name, (core.now_us() - t0) / 1e6) end
   end
   local scores, missing = collect_scores(out, n, model.provider)
   if not scores then return nil, missing end

@@ -28,6 +28,8 @@ function M.wrap(t)
   if request_all then
     w.request_all = function(list, n) return pass(core.now_us(), request_all(list, n)) end
   end
+  local hedge = t.hedge -- the daemon's race of two transfers (lua/rerank/hedge.lua)
+  if hedge then w.hedge = function(a, b, after) return pass(core.now_us(), hedge(a, b, after)) end end
   w.timed_waits = true
   return w
 end

@@ -73,3 +73,107 @@ describe("gateway overhead metric", function()
     assert.equal(3, bcount)                              -- local models: all of it is rerankd's
   end)
 end)
+
+describe("hedged requests", function()
+  local mock, srv
+  local function m(name, path, extra)
+    return ('  - { name: %s, provider: cohere, api_key: test-key, base_url: "%s%s", headers: { x-test-model: %s }%s }')
+      :format(name, mock.url, path, name, extra and (", " .. extra) or "")
+  end
+  local function hits(name)
+    local n = 0
+    for _, r in ipairs(d.mock_requests(mock)) do
+      if r.headers["x-test-model"] == name then n = n + 1 end
+    end
+    return n
+  end
+  setup(function()
+    mock = d.start_mock()
+    srv = assert(d.start(table.concat({
+      'server: { listen: "127.0.0.1:0" }',
+      "log: { access: off }",
+      "models:",
+      "  - { name: bm25, provider: bm25 }",
+      m("fast", "/cohere"),
+      m("broken", "/fault/500/cohere"),
+      m("busy", "/fault/slow:1500/cohere", "concurrency: 1"),
+      m("slowp", "/fault/slow:2000/cohere", "hedge: { after: 200ms, to: fast }"),
+      m("goodp", "/fault/slow:600/cohere", "hedge: { after: 100ms, to: broken }"),
+      m("boundp", "/fault/slow:400/cohere", "hedge: { after: 100ms, to: busy }"),
+      m("quick", "/cohere", "hedge: { after: p95, to: fast }"),
+    }, "\n") .. "\n"))
+  end)
+  teardown(function()
+    d.stop(srv)
+    d.stop_mock(mock)
+  end)
+
+  it("sends the hedge when the first has not answered in time; the first good answer wins", function()
+    d.mock_reset(mock)
+    local t0 = d.now()
+    local status, _, h, j = rerank(srv, { model = "slowp" })
+    local took = d.now() - t0
+    assert.equal(200, status)
+    assert.is_true(took < 1.5, tostring(took))      -- not the primary's 2 s
+    assert.equal("fast", h["x-rerankd-model"])
+    assert.equal(2, j.results[1].index)             -- the mock's ranking: "cat and dog" first
+    assert.equal(1, hits("slowp"))
+    assert.equal(1, hits("fast"))
+    d.sleep(0.2) -- the losing transfer was cancelled: the mock saw the connection close
+    local cancelled
+    for _, r in ipairs(d.mock_requests(mock)) do
+      if r.headers["x-test-model"] == "slowp" then cancelled = r.cancelled end
+    end
+    assert.is_true(cancelled)
+    local fams = metrics(srv)
+    assert.equal(1, counter(fams, "rerankd_hedges_sent_total", { model = "slowp", to = "fast" }))
+    assert.equal(1, counter(fams, "rerankd_hedges_won_total", { model = "slowp", to = "fast" }))
+  end)
+
+  it("a failing hedge does not win: the slower good answer does", function()
+    d.mock_reset(mock)
+    local status, _, h = rerank(srv, { model = "goodp" })
+    assert.equal(200, status)
+    assert.equal("goodp", h["x-rerankd-model"])
+    assert.equal(1, hits("broken"))
+    local fams = metrics(srv)
+    assert.equal(1, counter(fams, "rerankd_hedges_sent_total", { model = "goodp" }))
+    assert.equal(0, counter(fams, "rerankd_hedges_won_total", { model = "goodp" }))
+  end)
+
+  it("never hedges past the request deadline", function()
+    d.mock_reset(mock)
+    local status = rerank(srv, { model = "slowp" }, { ["x-rerankd-timeout-ms"] = "150" })
+    assert.equal(504, status)
+    d.sleep(0.3)
+    assert.equal(0, hits("fast"))
+    local fams = metrics(srv)
+    assert.equal(1, counter(fams, "rerankd_hedges_skipped_total", { model = "slowp", reason = "deadline" }))
+  end)
+
+  it("never hedges past the target's concurrency bound", function()
+    d.mock_reset(mock)
+    -- one call to busy (concurrency: 1) in flight on the only worker
+    local body = d.writefile(d.tmpname(".json"), '{"model":"busy","query":"cat","documents":["cat"]}')
+    d.sh(("curl -s -o /dev/null -H 'Content-Type: application/json' --data-binary @%s %s/v1/rerank >/dev/null 2>&1 &")
+      :format(body, srv.url))
+    d.sleep(0.3)
+    local status, _, h = rerank(srv, { model = "boundp" })
+    assert.equal(200, status)
+    assert.equal("boundp", h["x-rerankd-model"])
+    local fams = metrics(srv)
+    assert.equal(1, counter(fams, "rerankd_hedges_skipped_total", { model = "boundp", reason = "concurrency" }))
+    assert.equal(0, counter(fams, "rerankd_hedges_sent_total", { model = "boundp" }))
+    d.sleep(1.5)
+    assert.equal(1, hits("busy")) -- only the direct call
+  end)
+
+  it("after: p95 waits for 20 answers before it arms", function()
+    for _ = 1, 20 do assert.equal(200, (rerank(srv, { model = "quick" }))) end
+    local fams = metrics(srv)
+    assert.equal(20, counter(fams, "rerankd_hedges_skipped_total", { model = "quick", reason = "warmup" }))
+    assert.equal(200, (rerank(srv, { model = "quick" })))
+    fams = metrics(srv)
+    assert.equal(20, counter(fams, "rerankd_hedges_skipped_total", { model = "quick", reason = "warmup" }))
+  end)
+end)
