@@ -115,6 +115,42 @@ function M.check_hedge(_, v, path, ctx)
   return h
 end
 
+-- shadow: { model, sample (0..1, default 1), max_inflight (default 4), k (overlap@k, default
+-- 10), log (a JSON Lines file, config-relative) } (lua/rerank/shadow.lua); model is checked
+-- once pipelines are known (M.check_shadow_names)
+local SHADOW = { type = "record", fields = {
+  { "model", { type = "string", nonempty = true } },
+  { "sample", { type = "number", min = 0, max = 1 } },
+  { "max_inflight", { type = "integer", min = 1, max = 10000 } },
+  { "k", { type = "integer", min = 1, max = 100000 } },
+  { "log", { type = "string", nonempty = true } },
+} }
+function M.check_shadow(_, v, path, ctx)
+  local sh = check(SHADOW, v, path, ctx)
+  if not sh.model then fail(path, 'missing required key "model"') end
+  sh.sample = sh.sample or 1
+  sh.max_inflight = sh.max_inflight or 4
+  sh.k = sh.k or 10
+  if sh.log then sh.log = paths.abs(sh.log, ctx.dir) end
+  return sh
+end
+
+-- every shadow names a model, alias or pipeline other than its owner
+function M.check_shadow_names(cfg, fail_unknown)
+  for kind, list in pairs({ models = cfg.models, pipelines = cfg.pipelines }) do
+    for i, e in ipairs(list) do
+      local sh = e.shadow
+      if sh then
+        local mpath = key_path(key_path(idx_path(kind, i), "shadow"), "model")
+        if sh.model == e.name then fail(mpath, "a model cannot shadow itself") end
+        if not cfg.model_index[sh.model] and not cfg.pipeline_index[sh.model] and not cfg.aliases[sh.model] then
+          fail_unknown(sh.model, mpath)
+        end
+      end
+    end
+  end
+end
+
 local HEALTH = { type = "record", fields = {
   { "enabled", { type = "boolean" } },
   { "query", { type = "string", nonempty = true } },
@@ -182,6 +218,8 @@ local MODEL_FIELDS = {
   { "health", { check = function(...) return M.check_health(...) end } },
   -- hedged requests (lua/rerank/hedge.lua): { after = duration | "p95", to = model }
   { "hedge", { check = function(...) return M.check_hedge(...) end } },
+  -- shadow traffic (lua/rerank/shadow.lua)
+  { "shadow", { check = function(...) return M.check_shadow(...) end } },
 }
 local MODEL_KEYS = {}
 for _, f in ipairs(MODEL_FIELDS) do MODEL_KEYS[f[1]] = true end

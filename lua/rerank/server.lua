@@ -12,6 +12,7 @@ local ratelimit = require "rerank.ratelimit"
 local cache = require "rerank.cache"
 local upstream = require "rerank.upstream"
 local waits = require "rerank.waits"
+local shadow = require "rerank.shadow"
 local metrics = require "rerank.metrics"
 local health = require "rerank.health"
 
@@ -127,6 +128,15 @@ local function handle_rerank(ctx, route)
   headers["x-rerankd-cost"] = ("%.10g"):format(result.cost or (result.usage and result.usage.cost) or 0)
   if result.served_by then headers["x-rerankd-model"] = result.served_by end
   for k, v in pairs(shape_headers or {}) do headers[k] = v end
+  -- shadow traffic: sampled here, run after the answer is sent (M.handle, lua/rerank/shadow.lua)
+  local pick = ctx.reply_early and shadow.pick(instance.cfg, type(req.pipeline) == "string" and req.pipeline or info.model)
+  if pick then
+    local cfg_timeout = instance.cfg.server.timeout or 30
+    ctx.after = function()
+      local left = cfg_timeout - (core.now_us() - (ctx.t0_us or core.now_us())) / 1e6 - 0.05
+      shadow.run(instance, pick, req, result, left)
+    end
+  end
   return 200, headers, body
 end
 
@@ -261,6 +271,12 @@ function M.handle(ctx)
   metrics.request_start(ctx)
   local status, headers, body = dispatch(ctx)
   metrics.request_done(ctx, status, instance and instance.cfg)
+  if ctx.after then -- work after the answer (shadow traffic): the client does not wait for it
+    local fields = log_fields(ctx)
+    coroutine.yield(ctx.reply_early, status, headers, body, fields)
+    ctx.after()
+    return status, headers, body, fields
+  end
   return status, headers, body, log_fields(ctx)
 end
 

@@ -177,3 +177,91 @@ describe("hedged requests", function()
     assert.equal(20, counter(fams, "rerankd_hedges_skipped_total", { model = "quick", reason = "warmup" }))
   end)
 end)
+
+describe("shadow traffic", function()
+  local mock, srv, logfile
+  local function m(name, path, extra)
+    return ('  - { name: %s, provider: cohere, api_key: test-key, base_url: "%s%s"%s }')
+      :format(name, mock.url, path, extra and (", " .. extra) or "")
+  end
+  setup(function()
+    mock = d.start_mock()
+    logfile = d.tmpname(".shadow.jsonl")
+    srv = assert(d.start(table.concat({
+      'server: { listen: "127.0.0.1:0" }',
+      "log: { access: off }",
+      "models:",
+      ("  - { name: bm25, provider: bm25, shadow: { model: same, log: %s } }"):format(logfile),
+      "  - { name: same, provider: bm25 }",
+      "  - { name: bm25-slow, provider: bm25, shadow: { model: slow, max_inflight: 1 } }",
+      "  - { name: bm25-broken, provider: bm25, shadow: { model: broken } }",
+      "  - { name: bm25-co, provider: bm25, shadow: { model: co, k: 2 } }",
+      "  - { name: bm25-never, provider: bm25, shadow: { model: co, sample: 0 } }",
+      m("slow", "/fault/slow:800/cohere"),
+      m("broken", "/fault/500/cohere"),
+      m("co", "/cohere", "price: { per_search_unit: 0.002 }"),
+      "pipelines:",
+      "  - { name: fused, stages: [ { fuse: rrf }, { rerank: bm25 } ], shadow: { model: co } }",
+    }, "\n") .. "\n"))
+  end)
+  teardown(function()
+    d.stop(srv)
+    d.stop_mock(mock)
+  end)
+
+  it("compares after the answer: identical rankings score 1, and one JSON line per comparison", function()
+    assert.equal(200, (rerank(srv, { model = "bm25" })))
+    d.sleep(0.2)
+    local fams = metrics(srv)
+    local l = { primary = "bm25", shadow = "same" }
+    assert.equal(1, counter(fams, "rerankd_shadow_requests_total", { primary = "bm25", outcome = "ok" }))
+    for _, name in ipairs({ "rerankd_shadow_kendall_tau", "rerankd_shadow_overlap", "rerankd_shadow_rbo",
+                            "rerankd_shadow_top1_agreement" }) do
+      local sum, count = hist(fams, name, l)
+      assert.equal(1, count, name)
+      assert.is_true(math.abs(sum - 1) < 1e-9, name .. " " .. sum)
+    end
+    local dsum, dcount = hist(fams, "rerankd_shadow_score_drift", l)
+    assert.same({ 0, 1 }, { dsum, dcount })
+    local line = assert((d.readfile(logfile) or ""):match("^([^\n]+)\n$"))
+    local j = require("cjson").decode(line)
+    assert.same({ "bm25", "same", 3, 1, 1, 1, 1, 0, 10 },
+      { j.primary, j.shadow, j.documents, j.kendall_tau, j.overlap, j.rbo, j.top1, j.score_drift, j.k })
+    assert.truthy(j.id:find("^rerank%-"))
+    -- the shadow's calls are not the client's: no request or cost counted for "same"
+    assert.equal(0, counter(fams, "rerankd_requests_total", { model = "same" }))
+  end)
+
+  it("never delays the client, and drops runs over max_inflight", function()
+    local t0 = d.now()
+    assert.equal(200, (rerank(srv, { model = "bm25-slow" })))
+    assert.is_true(d.now() - t0 < 0.6, "the answer waited for the 800 ms shadow")
+    assert.equal(200, (rerank(srv, { model = "bm25-slow" })))
+    assert.equal(200, (rerank(srv, { model = "bm25-slow" })))
+    d.sleep(1)
+    local fams = metrics(srv)
+    assert.equal(1, counter(fams, "rerankd_shadow_requests_total", { primary = "bm25-slow", outcome = "ok" }))
+    assert.equal(2, counter(fams, "rerankd_shadow_requests_total", { primary = "bm25-slow", outcome = "dropped" }))
+    local _, count = hist(fams, "rerankd_shadow_duration_seconds", { primary = "bm25-slow", shadow = "slow" })
+    assert.equal(1, count)
+  end)
+
+  it("counts shadow failures and cost apart; sample 0 never runs; pipelines shadow too", function()
+    assert.equal(200, (rerank(srv, { model = "bm25-broken" })))
+    assert.equal(200, (rerank(srv, { model = "bm25-co" })))
+    assert.equal(200, (rerank(srv, { model = "bm25-never" })))
+    assert.equal(200, (rerank(srv, { model = "fused" })))
+    d.sleep(0.3)
+    local fams = metrics(srv)
+    assert.equal(1, counter(fams, "rerankd_shadow_requests_total", { primary = "bm25-broken", outcome = "failed" }))
+    assert.equal(1, counter(fams, "rerankd_shadow_requests_total", { primary = "bm25-co", outcome = "ok" }))
+    assert.equal(0, counter(fams, "rerankd_shadow_requests_total", { primary = "bm25-never" }))
+    assert.equal(1, counter(fams, "rerankd_shadow_requests_total", { primary = "fused", shadow = "co", outcome = "ok" }))
+    local cost = counter(fams, "rerankd_shadow_cost_usd_total", { primary = "bm25-co", shadow = "co" })
+    assert.is_true(math.abs(cost - 0.002) < 1e-12, tostring(cost))
+    assert.equal(0, counter(fams, "rerankd_cost_usd_total", { model = "co" }))
+    assert.equal(0, counter(fams, "rerankd_requests_total", { model = "co" }))
+    local _, count = hist(fams, "rerankd_shadow_overlap", { primary = "bm25-co", shadow = "co" })
+    assert.equal(1, count)
+  end)
+end)
