@@ -179,7 +179,8 @@ local function handle_health(ctx)
   if up and health.wants_deep(ctx.query) then -- GET /health?deep=1 (lua/rerank/health.lua)
     local ok, report = health.deep(instance)
     return ok and 200 or 503, JSON, json.encode({ status = ok and "ok" or "failing", deep = true,
-      workers = ctx.workers, workers_up = ctx.workers_up, version = core.version, models = json.array(report) })
+      workers = ctx.workers, workers_up = ctx.workers_up, version = core.version, models = json.array(report),
+      redis = require("rerank.redis_state").report(instance.cfg) })
   end
   local body = json.encode({
     status = up and "ok" or "starting",
