@@ -1,6 +1,7 @@
-/* rerankd subcommands written in Lua (`rerankd eval ...`): a plain Lua state with the
- * blocking libcurl transport (as in rerank/core.so, no event loop), running
- * require(module).main(args) and exiting with the number it returns. */
+/* rerankd subcommands written in Lua (`rerankd eval ...`): a Lua state (luahost.c's) whose
+ * rerank.core has the blocking libcurl transport (as in rerank/core.so: no event loop here),
+ * running require(module).main(args) and exiting with the number it returns. */
+#include "daemon.h"
 #include "rerank.h"
 
 #include <stdio.h>
@@ -28,17 +29,13 @@ static int traceback(lua_State *L)
 
 int rr_cli_run(const char *root, const char *module, int argc, char **argv)
 {
-    lua_State *L = luaL_newstate();
+    char err[256];
+    lua_State *L = rr_lua_new(root, err, sizeof err);
     if (!L) {
-        fprintf(stderr, "rerankd: cannot create a Lua state\n");
+        fprintf(stderr, "rerankd: %s\n", err);
         return 1;
     }
-    luaL_openlibs(L);
     lua_getglobal(L, "package");
-    lua_getfield(L, -1, "path");
-    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s", root, root, lua_tostring(L, -1));
-    lua_setfield(L, -3, "path");
-    lua_pop(L, 1);
     lua_getfield(L, -1, "preload");
     lua_pushcfunction(L, open_core_blocking);
     lua_setfield(L, -2, "rerank.core");
@@ -57,11 +54,11 @@ int rr_cli_run(const char *root, const char *module, int argc, char **argv)
         }
         if (lua_pcall(L, 1, 1, 1) == 0) {
             rc = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : 0;
-            lua_close(L);
+            rr_lua_free(L);
             return rc;
         }
     }
     fprintf(stderr, "rerankd: %s\n", lua_isstring(L, -1) ? lua_tostring(L, -1) : "Lua error");
-    lua_close(L);
+    rr_lua_free(L);
     return rc;
 }

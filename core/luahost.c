@@ -81,6 +81,8 @@ static void lua_free_state(lua_State *L)
     free(m);
 }
 
+void rr_lua_free(lua_State *L) { lua_free_state(L); }
+
 lua_State *rr_lua_new(const char *root, char *err, size_t errlen)
 {
     lua_mem *m = calloc(1, sizeof *m);

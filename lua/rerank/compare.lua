@@ -1,8 +1,10 @@
 -- Comparing two rankings of the same documents (shadow traffic, lua/rerank/shadow.lua).
 -- A ranking is an array of { index = document, score = number }, best first.
---   compare.kendall_tau_b(a, b) -> tau | nil   over the documents both rank (their scores);
---                                             nil with fewer than 2 common documents or
---                                             when either side ties every pair
+--   compare.kendall_tau_b(a, b) -> tau | nil   over the documents both rank (their scores),
+--                                             the first M.MAX_TAU of them in a's order (the
+--                                             pair count grows with the square); nil with
+--                                             fewer than 2 common documents or when either
+--                                             side ties every pair
 --   compare.overlap(a, b, k) -> share           |top k of a ∩ top k of b| / k (k cut to the
 --                                             longer list's length)
 --   compare.rbo(a, b, p) -> rbo                 rank-biased overlap (Webber, Moffat, Zobel
@@ -10,7 +12,7 @@
 --                                             lists evaluated to the depth of the shorter one
 --   compare.top1(a, b) -> 1 | 0                the same document first
 --   compare.score_drift(a, b) -> mean |score_b - score_a| over the common documents | nil
-local M = {}
+local M = { MAX_TAU = 1000 }
 
 local function by_index(list)
   local t = {}
@@ -25,6 +27,7 @@ function M.kendall_tau_b(a, b)
     local s = sb[r.index]
     if s ~= nil then
       xa[#xa + 1], xb[#xb + 1] = r.score, s
+      if #xa == M.MAX_TAU then break end
     end
   end
   local n = #xa

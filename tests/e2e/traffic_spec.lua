@@ -3,12 +3,20 @@
 local d = require "support.daemon"
 local prom = require "support.prom"
 
-local DOCS = { "the cat sat", "a dog barked", "cat and dog" }
+local rerank = d.rerank
 
-local function rerank(srv, body, headers)
-  local b = { query = "cat dog", documents = DOCS }
-  for k, v in pairs(body) do b[k] = v end
-  return d.request(srv, "/v1/rerank", { body = b, headers = headers })
+-- the mock upstream, and a daemon whose models: are bm25 plus lines(mock) (a function
+-- returning YAML lines; pipelines: may follow)
+local function serve(lines)
+  local mock = d.start_mock()
+  local cfg = { 'server: { listen: "127.0.0.1:0" }', "log: { access: off }", "models:", "  - { name: bm25, provider: bm25 }" }
+  for _, l in ipairs(lines(mock)) do cfg[#cfg + 1] = l end
+  return mock, assert(d.start(table.concat(cfg, "\n") .. "\n"))
+end
+
+local function stop(mock, srv)
+  d.stop(srv)
+  d.stop_mock(mock)
 end
 
 local function metrics(srv)
@@ -45,19 +53,11 @@ end
 describe("gateway overhead metric", function()
   local mock, srv
   setup(function()
-    mock = d.start_mock()
-    srv = assert(d.start(table.concat({
-      'server: { listen: "127.0.0.1:0" }',
-      "log: { access: off }",
-      "models:",
-      "  - { name: bm25, provider: bm25 }",
-      ('  - { name: slow, provider: cohere, api_key: test-key, base_url: "%s/fault/slow:300/cohere" }'):format(mock.url),
-    }, "\n") .. "\n"))
+    mock, srv = serve(function(m)
+      return { ('  - { name: slow, provider: cohere, api_key: test-key, base_url: "%s/fault/slow:300/cohere" }'):format(m.url) }
+    end)
   end)
-  teardown(function()
-    d.stop(srv)
-    d.stop_mock(mock)
-  end)
+  teardown(function() stop(mock, srv) end)
 
   it("excludes the upstream wait, per route and model", function()
     for _ = 1, 3 do assert.equal(200, (rerank(srv, { model = "slow" }))) end
@@ -88,12 +88,9 @@ describe("hedged requests", function()
     return n
   end
   setup(function()
-    mock = d.start_mock()
-    srv = assert(d.start(table.concat({
-      'server: { listen: "127.0.0.1:0" }',
-      "log: { access: off }",
-      "models:",
-      "  - { name: bm25, provider: bm25 }",
+    mock, srv = serve(function(mk)
+      mock = mk
+      return {
       m("fast", "/cohere"),
       m("broken", "/fault/500/cohere"),
       m("busy", "/fault/slow:1500/cohere", "concurrency: 1"),
@@ -101,12 +98,10 @@ describe("hedged requests", function()
       m("goodp", "/fault/slow:600/cohere", "hedge: { after: 100ms, to: broken }"),
       m("boundp", "/fault/slow:400/cohere", "hedge: { after: 100ms, to: busy }"),
       m("quick", "/cohere", "hedge: { after: p95, to: fast }"),
-    }, "\n") .. "\n"))
+      }
+    end)
   end)
-  teardown(function()
-    d.stop(srv)
-    d.stop_mock(mock)
-  end)
+  teardown(function() stop(mock, srv) end)
 
   it("sends the hedge when the first has not answered in time; the first good answer wins", function()
     d.mock_reset(mock)
@@ -185,13 +180,11 @@ describe("shadow traffic", function()
       :format(name, mock.url, path, extra and (", " .. extra) or "")
   end
   setup(function()
-    mock = d.start_mock()
     logfile = d.tmpname(".shadow.jsonl")
-    srv = assert(d.start(table.concat({
-      'server: { listen: "127.0.0.1:0" }',
-      "log: { access: off }",
-      "models:",
-      ("  - { name: bm25, provider: bm25, shadow: { model: same, log: %s } }"):format(logfile),
+    mock, srv = serve(function(mk)
+      mock = mk
+      return {
+      ("  - { name: bm25-logged, provider: bm25, shadow: { model: same, log: %s } }"):format(logfile),
       "  - { name: same, provider: bm25 }",
       "  - { name: bm25-slow, provider: bm25, shadow: { model: slow, max_inflight: 1 } }",
       "  - { name: bm25-broken, provider: bm25, shadow: { model: broken } }",
@@ -202,19 +195,17 @@ describe("shadow traffic", function()
       m("co", "/cohere", "price: { per_search_unit: 0.002 }"),
       "pipelines:",
       "  - { name: fused, stages: [ { fuse: rrf }, { rerank: bm25 } ], shadow: { model: co } }",
-    }, "\n") .. "\n"))
+      }
+    end)
   end)
-  teardown(function()
-    d.stop(srv)
-    d.stop_mock(mock)
-  end)
+  teardown(function() stop(mock, srv) end)
 
   it("compares after the answer: identical rankings score 1, and one JSON line per comparison", function()
-    assert.equal(200, (rerank(srv, { model = "bm25" })))
+    assert.equal(200, (rerank(srv, { model = "bm25-logged" })))
     d.sleep(0.2)
     local fams = metrics(srv)
-    local l = { primary = "bm25", shadow = "same" }
-    assert.equal(1, counter(fams, "rerankd_shadow_requests_total", { primary = "bm25", outcome = "ok" }))
+    local l = { primary = "bm25-logged", shadow = "same" }
+    assert.equal(1, counter(fams, "rerankd_shadow_requests_total", { primary = "bm25-logged", outcome = "ok" }))
     for _, name in ipairs({ "rerankd_shadow_kendall_tau", "rerankd_shadow_overlap", "rerankd_shadow_rbo",
                             "rerankd_shadow_top1_agreement" }) do
       local sum, count = hist(fams, name, l)
@@ -225,7 +216,7 @@ describe("shadow traffic", function()
     assert.same({ 0, 1 }, { dsum, dcount })
     local line = assert((d.readfile(logfile) or ""):match("^([^\n]+)\n$"))
     local j = require("cjson").decode(line)
-    assert.same({ "bm25", "same", 3, 1, 1, 1, 1, 0, 10 },
+    assert.same({ "bm25-logged", "same", 3, 1, 1, 1, 1, 0, 10 },
       { j.primary, j.shadow, j.documents, j.kendall_tau, j.overlap, j.rbo, j.top1, j.score_drift, j.k })
     assert.truthy(j.id:find("^rerank%-"))
     -- the shadow's calls are not the client's: no request or cost counted for "same"

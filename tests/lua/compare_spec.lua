@@ -40,3 +40,15 @@ describe("ranking comparison", function()
     near(0, c.rbo(L{ { 1, 3 }, { 2, 2 } }, L{ { 3, 9 }, { 4, 1 } }, p))
   end)
 end)
+
+describe("ranking comparison bounds", function()
+  it("Kendall tau-b reads at most MAX_TAU common documents", function()
+    local a, b = {}, {}
+    for i = 1, 3000 do
+      a[i] = { index = i, score = -i }
+      -- b agrees on the first 1000 documents and reverses the rest
+      b[i] = { index = i, score = i <= 1000 and -i or i }
+    end
+    assert.equal(1, c.kendall_tau_b(a, b))
+  end)
+end)

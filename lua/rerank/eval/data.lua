@@ -45,6 +45,19 @@ local function lines(s)
   return out
 end
 
+-- the lines of a file | nil, err
+local function file_lines(path)
+  local s, err = read_file(path)
+  if not s then return nil, err end
+  return lines(s)
+end
+
+local function fields(text)
+  local f = {}
+  for x in text:gmatch("%S+") do f[#f + 1] = x end
+  return f
+end
+
 local function grade_ok(g)
   return type(g) == "number" and g >= 0 and g == math.floor(g)
 end
@@ -100,10 +113,10 @@ local function list_docs(lists, where)
 end
 
 function M.load_jsonl(path)
-  local s, err = read_file(path)
-  if not s then return nil, err end
+  local ls, err = file_lines(path)
+  if not ls then return nil, err end
   local out = {}
-  for _, l in ipairs(lines(s)) do
+  for _, l in ipairs(ls) do
     if l.text:match("%S") then
       local where = ("%s:%d"):format(path, l.n)
       local v, jerr = json.decode(l.text)
@@ -129,10 +142,10 @@ function M.load_jsonl(path)
 end
 
 local function read_jsonl_map(path)
-  local s, err = read_file(path)
-  if not s then return nil, err end
+  local ls, err = file_lines(path)
+  if not ls then return nil, err end
   local map, order = {}, {}
-  for _, l in ipairs(lines(s)) do
+  for _, l in ipairs(ls) do
     if l.text:match("%S") then
       local v = json.decode(l.text)
       if type(v) ~= "table" or v._id == nil then
@@ -148,12 +161,11 @@ end
 
 -- qid -> { {doc, grade}, ... } in file order
 local function read_qrels(path)
-  local s, err = read_file(path)
-  if not s then return nil, err end
+  local ls, err = file_lines(path)
+  if not ls then return nil, err end
   local q, order = {}, {}
-  for _, l in ipairs(lines(s)) do
-    local f = {}
-    for x in l.text:gmatch("[^\t ]+") do f[#f + 1] = x end
+  for _, l in ipairs(ls) do
+    local f = fields(l.text)
     -- header "query-id corpus-id score"; TREC qrels have 4 columns (qid 0 docid grade)
     if #f == 4 then f = { f[1], f[3], f[4] } end
     if #f == 3 and tonumber(f[3]) then
@@ -173,12 +185,11 @@ end
 
 -- qid -> { docid, ... } by rank (TREC run file)
 local function read_run(path)
-  local s, err = read_file(path)
-  if not s then return nil, err end
+  local ls, err = file_lines(path)
+  if not ls then return nil, err end
   local run = {}
-  for _, l in ipairs(lines(s)) do
-    local f = {}
-    for x in l.text:gmatch("%S+") do f[#f + 1] = x end
+  for _, l in ipairs(ls) do
+    local f = fields(l.text)
     if #f >= 4 then
       run[f[1]] = run[f[1]] or {}
       table.insert(run[f[1]], { id = f[3], rank = tonumber(f[4]) or math.huge, n = #run[f[1]] })
