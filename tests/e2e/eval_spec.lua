@@ -125,7 +125,7 @@ describe("rerankd eval", function()
     d.sh(("cd %s && script -qec '%s eval -c %s --data %s --models bm25 >/dev/null' %s >/dev/null 2>&1"):format(
       d.root, d.bin, cfg, set, log))
     local tty = d.readfile(log) or ""
-    assert.truthy(tty:find("2/2 calls", 1, true), tty)
+    assert.truthy(tty:find("2/2 queries (2/2 calls)", 1, true), tty)
     assert.truthy(tty:find("ETA", 1, true), tty)
   end)
 

@@ -141,20 +141,22 @@ local function isatty_stderr()
   return ok2 and r == 1
 end
 
-local function progress(total)
+-- progress(queries, calls)(queries_done, calls_done, final): a bar on a terminal only
+local function progress(nq, total)
   if not isatty_stderr() then return function() end end
   local t0, last = core.now_us(), 0
-  return function(done, final)
+  return function(qdone, done, final)
     local now = core.now_us()
     if not final and now - last < 100000 then return end
     last = now
     local secs = (now - t0) / 1e6
-    local rate = secs > 0 and done / secs or 0
-    local eta = rate > 0 and (total - done) / rate or 0
+    local rate = secs > 0 and qdone / secs or 0
+    local crate = secs > 0 and done / secs or 0
+    local eta = crate > 0 and (total - done) / crate or 0
     local width = 30
     local fill = math.floor(width * done / math.max(total, 1))
-    io.stderr:write(("\r[%s%s] %d/%d calls  %.1f/s  ETA %ds "):format(("#"):rep(fill), ("."):rep(width - fill),
-      done, total, rate, math.ceil(eta)))
+    io.stderr:write(("\r[%s%s] %d/%d queries (%d/%d calls)  %.1f queries/s  ETA %ds "):format(("#"):rep(fill),
+      ("."):rep(width - fill), qdone, nq, done, total, rate, math.ceil(eta)))
     if final then io.stderr:write("\n") end
   end
 end
@@ -188,14 +190,16 @@ function M.evaluate(inst, queries, names, o)
       meta[#tasks] = { qi = qi, mi = mi }
     end
   end
-  local show, done = progress(#tasks), 0
+  local show, done, qdone, per_q = progress(#queries, #tasks), 0, 0, {}
   local base = inst.transport
   if base then inst.transport = eval_transport(base) end
   local function on_done(i, res, err, us)
     local m, st = meta[i], stats[meta[i].mi]
     local q = queries[m.qi]
     done = done + 1
-    show(done)
+    per_q[m.qi] = (per_q[m.qi] or 0) + 1
+    if per_q[m.qi] == #names then qdone = qdone + 1 end
+    show(qdone, done)
     if not res then
       st.failures = st.failures + 1
       st.first_error = st.first_error or (type(err) == "table" and (err.message or err.type) or tostring(err))
@@ -210,7 +214,7 @@ function M.evaluate(inst, queries, names, o)
     st.per_query[m.qi] = ranking_of(q, res)
   end
   M.schedule(tasks, o.concurrency, base or {}, on_done)
-  show(done, true)
+  show(qdone, done, true)
   return M.summarise(queries, stats, o)
 end
 
