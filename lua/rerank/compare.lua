@@ -5,8 +5,8 @@
 --                                             pair count grows with the square); nil with
 --                                             fewer than 2 common documents or when either
 --                                             side ties every pair
---   compare.overlap(a, b, k) -> share           |top k of a ∩ top k of b| / k (k cut to the
---                                             longer list's length)
+--   compare.overlap(a, b, k) -> share           |top k of a ∩ top k of b| / |top k of a|: the
+--                                             share of a's top k that b also ranks in its top k
 --   compare.rbo(a, b, p) -> rbo                 rank-biased overlap (Webber, Moffat, Zobel
 --                                             2010), extrapolated RBO_ext of eq. 32 for two
 --                                             lists evaluated to the depth of the shorter one
@@ -56,15 +56,15 @@ function M.kendall_tau_b(a, b)
 end
 
 function M.overlap(a, b, k)
-  k = math.min(k, math.max(#a, #b))
-  if k == 0 then return 1 end
-  local in_a = {}
-  for i = 1, math.min(k, #a) do in_a[a[i].index] = true end
+  local ka = math.min(k, #a)
+  if ka == 0 then return #b == 0 and 1 or 0 end
+  local in_b = {}
+  for i = 1, math.min(k, #b) do in_b[b[i].index] = true end
   local n = 0
-  for i = 1, math.min(k, #b) do
-    if in_a[b[i].index] then n = n + 1 end
+  for i = 1, ka do
+    if in_b[a[i].index] then n = n + 1 end
   end
-  return n / k
+  return n / ka
 end
 
 function M.rbo(a, b, p)

@@ -105,6 +105,9 @@ local function handle_rerank(ctx, route)
     if not ok then return shape_error(shape, ratelimit.error(denial)) end
   end
   upstream.last_status() -- forget a stale one: the access log's upstream_status is this request's
+  -- shadow traffic sees the request as parsed (a pipeline replaces req.documents with its results)
+  local shadow_name = type(req.pipeline) == "string" and req.pipeline or info.model
+  local pristine = ctx.reply_early and shadow.configured(instance.cfg, shadow_name) and shadow.copy(req)
   local result, rerr = instance:rerank(req, timing)
   local ustatus = upstream.last_status()
   info.upstream_wait = waits.take() -- µs parked on upstream transfers (gateway overhead = total - this)
@@ -129,12 +132,12 @@ local function handle_rerank(ctx, route)
   if result.served_by then headers["x-rerankd-model"] = result.served_by end
   for k, v in pairs(shape_headers or {}) do headers[k] = v end
   -- shadow traffic: sampled here, run after the answer is sent (M.handle, lua/rerank/shadow.lua)
-  local pick = ctx.reply_early and shadow.pick(instance.cfg, type(req.pipeline) == "string" and req.pipeline or info.model)
+  local pick = pristine and shadow.pick(instance.cfg, shadow_name)
   if pick then
     local cfg_timeout = instance.cfg.server.timeout or 30
     ctx.after = function()
       local left = cfg_timeout - (core.now_us() - (ctx.t0_us or core.now_us())) / 1e6 - 0.05
-      shadow.run(instance, pick, req, result, left)
+      shadow.run(instance, pick, pristine, result, left)
     end
   end
   return 200, headers, body

@@ -2,9 +2,11 @@
 -- `shadow: { model: NAME, sample: 0.05, max_inflight: 4, k: 10, log: FILE }` also runs a
 -- sampled share of its requests on NAME after the client has its answer (server.lua answers
 -- early through ctx.reply_early), and compares the two rankings (lua/rerank/compare.lua).
---   shadow.pick(cfg, name) -> spec | nil     a sampled request's shadow, or nil (not sampled,
+--   shadow.configured(cfg, name) -> bool, shadow.copy(req) -> req   (the request as parsed is
+--                                           kept before the primary runs)
+--   shadow.pick(cfg, name) -> pick | nil     a sampled request's shadow, or nil (not sampled,
 --                                           or over max_inflight: dropped and counted)
---   shadow.run(inst, spec, req, result, deadline_s)  runs the shadow and records the comparison
+--   shadow.run(inst, pick, req, result, deadline_s)  runs the shadow and records the comparison
 local core = require "rerank.core"
 local metrics = require "rerank.metrics"
 local compare = require "rerank.compare"
@@ -41,9 +43,24 @@ local function count(primary, spec, outcome)
   metrics.inc("rerankd_shadow_requests_total", { primary = primary, shadow = spec.model, outcome = outcome })
 end
 
-function M.pick(cfg, name)
+local function spec_of(cfg, name)
   local entry = cfg.model_index and cfg.model_index[name] or cfg.pipeline_index and cfg.pipeline_index[name]
-  local spec = entry and entry.shadow
+  return entry and entry.shadow
+end
+
+-- Does `name` have a shadow at all (before the primary runs: the caller keeps a copy)?
+function M.configured(cfg, name) return spec_of(cfg, name) ~= nil end
+
+-- A shallow copy of a parsed request (its documents list is replaced, never edited, by
+-- the primary's pipeline stages).
+function M.copy(req)
+  local c = {}
+  for k, v in pairs(req) do c[k] = v end
+  return c
+end
+
+function M.pick(cfg, name)
+  local spec = spec_of(cfg, name)
   if not spec then return nil end
   if spec.sample < 1 and random() >= spec.sample then return nil end
   if (inflight[name] or 0) >= spec.max_inflight then
@@ -85,8 +102,7 @@ function M.run(inst, pick, req, result, deadline_s)
       count(name, spec, "dropped")
       return
     end
-    local sreq = {}
-    for k, v in pairs(req) do sreq[k] = v end
+    local sreq = M.copy(req)
     sreq.model, sreq.pipeline, sreq.id = spec.model, nil, (req.id or "rerank") .. "-shadow"
     sreq.timeout = deadline_s and math.min(tonumber(req.timeout) or math.huge, deadline_s) or req.timeout
     local t0 = core.now_us()

@@ -195,6 +195,8 @@ describe("shadow traffic", function()
       m("co", "/cohere", "price: { per_search_unit: 0.002 }"),
       "pipelines:",
       "  - { name: fused, stages: [ { fuse: rrf }, { rerank: bm25 } ], shadow: { model: co } }",
+      ("  - { name: fused-top1, stages: [ { fuse: rrf }, { rerank: bm25 }, { top_n: 1 } ], shadow: { model: same, log: %s } }")
+        :format(logfile .. ".top1"),
       }
     end)
   end)
@@ -254,5 +256,16 @@ describe("shadow traffic", function()
     assert.equal(0, counter(fams, "rerankd_requests_total", { model = "co" }))
     local _, count = hist(fams, "rerankd_shadow_overlap", { primary = "bm25-co", shadow = "co" })
     assert.equal(1, count)
+  end)
+
+  it("a pipeline's shadow sees the request as sent, not the pipeline's results", function()
+    assert.equal(200, (rerank(srv, { model = "fused-top1" })))
+    d.sleep(0.3)
+    local text = d.readfile(logfile .. ".top1") or ""
+    local line = text:match("^([^\n]+)\n$")
+    assert.is_string(line, text)
+    local j = require("cjson").decode(line)
+    -- the primary returned 1 result; the shadow ranked all 3 documents, the same one first
+    assert.same({ 3, 1, 1 }, { j.documents, j.top1, j.overlap })
   end)
 end)

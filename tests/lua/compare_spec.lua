@@ -24,7 +24,10 @@ describe("ranking comparison", function()
     local a, b = L{ { 1, 0.9 }, { 2, 0.5 }, { 3, 0.1 } }, L{ { 2, 0.7 }, { 1, 0.6 }, { 4, 0.1 } }
     near(1, c.overlap(a, b, 2))
     near(2 / 3, c.overlap(a, b, 3))
-    near(2 / 3, c.overlap(a, b, 10)) -- k cut to the lists' length
+    near(2 / 3, c.overlap(a, b, 10)) -- k cut to a's length
+    near(1, c.overlap(L{ { 2, 1 } }, b, 10)) -- a's only document is in b's top k
+    near(0, c.overlap(L{ { 3, 1 } }, b, 2))
+    near(1, c.overlap({}, {}, 10))
     assert.equal(0, c.top1(a, b))
     assert.equal(1, c.top1(a, L{ { 1, 0 } }))
     near((0.3 + 0.2) / 2, c.score_drift(a, b))
