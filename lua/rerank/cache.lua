@@ -450,7 +450,8 @@ function M.score(inst, model, req)
   local s2, usage, degraded, out = direct(inst, model, sub)
   if not s2 then return nil, usage end
   local o = type(out) == "table" and out or {}
-  if not degraded and not o.degraded and o.score_kind ~= "rank" and not repaired(o.repairs) then
+  -- o.served_by: a hedge target answered (lua/rerank/hedge.lua): not the primary's scores
+  if not degraded and not o.degraded and o.score_kind ~= "rank" and not repaired(o.repairs) and not o.served_by then
     local store = {}
     for j = 1, #mkeys do
       if finite(s2[j]) then store[j] = s2[j] end

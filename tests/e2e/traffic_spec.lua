@@ -98,6 +98,7 @@ describe("hedged requests", function()
       m("goodp", "/fault/slow:600/cohere", "hedge: { after: 100ms, to: broken }"),
       m("boundp", "/fault/slow:400/cohere", "hedge: { after: 100ms, to: busy }"),
       m("quick", "/cohere", "hedge: { after: p95, to: fast }"),
+      "cache: { backend: memory, models: [slowp] }",
       }
     end)
   end)
@@ -123,6 +124,9 @@ describe("hedged requests", function()
     local fams = metrics(srv)
     assert.equal(1, counter(fams, "rerankd_hedges_sent_total", { model = "slowp", to = "fast" }))
     assert.equal(1, counter(fams, "rerankd_hedges_won_total", { model = "slowp", to = "fast" }))
+    -- the hedge target's scores were not cached as the primary's
+    local _, _, h2 = rerank(srv, { model = "slowp" })
+    assert.equal("miss", h2["x-rerankd-cache"])
   end)
 
   it("a failing hedge does not win: the slower good answer does", function()
