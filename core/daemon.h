@@ -96,11 +96,11 @@ void rr_req_schedule_after(rr_req *r, double seconds);
 
 /* luahost.c */
 lua_State *rr_lua_new(const char *root, char *err, size_t errlen);
+void rr_lua_free(lua_State *L); /* closes a state made by rr_lua_new */
 int rr_lua_init_worker(rr_worker *w, char *err, size_t errlen);
 void rr_lua_host_release(rr_luahost *h); /* drops one ref; closes a retired host at zero */
 void rr_lua_tick(rr_worker *w);          /* periodic rerank.server.tick() (metrics publish) */
 int rr_lua_check_config(const rr_options *opt, rr_options *out, char *err, size_t errlen);
-int rr_lua_tool(const char *root, const char *module, int argc, char **argv);
 void rr_lua_start_request(rr_req *r);
 void rr_req_assign_id(rr_req *r);
 void rr_lua_resume(rr_req *r, int nargs);

@@ -58,6 +58,9 @@ int luaopen_rerank_core(lua_State *L);
 /* ---- lfetch.c ---- adds core.http_request / http_request_all (blocking; module build only) */
 void rr_lfetch_register(lua_State *L);
 
+/* ---- cli.c ---- rerankd subcommands: require(module).main({args...}) -> exit status */
+int rr_cli_run(const char *root, const char *module, int argc, char **argv);
+
 /* ---- log.c ---- */
 enum { RR_LOG_DEBUG, RR_LOG_INFO, RR_LOG_WARN, RR_LOG_ERROR };
 void rr_log_set_level(int level);

@@ -263,6 +263,11 @@ static void on_deadline(evutil_socket_t fd, short ev, void *arg)
     (void)fd; (void)ev;
     rr_req *r = arg;
     char msg[128];
+    if (!r->conn && !r->aborted) { /* answered early (ctx.reply_early): only its after-work is cut */
+        rr_log(RR_LOG_INFO, "request %s: work after the answer cut at the deadline", r->id[0] ? r->id : "-");
+        rr_req_finish(r);
+        return;
+    }
     snprintf(msg, sizeof msg, "request exceeded its deadline of %.3gs", r->w->opt->timeout);
     r->w->deadline_timeouts++;
     rr_log(RR_LOG_WARN, "request %s: %s", r->id[0] ? r->id : "-", msg);

@@ -310,7 +310,7 @@ local function check_pipelines(v, ctx)
     local path = idx_path("pipelines", i)
     local p = v[i]
     if not is_mapping(p) or next(p) == nil then fail_type(path, "a mapping (a pipeline entry)", p) end
-    check_keys(p, path, { name = true, stages = true }, ctx)
+    check_keys(p, path, { name = true, stages = true, shadow = true }, ctx)
     if is_null(p.name) then fail(path, 'missing required key "name"') end
     local name = check({ type = "string", nonempty = true }, p.name, key_path(path, "name"), ctx)
     if ctx.model_index[name] then
@@ -328,6 +328,7 @@ local function check_pipelines(v, ctx)
     local bad, why = require("rerank.pipeline").check_order(stages)
     if bad then fail(key_path(idx_path(spath, bad), "fuse"), why) end
     local entry = { name = name, stages = stages }
+    if not is_null(p.shadow) then entry.shadow = models.check_shadow(nil, p.shadow, key_path(path, "shadow"), ctx) end
     list[i], index[name], where[name] = entry, entry, path
   end
   return list, index
@@ -442,6 +443,13 @@ local function build(root, ctx)
   ctx.fusion_index = cfg.fusion_index
   cfg.pipelines, cfg.pipeline_index = check_pipelines(root.pipelines, ctx)
   cfg.aliases = ctx.aliases
+  models.check_shadow_names(cfg, function(n, path)
+    local names = sorted_keys(cfg.model_index)
+    for _, x in ipairs(sorted_keys(cfg.pipeline_index)) do names[#names + 1] = x end
+    local s = M.did_you_mean(n, names)
+    fail(path, ('unknown model "%s" (%s)'):format(n,
+      s and ('did you mean "' .. s .. '"?') or ("configured: " .. table.concat(names, ", "))))
+  end)
   M.check_operations(root, cfg, ctx)
   if is_null(root.default_model) then
     cfg.default_model = cfg.models[1].name

@@ -109,6 +109,63 @@ function M.check_chars_per_token(_, v, path)
   return v
 end
 
+-- hedge: { after = duration | "pNN" (this worker's NNth percentile of the model's answer
+-- times), to = a model name } (lua/rerank/hedge.lua); `to` is checked in check_models
+function M.check_hedge(_, v, path, ctx)
+  if not is_mapping(v) then fail_type(path, "a mapping { after, to }", v) end
+  check_keys(v, path, { after = true, to = true }, ctx)
+  local h = {}
+  if is_null(v.to) then fail(path, 'missing required key "to"') end
+  h.to = check({ type = "string", nonempty = true }, v.to, key_path(path, "to"), ctx)
+  local apath = key_path(path, "after")
+  if is_null(v.after) then fail(path, 'missing required key "after"') end
+  local q = type(v.after) == "string" and v.after:match("^p(%d%d?)$")
+  if q and tonumber(q) >= 1 then
+    h.quantile = tonumber(q) / 100
+  elseif type(v.after) == "string" and v.after:match("^p") then
+    fail(apath, ('"%s": a percentile is p1 ... p99'):format(v.after))
+  else
+    h.after = check({ type = "duration", positive = true }, v.after, apath, ctx)
+  end
+  return h
+end
+
+-- shadow: { model, sample (0..1, default 1), max_inflight (default 4), k (overlap@k, default
+-- 10), log (a JSON Lines file, config-relative) } (lua/rerank/shadow.lua); model is checked
+-- once pipelines are known (M.check_shadow_names)
+local SHADOW = { type = "record", fields = {
+  { "model", { type = "string", nonempty = true } },
+  { "sample", { type = "number", min = 0, max = 1 } },
+  { "max_inflight", { type = "integer", min = 1, max = 10000 } },
+  { "k", { type = "integer", min = 1, max = 100000 } },
+  { "log", { type = "string", nonempty = true } },
+} }
+function M.check_shadow(_, v, path, ctx)
+  local sh = check(SHADOW, v, path, ctx)
+  if not sh.model then fail(path, 'missing required key "model"') end
+  sh.sample = sh.sample or 1
+  sh.max_inflight = sh.max_inflight or 4
+  sh.k = sh.k or 10
+  if sh.log then sh.log = paths.abs(sh.log, ctx.dir) end
+  return sh
+end
+
+-- every shadow names a model, alias or pipeline other than its owner
+function M.check_shadow_names(cfg, fail_unknown)
+  for kind, list in pairs({ models = cfg.models, pipelines = cfg.pipelines }) do
+    for i, e in ipairs(list) do
+      local sh = e.shadow
+      if sh then
+        local mpath = key_path(key_path(idx_path(kind, i), "shadow"), "model")
+        if sh.model == e.name then fail(mpath, "a model cannot shadow itself") end
+        if not cfg.model_index[sh.model] and not cfg.pipeline_index[sh.model] and not cfg.aliases[sh.model] then
+          fail_unknown(sh.model, mpath)
+        end
+      end
+    end
+  end
+end
+
 local HEALTH = { type = "record", fields = {
   { "enabled", { type = "boolean" } },
   { "query", { type = "string", nonempty = true } },
@@ -237,6 +294,10 @@ local MODEL_FIELDS = {
   { "chars_per_token", { check = function(...) return M.check_chars_per_token(...) end } },
   -- semantic health (lua/rerank/health.lua): false, or { query, relevant, irrelevant }
   { "health", { check = function(...) return M.check_health(...) end } },
+  -- hedged requests (lua/rerank/hedge.lua): { after = duration | "p95", to = model }
+  { "hedge", { check = function(...) return M.check_hedge(...) end } },
+  -- shadow traffic (lua/rerank/shadow.lua)
+  { "shadow", { check = function(...) return M.check_shadow(...) end } },
 }
 local MODEL_KEYS = {}
 for _, f in ipairs(MODEL_FIELDS) do MODEL_KEYS[f[1]] = true end
@@ -379,6 +440,29 @@ function M.check_models(v, ctx)
         local s = S.did_you_mean(f, names)
         fail(fpath, ('unknown model "%s" (%s)'):format(f,
           s and ('did you mean "' .. s .. '"?') or ("configured: " .. table.concat(names, ", "))))
+      end
+    end
+  end
+  -- hedge targets are other configured models; both sides call an upstream over HTTP
+  local function runs_locally(m)
+    local lp = ctx.providers[m.provider_file]
+    return lp and type(lp.p.score) == "function"
+  end
+  for i, m in ipairs(models) do
+    if m.hedge then
+      local hpath = key_path(idx_path("models", i), "hedge")
+      local t = index[m.hedge.to]
+      if runs_locally(m) then
+        fail(hpath, ('model "%s" runs locally (provider "%s"): nothing to hedge'):format(m.name, m.provider))
+      end
+      if m.hedge.to == m.name then fail(key_path(hpath, "to"), "a model cannot hedge to itself") end
+      if not t then
+        local s = S.did_you_mean(m.hedge.to, names)
+        fail(key_path(hpath, "to"), ('unknown model "%s" (%s)'):format(m.hedge.to,
+          s and ('did you mean "' .. s .. '"?') or ("configured: " .. table.concat(names, ", "))))
+      end
+      if runs_locally(t) then
+        fail(key_path(hpath, "to"), ('model "%s" runs locally (provider "%s"): hedge to an upstream'):format(t.name, t.provider))
       end
     end
   end

@@ -52,7 +52,9 @@ function M.new(cfg, opts)
     error("rerank.new: expected a config file path or a config table", 2)
   end
   if not c then return nil, err end
-  local self = setmetatable({ cfg = c, providers = {}, transport = opts.transport or M.default_transport() }, Instance)
+  -- timed per request: the gateway-overhead metric subtracts the upstream wait (waits.lua)
+  local transport = require("rerank.waits").wrap(opts.transport or M.default_transport())
+  local self = setmetatable({ cfg = c, providers = {}, transport = transport }, Instance)
   for _, m in ipairs(c.models) do
     local p, perr = load_provider(m.provider_file)
     if not p then return nil, "models." .. m.name .. ": " .. tostring(perr) end
@@ -128,8 +130,14 @@ function Instance:score(model, req)
     if not self.transport then
       return fail(501, ("provider %q needs an HTTP transport"):format(model.provider))
     end
-    out, perr = upstream.call(self.transport, model, p, req)
+    local hedge = require "rerank.hedge"
+    local h = model.hedge and hedge.plan(self, model, req) -- a second deployment when slow
+    local t0 = core.now_us()
+    local race
+    out, perr, race = upstream.call(self.transport, model, p, req, h)
+    if h then hedge.done(h, race) end
     if not out then return nil, perr end
+    if model.hedge and not (race and race.index == 2) then hedge.observe(model.name, (core.now_us() - t0) / 1e6) end
   end
   local scores, missing = collect_scores(out, n, model.provider)
   if not scores then return nil, missing end

@@ -69,6 +69,8 @@ M.define("rerankd_requests_total", C, "HTTP requests answered, by route, model a
 M.define("rerankd_request_duration_seconds", H, "Request latency from accept to answer, by route", { "route" })
 M.define("rerankd_stage_duration_seconds", H, "Time spent per request stage (parse, upstream, sort, serialize)",
   { "stage" })
+M.define("rerankd_gateway_overhead_seconds", H,
+  "Time a request spent in rerankd itself: its total minus the time parked on upstream transfers", { "route", "model" })
 M.define("rerankd_in_flight_requests", G, "Requests being handled right now", {})
 M.define("rerankd_script_errors_total", C, "Requests answered 500 because a Lua script raised", {})
 M.define("rerankd_deadline_exceeded_total", C, "Requests answered 504 at the per-request deadline", {})
@@ -511,7 +513,12 @@ function M.request_done(ctx, status, cfg)
   local route = ctx.route or "unmatched"
   M.inc("rerankd_requests_total", { route = route, model = model or "", status = tostring(status) })
   if ctx.t0_us then
-    M.observe("rerankd_request_duration_seconds", { route = route }, (core.now_us() - ctx.t0_us) / 1e6)
+    local total = core.now_us() - ctx.t0_us
+    M.observe("rerankd_request_duration_seconds", { route = route }, total / 1e6)
+    if info.timing then -- rerank and fuse routes: what rerankd itself cost (local models count as rerankd)
+      local own = total - (info.upstream_wait or 0)
+      M.observe("rerankd_gateway_overhead_seconds", { route = route, model = model or "" }, (own > 0 and own or 0) / 1e6)
+    end
   end
   local t = info.timing
   if t then

@@ -28,6 +28,7 @@
 -- counts it): limits degrade to per worker rather than failing open or closed.
 local json = require "rerank.json"
 local metrics = require "rerank.metrics"
+local redis_state = require "rerank.redis_state"
 
 local floor, ceil, max, min = math.floor, math.ceil, math.max, math.min
 
@@ -220,12 +221,10 @@ function Limiter:admit(key_name, model_name, ndocs)
     ok, d, err = self:admit_redis(list)
     if ok == nil and d == nil then
       metrics.inc("rerankd_redis_errors_total", { use = "ratelimit" })
-      local now = self.clock()
-      if not self.logged or now - self.logged > 10 then
-        self.logged = now
-        self.log("warn", "rate limits: redis failed (" .. tostring(err) .. "); using this worker's counters")
-      end
+      redis_state.note("ratelimit", false, err, self.log)
       ok, d = self:admit_local(list)
+    else
+      redis_state.note("ratelimit", true, nil, self.log)
     end
   else
     ok, d = self:admit_local(list)

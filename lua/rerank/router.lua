@@ -322,6 +322,8 @@ local function inflight_done(self, name, token)
   local t = self.inflight[name]
   if t then t[token] = nil end
 end
+-- for hedged calls (lua/rerank/hedge.lua): a hedge counts as a call in flight to its target
+R.inflight_count, R.inflight_add, R.inflight_done = inflight_count, inflight_add, inflight_done
 
 function R:breaker_settings(model)
   local b = model.breaker or self.routing.breaker or M.DEFAULTS.breaker
@@ -535,7 +537,10 @@ function R:run(name, req)
               st.served = st.served + 1
               st.cost = st.cost + (acct.cost or 0)
               if gi > 1 then st.fallbacks = st.fallbacks + 1 end
-              acct.model, acct.provider, acct.attempts, acct.fallback = model.name, model.provider, attempts, gi > 1
+              -- a hedge target that answered first serves the request (lua/rerank/hedge.lua)
+              local by = type(out) == "table" and out.served_by and self.cfg.model_index
+                and self.cfg.model_index[out.served_by] or model
+              acct.model, acct.provider, acct.attempts, acct.fallback = by.name, by.provider, attempts, gi > 1
               acct.entry, acct.out, acct.tried = model, out, notes
               return scores, usage, degraded, acct
             end

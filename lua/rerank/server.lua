@@ -11,6 +11,8 @@ local auth = require "rerank.auth"
 local ratelimit = require "rerank.ratelimit"
 local cache = require "rerank.cache"
 local upstream = require "rerank.upstream"
+local waits = require "rerank.waits"
+local shadow = require "rerank.shadow"
 local metrics = require "rerank.metrics"
 local health = require "rerank.health"
 
@@ -129,8 +131,12 @@ local function handle_rerank(ctx, route)
     if not ok then return shape_error(shape, ratelimit.error(denial)) end
   end
   upstream.last_status() -- forget a stale one: the access log's upstream_status is this request's
+  -- shadow traffic sees the request as parsed (a pipeline replaces req.documents with its results)
+  local shadow_name = type(req.pipeline) == "string" and req.pipeline or info.model
+  local pristine = ctx.reply_early and shadow.configured(instance.cfg, shadow_name) and shadow.copy(req)
   local result, rerr = shapes.run(shape, instance, req, timing) -- instance:rerank, or the shape's own run
   local ustatus = upstream.last_status()
+  info.upstream_wait = waits.take() -- µs parked on upstream transfers (gateway overhead = total - this)
   if not result then
     info.upstream_status = rerr.upstream_status or ustatus
     info.cache = cache.status()
@@ -153,6 +159,15 @@ local function handle_rerank(ctx, route)
   headers["x-rerankd-cost"] = ("%.10g"):format(result.cost or (result.usage and result.usage.cost) or 0)
   if result.served_by then headers["x-rerankd-model"] = result.served_by end
   for k, v in pairs(shape_headers or {}) do headers[k] = v end
+  -- shadow traffic: sampled here, run after the answer is sent (M.handle, lua/rerank/shadow.lua)
+  local pick = pristine and shadow.pick(instance.cfg, shadow_name)
+  if pick then
+    local cfg_timeout = instance.cfg.server.timeout or 30
+    ctx.after = function()
+      local left = cfg_timeout - (core.now_us() - (ctx.t0_us or core.now_us())) / 1e6 - 0.05
+      shadow.run(instance, pick, pristine, result, left)
+    end
+  end
   return 200, headers, body
 end
 
@@ -195,7 +210,8 @@ local function handle_health(ctx)
   if up and health.wants_deep(ctx.query) then -- GET /health?deep=1 (lua/rerank/health.lua)
     local ok, report = health.deep(instance)
     return ok and 200 or 503, JSON, json.encode({ status = ok and "ok" or "failing", deep = true,
-      workers = ctx.workers, workers_up = ctx.workers_up, version = core.version, models = json.array(report) })
+      workers = ctx.workers, workers_up = ctx.workers_up, version = core.version, models = json.array(report),
+      redis = require("rerank.redis_state").report(instance.cfg) })
   end
   local body = json.encode({
     status = up and "ok" or "starting",
@@ -294,6 +310,12 @@ function M.handle(ctx)
   metrics.request_start(ctx)
   local status, headers, body = dispatch(ctx)
   metrics.request_done(ctx, status, instance and instance.cfg)
+  if ctx.after then -- work after the answer (shadow traffic): the client does not wait for it
+    local fields = log_fields(ctx)
+    coroutine.yield(ctx.reply_early, status, headers, body, fields)
+    ctx.after()
+    return status, headers, body, fields
+  end
   return status, headers, body, log_fields(ctx)
 end
 

@@ -230,16 +230,33 @@ local function call_planned(transport, model, p, req)
   return out
 end
 
+-- One call raced against the same request built for the hedge target h = { model, provider,
+-- after } (lua/rerank/hedge.lua): transport.hedge sends the second when the first has not
+-- answered after h.after; the first 2xx wins. Returns out (out.served_by names a winning
+-- target), plus the race's report { index, hedged }.
+local function call_hedged(transport, model, p, req, spec, h)
+  local hspec = build(h.model, h.provider, req)
+  if not hspec or probe.applies(h.model, h.provider) then return M.call_one(transport, model, p, req, spec) end
+  local r = transport.hedge(M.prepare(model, spec), M.prepare(h.model, hspec), h.after)
+  local res = r.result
+  local who, wp = model, p
+  if r.index == 2 then who, wp = h.model, h.provider end
+  local out, err = parse_result(who, wp, req, not res.error and res or nil, res.error)
+  if out and r.index == 2 then out.served_by = h.model.name end
+  return out, err, r
+end
+
 -- The engine's entry for providers without score(): returns scores-or-results table.
-function M.call(transport, model, p, req)
-  if type(p.token) == "table" then -- a bearer token from an exchange first (lua/rerank/token.lua)
+function M.call(transport, model, p, req, hedge)
+  if type(p.token) == "table" then -- a bearer token from an exchange first (lua/rerank/token.lua); not hedged
     local out, err = token.call(M.call_with_token, transport, model, p, req)
     return out, err
   end
-  return M.call_with_token(transport, model, p, req)
+  return M.call_with_token(transport, model, p, req, hedge)
 end
 
-function M.call_with_token(transport, model, p, req)
+-- hedge: an armed hedge (lua/rerank/hedge.lua) or nil; the third return is the race's report.
+function M.call_with_token(transport, model, p, req, hedge)
   if type(p.plan) == "function" then return call_planned(transport, model, p, req) end
   local max_docs = model.max_documents or (p.limits and p.limits.max_documents)
   -- a provider limited by bytes per call says how many of these documents fit in one
@@ -248,6 +265,7 @@ function M.call_with_token(transport, model, p, req)
   local spec, err = build(model, p, req)
   if not spec then return nil, err end
   if probe.applies(model, p) then return probe.call(transport, model, p, req, spec) end
+  if hedge then return call_hedged(transport, model, p, req, spec, hedge) end
   return M.call_one(transport, model, p, req, spec)
 end
 

@@ -25,7 +25,8 @@ Bedrock: SigV4 with access key "test-key" / secret "test-secret", fully verified
 Bearer Bedrock API key). Wrong key -> 401/403 in the provider's error shape.
 
 Faults, per request: header "x-mock-fault: KIND" or a path prefix /fault/KIND/...
-  slow:MS   answer after MS milliseconds      429:S    429 with Retry-After: S
+  slow:MS   answer after MS milliseconds (a client that hangs up first: "cancelled": true in the log)
+  429:S     429 with Retry-After: S
   500, 503  server error in the provider's shape
   malformed 200 with invalid JSON              truncated Content-Length larger than the body, then close
   reset     close the connection without answering (RST)
@@ -36,7 +37,7 @@ Control: GET /_mock/requests -> every request received [{method, path, headers, 
 (headers lower-cased); POST /_mock/reset clears it and the flaky counters; POST /_mock/revoke
 invalidates every IAM token issued so far.
 """
-import argparse, hashlib, hmac, json, re, socket, struct, sys, threading, time
+import argparse, hashlib, hmac, json, re, select, socket, struct, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, unquote
 
@@ -758,7 +759,8 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         with LOCK:
-            LOG.append({"method": "POST", "path": self.path, "headers": h, "body": raw.decode("utf-8", "replace"), "json": body})
+            self.entry = {"method": "POST", "path": self.path, "headers": h, "body": raw.decode("utf-8", "replace"), "json": body}
+            LOG.append(self.entry)
             del LOG[:-500]
         name, _, rest = path.lstrip("/").partition("/")
         p, rest = PROVIDERS.get(name), "/" + rest
@@ -786,7 +788,14 @@ class Handler(BaseHTTPRequestHandler):
     def inject(self, fault, p):
         kind, _, arg = fault.partition(":")
         if kind == "slow":
-            time.sleep(int(arg or 1000) / 1000.0)
+            end = time.time() + int(arg or 1000) / 1000.0
+            while time.time() < end:  # a client that hangs up meanwhile is recorded: "cancelled"
+                r, _, _ = select.select([self.connection], [], [], min(0.02, max(0, end - time.time())))
+                if r and self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    with LOCK:
+                        self.entry["cancelled"] = True
+                    self.close_connection = True
+                    raise _Reset()
         elif kind == "429":
             p.fail(429, "rate limit exceeded", {"Retry-After": arg or "1"})
         elif kind in ("500", "503"):
