@@ -40,6 +40,7 @@
 --   `aliases` (several models with one alias: a group); models also take weight, breaker =
 --   { failures, cooldown }, chars_per_token; fallbacks and default_model may name aliases
 --   (and provider/model names under direct_models).
+--   cfg.alias_options = { [alias] = { hedge?, shadow? } } from the top-level `aliases:` mapping
 -- A provider's `defaults` fill model keys the config leaves unset (base_url, path, ...).
 -- Top-level keys starting with "x-" are ignored: a place for YAML anchors.
 -- The sections live in config_models.lua (providers, models, direct_models) and
@@ -358,7 +359,7 @@ local DOCUMENTS = { type = "record", fields = {
 ---------------------------------------------------------------------------
 local TOP = { server = true, paths = true, default_model = true, models = true, pipelines = true, log = true,
               fusion = true, routing = true, documents = true, direct_models = true,
-              limits = true, cache = true, redis = true, templates = true }
+              limits = true, cache = true, redis = true, templates = true, aliases = true }
 
 -- fusion: [files]: operator fusion methods, each a Lua file returning { name =, fuse = fn }
 local function check_fusion(v, ctx)
@@ -443,6 +444,7 @@ local function build(root, ctx)
   ctx.fusion_index = cfg.fusion_index
   cfg.pipelines, cfg.pipeline_index = check_pipelines(root.pipelines, ctx)
   cfg.aliases = ctx.aliases
+  cfg.alias_options = models.check_alias_options(root.aliases, ctx, cfg) -- an alias's hedge, shadow
   models.check_shadow_names(cfg, function(n, path)
     local names = sorted_keys(cfg.model_index)
     for _, x in ipairs(sorted_keys(cfg.pipeline_index)) do names[#names + 1] = x end

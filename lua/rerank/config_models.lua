@@ -6,6 +6,7 @@
 --   M.check_direct_models(v, ctx) -> false | true | { [provider] = settings }
 --   M.direct_name(name, path, ctx) -> bool (raises for an unknown provider)
 --   M.check_breaker, M.check_chars_per_token, M.check_health: spec check functions; M.BREAKER
+--   M.check_alias_options(v, ctx, cfg) -> { [alias] = { hedge?, shadow? } } (top-level aliases:)
 local paths = require "rerank.paths"
 local llm = require "rerank.llm"
 local usage = require "rerank.usage"
@@ -130,6 +131,20 @@ function M.check_hedge(_, v, path, ctx)
   return h
 end
 
+-- a hedge's `to`: a configured model that calls an upstream (index: cfg.model_index)
+function M.check_hedge_target(h, hpath, index, ctx)
+  local t = index[h.to]
+  if not t then
+    local names = sorted_keys(index)
+    local s = S.did_you_mean(h.to, names)
+    fail(key_path(hpath, "to"), ('unknown model "%s" (%s)'):format(h.to,
+      s and ('did you mean "' .. s .. '"?') or ("configured: " .. table.concat(names, ", "))))
+  end
+  if ctx.runs_locally(t) then
+    fail(key_path(hpath, "to"), ('model "%s" runs locally (provider "%s"): hedge to an upstream'):format(t.name, t.provider))
+  end
+end
+
 -- shadow: { model, sample (0..1, default 1), max_inflight (default 4), k (overlap@k, default
 -- 10), log (a JSON Lines file, config-relative) } (lua/rerank/shadow.lua); model is checked
 -- once pipelines are known (M.check_shadow_names)
@@ -164,6 +179,42 @@ function M.check_shadow_names(cfg, fail_unknown)
       end
     end
   end
+  for _, a in ipairs(sorted_keys(cfg.alias_options)) do
+    local sh = cfg.alias_options[a].shadow
+    local mpath = key_path(key_path(key_path("aliases", a), "shadow"), "model")
+    if sh and sh.model == a then fail(mpath, "an alias cannot shadow itself") end
+    if sh and not cfg.model_index[sh.model] and not cfg.pipeline_index[sh.model] and not cfg.aliases[sh.model] then
+      fail_unknown(sh.model, mpath)
+    end
+  end
+end
+
+-- aliases: { <alias> = { hedge, shadow } }: settings of an alias, a name the models list in
+-- their `aliases` (its members); cfg.alias_options[alias] = { hedge?, shadow? }
+function M.check_alias_options(v, ctx, cfg)
+  if is_null(v) then return {} end
+  if not is_mapping(v) then fail_type("aliases", "a mapping of alias names to { hedge, shadow }", v) end
+  local out = {}
+  for _, a in ipairs(sorted_keys(v)) do
+    local path, e = key_path("aliases", a), v[a]
+    if not cfg.aliases[a] then
+      local names = sorted_keys(cfg.aliases)
+      local s = S.did_you_mean(a, names)
+      S.raise(path, ('%s: unknown alias "%s" (%s)'):format(path, a,
+        cfg.model_index[a] and "a model: set hedge or shadow on its entry" or s and ('did you mean "' .. s .. '"?')
+        or (#names > 0 and ("configured: " .. table.concat(names, ", ")) or "no model lists it in its aliases")), true)
+    end
+    if not is_mapping(e) then fail_type(path, "a mapping { hedge, shadow }", e) end
+    check_keys(e, path, { hedge = true, shadow = true }, ctx)
+    local o = {}
+    if not is_null(e.hedge) then
+      o.hedge = M.check_hedge(nil, e.hedge, key_path(path, "hedge"), ctx)
+      M.check_hedge_target(o.hedge, key_path(path, "hedge"), cfg.model_index, ctx)
+    end
+    if not is_null(e.shadow) then o.shadow = M.check_shadow(nil, e.shadow, key_path(path, "shadow"), ctx) end
+    out[a] = o
+  end
+  return out
 end
 
 local HEALTH = { type = "record", fields = {
@@ -444,26 +495,18 @@ function M.check_models(v, ctx)
     end
   end
   -- hedge targets are other configured models; both sides call an upstream over HTTP
-  local function runs_locally(m)
+  ctx.runs_locally = function(m)
     local lp = ctx.providers[m.provider_file]
     return lp and type(lp.p.score) == "function"
   end
   for i, m in ipairs(models) do
     if m.hedge then
       local hpath = key_path(idx_path("models", i), "hedge")
-      local t = index[m.hedge.to]
-      if runs_locally(m) then
+      if ctx.runs_locally(m) then
         fail(hpath, ('model "%s" runs locally (provider "%s"): nothing to hedge'):format(m.name, m.provider))
       end
       if m.hedge.to == m.name then fail(key_path(hpath, "to"), "a model cannot hedge to itself") end
-      if not t then
-        local s = S.did_you_mean(m.hedge.to, names)
-        fail(key_path(hpath, "to"), ('unknown model "%s" (%s)'):format(m.hedge.to,
-          s and ('did you mean "' .. s .. '"?') or ("configured: " .. table.concat(names, ", "))))
-      end
-      if runs_locally(t) then
-        fail(key_path(hpath, "to"), ('model "%s" runs locally (provider "%s"): hedge to an upstream'):format(t.name, t.provider))
-      end
+      M.check_hedge_target(m.hedge, hpath, index, ctx)
     end
   end
   return models, index

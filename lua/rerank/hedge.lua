@@ -2,7 +2,9 @@
 -- `hedge: { after: 300ms | p95, to: NAME }` sends the same upstream request to the deployment
 -- NAME when its own has not answered after `after` (or this worker's 95th percentile of its
 -- recent answer times); the first 2xx answer wins and the other transfer is cancelled
--- (core/fetch.c, fetch.hedge).
+-- (core/fetch.c, fetch.hedge). An alias's hedge (top-level `aliases: { NAME: { hedge } }`)
+-- reaches here on the member's entry as model.hedge with model.hedge_from = the alias
+-- (router.lua): it is counted, and its p95 kept, under the alias's name.
 --   hedge.plan(inst, model, req) -> { model, provider, after } | nil   (nil: call plainly)
 --   hedge.observe(name, seconds)     an answer time of a model (for `p95`)
 --   hedge.done(h, out)               counts the hedge sent/won and releases its slot
@@ -45,8 +47,11 @@ function M.quantile(name, q)
   return v[math.max(1, math.ceil(q * s.n))]
 end
 
+-- the name a hedge is counted and timed under: the alias it came from, else the model
+function M.owner(model) return model.hedge_from or model.name end
+
 local function skip(model, reason)
-  metrics.inc("rerankd_hedges_skipped_total", { model = model.name, reason = reason })
+  metrics.inc("rerankd_hedges_skipped_total", { model = M.owner(model), reason = reason })
   return nil
 end
 
@@ -66,7 +71,7 @@ function M.plan(inst, model, req)
   end
   local after = h.after
   if h.quantile then
-    after = M.quantile(model.name, h.quantile)
+    after = M.quantile(M.owner(model), h.quantile)
     if not after then return skip(model, "warmup") end
   end
   -- model.timeout is already cut to the request's deadline (router attempt)
@@ -80,7 +85,7 @@ function M.plan(inst, model, req)
   local t = {}
   for k, v in pairs(target) do t[k] = v end
   t.timeout = math.max(0.001, math.min(tonumber(target.timeout) or math.huge, model.timeout - after))
-  return { model = t, provider = tp, after = after, from = model.name, to = h.to,
+  return { model = t, provider = tp, after = after, from = M.owner(model), to = h.to,
            token = router.inflight_add(router, h.to, now + model.timeout + 1), router = router }
 end
 

@@ -137,7 +137,7 @@ function Instance:score(model, req)
     out, perr, race = upstream.call(self.transport, model, p, req, h)
     if h then hedge.done(h, race) end
     if not out then return nil, perr end
-    if model.hedge and not (race and race.index == 2) then hedge.observe(model.name, (core.now_us() - t0) / 1e6) end
+    if model.hedge and not (race and race.index == 2) then hedge.observe(hedge.owner(model), (core.now_us() - t0) / 1e6) end
   end
   local scores, missing = collect_scores(out, n, model.provider)
   if not scores then return nil, missing end

@@ -283,7 +283,8 @@ function R:resolve(name)
       end
       members[#members + 1] = { model = m, weight = a.weight or m.weight or 1 }
     end
-    return { name = name, members = members }
+    local opts = self.cfg.alias_options and self.cfg.alias_options[name]
+    return { name = name, members = members, hedge = opts and opts.hedge }
   end
   local m = index[name]
   if m then return { name = name, members = { { model = m, weight = m.weight or 1 } } } end
@@ -462,6 +463,17 @@ function R:attempt(model, req, deadline)
   return docs.collapse(scores, owners, #req.documents), usage, degraded, preq, out
 end
 
+-- An alias's hedge (cfg.alias_options[alias].hedge) applies to each call of a member made
+-- for the alias, unless the member has its own hedge or is the hedge target itself.
+local function group_hedged(model, group)
+  local h = group.hedge
+  if not h or model.hedge or model.name == h.to then return model end
+  local m = {}
+  for k, v in pairs(model) do m[k] = v end
+  m.hedge, m.hedge_from = h, group.name
+  return m
+end
+
 local function describe(name, err)
   if type(err) ~= "table" then return name .. ": " .. tostring(err) end
   if err.upstream_status then return ("%s: HTTP %d"):format(name, err.upstream_status) end
@@ -530,7 +542,7 @@ function R:run(name, req)
             attempts = attempts + 1
             st.attempts = st.attempts + 1
             if try > 0 then st.retries = st.retries + 1 end
-            local scores, usage, degraded, preq, out = self:attempt(model, req, deadline)
+            local scores, usage, degraded, preq, out = self:attempt(group_hedged(model, group), req, deadline)
             if scores then
               self:breaker_result(model, true, self.now())
               local acct = self:account(model, preq)

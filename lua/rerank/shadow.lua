@@ -1,4 +1,4 @@
--- Shadow traffic (README "Shadow traffic"): a model or pipeline with
+-- Shadow traffic (README "Shadow traffic"): a model, alias or pipeline with
 -- `shadow: { model: NAME, sample: 0.05, max_inflight: 4, k: 10, log: FILE }` also runs a
 -- sampled share of its requests on NAME after the client has its answer (server.lua answers
 -- early through ctx.reply_early), and compares the two rankings (lua/rerank/compare.lua).
@@ -45,6 +45,7 @@ end
 
 local function spec_of(cfg, name)
   local entry = cfg.model_index and cfg.model_index[name] or cfg.pipeline_index and cfg.pipeline_index[name]
+    or cfg.alias_options and cfg.alias_options[name] -- an alias's (top-level aliases:)
   return entry and entry.shadow
 end
 

@@ -98,7 +98,14 @@ describe("hedged requests", function()
       m("goodp", "/fault/slow:600/cohere", "hedge: { after: 100ms, to: broken }"),
       m("boundp", "/fault/slow:400/cohere", "hedge: { after: 100ms, to: busy }"),
       m("quick", "/cohere", "hedge: { after: p95, to: fast }"),
+      m("slowa", "/fault/slow:2000/cohere", "aliases: [grp]"),
+      m("slowb", "/fault/slow:400/cohere", "aliases: [grpb]"),
+      m("slowc", "/fault/slow:2000/cohere", "aliases: [grpc]"),
       "cache: { backend: memory, models: [slowp] }",
+      "aliases:",
+      "  grp: { hedge: { after: 200ms, to: fast } }",
+      "  grpb: { hedge: { after: 100ms, to: busy } }",
+      "  grpc: { hedge: { after: p95, to: fast } }",
       }
     end)
   end)
@@ -167,6 +174,56 @@ describe("hedged requests", function()
     assert.equal(1, hits("busy")) -- only the direct call
   end)
 
+  it("an alias's hedge applies to its members' calls, counted under the alias", function()
+    d.mock_reset(mock)
+    local t0 = d.now()
+    local status, _, h, j = rerank(srv, { model = "grp" })
+    local took = d.now() - t0
+    assert.equal(200, status)
+    assert.is_true(took < 1.5, tostring(took))      -- not the member's 2 s
+    assert.equal("fast", h["x-rerankd-model"])
+    assert.equal("grp", j.model)
+    assert.equal(1, hits("slowa"))
+    assert.equal(1, hits("fast"))
+    local fams = metrics(srv)
+    assert.equal(1, counter(fams, "rerankd_hedges_sent_total", { model = "grp", to = "fast" }))
+    assert.equal(1, counter(fams, "rerankd_hedges_won_total", { model = "grp", to = "fast" }))
+    -- the member's own name is not hedged when asked for directly (the hedge is the alias's)
+    d.mock_reset(mock)
+    t0 = d.now()
+    status, _, h = rerank(srv, { model = "slowa" })
+    assert.equal(200, status)
+    assert.equal("slowa", h["x-rerankd-model"])
+    assert.is_true(d.now() - t0 >= 1.9)
+    assert.equal(0, hits("fast"))
+  end)
+
+  it("an alias's hedge never goes past the deadline or the target's concurrency bound", function()
+    d.mock_reset(mock)
+    assert.equal(504, (rerank(srv, { model = "grp" }, { ["x-rerankd-timeout-ms"] = "150" })))
+    local body = d.writefile(d.tmpname(".json"), '{"model":"busy","query":"cat","documents":["cat"]}')
+    d.sh(("curl -s -o /dev/null -H 'Content-Type: application/json' --data-binary @%s %s/v1/rerank >/dev/null 2>&1 &")
+      :format(body, srv.url))
+    d.sleep(0.3)
+    local status, _, h = rerank(srv, { model = "grpb" })
+    assert.equal(200, status)
+    assert.equal("slowb", h["x-rerankd-model"])
+    d.sleep(1.5)
+    assert.equal(0, hits("fast"))
+    assert.equal(1, hits("busy")) -- only the direct call
+    local fams = metrics(srv)
+    assert.equal(1, counter(fams, "rerankd_hedges_skipped_total", { model = "grp", reason = "deadline" }))
+    assert.equal(1, counter(fams, "rerankd_hedges_skipped_total", { model = "grpb", reason = "concurrency" }))
+    assert.equal(0, counter(fams, "rerankd_hedges_sent_total", { model = "grpb" }))
+  end)
+
+  it("an alias's p95 is its own: warmup is counted under the alias", function()
+    assert.equal(504, (rerank(srv, { model = "grpc" }, { ["x-rerankd-timeout-ms"] = "100" })))
+    local fams = metrics(srv)
+    assert.equal(1, counter(fams, "rerankd_hedges_skipped_total", { model = "grpc", reason = "warmup" }))
+    assert.equal(0, counter(fams, "rerankd_hedges_skipped_total", { model = "slowc" }))
+  end)
+
   it("after: p95 waits for 20 answers before it arms", function()
     for _ = 1, 20 do assert.equal(200, (rerank(srv, { model = "quick" }))) end
     local fams = metrics(srv)
@@ -197,6 +254,9 @@ describe("shadow traffic", function()
       m("slow", "/fault/slow:800/cohere"),
       m("broken", "/fault/500/cohere"),
       m("co", "/cohere", "price: { per_search_unit: 0.002 }"),
+      "  - { name: bm25-a, provider: bm25, aliases: [rr] }",
+      "aliases:",
+      "  rr: { shadow: { model: co, k: 2 } }",
       "pipelines:",
       "  - { name: fused, stages: [ { fuse: rrf }, { rerank: bm25 } ], shadow: { model: co } }",
       ("  - { name: fused-top1, stages: [ { fuse: rrf }, { rerank: bm25 }, { top_n: 1 } ], shadow: { model: same, log: %s } }")
@@ -260,6 +320,21 @@ describe("shadow traffic", function()
     assert.equal(0, counter(fams, "rerankd_requests_total", { model = "co" }))
     local _, count = hist(fams, "rerankd_shadow_overlap", { primary = "bm25-co", shadow = "co" })
     assert.equal(1, count)
+  end)
+
+  it("shadows requests that name an alias, labelled primary = the alias", function()
+    assert.equal(200, (rerank(srv, { model = "rr" })))
+    d.sleep(0.3)
+    local fams = metrics(srv)
+    assert.equal(1, counter(fams, "rerankd_shadow_requests_total", { primary = "rr", shadow = "co", outcome = "ok" }))
+    local _, count = hist(fams, "rerankd_shadow_overlap", { primary = "rr", shadow = "co" })
+    assert.equal(1, count)
+    -- the member asked for by its own name is not the alias: not shadowed
+    assert.equal(200, (rerank(srv, { model = "bm25-a" })))
+    d.sleep(0.3)
+    fams = metrics(srv)
+    assert.equal(0, counter(fams, "rerankd_shadow_requests_total", { primary = "bm25-a" }))
+    assert.equal(1, counter(fams, "rerankd_shadow_requests_total", { primary = "rr" }))
   end)
 
   it("a pipeline's shadow sees the request as sent, not the pipeline's results", function()
