@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <lauxlib.h>
 
@@ -102,12 +103,16 @@ int rr_curl_push_result(lua_State *L, rr_transfer *t, int single)
             lua_pushfstring(L, "%s: %s", error_kind(t->result), msg);
             return 2;
         }
-        lua_createtable(L, 0, 1);
+        lua_createtable(L, 0, 2);
         lua_pushfstring(L, "%s: %s", error_kind(t->result), msg);
         lua_setfield(L, -2, "error");
+        lua_pushnumber(L, t->done_us);
+        lua_setfield(L, -2, "done_us");
         return 1;
     }
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 4);
+    lua_pushnumber(L, t->done_us);
+    lua_setfield(L, -2, "done_us");
     lua_pushinteger(L, t->status);
     lua_setfield(L, -2, "status");
     push_headers(L, &t->resp_headers);
@@ -221,8 +226,11 @@ rr_transfer *rr_curl_next_done(CURLM *multi)
         CURLcode res = m->data.result;
         curl_multi_remove_handle(multi, m->easy_handle);
         if (!t) continue;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
         t->done = 1;
         t->result = res;
+        t->done_us = (double)ts.tv_sec * 1e6 + (double)(ts.tv_nsec / 1000);
         curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->status);
         return t;
     }

@@ -22,6 +22,7 @@ typedef struct {
     CURLcode result;
     long status;
     int started, done;
+    double done_us;             /* CLOCK_MONOTONIC µs when it finished (core.now_us's clock) */
 } rr_transfer;
 
 typedef struct {
@@ -39,7 +40,9 @@ void rr_curl_read_opts(lua_State *L, int idx, rr_curl_opts *o);
  * rr_curl_transfer_free (the daemon holds a registry reference; the blocking module keeps
  * the options on its stack for the whole call). */
 int rr_curl_setup(lua_State *L, int idx, rr_transfer *t, const rr_curl_opts *o, double deadline_left);
-/* Pushes {status, headers, body}, or nil, "kind: message" (single) / {error = ...} (batch). */
+/* Pushes {status, headers, body, done_us}, or nil, "kind: message" (single) / {error, done_us}
+ * (batch); done_us (when it finished, core.now_us's clock) lets a caller that ran several
+ * transfers together time each one (rerankd eval --concurrency). */
 int rr_curl_push_result(lua_State *L, rr_transfer *t, int single);
 /* The next finished transfer of multi (removed from it, result and status recorded), or NULL
  * when none is left to report. */

@@ -120,6 +120,22 @@ describe("rerankd eval", function()
     assert.is_true(parallel < serial / 2, ("serial %.2fs, parallel %.2fs"):format(serial, parallel))
   end)
 
+  it("--concurrency: each call's latency is its own, not its slower round-mate's", function()
+    local qs = {}
+    for i = 1, 4 do
+      qs[i] = ('{"query":"cat %d","documents":["cat","dog"],"relevant":{"0":1}}'):format(i)
+    end
+    local f = d.writefile(d.tmpname(".jsonl"), table.concat(qs, "\n"))
+    -- co (answers at once) and slow (400 ms) share every round of two calls
+    local rc, out, err = run(("-c %s --data %s --models co,slow --format json --concurrency 2"):format(cfg, f))
+    assert.equal(0, rc, err)
+    local by = {}
+    for _, m in ipairs(cjson.decode(out).models) do by[m.name] = m end
+    assert.equal(0, by.co.failures + by.slow.failures)
+    assert.is_true(by.slow.latency_ms.p50 >= 400, tostring(by.slow.latency_ms.p50))
+    assert.is_true(by.co.latency_ms.p95 < 200, tostring(by.co.latency_ms.p95))
+  end)
+
   it("shows a progress bar on a terminal only", function()
     local log = d.tmpname(".tty")
     d.sh(("cd %s && script -qec '%s eval -c %s --data %s --models bm25 >/dev/null' %s >/dev/null 2>&1"):format(

@@ -15,7 +15,7 @@ usage: rerankd eval -c FILE --data PATH [options]
   --models a,b,...       models, aliases or pipelines to evaluate (default: every model and pipeline)
   --k N                  cutoff for nDCG, MRR and Recall (default 10)
   --gain linear|exp      nDCG gain: the grade (trec_eval, ranx ndcg; default) or 2^grade - 1
-  --concurrency N        queries in flight at once (default 1: exact per-query latency)
+  --concurrency N        calls in flight at once (default 1); latency is each call's own
   --format table|json|csv  output on stdout (default table)
   --split NAME           BEIR qrels file qrels/NAME.tsv (default test)
   --candidates FILE|all BEIR: candidates per query from a TREC run file, or the whole corpus
@@ -69,6 +69,10 @@ end
 -- Running calls concurrently on the blocking transport: each (query, model) call runs in a
 -- coroutine; the transport parks it (yield) and the scheduler sends every parked call's
 -- transfers together with one request_all, then resumes each with its answers.
+-- Each call's own latency is kept apart from its round-mates': the time its own steps ran,
+-- plus, per round, the time from the round's start until its own last transfer finished
+-- (the transport stamps each answer with done_us); waiting for a slower call's transfers, or
+-- for other calls' steps, is not counted.
 
 local PARK = {}
 
@@ -84,16 +88,21 @@ local function eval_transport(base)
   return t
 end
 
--- tasks: array of functions; on_done(i, ...) with each one's returns (or false, err).
-function M.schedule(tasks, concurrency, base, on_done)
+-- tasks: array of functions; on_done(i, own_us, ...) with each one's own latency (µs) and
+-- its returns (or false, err). now: the clock (core.now_us).
+function M.schedule(tasks, concurrency, base, on_done, now)
+  now = now or core.now_us
   local active, nexti = {}, 1
   local function pack(...) return { n = select("#", ...), ... } end
   local function step(slot, ...)
     local co = slot.co
+    local t0 = now()
     local res = pack(coroutine.resume(co, ...))
+    slot.own = slot.own + (now() - t0)
     if coroutine.status(co) == "dead" then
       slot.done = true
-      if res[1] then on_done(slot.i, unpack(res, 2, res.n)) else on_done(slot.i, false, tostring(res[2])) end
+      if res[1] then on_done(slot.i, slot.own, unpack(res, 2, res.n))
+      else on_done(slot.i, slot.own, false, tostring(res[2])) end
     elseif res[2] == PARK then
       slot.list, slot.n = res[3], res[4]
     else
@@ -102,7 +111,7 @@ function M.schedule(tasks, concurrency, base, on_done)
   end
   while true do
     while #active < concurrency and nexti <= #tasks do
-      local slot = { i = nexti, co = coroutine.create(tasks[nexti]) }
+      local slot = { i = nexti, co = coroutine.create(tasks[nexti]), own = 0 }
       nexti = nexti + 1
       step(slot)
       if not slot.done then active[#active + 1] = slot end
@@ -116,13 +125,23 @@ function M.schedule(tasks, concurrency, base, on_done)
         width = width + math.min(#s.list, tonumber(s.n) or #s.list)
       end
     end
+    local r0 = now()
     local answers = #flat > 0 and base.request_all(flat, math.max(1, width)) or {}
+    local r1 = now()
     local still = {}
     for _, s in ipairs(active) do
       local mine
       if s.list then
         mine = {}
-        for j = 1, #s.list do mine[j] = answers[s.from + j - 1] end
+        local last = r0
+        for j = 1, #s.list do
+          local a = answers[s.from + j - 1]
+          mine[j] = a
+          local at = type(a) == "table" and tonumber(a.done_us) or r1
+          if at <= 0 or at > r1 then at = r1 end -- never finished (not started): the round's end
+          if at > last then last = at end
+        end
+        s.own = s.own + (last - r0)
       end
       step(s, mine)
       if not s.done then still[#still + 1] = s end
@@ -182,18 +201,14 @@ function M.evaluate(inst, queries, names, o)
     for mi, name in ipairs(names) do
       local req = { model = name, query = q.query }
       if q.lists and pipelines[name] then req.lists = q.lists else req.documents = q.documents end
-      tasks[#tasks + 1] = function()
-        local t0 = core.now_us()
-        local res, err = inst:rerank(req)
-        return res, err, core.now_us() - t0
-      end
+      tasks[#tasks + 1] = function() return inst:rerank(req) end
       meta[#tasks] = { qi = qi, mi = mi }
     end
   end
   local show, done, qdone, per_q = progress(#queries, #tasks), 0, 0, {}
   local base = inst.transport
   if base then inst.transport = eval_transport(base) end
-  local function on_done(i, res, err, us)
+  local function on_done(i, us, res, err)
     local m, st = meta[i], stats[meta[i].mi]
     local q = queries[m.qi]
     done = done + 1
