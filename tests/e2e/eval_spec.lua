@@ -25,6 +25,15 @@ local SET = table.concat({
     .. '{"id":"b","text":"Billing lets you add balance."}],"relevant":{"b":1,"zz":1}}',
 }, "\n") .. "\n"
 
+-- a JSON Lines file of n one-judgement queries
+local function cat_set(n)
+  local qs = {}
+  for i = 1, n do
+    qs[i] = ('{"query":"cat %d","documents":["cat","dog"],"relevant":{"0":1}}'):format(i)
+  end
+  return d.writefile(d.tmpname(".jsonl"), table.concat(qs, "\n"))
+end
+
 describe("rerankd eval", function()
   local mock, set, cfg
   setup(function()
@@ -99,11 +108,7 @@ describe("rerankd eval", function()
   end)
 
   it("--concurrency runs calls in parallel", function()
-    local big = {}
-    for i = 1, 6 do
-      big[i] = ('{"query":"cat %d","documents":["cat","dog"],"relevant":{"0":1}}'):format(i)
-    end
-    local f = d.writefile(d.tmpname(".jsonl"), table.concat(big, "\n"))
+    local f = cat_set(6)
     local t0 = d.now()
     local rc, out = run(("-c %s --data %s --models slow --format json --concurrency 1"):format(cfg, f))
     local serial = d.now() - t0
@@ -121,11 +126,7 @@ describe("rerankd eval", function()
   end)
 
   it("--concurrency: each call's latency is its own, not its slower round-mate's", function()
-    local qs = {}
-    for i = 1, 4 do
-      qs[i] = ('{"query":"cat %d","documents":["cat","dog"],"relevant":{"0":1}}'):format(i)
-    end
-    local f = d.writefile(d.tmpname(".jsonl"), table.concat(qs, "\n"))
+    local f = cat_set(4)
     -- co (answers at once) and slow (400 ms) share every round of two calls
     local rc, out, err = run(("-c %s --data %s --models co,slow --format json --concurrency 2"):format(cfg, f))
     assert.equal(0, rc, err)

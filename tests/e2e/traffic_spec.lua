@@ -87,6 +87,25 @@ describe("hedged requests", function()
     end
     return n
   end
+  -- a request to `model` (its upstream takes 2 s) that the hedge target "fast" answers
+  local function won_by_fast(model)
+    d.mock_reset(mock)
+    local t0 = d.now()
+    local status, _, h, j = rerank(srv, { model = model })
+    local took = d.now() - t0
+    assert.equal(200, status)
+    assert.is_true(took < 1.5, tostring(took))      -- not the primary's 2 s
+    assert.equal("fast", h["x-rerankd-model"])
+    assert.equal(1, hits("fast"))
+    return j
+  end
+  -- one call to busy (concurrency: 1) in flight on the only worker
+  local function busy_in_flight()
+    local body = d.writefile(d.tmpname(".json"), '{"model":"busy","query":"cat","documents":["cat"]}')
+    d.sh(("curl -s -o /dev/null -H 'Content-Type: application/json' --data-binary @%s %s/v1/rerank >/dev/null 2>&1 &")
+      :format(body, srv.url))
+    d.sleep(0.3)
+  end
   setup(function()
     mock, srv = serve(function(mk)
       mock = mk
@@ -112,16 +131,9 @@ describe("hedged requests", function()
   teardown(function() stop(mock, srv) end)
 
   it("sends the hedge when the first has not answered in time; the first good answer wins", function()
-    d.mock_reset(mock)
-    local t0 = d.now()
-    local status, _, h, j = rerank(srv, { model = "slowp" })
-    local took = d.now() - t0
-    assert.equal(200, status)
-    assert.is_true(took < 1.5, tostring(took))      -- not the primary's 2 s
-    assert.equal("fast", h["x-rerankd-model"])
+    local j = won_by_fast("slowp")
     assert.equal(2, j.results[1].index)             -- the mock's ranking: "cat and dog" first
     assert.equal(1, hits("slowp"))
-    assert.equal(1, hits("fast"))
     d.sleep(0.2) -- the losing transfer was cancelled: the mock saw the connection close
     local cancelled
     for _, r in ipairs(d.mock_requests(mock)) do
@@ -159,11 +171,7 @@ describe("hedged requests", function()
 
   it("never hedges past the target's concurrency bound", function()
     d.mock_reset(mock)
-    -- one call to busy (concurrency: 1) in flight on the only worker
-    local body = d.writefile(d.tmpname(".json"), '{"model":"busy","query":"cat","documents":["cat"]}')
-    d.sh(("curl -s -o /dev/null -H 'Content-Type: application/json' --data-binary @%s %s/v1/rerank >/dev/null 2>&1 &")
-      :format(body, srv.url))
-    d.sleep(0.3)
+    busy_in_flight()
     local status, _, h = rerank(srv, { model = "boundp" })
     assert.equal(200, status)
     assert.equal("boundp", h["x-rerankd-model"])
@@ -175,23 +183,16 @@ describe("hedged requests", function()
   end)
 
   it("an alias's hedge applies to its members' calls, counted under the alias", function()
-    d.mock_reset(mock)
-    local t0 = d.now()
-    local status, _, h, j = rerank(srv, { model = "grp" })
-    local took = d.now() - t0
-    assert.equal(200, status)
-    assert.is_true(took < 1.5, tostring(took))      -- not the member's 2 s
-    assert.equal("fast", h["x-rerankd-model"])
+    local j = won_by_fast("grp")
     assert.equal("grp", j.model)
     assert.equal(1, hits("slowa"))
-    assert.equal(1, hits("fast"))
     local fams = metrics(srv)
     assert.equal(1, counter(fams, "rerankd_hedges_sent_total", { model = "grp", to = "fast" }))
     assert.equal(1, counter(fams, "rerankd_hedges_won_total", { model = "grp", to = "fast" }))
     -- the member's own name is not hedged when asked for directly (the hedge is the alias's)
     d.mock_reset(mock)
-    t0 = d.now()
-    status, _, h = rerank(srv, { model = "slowa" })
+    local t0 = d.now()
+    local status, _, h = rerank(srv, { model = "slowa" })
     assert.equal(200, status)
     assert.equal("slowa", h["x-rerankd-model"])
     assert.is_true(d.now() - t0 >= 1.9)
@@ -201,10 +202,7 @@ describe("hedged requests", function()
   it("an alias's hedge never goes past the deadline or the target's concurrency bound", function()
     d.mock_reset(mock)
     assert.equal(504, (rerank(srv, { model = "grp" }, { ["x-rerankd-timeout-ms"] = "150" })))
-    local body = d.writefile(d.tmpname(".json"), '{"model":"busy","query":"cat","documents":["cat"]}')
-    d.sh(("curl -s -o /dev/null -H 'Content-Type: application/json' --data-binary @%s %s/v1/rerank >/dev/null 2>&1 &")
-      :format(body, srv.url))
-    d.sleep(0.3)
+    busy_in_flight()
     local status, _, h = rerank(srv, { model = "grpb" })
     assert.equal(200, status)
     assert.equal("slowb", h["x-rerankd-model"])
