@@ -18,8 +18,28 @@ local M = {}
 local instance -- this worker's rerank instance
 local gate, limiter -- API keys (auth.lua) and rate limits (ratelimit.lua); nil when not configured
 
+-- The daemon's configurations answer HTTP: config.lua then refuses an empty one and one
+-- that does not choose its authentication (server.api_keys or server.auth: none).
+local function serving(overrides)
+  local o = { serve = true }
+  for k, v in pairs(overrides or {}) do o[k] = v end
+  return o
+end
+M.serving = serving
+
 function M.load_config(path, overrides)
-  return config.load(path, overrides)
+  return config.load(path, serving(overrides))
+end
+
+-- One line at start and at each reload (worker 0): how clients authenticate.
+local function log_auth(cfg)
+  local keys = cfg.auth and #cfg.auth.keys or 0
+  if keys > 0 then
+    core.log("info", ("auth: %d API key%s; open paths: %s"):format(keys, keys == 1 and "" or "s",
+      table.concat(cfg.auth.open_paths or {}, " ")))
+  else
+    core.log("warn", "auth: none (server.auth: none): every route answers without an API key")
+  end
 end
 
 -- Serves an existing instance (nginx builds one for its library API and shares it).
@@ -32,8 +52,9 @@ function M.adopt(r)
 end
 
 function M.init(path, overrides)
-  local r, err = rerank.new(path, { overrides = overrides })
+  local r, err = rerank.new(path, { overrides = serving(overrides) })
   if not r then return nil, err end
+  if not overrides or (overrides.worker or 0) == 0 then log_auth(r.cfg) end
   return M.adopt(r)
 end
 
@@ -58,7 +79,8 @@ end
 -- An error in the shape the client spoke, with Retry-After when there is one.
 local function shape_error(shape, err)
   local headers = { ["content-type"] = "application/json" }
-  if err.retry_after then headers["retry-after"] = tostring(err.retry_after) end
+  local ra = err.retry_after and upstream.valid_retry_after(tostring(err.retry_after))
+  if ra then headers["retry-after"] = ra end
   return err.status or 500, headers, shapes.render_error(shape, err)
 end
 
@@ -206,30 +228,18 @@ local routes = {
   ["/v1/fuse"] = { POST = handle_fuse },
 }
 
--- cjson escapes "/" as "\/": valid, but noisy in paths. Every "\/" it emits is that escape.
-local function jstr(s)
-  return (json.string(s):gsub("\\/", "/"))
-end
-
--- The access-log fields of one request (core/log.c adds ts, status and total_us).
+-- The access-log fields of one request, as a table: core/luahost.c encodes them (with the
+-- status and total_us core/server.c adds) through the access log's one JSON encoder.
 local function log_fields(ctx)
   local info = ctx.info or {}
   local t = info.timing
-  local f = {
-    '"id":', jstr(ctx.id), ',"method":', jstr(ctx.method), ',"path":', jstr(ctx.path),
-    ',"route":', jstr(ctx.route or ""), ',"worker":', tostring(ctx.worker),
+  return {
+    id = ctx.id, method = ctx.method, path = ctx.path, route = ctx.route or "", worker = ctx.worker,
+    model = info.model, docs = info.docs,
+    us = t and { parse = t.parse or 0, upstream = t.upstream or 0, sort = t.sort or 0, serialize = t.serialize or 0 },
+    upstream_status = tonumber(info.upstream_status), cache = info.cache, degraded = info.degraded or nil,
+    key = ctx.key_name, -- the key's name, never the key
   }
-  if info.model then f[#f + 1] = ',"model":' .. jstr(info.model) end
-  if info.docs then f[#f + 1] = ',"docs":' .. info.docs end
-  if t then
-    f[#f + 1] = (',"us":{"parse":%d,"upstream":%d,"sort":%d,"serialize":%d}'):format(
-      t.parse or 0, t.upstream or 0, t.sort or 0, t.serialize or 0)
-  end
-  if info.upstream_status then f[#f + 1] = ',"upstream_status":' .. tonumber(info.upstream_status) end
-  if info.cache then f[#f + 1] = ',"cache":' .. json.string(info.cache) end
-  if info.degraded then f[#f + 1] = ',"degraded":true' end
-  if ctx.key_name then f[#f + 1] = ',"key":' .. jstr(ctx.key_name) end -- the key's name, never the key
-  return table.concat(f)
 end
 
 local function dispatch(ctx)

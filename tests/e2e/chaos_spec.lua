@@ -62,7 +62,7 @@ end
 
 local function config(mock, rows)
   local lines = {
-    'server: { listen: "127.0.0.1:0", timeout: 5s, keepalive: 5s }',
+    'server: { auth: none, listen: "127.0.0.1:0", timeout: 5s, keepalive: 5s }',
     "routing: { breaker: { failures: 0 } }",
     "default_model: bm25",
     "models:",

@@ -20,7 +20,7 @@ local VERBOSE = os.getenv("MALFORMED_VERBOSE") == "1" -- print every answer
 -- keepalive 500ms: idle and slow connections are closed fast; max_body 1m: the 413 cases;
 -- header_timeout 2s: a request head trickling in under the keepalive is cut off
 local CONFIG = [[
-server: { listen: "127.0.0.1:0", max_body: 1m, keepalive: 500ms, timeout: 5s, header_timeout: 2s }
+server: { auth: none, listen: "127.0.0.1:0", max_body: 1m, keepalive: 500ms, timeout: 5s, header_timeout: 2s }
 default_model: bm25
 models:
   - { name: bm25, provider: bm25 }

@@ -57,7 +57,7 @@ MOCK_PORT=$(wait_port "$W/mock.log") || { echo "soak: the mock upstream did not 
 M="http://127.0.0.1:$MOCK_PORT"
 
 cat > "$W/soak.yaml" <<EOF
-server: { listen: "127.0.0.1:0", timeout: 10s, keepalive: 5s }
+server: { auth: none, listen: "127.0.0.1:0", timeout: 10s, keepalive: 5s }
 routing: { breaker: { failures: 0 } }
 default_model: bm25
 models:
