@@ -124,10 +124,7 @@ local function unescape_url(s)
   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
 end
 
--- a URL for error messages: the password (anything before an @) masked
-local function redact_url(u)
-  return (u:gsub("^(.-//?)[^/@]*@", "%1***@"))
-end
+local redact_url = models.redact_url -- the password (anything before an @) masked
 
 -- redis://[[user]:password@]host[:port][/db]
 local function parse_redis_url(u, path)

@@ -122,12 +122,13 @@ function Instance:score(model, req)
     local ok
     ok, out, perr = xpcall(p.score, traceback, model, req)
     if not ok then
-      core.log("error", ("provider %q (model %q) raised: %s"):format(model.provider, model.name, tostring(out)))
-      local first = tostring(out):match("^[^\n]*")
+      local msg = upstream.redact(model, tostring(out))
+      core.log("error", ("provider %q (model %q) raised: %s"):format(model.provider, model.name, msg))
+      local first = msg:match("^[^\n]*")
       return fail(500, ("provider %q failed: %s"):format(model.provider, first))
     end
     if out == nil then
-      return fail(502, ("provider %q failed: %s"):format(model.provider, tostring(perr)))
+      return fail(502, ("provider %q failed: %s"):format(model.provider, upstream.redact(model, tostring(perr))))
     end
   else
     if not self.transport then

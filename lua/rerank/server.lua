@@ -187,6 +187,19 @@ end
 local function handle_health(ctx)
   local up = ctx.workers_up >= ctx.workers and instance ~= nil
   if up and health.wants_deep(ctx.query) then -- GET /health?deep=1 (lua/rerank/health.lua)
+    -- it calls the upstreams and shows their error text: with keys configured it needs one
+    -- even where /health is an open path, and each worker runs one per health.DEEP_INTERVAL
+    if gate and not ctx.key_name then
+      local key, why = auth.check(gate, ctx, nil)
+      if not key then return auth.reply(why) end
+      ctx.key_name = key
+    end
+    local wait = health.admit()
+    if wait then
+      return 429, { ["content-type"] = "application/json", ["retry-after"] = tostring(wait) },
+        json.error_body(429, "rate_limit_error",
+          ("GET /health?deep=1 runs at most once every %ds per worker; retry later"):format(health.DEEP_INTERVAL))
+    end
     local ok, report = health.deep(instance)
     return ok and 200 or 503, JSON, json.encode({ status = ok and "ok" or "failing", deep = true,
       workers = ctx.workers, workers_up = ctx.workers_up, version = core.version, models = json.array(report) })
