@@ -9,7 +9,7 @@
 -- config.did_you_mean(word, candidates) -> candidate | nil.
 --
 -- The normalised shape (other modules rely on it):
---   cfg.file, cfg.dir
+--   cfg.file, cfg.dir; cfg.source, cfg.marks (config.load: the path as given, path -> "line:col")
 --   cfg.server = { listen ("host:port"), host, port, workers (0 = one per core), max_body (bytes),
 --                  timeout, keepalive, drain_timeout (seconds), max_documents,
 --                  api_keys = { non-empty strings }, auth? ("keys" | "none"), log_level }
@@ -499,8 +499,10 @@ function M.load(path, overrides)
   local root, marks = core.yaml_load(path)
   if root == nil then return nil, marks end
   local file = paths.abs(path)
-  return run(root, { file = file, dir = paths.dirname(file), marks = marks, overrides = overrides,
-                     providers = {} }, path)
+  local cfg, err = run(root, { file = file, dir = paths.dirname(file), marks = marks, overrides = overrides,
+                               providers = {} }, path)
+  if cfg then cfg.source, cfg.marks = path, marks end -- for later messages (lua/rerank/selftest.lua)
+  return cfg, err
 end
 
 -- Validates YAML text (as if read from a file called name); used by tests and fuzzing.

@@ -27,8 +27,24 @@ local function serving(overrides)
 end
 M.serving = serving
 
+-- The configuration check before the daemon serves a file (start, SIGHUP; core/luahost.c):
+-- validation, then the self-test (lua/rerank/selftest.lua) on an instance that cannot reach
+-- the network.
+local NO_NETWORK = {
+  request = function() return nil, "no network during the self-test" end,
+  request_all = function(list)
+    local out = {}
+    for i = 1, #list do out[i] = { error = "no network during the self-test" } end
+    return out
+  end,
+}
+
 function M.load_config(path, overrides)
-  return config.load(path, serving(overrides))
+  local r, err = rerank.new(path, { overrides = serving(overrides), transport = NO_NETWORK })
+  if not r then return nil, err end
+  local ok, terr = require("rerank.selftest").run(r)
+  if not ok then return nil, terr end
+  return r.cfg
 end
 
 -- One line at start and at each reload (worker 0): how clients authenticate.

@@ -246,3 +246,67 @@ models:
     assert.are.equal(1, #d.mock_requests(mock)) -- the second check called nothing
   end)
 end)
+
+---------------------------------------------------------------------------------------------
+describe("issue 14: start and reload run a self-test before they commit", function()
+  local BUILD_RAISES = [[
+return {
+  name = "build_raises",
+  build = function(model, req)
+    local t = nil
+    return { url = model.base_url .. "/x", body = { n = t.field } } -- raises on every request
+  end,
+  parse = function() return { scores = {} } end,
+}
+]]
+  local FUSE_RAISES = [[
+return { name = "fuse_raises", fuse = function(lists) error("fusion exploded: " .. #lists) end }
+]]
+  local TEMPLATE_RAISES = [[
+return { name = "tpl_raises", kind = "pointwise",
+  messages = function(query) return query:nope() end, parse = function() return { score = 1 } end }
+]]
+
+  it("rerankd -t names the model, its config line and the script's line", function()
+    local pf = d.writefile(d.tmpname("_build.lua"), BUILD_RAISES)
+    local out, f = check_config(("server: { auth: none }\nmodels:\n  - { name: bm25, provider: bm25 }\n"
+      .. "  - { name: bad, provider_file: %s, base_url: \"http://127.0.0.1:1\" }\n"):format(pf))
+    assert.truthy(out:find(f .. ":4:5: models[1]: model \"bad\"", 1, true), out)
+    assert.truthy(out:find("failed its self-test: build() raised: ", 1, true), out)
+    assert.truthy(out:find("_build.lua:5: attempt to index", 1, true), out)
+    assert.truthy(out:find("rc=1", 1, true), out)
+  end)
+
+  it("rerankd -t runs fusion methods and templates on canned input", function()
+    local ff = d.writefile(d.tmpname("_fuse.lua"), FUSE_RAISES)
+    local out, f = check_config(("server: { auth: none }\nfusion: [%s]\nmodels: [{ name: bm25, provider: bm25 }]\n"
+      .. "pipelines:\n  - { name: p, stages: [ { fuse: fuse_raises }, { rerank: bm25 } ] }\n"):format(ff))
+    assert.truthy(out:find(f .. ":2:10: fusion[0]: fusion method failed its self-test: ", 1, true), out)
+    assert.truthy(out:find("fusion exploded", 1, true), out)
+    local dir = d.tmpname("_tpl")
+    os.execute("mkdir -p " .. dir)
+    d.writefile(dir .. "/tpl_raises.lua", TEMPLATE_RAISES)
+    out, f = check_config(("server: { auth: none }\ntemplates: [%s]\nmodels:\n"
+      .. "  - { name: llm, provider: openai_llm, api_key: k, base_url: \"http://127.0.0.1:1\", template: tpl_raises }\n")
+      :format(dir))
+    os.execute("rm -rf " .. dir)
+    assert.truthy(out:find(f .. ":4:5: models[0]: model \"llm\"", 1, true), out)
+    assert.truthy(out:find("plan() raised: ", 1, true) and out:find("nope", 1, true), out)
+  end)
+
+  it("SIGHUP refuses a config whose provider raises in build(): the old one keeps serving", function()
+    local pf = d.writefile(d.tmpname("_build.lua"), BUILD_RAISES)
+    local srv = assert(d.start("server: { auth: none }\nmodels: [{ name: bm25, provider: bm25 }]\n"))
+    finally(function() d.stop(srv) end)
+    local mark = #d.logtext(srv)
+    d.writefile(srv.cfg, ("server: { auth: none }\ndefault_model: bad\nmodels:\n  - { name: bm25, provider: bm25 }\n"
+      .. "  - { name: bad, provider_file: %s, base_url: \"http://127.0.0.1:1\" }\n"):format(pf))
+    os.execute("kill -HUP " .. srv.pid)
+    assert.is_true(wait_log(srv, "reload refused", mark), d.logtext(srv):sub(mark))
+    local log = d.logtext(srv):sub(mark)
+    assert.truthy(log:find(srv.cfg .. ":5:5: models[1]", 1, true), log)
+    assert.is_nil(log:find("configuration reloaded", 1, true), log)
+    local status, raw = d.request(srv, "/v1/rerank", { body = DOCS })
+    assert.are.equal(200, status, raw) -- bm25 still the default: the old configuration serves
+  end)
+end)
