@@ -2,7 +2,6 @@
 -- core/luahost.c calls init() once per worker and handle(ctx) in a fresh coroutine per request.
 local core = require "rerank.core"
 local rerank = require "rerank"
-local config = require "rerank.config"
 local json = require "rerank.json"
 local api = require "rerank.api"
 local shapes = require "rerank.shapes" -- client shapes (Cohere v1/v2, Jina, Voyage, TEI) + detection
