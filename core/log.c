@@ -122,15 +122,15 @@ static void alog_string(rr_alog *b, const char *s, size_t n)
     size_t i = 0;
     while (i < n && !b->cut) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x80) {
-            size_t ok = rr_utf8_invalid_at((const unsigned char *)s + i, n - i);
-            if (ok == 0) {
+        if (c >= 0x80) { /* one sequence at a time: copied when valid, else U+FFFD */
+            size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+            if (len <= n - i && rr_utf8_invalid_at((const unsigned char *)s + i, len) == len) {
+                alog_put(b, s + i, len);
+                i += len;
+            } else {
                 alog_put(b, "\\ufffd", 6);
                 i++;
-                continue;
             }
-            alog_put(b, s + i, ok);
-            i += ok;
             continue;
         }
         if (c == '"' || c == '\\') {
@@ -166,7 +166,7 @@ void rr_alog_num(rr_alog *b, const char *key, double v)
     char num[40];
     int n;
     if (v != v || v > 1e300 || v < -1e300) n = snprintf(num, sizeof num, "null");
-    else if (v == (double)(long long)v) n = snprintf(num, sizeof num, "%lld", (long long)v);
+    else if (v > -9e15 && v < 9e15 && v == (double)(long long)v) n = snprintf(num, sizeof num, "%lld", (long long)v);
     else n = snprintf(num, sizeof num, "%.17g", v);
     alog_key(b, key);
     alog_put(b, num, (size_t)n);
