@@ -2,7 +2,7 @@
 -- Auth fails closed; reloads self-test before they commit; secrets never echo; request ids
 -- cannot forge access-log fields; a config cannot exhaust the machine.
 local d = require "support.daemon"
-local raw = require "support.rawtcp"
+local rawtcp = require "support.rawtcp"
 local cjson = require "cjson"
 local core = require "rerank.core"
 
@@ -162,7 +162,7 @@ models: [{ name: bm25, provider: bm25 }]
     local _, _, h4 = d.request(srv, "/v1/rerank", { body = DOCS, headers = { ["x-request-id"] = "trace-1.a_b:c" } })
     assert.are.equal("trace-1.a_b:c", h4["x-request-id"])
     -- a path with a quote, UTF-8 and a byte that is not UTF-8: logged escaped
-    local res = raw.exchange(srv.port, 'GET /caf\195\169"x\255 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 3)
+    local res = rawtcp.exchange(srv.port, 'GET /caf\195\169"x\255 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 3)
     assert.truthy(res.responses[1], "no answer")
     d.sleep(0.2)
     local text = d.readfile(access) or ""
