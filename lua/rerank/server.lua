@@ -202,13 +202,8 @@ end
 local function handle_health(ctx)
   local up = ctx.workers_up >= ctx.workers and instance ~= nil
   if up and health.wants_deep(ctx.query) then -- GET /health?deep=1 (lua/rerank/health.lua)
-    -- it calls the upstreams and shows their error text: with keys configured it needs one
-    -- even where /health is an open path, and each worker runs one per health.DEEP_INTERVAL
-    if gate and not ctx.key_name then
-      local key, why = auth.check(gate, ctx, nil)
-      if not key then return auth.reply(why) end
-      ctx.key_name = key
-    end
+    -- it calls the upstreams and shows their error text: dispatch asked for a key (when keys
+    -- are configured), and each worker runs one per health.DEEP_INTERVAL
     local wait = health.admit()
     if wait then
       return 429, { ["content-type"] = "application/json", ["retry-after"] = tostring(wait) },
@@ -287,7 +282,10 @@ local function dispatch(ctx)
       nil, { ["content-type"] = "application/json", allow = allow })
   end
   ctx.route = path
-  local key, why = auth.check(gate, ctx, path) -- API keys, except on server.open_paths
+  -- API keys, except on server.open_paths; /health?deep=1 calls every upstream, so it is not
+  -- open with /health
+  local auth_path = (path == "/health" and health.wants_deep(ctx.query)) and "/health?deep" or path
+  local key, why = auth.check(gate, ctx, auth_path)
   if not key then return auth.reply(why) end
   if key ~= true then ctx.key_name = key end
   return fn(ctx)
