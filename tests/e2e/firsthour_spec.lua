@@ -405,8 +405,9 @@ describe("typed fusion parameters", function()
     local good = assert(d.readfile(root .. "/tests/fixtures/fusion/my_fusion.lua"))
     d.writefile(dir .. "/good.lua", good)
     d.writefile(dir .. "/bad.lua", (good:gsub('type = "number"', 'type = "numbr"')))
-    d.writefile(dir .. "/bad.yaml", "server: { auth: none }\nmodels:\n  - { name: bm25, provider: bm25 }\nfusion: [./bad.lua]\n")
-    d.writefile(dir .. "/good.yaml", "server: { auth: none }\nmodels:\n  - { name: bm25, provider: bm25 }\nfusion: [./good.lua]\n")
+    local head = "server: { auth: none }\nmodels:\n  - { name: bm25, provider: bm25 }\n"
+    d.writefile(dir .. "/bad.yaml", head .. "fusion: [./bad.lua]\n")
+    d.writefile(dir .. "/good.yaml", head .. "fusion: [./good.lua]\n")
   end)
   teardown(function() d.sh("rm -rf " .. dir) end)
 
