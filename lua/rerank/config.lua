@@ -9,7 +9,8 @@
 -- The normalised shape (other modules rely on it):
 --   cfg.file, cfg.dir
 --   cfg.server = { listen ("host:port"), host, port, workers (0 = one per core), max_body (bytes),
---                  timeout, keepalive, drain_timeout (seconds), max_documents,
+--                  timeout, keepalive, drain_timeout (seconds), max_documents, max_fuse_lists,
+--                  max_fuse_items, max_direct_models, max_model_labels,
 --                  api_keys = { non-empty strings }, log_level }
 --   cfg.auth = { keys = { { name, key } }, names = { [name] = true }, open_paths = { "/health",
 --                "/metrics" } }  from server.api_keys (strings or {name, key}) and server.open_paths
@@ -119,6 +120,11 @@ local SERVER = { type = "record", fields = {
   { "body_min_rate", { type = "size", default = 1024 } },
   { "drain_timeout", { type = "duration", default = 30 } },
   { "max_documents", { type = "integer", min = 1, default = 10000 } },
+  -- bounds on what one request may cost or leave behind (README "Limits")
+  { "max_fuse_lists", { type = "integer", min = 1, max = 1000000, default = 1000 } },
+  { "max_fuse_items", { type = "integer", min = 1, max = 100000000, default = 100000 } },
+  { "max_direct_models", { type = "integer", min = 1, max = 1000000, default = 256 } },
+  { "max_model_labels", { type = "integer", min = 0, max = 100000, default = 100 } },
   { "api_keys", { type = "list", single = true, items = { check = function(...) return M.check_api_key(...) end },
                   default = {} } },
   { "open_paths", { type = "list", single = true, items = { check = function(...) return M.check_open_path(...) end },

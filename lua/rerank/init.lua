@@ -154,6 +154,8 @@ function Instance:fuse(lists, opts)
   local o = {}
   for k, v in pairs(opts or {}) do o[k] = v end
   o.methods = o.methods or fuse.methods(self.cfg)
+  o.max_lists = o.max_lists or self.cfg.server.max_fuse_lists
+  o.max_items = o.max_items or self.cfg.server.max_fuse_items
   return fuse.run(lists, o)
 end
 
@@ -167,6 +169,7 @@ function Instance:rerank(req, timing)
   if type(req) ~= "table" then error("rerank: request must be a table", 2) end
   if not req.shape then
     local r, err = require("rerank.shapes").parse("rerankd", req, { max_documents = self.cfg.server.max_documents,
+      max_fuse_lists = self.cfg.server.max_fuse_lists, max_fuse_items = self.cfg.server.max_fuse_items,
       text_field = self.cfg.documents and self.cfg.documents.text_field })
     if not r then return nil, err end
     -- a library call: the documents in the results when asked, as the daemon serialises them
