@@ -70,6 +70,7 @@ struct rr_req {
     int resume_nargs;
     int (*push)(rr_req *, lua_State *co); /* pushes the resume values; returns their count */
     int aborted;
+    int cpu_expired;               /* the deadline hook stopped its Lua code (504) */
     void (*cancel)(rr_req *);      /* cleanup hook of the one pending operation */
     void *pending;
 };
@@ -103,6 +104,10 @@ void rr_lua_start_request(rr_req *r);
 void rr_req_assign_id(rr_req *r);
 void rr_lua_resume(rr_req *r, int nargs);
 rr_req *rr_lua_current_req(lua_State *co);
+
+/* deadline.c: server.timeout on Lua CPU time (around each coroutine resume) */
+void rr_deadline_begin(rr_req *r, lua_State *co);
+void rr_deadline_end(lua_State *co);
 
 /* ldaemon.c: the daemon-only Lua module rerank.core.daemon (worker identity, metrics
  * snapshots shared across workers) */

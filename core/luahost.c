@@ -364,7 +364,18 @@ void rr_lua_start_request(rr_req *r)
 void rr_lua_resume(rr_req *r, int nargs)
 {
     lua_State *co = r->co;
+    rr_deadline_begin(r, co);
     int rc = lua_resume(co, nargs);
+    rr_deadline_end(co);
+    if (r->cpu_expired && rc != LUA_YIELD) { /* whatever the script made of the error */
+        char m[128];
+        snprintf(m, sizeof m, "request exceeded its deadline of %.3gs", r->w->opt->timeout);
+        r->w->deadline_timeouts++;
+        rr_log(RR_LOG_WARN, "request %s: %s (Lua code stopped)", r->id, m);
+        rr_req_reply_error(r, 504, "timeout_error", m);
+        rr_req_finish(r);
+        return;
+    }
     if (rc == LUA_YIELD) {
         if (!r->pending) { /* a bare yield: run again next loop turn */
             r->resume_nargs = 0;
