@@ -175,6 +175,10 @@ function M.check_lists(v, param, opts)
           local ip = lp .. ".items[" .. (j - 1) .. "]"
           return fail(400, ip .. ".id must be a string or a number", ip .. ".id")
         end
+        if tid == "number" and (id == huge or id == -huge) then
+          local ip = lp .. ".items[" .. (j - 1) .. "]"
+          return fail(422, ip .. ".id must be a finite number", ip .. ".id")
+        end
         if sc == nil or sc == null then
           sc = nil
           if not missing then missing = j end
@@ -185,7 +189,7 @@ function M.check_lists(v, param, opts)
           local ip = lp .. ".items[" .. (j - 1) .. "]"
           return fail(422, ip .. ".score must be a finite number", ip .. ".score")
         end
-      elseif (t == "string" or t == "number") and it == it then
+      elseif (t == "string" or t == "number") and it == it and it ~= huge and it ~= -huge then
         id = it
         if not missing then missing = j end
       else

@@ -86,24 +86,49 @@ function Instance:models()
 end
 
 -- Turns a provider's answer into an array of n scores (1-based, aligned with documents).
+-- Every provider's answer passes here: a score that is not a finite number, an index that is
+-- not a document's or one index twice refuse the answer (502 naming the problem: a retry or
+-- a fallback may do better); a document without a score is missing: -inf here, so it ranks
+-- last, and the answer is degraded (Instance:rerank gives it a finite score).
+local huge = math.huge
+local function refuse(pname, what)
+  return fail(502, ("provider %q: upstream answer refused: %s"):format(pname, what))
+end
+
 local function collect_scores(out, n, pname)
   if type(out) ~= "table" then
     return fail(502, ("provider %q returned no scores"):format(pname))
   end
   local scores, missing = {}, 0
   if type(out.scores) == "table" then
-    for i = 1, n do scores[i] = out.scores[i] end
+    for i = 1, n do
+      local x = out.scores[i]
+      if type(x) == "number" and not (x > -huge and x < huge) then
+        return refuse(pname, ("the score of document %d is not a finite number"):format(i - 1))
+      end
+      scores[i] = x
+    end
   elseif type(out.results) == "table" then
-    for _, r in ipairs(out.results) do
-      local idx = tonumber(r.index)
-      if idx and idx >= 0 and idx < n and idx == math.floor(idx) then scores[idx + 1] = tonumber(r.score or r.relevance_score) end
+    for k, r in ipairs(out.results) do
+      local idx = type(r) == "table" and tonumber(r.index)
+      if not idx or idx < 0 or idx >= n or idx ~= math.floor(idx) then
+        return refuse(pname, ("results[%d].index is not a document index (0..%d)"):format(k - 1, n - 1))
+      end
+      local x = tonumber(r.score or r.relevance_score)
+      if x ~= nil and not (x > -huge and x < huge) then
+        return refuse(pname, ("the score of document %d is not a finite number"):format(idx))
+      end
+      if scores[idx + 1] ~= nil then
+        return refuse(pname, ("document %d is scored twice"):format(idx))
+      end
+      scores[idx + 1] = x
     end
   else
     return fail(502, ("provider %q returned neither scores nor results"):format(pname))
   end
   for i = 1, n do
     if type(scores[i]) ~= "number" then
-      scores[i] = -math.huge -- a missing score ranks last; the response says it is degraded
+      scores[i] = -huge -- a missing score ranks last; the response says it is degraded
       missing = missing + 1
     end
   end
@@ -200,8 +225,24 @@ function Instance:rerank(req, timing)
   local k = req.top_n and math.min(req.top_n, n) or n
   local order = core.topk(scores, k)
   local results = {}
+  -- a document the upstream left unscored (-inf, last) is answered with the lowest score of
+  -- the answer (0 when there is none): always a number, and the answer is flagged degraded
+  local floor_score
   for i, idx in ipairs(order) do
-    results[i] = { index = idx - 1, relevance_score = scores[idx] }
+    local x = scores[idx]
+    if x == -huge then
+      if not floor_score then
+        floor_score = 0
+        local lo = huge
+        for j = 1, n do
+          local y = scores[j]
+          if y > -huge and y < lo then lo = y end
+        end
+        if lo < huge then floor_score = lo end
+      end
+      x = floor_score
+    end
+    results[i] = { index = idx - 1, relevance_score = x }
   end
   if timing then
     timing.upstream = t1 - t0

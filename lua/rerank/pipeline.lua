@@ -52,7 +52,9 @@ M.RETURN_SCORE = { relevance = true, all = true }
 local function is_object(v) return type(v) == "table" and kind(v) == "object" end
 
 local function check_int(v, p, min)
-  if type(v) ~= "number" or v ~= floor(v) then return fail(400, p .. " must be an integer", p) end
+  if type(v) ~= "number" or v ~= floor(v) or v == math.huge or v == -math.huge then
+    return fail(400, p .. " must be an integer", p)
+  end
   if v < min then return fail(422, p .. " must be >= " .. min, p) end
   return v
 end
@@ -155,6 +157,9 @@ local function check_stage(st, sp)
     local m = v.min_score
     if not present(m) then return fail(400, kp .. ".min_score is required", kp .. ".min_score") end
     if type(m) ~= "number" or m ~= m then return fail(400, kp .. ".min_score must be a number", kp .. ".min_score") end
+    if m == math.huge or m == -math.huge then
+      return fail(422, kp .. ".min_score must be a finite number", kp .. ".min_score")
+    end
     return { threshold = { min_score = m } }
   else -- top_n
     if is_object(v) then v = v.n end

@@ -89,7 +89,7 @@ local function handle_rerank(ctx, route)
   local tms = ctx.headers["x-rerankd-timeout-ms"]
   if tms then -- the request's deadline (the body's `timeout` too; the shorter wins)
     local ms = tonumber(tms)
-    if not ms or ms ~= ms or ms <= 0 then -- ms ~= ms: "nan" would switch the deadline off
+    if not ms or not (ms > 0 and ms < math.huge) then -- "nan" or "inf" would switch the deadline off
       return shape_error(shape, { status = 400, type = "invalid_request_error", param = "x-rerankd-timeout-ms",
         message = "x-rerankd-timeout-ms must be a positive number of milliseconds" })
     end
