@@ -52,6 +52,9 @@ struct rr_worker {
     /* outcomes Lua never sees (its coroutine died or was abandoned); monotonic */
     unsigned long long lua_errors, deadline_timeouts, client_aborts;
     int stopping;
+    int mem_dirty;             /* a large request ran: give memory back when idle (server.c) */
+    unsigned mem_wait;         /* ticks since mem_dirty was set */
+    int lua_kb_base;           /* the Lua heap after the last full collection, KB */
     void *fetch;               /* fetch.c per-worker state */
     void *redis;               /* redis.c connection pool */
 };
@@ -71,6 +74,7 @@ struct rr_req {
     int (*push)(rr_req *, lua_State *co); /* pushes the resume values; returns their count */
     int aborted;
     int cpu_expired;               /* the deadline hook stopped its Lua code (504) */
+    int big;                       /* a large body: give memory back after it (server.c) */
     void (*cancel)(rr_req *);      /* cleanup hook of the one pending operation */
     void *pending;
 };

@@ -111,6 +111,9 @@ static void on_signal(evutil_socket_t sig, short ev, void *arg)
 #define TRIM_KEEP (64 << 20)
 #define MMAP_MAX (32 << 20)
 
+/* What is kept is given back after large requests: server.c's tick runs a full Lua
+ * collection and malloc_trim once the worker is idle (or busy for 5 s), so a burst of large
+ * bodies does not pin its high-water mark for good. */
 static void tune_malloc(void)
 {
     mallopt(M_TRIM_THRESHOLD, TRIM_KEEP);
