@@ -733,7 +733,7 @@ function M.run(lists, opts)
   params, err = M.check_params(method, raw, prefix)
   if not params then return nil, err end
   local top_n = opts.top_n
-  if top_n ~= nil and (type(top_n) ~= "number" or top_n ~= floor(top_n) or top_n < 1) then
+  if top_n ~= nil and (type(top_n) ~= "number" or top_n ~= floor(top_n) or top_n < 1 or top_n == huge) then
     return fail(422, "top_n must be an integer >= 1", "top_n")
   end
   local F
@@ -759,7 +759,9 @@ function M.parse_request(body, registry, limits)
   if not method then return nil, err end
   local top_n = b.top_n
   if present(top_n) then
-    if type(top_n) ~= "number" or top_n ~= floor(top_n) then return fail(400, "top_n must be an integer", "top_n") end
+    if type(top_n) ~= "number" or top_n ~= floor(top_n) or top_n == huge or top_n == -huge then
+      return fail(400, "top_n must be an integer", "top_n")
+    end
     if top_n < 1 then return fail(422, "top_n must be >= 1", "top_n") end
   else
     top_n = nil

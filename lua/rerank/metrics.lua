@@ -106,6 +106,8 @@ M.define("rerankd_fallbacks_total", C, "Requests answered by a deployment reache
   { source = true })
 M.define("rerankd_breaker_state", G, "Circuit breaker state per deployment and worker: 0 closed, 1 half-open, 2 open",
   { "model", "worker" }, { source = true })
+M.define("rerankd_direct_models", G,
+  "provider/model names held in the direct-model caches (server.max_direct_models per worker, summed)", {})
 M.define("rerankd_redis_errors_total", C, "Redis calls that failed, by use (ratelimit, cache)", { "use" })
 M.define("rerankd_health_checks_total", C, "Deep health checks per model: pass or fail", { "model", "result" })
 
@@ -532,6 +534,7 @@ function M.watch_router(router)
       local b = BREAKER[state] or 0
       if b > (worst[lab] or 0) then worst[lab] = b end
     end
+    m.set("rerankd_direct_models", nil, router.direct_lru and router.direct_lru.n or 0)
     for _, lab in ipairs(labels) do
       local acc, l = sums[lab], { model = lab }
       put_source("rerankd_upstream_attempts_total", l, acc[1])
