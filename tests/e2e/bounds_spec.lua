@@ -100,8 +100,9 @@ models:
     local cfg = d.tmpname(".curl")
     local lines = {}
     for i = 1, 600 do
-      lines[#lines + 1] = ('url = "%s/v1/rerank"\ndata = "{\\"model\\":\\"cohere/m%d\\",\\"query\\":\\"a b\\",\\"documents\\":[\\"a\\",\\"b c\\"]}"\nheader = "Content-Type: application/json"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\n')
-        :format(dm.url, i)
+      local data = cjson.encode({ model = "cohere/m" .. i, query = "a b", documents = { "a", "b c" } })
+      lines[#lines + 1] = ('url = "%s/v1/rerank"\ndata = %s\nheader = "Content-Type: application/json"\n'
+        .. 'output = "/dev/null"\nwrite-out = "%%{http_code}\\n"\n'):format(dm.url, cjson.encode(data))
     end
     d.writefile(cfg, table.concat(lines, "next\n"))
     local codes = d.sh("curl -s --no-progress-meter -Z --parallel-max 8 -K " .. cfg .. " 2>/dev/null")
@@ -130,8 +131,8 @@ describe("numbers are finite everywhere", function()
     mock = d.start_mock()
     local models = {}
     for _, f in ipairs({ "overflow", "dupindex", "badindex", "missing" }) do
-      models[#models + 1] = ('  - { name: co_%s, provider: cohere, api_key: test-key, retries: 0, base_url: "%s/fault/%s/cohere" }')
-        :format(f, mock.url, f)
+      models[#models + 1] = ('  - { name: co_%s, provider: cohere, api_key: test-key, retries: 0, '
+        .. 'base_url: "%s/fault/%s/cohere" }'):format(f, mock.url, f)
     end
     dm = assert(d.start(([[
 server: { listen: "127.0.0.1:0" }
@@ -162,10 +163,10 @@ models:
     assert.are.equal(4, #j.results)
     all_numbers(j.results, "relevance_score")
     assert.are.equal(3, j.results[4].index) -- the mock left out its lowest (cherry): last
-    status, body, _, j = post(dm, "/v2/rerank", { model = "co_missing", query = "apple banana", documents = DOCS })
+    status, body, h, j = post(dm, "/v2/rerank", { model = "co_missing", query = "apple banana", documents = DOCS })
     assert.are.equal(200, status, body)
     all_numbers(j.results, "relevance_score")
-    status, body, _, j = post(dm, "/rerank", { model = "co_missing", query = "apple banana", texts = DOCS })
+    status, body, h, j = post(dm, "/rerank", { model = "co_missing", query = "apple banana", texts = DOCS })
     assert.are.equal(200, status, body)
     all_numbers(j, "score")
     assert.is_nil(body:find("null", 1, true))
@@ -231,7 +232,6 @@ models:
       n = n + #w + 1
     end
     local body = d.writefile(d.tmpname(".json"), cjson.encode({ query = "alpha search", documents = { table.concat(t, " ") } }))
-    t = nil
     local idle = proc.rss_kb(dm.pid)
     local codes = d.sh(("for i in 1 2 3; do curl -s -o /dev/null -w '%%{http_code} ' -H 'Content-Type: application/json' "
       .. "--data-binary @%s %s/v1/rerank; done"):format(body, dm.url))
