@@ -164,11 +164,13 @@ models:
     all_numbers(j.results, "relevance_score")
     assert.are.equal(3, j.results[4].index) -- the mock left out its lowest (cherry): last
     status, body, h, j = post(dm, "/v2/rerank", { model = "co_missing", query = "apple banana", documents = DOCS })
+    assert.are.equal("true", h["x-rerankd-degraded"])
     assert.are.equal(200, status, body)
     all_numbers(j.results, "relevance_score")
     status, body, h, j = post(dm, "/rerank", { model = "co_missing", query = "apple banana", texts = DOCS })
     assert.are.equal(200, status, body)
     all_numbers(j, "score")
+    assert.are.equal("true", h["x-rerankd-degraded"])
     assert.is_nil(body:find("null", 1, true))
   end)
 
