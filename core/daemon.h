@@ -25,6 +25,10 @@ typedef struct {
     int log_level;
 } rr_options;
 
+/* malloc keeps this much free memory at the top of an arena (main.c; server.c trims below it
+ * after large requests) */
+#define RR_TRIM_KEEP (64 << 20)
+
 typedef struct rr_worker rr_worker;
 typedef struct rr_req rr_req;
 

@@ -393,6 +393,13 @@ static void give_back_memory(rr_worker *w)
         lua_gc(L, LUA_GCCOLLECT, 0);
         w->lua_kb_base = lua_gc(L, LUA_GCCOUNT, 0);
     }
+    /* malloc_trim releases free chunks but never the free top of a thread's arena, where the
+     * large blocks of this worker merged; freeing a block of 64 KB or more trims that top down
+     * to M_TRIM_THRESHOLD, lowered for the moment */
+    mallopt(M_TRIM_THRESHOLD, 128 * 1024);
+    void *volatile probe = malloc(256 * 1024);
+    free(probe);
+    mallopt(M_TRIM_THRESHOLD, RR_TRIM_KEEP);
     malloc_trim(0);
     w->mem_dirty = 0;
     w->mem_wait = 0;
