@@ -95,6 +95,7 @@ uint64_t rr_now_us(void);
 void rr_req_reply(rr_req *r, int status, lua_State *from, int idx_headers, const char *body, size_t len);
 void rr_req_reply_error(rr_req *r, int status, const char *type, const char *msg);
 void rr_req_finish(rr_req *r);
+void rr_req_deadline(rr_req *r, const char *how); /* 504 at the deadline, then finish */
 /* the coroutine yielded on I/O: arm the deadline and client-abort detection */
 void rr_req_parked(rr_req *r);
 /* schedule a coroutine resume from the loop (never from inside a callback stack) */

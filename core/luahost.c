@@ -368,12 +368,7 @@ void rr_lua_resume(rr_req *r, int nargs)
     int rc = lua_resume(co, nargs);
     rr_deadline_end(co);
     if (r->cpu_expired && rc != LUA_YIELD) { /* whatever the script made of the error */
-        char m[128];
-        snprintf(m, sizeof m, "request exceeded its deadline of %.3gs", r->w->opt->timeout);
-        r->w->deadline_timeouts++;
-        rr_log(RR_LOG_WARN, "request %s: %s (Lua code stopped)", r->id, m);
-        rr_req_reply_error(r, 504, "timeout_error", m);
-        rr_req_finish(r);
+        rr_req_deadline(r, " (Lua code stopped)");
         return;
     }
     if (rc == LUA_YIELD) {

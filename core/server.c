@@ -260,16 +260,21 @@ void rr_req_schedule_after(rr_req *r, double seconds)
     event_add(r->resume_ev, &tv);
 }
 
-static void on_deadline(evutil_socket_t fd, short ev, void *arg)
+/* 504 at the deadline, then the request ends; how: "" (parked on I/O) or what was stopped */
+void rr_req_deadline(rr_req *r, const char *how)
 {
-    (void)fd; (void)ev;
-    rr_req *r = arg;
     char msg[128];
     snprintf(msg, sizeof msg, "request exceeded its deadline of %.3gs", r->w->opt->timeout);
     r->w->deadline_timeouts++;
-    rr_log(RR_LOG_WARN, "request %s: %s", r->id[0] ? r->id : "-", msg);
+    rr_log(RR_LOG_WARN, "request %s: %s%s", r->id[0] ? r->id : "-", msg, how);
     rr_req_reply_error(r, 504, "timeout_error", msg);
     rr_req_finish(r);
+}
+
+static void on_deadline(evutil_socket_t fd, short ev, void *arg)
+{
+    (void)fd; (void)ev;
+    rr_req_deadline(arg, "");
 }
 
 /* The client closed its connection (EOF or a reset) while the request was in flight:
