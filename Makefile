@@ -60,9 +60,12 @@ $(BUILD)/tests/test_%: tests/c/test_%.c $(BUILD)/%.o tests/c/ctest.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icore -o $@ $< $(BUILD)/$*.o $(LDLIBS)
 
+# make run [CONFIG=file.yaml] [PORT=n]: PORT overrides server.listen's port (0 = any free port)
+CONFIG   ?= config.yaml
+PORT     ?=
 run: DEPS_SET=build
 run: deps build
-	./rerankd -c config.yaml
+	./rerankd -c $(CONFIG)$(if $(PORT), -p $(PORT))
 
 # Every suite; the last line is "N passed, M failed".
 test: deps build $(CTEST_BIN)
@@ -97,6 +100,13 @@ lint:
 install: build install-lib
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 755 rerankd $(DESTDIR)$(BINDIR)/rerankd
+	@echo "installed rerankd in $(BINDIR), the library in $(LUADIR) and $(LIBDIR)."
+	@echo "Plain LuaJIT (not needed when PREFIX is LuaJIT's own, /usr/local or /usr):"
+	@echo "  export LUA_PATH='$(LUADIR)/?.lua;$(LUADIR)/?/init.lua;;'"
+	@echo "  export LUA_CPATH='$(LIBDIR)/?.so;;'"
+	@echo "nginx (http block):"
+	@echo "  lua_package_path \"$(LUADIR)/?.lua;$(LUADIR)/?/init.lua;;\";"
+	@echo "  lua_package_cpath \"$(LIBDIR)/?.so;;\";"
 
 # The library alone (luarocks runs this): require "rerank" with the standard LuaJIT paths.
 # rerank/site.lua tells lua/rerank/paths.lua where the providers and templates went.

@@ -23,6 +23,7 @@ typedef struct {
     double drain;              /* graceful shutdown limit, seconds */
     char access_log[1024], error_log[1024];
     int log_level;
+    int log_json;              /* log.format: json */
 } rr_options;
 
 /* malloc keeps this much free memory at the top of an arena (main.c; server.c trims below it
@@ -109,6 +110,7 @@ int rr_lua_init_worker(rr_worker *w, char *err, size_t errlen);
 void rr_lua_host_release(rr_luahost *h); /* drops one ref; closes a retired host at zero */
 void rr_lua_tick(rr_worker *w);          /* periodic rerank.server.tick() (metrics publish) */
 int rr_lua_check_config(const rr_options *opt, rr_options *out, char *err, size_t errlen);
+int rr_lua_tool(const char *root, const char *module, int argc, char **argv);
 void rr_lua_start_request(rr_req *r);
 void rr_req_assign_id(rr_req *r);
 void rr_lua_resume(rr_req *r, int nargs);

@@ -200,10 +200,43 @@ int rr_lua_check_config(const rr_options *opt, rr_options *out, char *err, size_
             out->log_level = RR_LOG_INFO;
             for (int i = 0; i < 4; i++)
                 if (lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), levels[i]) == 0) out->log_level = i;
-            lua_pop(L, 3);
+            lua_getfield(L, -4, "format");
+            out->log_json = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "json") == 0;
+            lua_pop(L, 4);
         }
         lua_pop(L, 1);
     }
+    lua_free_state(L);
+    return rc;
+}
+
+/* `rerankd TOOL ARGS...`: require("rerank.<module>").main({ARGS...}) in a fresh state, outside
+ * the daemon; its return value is the exit status (a raise: 2, with the traceback). */
+int rr_lua_tool(const char *root, const char *module, int argc, char **argv)
+{
+    char err[512];
+    lua_State *L = rr_lua_new(root, err, sizeof err);
+    if (!L) {
+        fprintf(stderr, "rerankd: %s\n", err);
+        return 2;
+    }
+    lua_getglobal(L, "debug");
+    lua_getfield(L, -1, "traceback");
+    lua_remove(L, -2);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, module);
+    int rc = 2;
+    if (lua_pcall(L, 1, 1, 1) == 0) {
+        lua_getfield(L, -1, "main");
+        lua_remove(L, -2);
+        lua_createtable(L, argc, 0);
+        for (int i = 0; i < argc; i++) {
+            lua_pushstring(L, argv[i]);
+            lua_rawseti(L, -2, i + 1);
+        }
+        if (lua_pcall(L, 1, 1, 1) == 0) rc = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : 0;
+    }
+    if (rc == 2 && lua_type(L, -1) == LUA_TSTRING) fprintf(stderr, "rerankd: %s\n", lua_tostring(L, -1));
     lua_free_state(L);
     return rc;
 }
@@ -399,8 +432,9 @@ void rr_lua_resume(rr_req *r, int nargs)
         luaL_traceback(L, co, msg ? msg : "(non-string error)", 0);
         rr_log(RR_LOG_ERROR, "request %s: Lua error: %s", r->id, lua_tostring(L, -1));
         lua_pop(L, 1);
-        char m[600];
-        snprintf(m, sizeof m, "internal error in a Lua script: %s", msg ? msg : "(non-string error)");
+        /* the client gets no script paths or messages: they are in the error log */
+        char m[256];
+        snprintf(m, sizeof m, "internal error in a Lua script (request %s; traceback in the error log)", r->id);
         rr_req_reply_error(r, 500, "internal_error", m);
     }
     rr_req_finish(r);

@@ -19,12 +19,14 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: rerankd [-c FILE] [-t] [-p PORT] [-w N] [--version] [--help]\n"
+            "       rerankd check-provider FILE [FIXTURES_DIR]\n"
             "  -c, --config FILE   configuration file (default ./config.yaml)\n"
             "  -t, --test          validate the configuration and exit (0 ok, 1 invalid)\n"
-            "  -p, --port PORT     listen port (overrides server.listen)\n"
+            "  -p, --port PORT     listen port (overrides server.listen; 0 = any free port)\n"
             "  -w, --workers N     worker threads (overrides server.workers; default = cores)\n"
             "  -v, --version       print the version and exit\n"
             "  -h, --help          this help\n"
+            "  check-provider      run a provider's build/parse against fixture files (README: Writing a provider)\n"
             "env: RERANKD_HOME = directory holding lua/ and providers/ (default: next to the binary)\n");
 }
 
@@ -131,6 +133,12 @@ int main(int argc, char **argv)
         { "version", no_argument, NULL, 'v' },      { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
+    if (argc >= 2 && strcmp(argv[1], "check-provider") == 0) { /* lua/rerank/check_provider.lua */
+        char rootbuf[PATH_MAX];
+        const char *root = find_root(rootbuf, sizeof rootbuf);
+        setenv("RERANKD_HOME", root, 1);
+        return rr_lua_tool(root, "rerank.check_provider", argc - 2, argv + 2);
+    }
     int c;
     while ((c = getopt_long(argc, argv, "c:tp:w:vh", longopts, NULL)) != -1) {
         switch (c) {
@@ -180,6 +188,7 @@ int main(int argc, char **argv)
         return 1;
     }
     rr_log_set_level(cfg.log_level);
+    rr_log_set_json(cfg.log_json);
     if (opt.port_override) cfg.port = opt.port;
     if (opt.workers_override) cfg.workers = opt.workers;
     if (cfg.workers <= 0) cfg.workers = (int)sysconf(_SC_NPROCESSORS_ONLN);

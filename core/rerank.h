@@ -61,6 +61,7 @@ void rr_lfetch_register(lua_State *L);
 /* ---- log.c ---- */
 enum { RR_LOG_DEBUG, RR_LOG_INFO, RR_LOG_WARN, RR_LOG_ERROR };
 void rr_log_set_level(int level);
+void rr_log_set_json(int on); /* log.format: json */
 void rr_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* error_file/access_file: "stderr", "off" (access only) or a path; -1 if a file can't open */
 int rr_log_open(const char *error_file, const char *access_file);

@@ -222,11 +222,16 @@ static void json_escape_into(char *dst, size_t cap, const char *s)
     dst[j] = 0;
 }
 
+/* rerankd's error object plus the field each client shape reads (Cohere "message",
+ * Jina/Voyage "detail"): these errors come before or outside the Lua shapes. */
 void rr_req_reply_error(rr_req *r, int status, const char *type, const char *msg)
 {
-    char esc[1024], body[1200];
+    char esc[1024], body[3300];
     json_escape_into(esc, sizeof esc, msg);
-    int n = snprintf(body, sizeof body, "{\"error\":{\"type\":\"%s\",\"message\":\"%s\",\"param\":null}}", type, esc);
+    int n = snprintf(body, sizeof body,
+                     "{\"message\":\"%s\",\"detail\":\"%s\",\"error\":{\"type\":\"%s\",\"message\":\"%s\",\"param\":null}}",
+                     esc, esc, type, esc);
+    if (n < 0 || n >= (int)sizeof body) n = (int)strlen(body);
     rr_req_reply(r, status, NULL, 0, body, (size_t)n);
 }
 

@@ -4,7 +4,9 @@ local core = require "rerank.core"
 
 return {
   name = "bm25",
+  score_kind = "bm25", -- lua/rerank/score.lua
   options = { k1 = "number", b = "number" },
+  images = "text", -- image documents are scored on their text alone (an image-only one scores 0)
   score = function(model, req)
     local opts = model.options or {}
     -- truncate "none" scores the whole text (README: max_tokens_per_document applies to start/end)

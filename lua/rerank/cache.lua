@@ -312,7 +312,7 @@ local REQ_SKIP = {
   documents = true, query = true, top_n = true, return_documents = true, id = true, metadata = true,
   user = true, shape = true, model = true, cache_bypass = true, cache_status = true, return_score = true,
   return_text = true, raw = true, timeout = true, fallbacks = true, pipeline = true, lists = true,
-  health_check = true,
+  health_check = true, min_score = true, score_as = true, priority = true,
 }
 local MODEL_KEYS = { "name", "provider", "model", "base_url", "path", "template", "instruction" }
 local DOC_SKIP = { id = true, metadata = true }

@@ -34,7 +34,8 @@
 --   cfg.fusion = { { name, file } } (operator fusion methods), cfg.fusion_index[name] = file
 --   cfg.routing = { retries?, backoff?, max_backoff?, jitter?, max_retry_after?,
 --                   breaker = { failures?, cooldown? }? }      (router.lua has the defaults)
---   cfg.documents = { text_field?, chars_per_token? (number | "whitespace"), chunk_tokens? }
+--   cfg.documents = { text_field?, chars_per_token? (number | "whitespace"), chunk_tokens?,
+--                     max_image_bytes? (an image document's image string, api.check_image) }
 --   cfg.direct_models = false | true | { [provider] = { base_url, timeout, price, ... } }
 --   cfg.aliases = { [alias] = { { model = model name, weight = n }, ... } } from the models'
 --   `aliases` (several models with one alias: a group); models also take weight, breaker =
@@ -354,6 +355,7 @@ local DOCUMENTS = { type = "record", fields = {
   { "text_field", { type = "string", nonempty = true } },
   { "chars_per_token", { check = M.check_chars_per_token } },
   { "chunk_tokens", { type = "integer", min = 1 } },
+  { "max_image_bytes", { type = "size", positive = true } },
 } }
 
 ---------------------------------------------------------------------------
@@ -387,11 +389,12 @@ local function check_fusion(v, ctx)
   return list, index
 end
 
--- log: { level, access, error }: "stderr", "off" (access only) or a file path (config-relative)
+-- log: { level, access, error, format }: "stderr", "off" (access only) or a file path (config-relative)
 local LOG = { type = "record", fields = {
   { "level", { type = "string", enum = { "debug", "info", "warn", "error" } } },
   { "access", { type = "string", nonempty = true, default = "stderr" } },
   { "error", { type = "string", nonempty = true, default = "stderr" } },
+  { "format", { type = "string", enum = { "text", "json" }, default = "text" } }, -- the error log's
 } }
 
 local function check_log(v, ctx, server)

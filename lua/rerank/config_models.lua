@@ -10,12 +10,14 @@ local paths = require "rerank.paths"
 local llm = require "rerank.llm"
 local usage = require "rerank.usage"
 local S = require "rerank.schema"
+local scoring = require "rerank.score"
 
 local is_null, fail, fail_type, describe = S.is_null, S.fail, S.fail_type, S.describe
 local key_path, idx_path, is_list, is_mapping = S.key_path, S.idx_path, S.is_list, S.is_mapping
 local sorted_keys, check_keys, copy, check = S.sorted_keys, S.check_keys, S.copy, S.check
 
 local M = {}
+local resolve_score -- below
 
 ---------------------------------------------------------------------------
 -- providers
@@ -70,6 +72,19 @@ local function load_provider(file, ppath, ctx)
     end
   end
   if p.defaults ~= nil and type(p.defaults) ~= "table" then bad("declares defaults that are not a table") end
+  -- the score layer (lua/rerank/score.lua) and instructions (lua/rerank/router.lua)
+  local k = p.score_kind
+  if k ~= nil and type(k) ~= "function" and not scoring.KIND_SET[k] then
+    bad(("declares score_kind %s (use one of: %s, or a function)"):format(describe(k), table.concat(scoring.KINDS, ", ")))
+  end
+  if p.calibrate ~= nil then
+    local _, cerr = scoring.check_spec(p.calibrate, type(k) == "string" and k or nil)
+    if cerr then bad("declares calibrate that is invalid: " .. cerr) end
+  end
+  local ins = p.instruction
+  if ins ~= nil and type(ins) ~= "function" and ins ~= "field" and ins ~= "query" and ins ~= "prompt" then
+    bad(("declares instruction %s (use \"field\", \"query\", \"prompt\" or a function)"):format(describe(ins)))
+  end
   ctx.providers[file] = { p = p, options = options }
   return p, options
 end
@@ -108,6 +123,67 @@ function M.check_health(_, v, path, ctx)
   if h.enabled == false then return false end
   h.enabled = nil
   return h
+end
+
+---------------------------------------------------------------------------
+-- the score layer and instructions
+---------------------------------------------------------------------------
+-- score: { kind: probability|logit|bm25|rank|fused|unknown, calibrate: <spec> }; the
+-- calibration is checked against the kind once the provider's default kind is known
+function M.check_score(_, v, path, ctx)
+  if not is_mapping(v) then fail_type(path, "a mapping with kind and/or calibrate", v) end
+  check_keys(v, path, { kind = true, calibrate = true }, ctx)
+  local out = {}
+  if not is_null(v.kind) then
+    if not scoring.KIND_SET[v.kind] then
+      fail(key_path(path, "kind"), ("must be one of: %s (got %s)"):format(table.concat(scoring.KINDS, ", "), describe(v.kind)))
+    end
+    out.kind = v.kind
+  end
+  if not is_null(v.calibrate) then
+    local c = v.calibrate
+    if type(c) == "table" and not is_mapping(c) then fail_type(key_path(path, "calibrate"), "none, sigmoid or a mapping", c) end
+    local _, err = scoring.check_spec(c)
+    if err then fail(key_path(path, "calibrate"), err) end
+    out.calibrate = c
+  end
+  return out
+end
+
+-- The model's kind (config, else the provider's declaration) and calibration (config, where
+-- "none" switches a provider default off, else the provider's `calibrate`).
+resolve_score = function(m, p, v, path)
+  local cfg = m.score or {}
+  local kind = cfg.kind
+  if kind == nil then
+    local k = p.score_kind
+    if type(k) == "function" then
+      local ok, r = pcall(k, m, {})
+      k = ok and r or nil
+    end
+    if type(k) == "string" and scoring.KIND_SET[k] then kind = k end
+  end
+  local spec, from_config = p.calibrate, false
+  if cfg.calibrate ~= nil then spec, from_config = cfg.calibrate, true end
+  local cal, err = scoring.check_spec(spec, kind)
+  if err then
+    local at = from_config and key_path(key_path(path, "score"), "calibrate") or key_path(path, "provider")
+    if v.score ~= nil and not from_config then at = key_path(path, "score") end
+    fail(at, err)
+  end
+  m.score = (cfg.kind or cal) and { kind = cfg.kind, calibrate = cal } or nil
+end
+
+-- How provider p takes an instruction for model m: "field" | "query" | "prompt" | nil
+function M.instruction_mode(p, m)
+  local ins = type(p) == "table" and p.instruction
+  if type(ins) == "function" then
+    local ok, r = pcall(ins, m)
+    ins = ok and r or nil
+  end
+  if ins == "field" or ins == "query" or ins == "prompt" then return ins end
+  if type(p) == "table" and p.templates then return "prompt" end
+  return nil
 end
 
 ---------------------------------------------------------------------------
@@ -150,6 +226,8 @@ local MODEL_FIELDS = {
   { "concurrency", { type = "integer", min = 1 } },
   { "template", { type = "string", nonempty = true } },
   { "instruction", { type = "string" } },
+  -- the score layer: { kind = ..., calibrate = ... } (lua/rerank/score.lua)
+  { "score", { check = function(...) return M.check_score(...) end } },
   { "price", { type = "map", values = { type = "number", min = 0 } } },
   { "extra_body", { type = "mapping" } },
   -- routing (lua/rerank/router.lua) and documents (lua/rerank/docs.lua)
@@ -224,6 +302,11 @@ local function check_model(v, path, ctx)
       end
     end
   end
+  -- the provider's own check of the entry (what build needs: a project id, ...)
+  if type(p.check) == "function" then
+    local ok, err = pcall(p.check, m)
+    if not ok or err ~= nil then fail(path, tostring(err)) end
+  end
   -- providers that declare `templates = true` (LLM rerankers) get the template dirs, and
   -- `template` must name a loadable template file there (or be a path to one)
   if p.templates then
@@ -246,6 +329,11 @@ local function check_model(v, path, ctx)
   if not price_ok then
     fail(key_path(key_path(path, "price"), bad_key), ("unknown price key (%s)"):format(suggestion
       and ('did you mean "' .. suggestion .. '"?') or ("expected one of: " .. table.concat(usage.PRICE_KEYS, ", "))))
+  end
+  resolve_score(m, p, v, path)
+  if m.instruction ~= nil and not M.instruction_mode(p, m) then
+    fail(key_path(path, "instruction"), ('provider "%s" cannot take an instruction (model "%s"): it has no '
+      .. 'instruction field, query format or prompt for one'):format(m.provider, m.name))
   end
   m.headers = m.headers or {}
   m.fallbacks = m.fallbacks or {}

@@ -10,17 +10,16 @@ local upstream = require "rerank.upstream"
 local router = require "rerank.router"
 local cache = require "rerank.cache"
 local accounting = require "rerank.usage"
+local json = require "rerank.json"
+local scoring = require "rerank.score"
 
 local M = { _VERSION = core.version }
 local Instance = {}
 Instance.__index = Instance
 
-local fail = require("rerank.errors").fail
+local errors = require "rerank.errors"
+local fail = errors.fail
 M.fail = fail
-
-local function traceback(e)
-  return debug.traceback(tostring(e), 2)
-end
 
 -- A provider file is a chunk returning a table of pure functions (DESIGN §4).
 local load_provider = router.load_provider
@@ -145,12 +144,8 @@ function Instance:score(model, req)
   local out, perr
   if type(p.score) == "function" then
     local ok
-    ok, out, perr = xpcall(p.score, traceback, model, req)
-    if not ok then
-      core.log("error", ("provider %q (model %q) raised: %s"):format(model.provider, model.name, tostring(out)))
-      local first = tostring(out):match("^[^\n]*")
-      return fail(500, ("provider %q failed: %s"):format(model.provider, first))
-    end
+    ok, out, perr = xpcall(p.score, errors.traceback, model, req)
+    if not ok then return errors.script_error(model, "score", out, req.id) end
     if out == nil then
       return fail(502, ("provider %q failed: %s"):format(model.provider, tostring(perr)))
     end
@@ -189,24 +184,42 @@ function M.fuse(lists, opts)
   return require("rerank.fuse").run(lists, opts)
 end
 
+-- The fields the HTTP answer has, as Lua values: a pipeline's per-stage members (kept as a
+-- JSON fragment in `extra` for the daemon's one-pass serialiser) become fields of each result
+-- (id, _distance, score, _fused_score, _relevance_score, ranks, scores); return_score "all"
+-- on a plain rerank adds _relevance_score; return_documents adds the documents.
+local function library_results(res, r)
+  local all = r.return_score == "all"
+  for _, item in ipairs(res.results) do
+    local extra = item.extra
+    if type(extra) == "string" then
+      item.extra = nil
+      if extra ~= "" then
+        local fields = json.decode("{" .. extra:sub(2) .. "}")
+        for k, v in pairs(type(fields) == "table" and fields or {}) do item[k] = v end
+      end
+    elseif all and not res.pipeline then
+      item._relevance_score = item.relevance_score
+    end
+    local doc = r.return_documents and type(item.index) == "number" and r.documents[item.index + 1]
+    if doc then
+      if doc.raw ~= nil then item.document = doc.raw else item.document = doc.text end
+    end
+  end
+end
+
 -- Accepts an internal request (from api.parse) or a wire-shaped table from a library user.
 function Instance:rerank(req, timing)
   if type(req) ~= "table" then error("rerank: request must be a table", 2) end
   if not req.shape then
     local r, err = require("rerank.shapes").parse("rerankd", req, { max_documents = self.cfg.server.max_documents,
       max_fuse_lists = self.cfg.server.max_fuse_lists, max_fuse_items = self.cfg.server.max_fuse_items,
-      text_field = self.cfg.documents and self.cfg.documents.text_field })
+      text_field = self.cfg.documents and self.cfg.documents.text_field,
+      max_image_bytes = self.cfg.documents and self.cfg.documents.max_image_bytes })
     if not r then return nil, err end
-    -- a library call: the documents in the results when asked, as the daemon serialises them
+    -- a library call: the results as the daemon serialises them (lua/rerank/api.lua)
     local res, rerr = self:rerank(r, timing)
-    if res and r.return_documents and type(res.results) == "table" then
-      for _, item in ipairs(res.results) do
-        local doc = type(item.index) == "number" and r.documents[item.index + 1]
-        if doc then
-          if doc.raw ~= nil then item.document = doc.raw else item.document = doc.text end
-        end
-      end
-    end
+    if res and type(res.results) == "table" then library_results(res, r) end
     return res, rerr
   end
   -- pipelines (named, inline, a model name that is a pipeline, or lists): lua/rerank/pipeline.lua
@@ -222,27 +235,40 @@ function Instance:rerank(req, timing)
   local out = route.out
   local t1 = core.now_us()
   local n = #req.documents
+  -- the score layer (lua/rerank/score.lua): the answering deployment's kind and calibration;
+  -- relevance_score is the calibrated score when there is a calibration, else the raw one
+  local kind, cal = scoring.of(route.entry or {}, self.providers[route.model], req, out)
+  local final = scores
+  if cal then
+    final = {}
+    for i = 1, n do final[i] = scores[i] == -huge and -huge or scoring.apply(cal, scores[i]) end
+  end
   local k = req.top_n and math.min(req.top_n, n) or n
-  local order = core.topk(scores, k)
+  local order = core.topk(final, k)
   local results = {}
-  -- a document the upstream left unscored (-inf, last) is answered with the lowest score of
-  -- the answer (0 when there is none): always a number, and the answer is flagged degraded
-  local floor_score
+  local min_score = req.min_score
+  -- a document the upstream left unscored (-inf, ranked last) is answered with the lowest
+  -- score of the answer (0 when there is none): always a number; the answer is degraded
+  local floor_raw, floor_final
   for i, idx in ipairs(order) do
-    local x = scores[idx]
-    if x == -huge then
-      if not floor_score then
-        floor_score = 0
-        local lo = huge
+    local s, raw = final[idx], scores[idx]
+    if raw == -huge then
+      if not floor_raw then
+        floor_raw, floor_final = 0, 0
+        local lo, lo_final = huge, huge
         for j = 1, n do
-          local y = scores[j]
-          if y > -huge and y < lo then lo = y end
+          if scores[j] > -huge then
+            if scores[j] < lo then lo = scores[j] end
+            if final[j] < lo_final then lo_final = final[j] end
+          end
         end
-        if lo < huge then floor_score = lo end
+        if lo < huge then floor_raw, floor_final = lo, lo_final end
       end
-      x = floor_score
+      raw, s = floor_raw, floor_final
     end
-    results[i] = { index = idx - 1, relevance_score = x }
+    if min_score and s < min_score then break end -- sorted: the rest score lower
+    results[i] = { index = idx - 1, relevance_score = s, raw_score = raw,
+                   calibrated_score = cal and s or nil, score_kind = kind }
   end
   if timing then
     timing.upstream = t1 - t0
@@ -269,6 +295,7 @@ function Instance:rerank(req, timing)
     attempts = route.attempts,
     degraded = degraded or nil,
     score_kind = out and out.score_kind, -- "rank" for listwise LLM rerankers
+    scoring = { kind = kind, calibration = cal }, -- the score layer that applied
     repairs = out and out.repairs,       -- LLM answers fixed up (clamped, missing, ...)
   }
 end

@@ -95,7 +95,7 @@ M.define("rerankd_cache_entries", G, "Entries in the in-process score caches (su
 M.define("rerankd_cache_bytes", G, "Approximate bytes held by the in-process score caches", {})
 M.define("rerankd_rate_limited_total", C, "Requests refused with 429, by scope (key, model) and limit",
   { "scope", "limit" })
-M.define("rerankd_auth_failures_total", C, "Requests refused with 401, by reason (missing, invalid)", { "reason" })
+M.define("rerankd_auth_failures_total", C, "Requests refused with 401, by reason (missing, malformed, invalid)", { "reason" })
 -- from the router's per-worker state (lua/rerank/router.lua), read at each snapshot
 M.define("rerankd_upstream_attempts_total", C, "Upstream attempts per deployment (retries included)", { "model" },
   { source = true })
@@ -554,6 +554,13 @@ end
 
 local STAGES = { "parse", "upstream", "sort", "serialize" }
 
+local function count_usage(l, u)
+  if type(u) ~= "table" then return end
+  if type(u.total_tokens) == "number" then M.inc("rerankd_tokens_total", l, u.total_tokens) end
+  if type(u.search_units) == "number" then M.inc("rerankd_search_units_total", l, u.search_units) end
+  if type(u.cost) == "number" then M.inc("rerankd_cost_usd_total", l, u.cost) end
+end
+
 -- cfg: the instance's config (model names not configured are folded to "").
 function M.request_done(ctx, status, cfg)
   if ctx.metrics_started then inflight[coroutine.running() or MAIN] = nil end
@@ -577,11 +584,10 @@ function M.request_done(ctx, status, cfg)
   if status == 200 and model and model ~= "" then
     local l = { model = model }
     if info.docs then M.inc("rerankd_documents_scored_total", l, info.docs) end
-    local u = info.usage
-    if type(u) == "table" then
-      if type(u.total_tokens) == "number" then M.inc("rerankd_tokens_total", l, u.total_tokens) end
-      if type(u.search_units) == "number" then M.inc("rerankd_search_units_total", l, u.search_units) end
-      if type(u.cost) == "number" then M.inc("rerankd_cost_usd_total", l, u.cost) end
+    count_usage(l, info.usage)
+    -- a pipeline's rerank stages: each model's own tokens and cost, under its name too
+    for _, st in ipairs(info.stages or {}) do
+      if cfg and cfg.model_index and cfg.model_index[st.model] then count_usage({ model = st.model }, st.usage) end
     end
   end
 end

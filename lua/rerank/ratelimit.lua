@@ -43,7 +43,7 @@ function M.estimate(prev, cur, frac)
   return prev * (1 - frac) + cur
 end
 
--- Seconds until cost fits under limit (>= 1, whole), given the counts now. W: window seconds.
+-- Seconds until cost fits under limit (whole, 1..W), given the counts now. W: window seconds.
 function M.retry_after(prev, cur, cost, limit, frac, W)
   W = W or M.WINDOW
   if cost > limit then return ceil(W) end -- never fits: a window is the honest answer
@@ -58,7 +58,10 @@ function M.retry_after(prev, cur, cost, limit, frac, W)
     local g = cur > 0 and max(0, 1 - (limit - cost) / cur) or 0
     wait = (1 - frac) * W + g * W
   end
-  return max(1, ceil(wait - 1e-9))
+  -- at most one window: a client told to wait longer than the window it is limited over
+  -- would wait for nothing (the sliding estimate can still be over by a fraction then: a
+  -- retry gets a short second Retry-After)
+  return max(1, min(ceil(W), ceil(wait - 1e-9)))
 end
 
 local RPM, DPM = "requests_per_minute", "documents_per_minute"

@@ -35,6 +35,7 @@
 local docs = require "rerank.docs"
 local accounting = require "rerank.usage"
 local paths = require "rerank.paths"
+local config_models = require "rerank.config_models"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local min, max, floor, ceil, huge = math.min, math.max, math.floor, math.ceil, math.huge
@@ -50,7 +51,8 @@ M.DEFAULTS = {
   breaker = { failures = 5, cooldown = 10 },
 }
 
-local fail = require("rerank.errors").fail
+local errors = require "rerank.errors"
+local fail = errors.fail
 
 ---------------------------------------------------------------------------------------------
 -- defaults for the injected functions
@@ -306,6 +308,10 @@ function R:direct(name)
     max_documents = over.max_documents, concurrency = over.concurrency, price = over.price or {},
     extra_body = over.extra_body or {}, options = options, breaker = over.breaker,
   }
+  if type(p.check) == "function" then -- what build needs (a project id, ...)
+    local ok, cerr = pcall(p.check, m)
+    if not ok or cerr ~= nil then return fail(400, ('model "%s": %s'):format(name, tostring(cerr)), "model") end
+  end
   self.providers[name] = p
   self.direct_cache[name] = m
   local lru = self.direct_lru
@@ -466,9 +472,35 @@ end
 ---------------------------------------------------------------------------------------------
 -- running a request
 
+-- The instruction a call carries (the request's, else the model's default): the provider
+-- must have a documented place for it (a field, the query, the prompt), else 422 naming the
+-- model; never dropped. Returns preq with .instruction set | nil, err.
+local function with_instruction(model, p, req, preq)
+  local ins = req.instruction
+  if ins == nil or ins == "" then ins = model.instruction end
+  if ins == nil or ins == "" then return preq end
+  if not config_models.instruction_mode(p, model) then
+    return fail(422, ('model "%s" (provider "%s") cannot take an instruction: the provider has no '
+      .. 'instruction field, query format or prompt for one; remove "instruction" or choose another model')
+      :format(model.name, tostring(model.provider)), "instruction", { instruction_refused = true })
+  end
+  if preq.instruction ~= ins then
+    local copy = {}
+    for k, v in pairs(preq) do copy[k] = v end
+    copy.instruction = ins
+    preq = copy
+  end
+  return preq
+end
+
 function R:attempt(model, req, deadline)
   local p = self.providers[model.name]
+  local img_err = docs.check_images(model, p, req) -- 422 for image documents a model cannot take
+  if img_err then return nil, img_err end
   local preq, owners = docs.prepare(req, p, self:settings(model))
+  local ierr
+  preq, ierr = with_instruction(model, p, req, preq)
+  if not preq then return nil, ierr end
   local now = self.now()
   local left = deadline - now
   local m = model
@@ -480,11 +512,9 @@ function R:attempt(model, req, deadline)
     timeout = m.timeout
   end
   local token = inflight_add(self, model.name, now + timeout + 1)
-  local ok, scores, usage, degraded, out = pcall(self.score, m, preq)
+  local ok, scores, usage, degraded, out = xpcall(self.score, errors.traceback, m, preq)
   inflight_done(self, model.name, token)
-  if not ok then
-    return fail(500, ("model %q failed: %s"):format(model.name, tostring(scores)))
-  end
+  if not ok then return errors.script_error(model, "scoring", scores, req.id) end
   if not scores then return nil, usage end
   return docs.collapse(scores, owners, #req.documents), usage, degraded, preq, out
 end

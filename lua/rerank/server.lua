@@ -48,6 +48,27 @@ local function err_reply(err)
   return error_reply(err.status or 500, err.type or "internal_error", err.message or "error", err.param)
 end
 
+-- Errors answered before a rerank route reads its body as a request (401, 405, 415): in the
+-- route's own shape where the route has one, else (/v1/rerank, /rerank: the shape is detected
+-- from the body) with every client's field (Cohere "message", Jina/Voyage "detail").
+local FIXED_SHAPE = { ["/v2/rerank"] = "cohere_v2", ["/cohere/v1/rerank"] = "cohere_v1",
+  ["/cohere/v2/rerank"] = "cohere_v2", ["/jina/v1/rerank"] = "jina", ["/voyage/v1/rerank"] = "voyage",
+  ["/tei/rerank"] = "tei" }
+local DETECTED_SHAPE = { ["/v1/rerank"] = true, ["/rerank"] = true }
+
+local function early_error(path, status, etype, message, param, headers)
+  local err = { status = status, type = etype, message = message, param = param }
+  local body
+  if FIXED_SHAPE[path] then
+    body = shapes.render_error(FIXED_SHAPE[path], err)
+  elseif DETECTED_SHAPE[path] then
+    body = shapes.error_every_client(err)
+  else
+    body = json.error_body(status, etype, message, param)
+  end
+  return status, headers or JSON, body
+end
+
 -- Bodies we can read: JSON, or curl's default form type and text/plain carrying JSON.
 local function acceptable_type(ct)
   if not ct or ct == "" then return true end
@@ -57,9 +78,10 @@ local function acceptable_type(ct)
 end
 
 -- An error in the shape the client spoke, with Retry-After when there is one.
-local function shape_error(shape, err)
+local function shape_error(shape, err, cache_status)
   local headers = { ["content-type"] = "application/json" }
   if err.retry_after then headers["retry-after"] = tostring(err.retry_after) end
+  if cache_status then headers["x-rerankd-cache"] = cache_status end -- the cache was consulted
   return err.status or 500, headers, shapes.render_error(shape, err)
 end
 
@@ -67,7 +89,7 @@ end
 -- or an explicit shape name
 local function handle_rerank(ctx, route)
   if not acceptable_type(ctx.headers["content-type"]) then
-    return error_reply(415, "invalid_request_error",
+    return early_error(ctx.route, 415, "invalid_request_error",
       ("unsupported Content-Type %q; send application/json"):format(ctx.headers["content-type"]))
   end
   local t0 = core.now_us()
@@ -84,6 +106,7 @@ local function handle_rerank(ctx, route)
                                                   max_fuse_lists = instance.cfg.server.max_fuse_lists,
                                                   max_fuse_items = instance.cfg.server.max_fuse_items,
                                                   text_field = docs_cfg.text_field, from_json = true,
+                                                  max_image_bytes = docs_cfg.max_image_bytes,
                                                   body = ctx.body, spans = spans })
   if not req then return shape_error(shape, err) end
   local tms = ctx.headers["x-rerankd-timeout-ms"]
@@ -99,21 +122,26 @@ local function handle_rerank(ctx, route)
   local timing = { parse = core.now_us() - t0 }
   -- documents for limits and logs: a pipeline request's are its lists' distinct documents
   local ndocs = req.lists and req.lists.n_docs or #req.documents
-  local info = { model = req.model or instance.cfg.default_model, docs = ndocs, timing = timing }
+  -- the name the request is accounted under: a named pipeline's ("pipeline" for inline stages)
+  local pl = req.pipeline
+  local name = type(pl) == "string" and pl or (type(pl) == "table" and "pipeline") or req.model
+  local info = { model = name or instance.cfg.default_model, docs = ndocs, timing = timing }
   ctx.info = info
   if limiter then
     local ok, denial = limiter:admit(ctx.key_name, info.model, info.docs)
     if not ok then return shape_error(shape, ratelimit.error(denial)) end
   end
   upstream.last_status() -- forget a stale one: the access log's upstream_status is this request's
-  local result, rerr = instance:rerank(req, timing)
+  local result, rerr = shapes.run(shape, instance, req, timing) -- instance:rerank, or the shape's own run
   local ustatus = upstream.last_status()
   if not result then
     info.upstream_status = rerr.upstream_status or ustatus
-    return shape_error(shape, rerr)
+    info.cache = cache.status()
+    return shape_error(shape, rerr, info.cache)
   end
   info.degraded, info.upstream_status = result.degraded, ustatus
   info.usage, info.cache = result.usage, cache.status()
+  if result.pipeline then info.model, info.stages = result.model, result.stages end
   local t1 = core.now_us()
   local body, shape_headers = shapes.render(shape, result, req)
   timing.serialize = core.now_us() - t1
@@ -208,6 +236,10 @@ local routes = {
   ["/jina/v1/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "jina") end },
   ["/voyage/v1/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "voyage") end },
   ["/tei/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "tei") end },
+  -- vLLM's score API and NVIDIA NIM's ranking API (lua/rerank/shapes/vllm_score.lua, nim.lua)
+  ["/v1/score"] = { POST = function(ctx) return handle_rerank(ctx, "vllm_score") end },
+  ["/score"] = { POST = function(ctx) return handle_rerank(ctx, "vllm_score") end },
+  ["/v1/ranking"] = { POST = function(ctx) return handle_rerank(ctx, "nim") end },
   ["/v1/fuse"] = { POST = handle_fuse },
 }
 
@@ -250,12 +282,15 @@ local function dispatch(ctx)
     for m in pairs(route) do allowed[#allowed + 1] = m end
     table.sort(allowed)
     local allow = table.concat(allowed, ", ")
-    return error_reply(405, "method_not_allowed", ("%s does not allow %s (allowed: %s)"):format(path, ctx.method, allow),
+    return early_error(path, 405, "method_not_allowed", ("%s does not allow %s (allowed: %s)"):format(path, ctx.method, allow),
       nil, { ["content-type"] = "application/json", allow = allow })
   end
   ctx.route = path
   local key, why = auth.check(gate, ctx, path) -- API keys, except on server.open_paths
-  if not key then return auth.reply(why) end
+  if not key then
+    local status, headers, err = auth.reply(why)
+    return early_error(path, status, err.type, err.message, nil, headers)
+  end
   if key ~= true then ctx.key_name = key end
   return fn(ctx)
 end
