@@ -127,6 +127,22 @@ if [ "$HTTP" = 1 ]; then
         o = $1; sub(/.*outcome="/, "", o); sub(/".*/, "", o); n[o] += $2 }
         END { printf "%d run, %d dropped", n["ok"], n["dropped"] }')
     THEALTH=$(run_wrk health "" 2 32 "$SECS" /health)
+    # the worst /v1/fuse body the default limits let through (bench/gen_fuse.lua): the median
+    # of 3 runs per method, the slowest method reported; and the 40k-list body, now refused
+    echo "bench: worst-case fuse..." >&2
+    luajit bench/gen_fuse.lua "$B"
+    FUSE_WORST="" FUSE_WORST_M=""
+    for m in rrf borda dbsf linear combmed; do
+        sed "s/^{/{\"method\":\"$m\",/" "$B/fuse_worst.json" > "$B/fuse_worst_$m.json"
+        t=$(for _ in 1 2 3; do curl -s -o /dev/null -w '%{time_total}\n' -H 'content-type: application/json' \
+            --data-binary "@$B/fuse_worst_$m.json" "$URL/v1/fuse"; done | sort -n | sed -n 2p)
+        if [ -z "$FUSE_WORST" ] || awk -v a="$t" -v b="$FUSE_WORST" 'BEGIN { exit !(a > b) }'; then
+            FUSE_WORST=$t FUSE_WORST_M=$m
+        fi
+    done
+    FUSE_WORST_KB=$(( $(wc -c < "$B/fuse_worst.json") / 1024 ))
+    FUSE_40K=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' -H 'content-type: application/json' \
+        --data-binary "@$B/fuse_40k.json" "$URL/v1/fuse")
 fi
 cleanup
 
@@ -165,6 +181,10 @@ else
     echo "| HTTP rows | n/a (see messages above) | | | |"
 fi
 [ -n "$FUSION_ROWS" ] && echo "$FUSION_ROWS"
+if [ "$HTTP" = 1 ]; then
+    ms() { awk -v s="$1" 'BEGIN { if (s == "") print "n/a"; else printf "%.0f ms", s * 1000 }'; }
+    echo "| worst-case POST /v1/fuse under the default limits: 1,000 lists × 100 items, 100,000 distinct ids ($FUSE_WORST_KB KB), slowest method ($FUSE_WORST_M), median of 3 | $(ms "$FUSE_WORST") | 40,000 one-item lists (the body that took 22.5 s before issue 14) | $(echo "$FUSE_40K" | cut -d' ' -f1) in $(ms "$(echo "$FUSE_40K" | cut -d' ' -f2)") | refused over \`server.max_fuse_lists\` |"
+fi
 mb() { awk -v v="$1" 'BEGIN { if (v == "") print "n/a"; else printf "%.1f MB", v / 1024 }'; }
 # verdict VALUE OP LIMIT -> met | missed
 verdict() { awk -v a="$1" -v op="$2" -v b="$3" 'BEGIN { if (a == "" || a == "n/a") { print "n/a"; exit }

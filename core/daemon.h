@@ -26,6 +26,10 @@ typedef struct {
     int log_json;              /* log.format: json */
 } rr_options;
 
+/* malloc keeps this much free memory at the top of an arena (main.c; server.c trims below it
+ * after large requests) */
+#define RR_TRIM_KEEP (64 << 20)
+
 typedef struct rr_worker rr_worker;
 typedef struct rr_req rr_req;
 
@@ -53,6 +57,9 @@ struct rr_worker {
     /* outcomes Lua never sees (its coroutine died or was abandoned); monotonic */
     unsigned long long lua_errors, deadline_timeouts, client_aborts;
     int stopping;
+    int mem_dirty;             /* a large request ran: give memory back when idle (server.c) */
+    unsigned mem_wait;         /* ticks since mem_dirty was set */
+    int lua_kb_base;           /* the Lua heap after the last full collection, KB */
     void *fetch;               /* fetch.c per-worker state */
     void *redis;               /* redis.c connection pool */
 };
@@ -71,6 +78,8 @@ struct rr_req {
     int resume_nargs;
     int (*push)(rr_req *, lua_State *co); /* pushes the resume values; returns their count */
     int aborted;
+    int cpu_expired;               /* the deadline hook stopped its Lua code (504) */
+    int big;                       /* a large body: give memory back after it (server.c) */
     void (*cancel)(rr_req *);      /* cleanup hook of the one pending operation */
     void *pending;
 };
@@ -87,6 +96,7 @@ uint64_t rr_now_us(void);
 void rr_req_reply(rr_req *r, int status, lua_State *from, int idx_headers, const char *body, size_t len);
 void rr_req_reply_error(rr_req *r, int status, const char *type, const char *msg);
 void rr_req_finish(rr_req *r);
+void rr_req_deadline(rr_req *r, const char *how); /* 504 at the deadline, then finish */
 /* the coroutine yielded on I/O: arm the deadline and client-abort detection */
 void rr_req_parked(rr_req *r);
 /* schedule a coroutine resume from the loop (never from inside a callback stack) */
@@ -105,6 +115,10 @@ void rr_lua_start_request(rr_req *r);
 void rr_req_assign_id(rr_req *r);
 void rr_lua_resume(rr_req *r, int nargs);
 rr_req *rr_lua_current_req(lua_State *co);
+
+/* deadline.c: server.timeout on Lua CPU time (around each coroutine resume) */
+void rr_deadline_begin(rr_req *r, lua_State *co);
+void rr_deadline_end(lua_State *co);
 
 /* ldaemon.c: the daemon-only Lua module rerank.core.daemon (worker identity, metrics
  * snapshots shared across workers) */

@@ -442,7 +442,13 @@ static void reply_from(rr_req *r, lua_State *co, int base)
 void rr_lua_resume(rr_req *r, int nargs)
 {
     lua_State *co = r->co;
+    rr_deadline_begin(r, co);
     int rc = lua_resume(co, nargs);
+    rr_deadline_end(co);
+    if (r->cpu_expired && rc != LUA_YIELD) { /* whatever the script made of the error */
+        rr_req_deadline(r, " (Lua code stopped)");
+        return;
+    }
     if (rc == LUA_YIELD) {
         if (!r->pending && lua_gettop(co) == 5 && lua_touserdata(co, 1) == &reply_key) {
             /* answer now, keep running (work after the answer, e.g. shadow traffic) */

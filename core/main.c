@@ -114,12 +114,14 @@ static void on_signal(evutil_socket_t sig, short ev, void *arg)
  * and throughput fell by a third after a few seconds of load. Keep it: the arenas stay at
  * their high-water mark (bounded by the largest concurrent bodies), and blocks up to
  * MMAP_MAX come from the arenas instead of a fresh mmap each time. */
-#define TRIM_KEEP (64 << 20)
 #define MMAP_MAX (32 << 20)
 
+/* What is kept is given back after large requests: server.c's tick runs a full Lua
+ * collection and malloc_trim once the worker is idle (or busy for 5 s), so a burst of large
+ * bodies does not pin its high-water mark for good. */
 static void tune_malloc(void)
 {
-    mallopt(M_TRIM_THRESHOLD, TRIM_KEEP);
+    mallopt(M_TRIM_THRESHOLD, RR_TRIM_KEEP);
     mallopt(M_MMAP_THRESHOLD, MMAP_MAX);
 }
 

@@ -5,6 +5,7 @@
 #include "rerank.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,11 @@
 #include <strings.h>
 
 #include <lauxlib.h>
+
+/* give_back_memory (below): what counts as a large request, how long a busy worker waits */
+#define BIG_BODY (1u << 20)
+#define BIG_LUA_KB (16 * 1024)
+#define BUSY_TICKS 5
 
 atomic_int rr_workers_up;
 int rr_workers_total;
@@ -96,6 +102,7 @@ void rr_req_finish(rr_req *r)
     if (r->co_ref != LUA_NOREF) luaL_unref(r->host->L, LUA_REGISTRYINDEX, r->co_ref);
     if (r->host) rr_lua_host_release(r->host);
     free(r->log_fields);
+    if (r->big) w->mem_dirty = 1;
     free(r);
     w->inflight--;
     maybe_exit_drained(w);
@@ -260,10 +267,9 @@ void rr_req_schedule_after(rr_req *r, double seconds)
     event_add(r->resume_ev, &tv);
 }
 
-static void on_deadline(evutil_socket_t fd, short ev, void *arg)
+/* 504 at the deadline, then the request ends; how: "" (parked on I/O) or what was stopped */
+void rr_req_deadline(rr_req *r, const char *how)
 {
-    (void)fd; (void)ev;
-    rr_req *r = arg;
     char msg[128];
     if (!r->conn && !r->aborted) { /* answered early (ctx.reply_early): only its after-work is cut */
         rr_log(RR_LOG_INFO, "request %s: work after the answer cut at the deadline", r->id[0] ? r->id : "-");
@@ -272,9 +278,15 @@ static void on_deadline(evutil_socket_t fd, short ev, void *arg)
     }
     snprintf(msg, sizeof msg, "request exceeded its deadline of %.3gs", r->w->opt->timeout);
     r->w->deadline_timeouts++;
-    rr_log(RR_LOG_WARN, "request %s: %s", r->id[0] ? r->id : "-", msg);
+    rr_log(RR_LOG_WARN, "request %s: %s%s", r->id[0] ? r->id : "-", msg, how);
     rr_req_reply_error(r, 504, "timeout_error", msg);
     rr_req_finish(r);
+}
+
+static void on_deadline(evutil_socket_t fd, short ev, void *arg)
+{
+    (void)fd; (void)ev;
+    rr_req_deadline(arg, "");
 }
 
 /* The client closed its connection (EOF or a reset) while the request was in flight:
@@ -331,6 +343,7 @@ void rr_server_request(rr_worker *w, struct rr_conn *c)
         return;
     }
     rr_conn_bind(c, r);
+    r->big = rr_conn_msg(c)->body_len >= BIG_BODY;
     rr_lua_start_request(r);
 }
 
@@ -380,10 +393,40 @@ void rr_worker_reload(rr_worker *w)
     if (w->reload_ev) event_active(w->reload_ev, 0, 0);
 }
 
+/* Memory goes back after large requests (one that ended with a body of BIG_BODY or more, or
+ * a Lua heap BIG_LUA_KB above its size after the last collection): once no request is in
+ * flight, or after BUSY_TICKS seconds of traffic, a full Lua collection frees the requests'
+ * strings and tables and malloc_trim returns the free pages of every arena to the kernel
+ * (main.c keeps them for throughput otherwise). RSS comes back near idle within seconds. */
+
+static void give_back_memory(rr_worker *w)
+{
+    lua_State *L = w->host ? w->host->L : NULL;
+    int kb = L ? lua_gc(L, LUA_GCCOUNT, 0) : 0;
+    if (!w->mem_dirty && kb > w->lua_kb_base + BIG_LUA_KB) w->mem_dirty = 1;
+    if (!w->mem_dirty) return;
+    if (w->inflight > 0 && ++w->mem_wait < BUSY_TICKS) return;
+    if (L) {
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        w->lua_kb_base = lua_gc(L, LUA_GCCOUNT, 0);
+    }
+    /* malloc_trim releases free chunks but never the free top of a thread's arena, where the
+     * large blocks of this worker merged; freeing a block of 64 KB or more trims that top down
+     * to M_TRIM_THRESHOLD, lowered for the moment */
+    mallopt(M_TRIM_THRESHOLD, 128 * 1024);
+    void *volatile probe = malloc(256 * 1024);
+    free(probe);
+    mallopt(M_TRIM_THRESHOLD, RR_TRIM_KEEP);
+    malloc_trim(0);
+    w->mem_dirty = 0;
+    w->mem_wait = 0;
+}
+
 static void on_tick(evutil_socket_t fd, short ev, void *arg)
 {
     (void)fd; (void)ev;
     rr_lua_tick(arg);
+    give_back_memory(arg);
 }
 
 static void *worker_main(void *arg)

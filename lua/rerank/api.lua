@@ -29,11 +29,13 @@
 -- Unknown top-level fields are ignored. An empty table counts as an empty documents array
 -- (Lua callers cannot mark it); a JSON [] is never accepted where an object is expected.
 -- top_n may exceed the document count (the runtime clamps it); integral huge values
--- (1e300, even 1e400 = inf) are kept as numbers and clamp the same way.
+-- (1e300) are kept as numbers and clamp the same way, but a number that is not finite
+-- (1e400 reads as inf) is no integer: 400, wherever an integer is expected, and a numeric
+-- id must be finite too.
 local json = require "rerank.json"
 
 local type, next, floor, find, lower, sub, tostring = type, next, math.floor, string.find, string.lower, string.sub, tostring
-local concat = table.concat
+local concat, huge = table.concat, math.huge
 local null, kind, number = json.null, json.kind, json.number
 local jstring, jencode = json.string, json.encode
 
@@ -84,7 +86,9 @@ end
 -- integer >= min: a JSON number without a fractional part
 local function check_int(v, param, min)
   if not present(v) then return nil end
-  if type(v) ~= "number" or v ~= floor(v) then return fail(400, param .. " must be an integer", param) end
+  if type(v) ~= "number" or v ~= floor(v) or v == huge or v == -huge then
+    return fail(400, param .. " must be an integer", param)
+  end
   if min and v < min then return fail(422, param .. " must be >= " .. min, param) end
   return v
 end
@@ -180,6 +184,8 @@ local function check_documents(v, param, max_docs, src, spans, max_image)
         id = nil
       elseif id ~= nil and type(id) ~= "string" and type(id) ~= "number" then
         return fail(400, p .. ".id must be a string or a number", p .. ".id")
+      elseif type(id) == "number" and not (id > -huge and id < huge) then
+        return fail(422, p .. ".id must be a finite number", p .. ".id")
       end
       if title ~= nil then
         title, err = check_string(title, p .. ".title")

@@ -11,7 +11,8 @@
 -- The normalised shape (other modules rely on it):
 --   cfg.file, cfg.dir; cfg.source, cfg.marks (config.load: the path as given, path -> "line:col")
 --   cfg.server = { listen ("host:port"), host, port, workers (0 = one per core), max_body (bytes),
---                  timeout, keepalive, drain_timeout (seconds), max_documents,
+--                  timeout, keepalive, drain_timeout (seconds), max_documents, max_fuse_lists,
+--                  max_fuse_items, max_direct_models, max_model_labels,
 --                  api_keys = { non-empty strings }, auth? ("keys" | "none"), log_level }
 --   cfg.auth = { keys = { { name, key } }, names = { [name] = true }, open_paths = { "/health",
 --                "/metrics" }, mode? }  from server.api_keys (strings or {name, key}),
@@ -129,6 +130,11 @@ local SERVER = { type = "record", fields = {
   -- "none": serve without API keys, on purpose; "keys" (the default when api_keys is set):
   -- at least one non-empty key. A daemon needs one or the other (check_serving).
   { "auth", { type = "string", enum = { "keys", "none" } } },
+  -- bounds on what one request may cost or leave behind (README "Limits")
+  { "max_fuse_lists", { type = "integer", min = 1, max = 1000000, default = 1000 } },
+  { "max_fuse_items", { type = "integer", min = 1, max = 100000000, default = 100000 } },
+  { "max_direct_models", { type = "integer", min = 1, max = 1000000, default = 256 } },
+  { "max_model_labels", { type = "integer", min = 0, max = 100000, default = 100 } },
   { "api_keys", { type = "list", single = true, items = { check = function(...) return M.check_api_key(...) end },
                   default = {} } },
   { "open_paths", { type = "list", single = true, items = { check = function(...) return M.check_open_path(...) end },

@@ -11,6 +11,9 @@
 --       err = { status, type, message, param }.
 --   fuse.methods(cfg) -> { name = method } the built-ins plus the operator's (cfg.fusion,
 --       fusion_file in pipeline stages), loaded once per configuration table.
+--   opts.max_lists / opts.max_items (check_lists): at most that many lists and items over all
+--       lists (default M.MAX_LISTS, M.MAX_ITEMS; server.max_fuse_lists / max_fuse_items), 413
+--       above: every method is O(items · log items), so these bound a request's CPU time.
 --   fuse.method(name, registry, param) -> method | nil, err
 --   fuse.check_params(method, params, prefix) -> params (defaults filled) | nil, err
 --   fuse.compute(P, method, params, pprefix) -> F (F[d] = fused score of document d) | nil, err
@@ -49,6 +52,8 @@ M.BUILTIN = { "rrf", "relative_score", "linear", "dbsf", "combsum", "combmnz", "
 M.DEFAULT_METHOD = "rrf"
 M.NORMALIZE = { "none", "min_max", "max", "sum", "z_score", "rank" }
 M.STD = { "population", "sample" }
+M.MAX_LISTS = 1000     -- lists per request (server.max_fuse_lists)
+M.MAX_ITEMS = 100000   -- items over all lists of a request (server.max_fuse_items)
 
 local fail = require("rerank.errors").fail
 M.fail = fail
@@ -86,6 +91,11 @@ function M.check_lists(v, param, opts)
     return fail(400, param .. " must be an array", param)
   end
   local nl = #v
+  local max_lists, max_items = opts.max_lists or M.MAX_LISTS, opts.max_items or M.MAX_ITEMS
+  if nl > max_lists then
+    return fail(422, ("%s has %d lists; the maximum is %d (server.max_fuse_lists)"):format(param, nl, max_lists), param)
+  end
+  local total = 0
   local P = { names = {}, n_docs = 0 }
   local index = {}               -- id -> d
   local ids, best, count = {}, {}, {}
@@ -143,6 +153,10 @@ function M.check_lists(v, param, opts)
     end
     -- items
     local n = #items
+    total = total + n
+    if total > max_items then
+      return fail(422, ("%s hold more than %d items in all (server.max_fuse_items)"):format(param, max_items), param)
+    end
     local lids, lscores, ldocs = table_new(n, 0), table_new(n, 0), table_new(n, 0)
     local lpos = {}
     local missing
@@ -161,6 +175,10 @@ function M.check_lists(v, param, opts)
           local ip = lp .. ".items[" .. (j - 1) .. "]"
           return fail(400, ip .. ".id must be a string or a number", ip .. ".id")
         end
+        if tid == "number" and (id == huge or id == -huge) then
+          local ip = lp .. ".items[" .. (j - 1) .. "]"
+          return fail(422, ip .. ".id must be a finite number", ip .. ".id")
+        end
         if sc == nil or sc == null then
           sc = nil
           if not missing then missing = j end
@@ -171,7 +189,7 @@ function M.check_lists(v, param, opts)
           local ip = lp .. ".items[" .. (j - 1) .. "]"
           return fail(422, ip .. ".score must be a finite number", ip .. ".score")
         end
-      elseif (t == "string" or t == "number") and it == it then
+      elseif (t == "string" or t == "number") and it == it and it ~= huge and it ~= -huge then
         id = it
         if not missing then missing = j end
       else
@@ -223,6 +241,29 @@ function M.check_lists(v, param, opts)
   P.n_docs, P.ids, P.best, P.count, P.index = nd, ids, best, count, index
   P.texts, P.doc_item = texts, doc_item
   return P
+end
+
+-- P.members[d] = { i, p, i', p', ... }: the lists holding document d (input order) and its
+-- 1-based position in each; built once, in one pass over the items, for whatever needs "every
+-- list holding d" per document (results, render, pipelines) without a pass over all lists
+-- per document (which was quadratic in the number of lists).
+function M.members(P)
+  local mem = P.members
+  if mem then return mem end
+  local N = P.n_docs
+  mem = table_new(N, 0)
+  local cnt = P.count
+  for d = 1, N do mem[d] = table_new(2 * (cnt and cnt[d] or 1), 0) end
+  for i = 1, #P do
+    local docs = P[i].docs
+    for j = 1, P[i].n do
+      local t = mem[docs[j]]
+      local k = #t
+      t[k + 1], t[k + 2] = i, j
+    end
+  end
+  P.members = mem
+  return mem
 end
 
 ---------------------------------------------------------------------------------------------
@@ -502,15 +543,40 @@ end
 local fs = require "rerank.fuse_scores"
 M.sims, M.minmax, M.mean_std, M.normalize = fs.sims, fs.minmax, fs.mean_std, fs.normalize
 M.add_normalized, M.zeros, M.sum_normalized = fs.add_normalized, fs.zeros, fs.sum_normalized
-M.add_reciprocal_ranks, M.comb = fs.add_reciprocal_ranks, fs.comb
+M.add_reciprocal_ranks, M.comb, M.scaled = fs.add_reciprocal_ranks, fs.comb, fs.scaled
 
 ---------------------------------------------------------------------------------------------
 -- compute
+
+local finite
 
 local function needs_scores(method, params)
   local s = method.scores
   if type(s) == "function" then return s(params) end
   return s == true
+end
+
+local MAX_DOUBLE = 1.7976931348623157e308
+
+-- Every fused score is a finite number: +-inf (weights x scores beyond the largest double)
+-- becomes +-1.7976931348623157e308; NaN (such overflows of both signs for one document, or
+-- an operator's method) is refused, never serialised as null.
+function finite(F, P, method)
+  for d = 1, P.n_docs do
+    local x = F[d]
+    if x ~= nil and (type(x) ~= "number" or not (x > -huge and x < huge)) then
+      if x == huge then F[d] = MAX_DOUBLE
+      elseif x == -huge then F[d] = -MAX_DOUBLE
+      elseif type(x) ~= "number" or not BUILTIN_SET[method.name] then
+        return fail(500, ('fusion method "%s" returned %s as the score of id %s'):format(method.name,
+          type(x) == "number" and "NaN" or type(x), json.encode(P.ids[d])))
+      else
+        return fail(422, ('the fused score of id %s is not a number: weights x scores overflow with both '
+          .. 'signs; use smaller weights or a normalisation'):format(json.encode(P.ids[d])), "lists")
+      end
+    end
+  end
+  return F
 end
 
 -- Resolves weights and similarities, then runs the method. Returns F | nil, err.
@@ -549,7 +615,7 @@ function M.compute(P, method, params, pprefix)
   if type(F) ~= "table" then
     return fail(500, ('fusion method "%s" returned %s, not a table of scores'):format(method.name, type(F)))
   end
-  return F
+  return finite(F, P, method)
 end
 
 ---------------------------------------------------------------------------------------------
@@ -662,18 +728,16 @@ end
 -- Result tables for the ordered documents.
 function M.results(P, F, order)
   local out = table_new(#order, 0)
-  local L = #P
+  local mem = M.members(P)
   for t = 1, #order do
     local d = order[t]
-    local ranks, scores = table_new(0, L), table_new(0, L)
-    for i = 1, L do
-      local l = P[i]
-      local p = l.pos[d]
-      if p then
-        ranks[l.name] = p
-        local s = l.scores[p]
-        if s ~= nil then scores[l.name] = s end
-      end
+    local m = mem[d]
+    local ranks, scores = table_new(0, #m / 2), table_new(0, #m / 2)
+    for u = 1, #m, 2 do
+      local l, p = P[m[u]], m[u + 1]
+      ranks[l.name] = p
+      local s = l.scores[p]
+      if s ~= nil then scores[l.name] = s end
     end
     local r = table_new(0, 4)
     r.id, r.score, r.ranks, r.scores = P.ids[d], F[d] or 0, ranks, scores
@@ -685,13 +749,15 @@ end
 ---------------------------------------------------------------------------------------------
 -- the whole thing
 
-local FLAT_SKIP = { method = true, top_n = true, params = true, fusion_file = true, methods = true }
+local FLAT_SKIP = { method = true, top_n = true, params = true, fusion_file = true, methods = true,
+                    max_lists = true, max_items = true }
 
 -- opts: { method = "rrf", top_n = n, params = {...}, <param> = ..., fusion_file = path,
---         methods = registry }. Flat keys other than those are parameters too.
+--         methods = registry, max_lists =, max_items = }. Flat keys other than those are
+--         parameters too.
 function M.run(lists, opts)
   opts = opts or {}
-  local P, err = M.check_lists(lists, "lists")
+  local P, err = M.check_lists(lists, "lists", { max_lists = opts.max_lists, max_items = opts.max_items })
   if not P then return nil, err end
   local registry = opts.methods
   local method
@@ -715,7 +781,7 @@ function M.run(lists, opts)
   params, err = M.check_params(method, raw, prefix)
   if not params then return nil, err end
   local top_n = opts.top_n
-  if top_n ~= nil and (type(top_n) ~= "number" or top_n ~= floor(top_n) or top_n < 1) then
+  if top_n ~= nil and (type(top_n) ~= "number" or top_n ~= floor(top_n) or top_n < 1 or top_n == huge) then
     return fail(422, "top_n must be an integer >= 1", "top_n")
   end
   local F
@@ -728,7 +794,8 @@ end
 -- POST /v1/fuse
 
 -- body (JSON string or decoded table) -> { lists = P, method = m, params = p, top_n = n } | nil, err
-function M.parse_request(body, registry)
+-- limits: { max_lists =, max_items = } (cfg.server's max_fuse_lists / max_fuse_items)
+function M.parse_request(body, registry, limits)
   local b = body
   if type(body) ~= "table" then
     local derr
@@ -740,7 +807,9 @@ function M.parse_request(body, registry)
   if not method then return nil, err end
   local top_n = b.top_n
   if present(top_n) then
-    if type(top_n) ~= "number" or top_n ~= floor(top_n) then return fail(400, "top_n must be an integer", "top_n") end
+    if type(top_n) ~= "number" or top_n ~= floor(top_n) or top_n == huge or top_n == -huge then
+      return fail(400, "top_n must be an integer", "top_n")
+    end
     if top_n < 1 then return fail(422, "top_n must be >= 1", "top_n") end
   else
     top_n = nil
@@ -764,7 +833,7 @@ function M.parse_request(body, registry)
   params, err = M.check_params(method, merged, "params")
   if not params then return nil, err end
   local P
-  P, err = M.check_lists(b.lists, "lists")
+  P, err = M.check_lists(b.lists, "lists", limits)
   if not P then return nil, err end
   return { lists = P, method = method, params = params, top_n = top_n }
 end
@@ -783,23 +852,22 @@ function M.render(P, F, order)
   local L = #P
   local names = table_new(L, 0)
   for i = 1, L do names[i] = jstring(P[i].name) .. ":" end
+  local mem = M.members(P)
   local buf = table_new(m + 2, 0)
   buf[1] = '{"results":['
-  local rk, sc = table_new(L, 0), table_new(L, 0)
+  local rk, sc = {}, {}
   for t = 1, m do
     local d = order[t]
+    local md = mem[d]
     local nr, ns = 0, 0
-    for i = 1, L do
-      local l = P[i]
-      local p = l.pos[d]
-      if p then
-        nr = nr + 1
-        rk[nr] = names[i] .. p
-        local x = l.scores[p]
-        if x ~= nil then
-          ns = ns + 1
-          sc[ns] = names[i] .. jnumber(x)
-        end
+    for u = 1, #md, 2 do
+      local i, p = md[u], md[u + 1]
+      nr = nr + 1
+      rk[nr] = names[i] .. p
+      local x = P[i].scores[p]
+      if x ~= nil then
+        ns = ns + 1
+        sc[ns] = names[i] .. jnumber(x)
       end
     end
     local id = P.ids[d]

@@ -3,7 +3,7 @@
 -- similarities (1 - d for distance lists), the normalisations, the F arrays methods start
 -- from, and the comb* family. Lists are fuse's prepared lists P[i] (see fuse.lua).
 local pairs, error, tostring = pairs, error, tostring
-local huge, abs, sqrt = math.huge, math.abs, math.sqrt
+local huge, abs, sqrt, frexp, ldexp = math.huge, math.abs, math.sqrt, math.frexp, math.ldexp
 local sort = table.sort
 
 local ok_tnew, table_new = pcall(require, "table.new")
@@ -24,6 +24,25 @@ function M.sims(list)
     list.sims = s
   end
   return list.sims
+end
+
+-- The scores scaled by a power of two when their magnitude could overflow the arithmetic of
+-- the normalisations (max - min, sums, squares of deviations): every normalisation but
+-- "none" is scale-invariant, and scaling by 2^-e is exact, so finite scores up to +-1.8e308
+-- give finite results. Ordinary scores (|s| <= 2^500) are returned as they are.
+local BIG = ldexp(1, 500)
+function M.scaled(s, n)
+  local m = 0
+  for j = 1, n do
+    local x = s[j]
+    if x > m then m = x elseif -x > m then m = -x end
+  end
+  if m <= BIG then return s end
+  local _, e = frexp(m)
+  local f = ldexp(1, -e)
+  local out = table_new(n, 0)
+  for j = 1, n do out[j] = s[j] * f end
+  return out
 end
 
 local function minmax(s, n)
@@ -65,6 +84,7 @@ function M.normalize(list, how, opts)
   end
   local s = M.sims(list)
   if how == nil or how == "none" then return s end
+  s = M.scaled(s, n)
   local out = table_new(n, 0)
   if n == 0 then return out end
   if how == "min_max" then
@@ -119,6 +139,7 @@ function M.add_normalized(F, list, how, opts, w)
       end
       return F
     end
+    s = M.scaled(s, n)
     local mn, mx = minmax(s, n)
     if mx == mn then
       for j = 1, n do

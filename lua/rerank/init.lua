@@ -87,24 +87,49 @@ function Instance:models()
 end
 
 -- Turns a provider's answer into an array of n scores (1-based, aligned with documents).
+-- Every provider's answer passes here: a score that is not a finite number, an index that is
+-- not a document's or one index twice refuse the answer (502 naming the problem: a retry or
+-- a fallback may do better); a document without a score is missing: -inf here, so it ranks
+-- last, and the answer is degraded (Instance:rerank gives it a finite score).
+local huge = math.huge
+local function refuse(pname, what)
+  return fail(502, ("provider %q: upstream answer refused: %s"):format(pname, what))
+end
+
 local function collect_scores(out, n, pname)
   if type(out) ~= "table" then
     return fail(502, ("provider %q returned no scores"):format(pname))
   end
   local scores, missing = {}, 0
   if type(out.scores) == "table" then
-    for i = 1, n do scores[i] = out.scores[i] end
+    for i = 1, n do
+      local x = out.scores[i]
+      if type(x) == "number" and not (x > -huge and x < huge) then
+        return refuse(pname, ("the score of document %d is not a finite number"):format(i - 1))
+      end
+      scores[i] = x
+    end
   elseif type(out.results) == "table" then
-    for _, r in ipairs(out.results) do
-      local idx = tonumber(r.index)
-      if idx and idx >= 0 and idx < n and idx == math.floor(idx) then scores[idx + 1] = tonumber(r.score or r.relevance_score) end
+    for k, r in ipairs(out.results) do
+      local idx = type(r) == "table" and tonumber(r.index)
+      if not idx or idx < 0 or idx >= n or idx ~= math.floor(idx) then
+        return refuse(pname, ("results[%d].index is not a document index (0..%d)"):format(k - 1, n - 1))
+      end
+      local x = tonumber(r.score or r.relevance_score)
+      if x ~= nil and not (x > -huge and x < huge) then
+        return refuse(pname, ("the score of document %d is not a finite number"):format(idx))
+      end
+      if scores[idx + 1] ~= nil then
+        return refuse(pname, ("document %d is scored twice"):format(idx))
+      end
+      scores[idx + 1] = x
     end
   else
     return fail(502, ("provider %q returned neither scores nor results"):format(pname))
   end
   for i = 1, n do
     if type(scores[i]) ~= "number" then
-      scores[i] = -math.huge -- a missing score ranks last; the response says it is degraded
+      scores[i] = -huge -- a missing score ranks last; the response says it is degraded
       missing = missing + 1
     end
   end
@@ -157,6 +182,8 @@ function Instance:fuse(lists, opts)
   local o = {}
   for k, v in pairs(opts or {}) do o[k] = v end
   o.methods = o.methods or fuse.methods(self.cfg)
+  o.max_lists = o.max_lists or self.cfg.server.max_fuse_lists
+  o.max_items = o.max_items or self.cfg.server.max_fuse_items
   return fuse.run(lists, o)
 end
 
@@ -194,6 +221,7 @@ function Instance:rerank(req, timing)
   if type(req) ~= "table" then error("rerank: request must be a table", 2) end
   if not req.shape then
     local r, err = require("rerank.shapes").parse("rerankd", req, { max_documents = self.cfg.server.max_documents,
+      max_fuse_lists = self.cfg.server.max_fuse_lists, max_fuse_items = self.cfg.server.max_fuse_items,
       text_field = self.cfg.documents and self.cfg.documents.text_field,
       max_image_bytes = self.cfg.documents and self.cfg.documents.max_image_bytes })
     if not r then return nil, err end
@@ -221,16 +249,33 @@ function Instance:rerank(req, timing)
   local final = scores
   if cal then
     final = {}
-    for i = 1, n do final[i] = scoring.apply(cal, scores[i]) end
+    for i = 1, n do final[i] = scores[i] == -huge and -huge or scoring.apply(cal, scores[i]) end
   end
   local k = req.top_n and math.min(req.top_n, n) or n
   local order = core.topk(final, k)
   local results = {}
   local min_score = req.min_score
+  -- a document the upstream left unscored (-inf, ranked last) is answered with the lowest
+  -- score of the answer (0 when there is none): always a number; the answer is degraded
+  local floor_raw, floor_final
   for i, idx in ipairs(order) do
-    local s = final[idx]
+    local s, raw = final[idx], scores[idx]
+    if raw == -huge then
+      if not floor_raw then
+        floor_raw, floor_final = 0, 0
+        local lo, lo_final = huge, huge
+        for j = 1, n do
+          if scores[j] > -huge then
+            if scores[j] < lo then lo = scores[j] end
+            if final[j] < lo_final then lo_final = final[j] end
+          end
+        end
+        if lo < huge then floor_raw, floor_final = lo, lo_final end
+      end
+      raw, s = floor_raw, floor_final
+    end
     if min_score and s < min_score then break end -- sorted: the rest score lower
-    results[i] = { index = idx - 1, relevance_score = s, raw_score = scores[idx],
+    results[i] = { index = idx - 1, relevance_score = s, raw_score = raw,
                    calibrated_score = cal and s or nil, score_kind = kind }
   end
   if timing then

@@ -18,7 +18,10 @@
 --   metrics.request_start(ctx), metrics.request_done(ctx, status, cfg): the server's hooks
 --
 -- Label values never carry secrets: callers pass model names, routes, statuses, reasons.
--- Unknown model names from clients are folded to "" so a client cannot grow the label set.
+-- Unknown model names from clients are folded to "" so a client cannot grow the label set;
+-- the model label of every family is bounded too (metrics.limit_models): configured names,
+-- then at most server.max_model_labels other names (direct provider/model names, which
+-- clients choose) per worker, then "other".
 --
 -- Snapshot format (one line each, label text last because it may hold spaces):
 --   W <worker id>
@@ -54,6 +57,9 @@ function M.define(name, kind, help, label_names, opts)
   local f = { name = name, kind = kind, help = help or name, labels = label_names or {},
               buckets = opts.buckets or (kind == "histogram" and M.LATENCY_BUCKETS) or nil,
               merge = opts.merge or "sum", source = opts.source, memo = {} }
+  for i, l in ipairs(f.labels) do
+    if l == "model" then f.model_at = i end
+  end
   families[name] = f
   order[#order + 1] = name
   values[name] = {}
@@ -102,6 +108,8 @@ M.define("rerankd_fallbacks_total", C, "Requests answered by a deployment reache
   { source = true })
 M.define("rerankd_breaker_state", G, "Circuit breaker state per deployment and worker: 0 closed, 1 half-open, 2 open",
   { "model", "worker" }, { source = true })
+M.define("rerankd_direct_models", G,
+  "provider/model names held in the direct-model caches (server.max_direct_models per worker, summed)", {})
 M.define("rerankd_redis_errors_total", C, "Redis calls that failed, by use (ratelimit, cache)", { "use" })
 M.define("rerankd_health_checks_total", C, "Deep health checks per model: pass or fail", { "model", "result" })
 
@@ -115,6 +123,31 @@ local function escape(v)
 end
 M.escape = escape
 
+-- model label values: the configuration's names pass, others (request input) are admitted
+-- up to the cap and then counted as "other"
+M.MAX_MODEL_LABELS = 100
+local known_models, model_cap, admitted, n_admitted = { [""] = true, other = true }, M.MAX_MODEL_LABELS, {}, 0
+
+-- cfg: the loaded configuration (its model, alias and pipeline names are always labels).
+function M.limit_models(cfg)
+  known_models = { [""] = true, other = true }
+  for name in pairs(cfg and cfg.model_index or {}) do known_models[name] = true end
+  for name in pairs(cfg and cfg.aliases or {}) do known_models[name] = true end
+  for name in pairs(cfg and cfg.pipeline_index or {}) do known_models[name] = true end
+  model_cap = cfg and cfg.server and cfg.server.max_model_labels or M.MAX_MODEL_LABELS
+end
+
+local function model_label(v)
+  if known_models[v] or admitted[v] then return v end
+  if n_admitted < model_cap then
+    admitted[v] = true
+    n_admitted = n_admitted + 1
+    return v
+  end
+  return "other"
+end
+M.model_label = model_label
+
 -- The rendered label set, memoised per family in a tree keyed by the values in label order
 -- (label values are bounded: configured names, routes, statuses, reasons).
 local LEAF = {}
@@ -123,6 +156,16 @@ local function label_text(f, labels)
   local names = f.labels
   local n = #names
   if n == 0 then return "" end
+  local mi = f.model_at
+  if mi then
+    local v = labels.model
+    if v ~= nil and v ~= "" and not known_models[v] and not admitted[v] and model_label(v) == "other" then
+      local c = {}
+      for k, x in pairs(labels) do c[k] = x end
+      c.model = "other"
+      labels = c
+    end
+  end
   local node = f.memo
   for i = 1, n do
     local v = labels[names[i]]
@@ -473,16 +516,35 @@ function M.watch_router(router)
       if not seen[n] then names[#names + 1] = n end
     end
     local w = worker_id()
+    -- names beyond the label cap share "other": sum their counters, keep the worst breaker
+    local sums, worst, labels = {}, {}, {}
     for _, n in ipairs(names) do
       local st = (router.stats or {})[n] or {}
-      local l = { model = n }
-      put_source("rerankd_upstream_attempts_total", l, tonumber(st.attempts) or 0)
-      put_source("rerankd_upstream_failures_total", l, tonumber(st.failures) or 0)
-      put_source("rerankd_upstream_retries_total", l, tonumber(st.retries) or 0)
-      put_source("rerankd_served_total", l, tonumber(st.served) or 0)
-      put_source("rerankd_fallbacks_total", l, tonumber(st.fallbacks) or 0)
+      local lab = model_label(n)
+      local acc = sums[lab]
+      if not acc then
+        acc = { 0, 0, 0, 0, 0 }
+        sums[lab] = acc
+        labels[#labels + 1] = lab
+      end
+      acc[1] = acc[1] + (tonumber(st.attempts) or 0)
+      acc[2] = acc[2] + (tonumber(st.failures) or 0)
+      acc[3] = acc[3] + (tonumber(st.retries) or 0)
+      acc[4] = acc[4] + (tonumber(st.served) or 0)
+      acc[5] = acc[5] + (tonumber(st.fallbacks) or 0)
       local state = router.breaker_state and router:breaker_state(n) or "closed"
-      m.set("rerankd_breaker_state", { model = n, worker = w }, BREAKER[state] or 0)
+      local b = BREAKER[state] or 0
+      if b > (worst[lab] or 0) then worst[lab] = b end
+    end
+    m.set("rerankd_direct_models", nil, router.direct_lru and router.direct_lru.n or 0)
+    for _, lab in ipairs(labels) do
+      local acc, l = sums[lab], { model = lab }
+      put_source("rerankd_upstream_attempts_total", l, acc[1])
+      put_source("rerankd_upstream_failures_total", l, acc[2])
+      put_source("rerankd_upstream_retries_total", l, acc[3])
+      put_source("rerankd_served_total", l, acc[4])
+      put_source("rerankd_fallbacks_total", l, acc[5])
+      m.set("rerankd_breaker_state", { model = lab, worker = w }, worst[lab] or 0)
     end
   end)
 end

@@ -9,8 +9,12 @@
 --   paths.cwd()           the working directory
 --   paths.exists(file)    true when the file can be opened for reading
 --   paths.load_table(file, what, chunkname) runs a Lua file that must return a table
+--                         (an operator's file, not is_builtin, with LuaJIT's compiler off)
+--   paths.is_builtin(file) true under rerankd's own lua/ or providers/
 --   paths.lua_names(dirs) sorted distinct names of the *.lua files in dirs (without .lua)
 local M = {}
+
+local jit_off = rawget(_G, "jit") and jit.off
 
 function M.is_abs(p)
   return type(p) == "string" and p:sub(1, 1) == "/"
@@ -116,10 +120,23 @@ function M.load_table(file, what, chunkname)
   if not src then return failed(rerr) end
   local chunk, err = loadstring(src, chunkname or ("@" .. file))
   if not chunk then return failed(err) end
+  -- An operator's script (outside rerankd's own lua/ and providers/) runs in LuaJIT's
+  -- interpreter: the daemon's deadline hook (core/luahost.c) sees every instruction there,
+  -- while a compiled loop would never reach it.
+  if jit_off and not M.is_builtin(file) then jit_off(chunk, true) end
   local ok, t = pcall(chunk)
   if not ok then return failed(t) end
   if type(t) ~= "table" then return nil, type_fmt:format(file, type(t)) end
   return t
+end
+
+-- true for a file under rerankd's own lua/ or providers/ directory
+function M.is_builtin(file)
+  local ok, root = pcall(M.root)
+  if not ok or type(root) ~= "string" then return false end
+  local f = M.normalize(M.abs(file))
+  root = M.normalize(root)
+  return f:sub(1, #root + 5) == root .. "/lua/" or f:sub(1, #root + 11) == root .. "/providers/"
 end
 
 function M.lua_names(dirs)

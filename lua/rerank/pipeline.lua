@@ -52,7 +52,9 @@ M.RETURN_SCORE = { relevance = true, all = true }
 local function is_object(v) return type(v) == "table" and kind(v) == "object" end
 
 local function check_int(v, p, min)
-  if type(v) ~= "number" or v ~= floor(v) then return fail(400, p .. " must be an integer", p) end
+  if type(v) ~= "number" or v ~= floor(v) or v == math.huge or v == -math.huge then
+    return fail(400, p .. " must be an integer", p)
+  end
   if v < min then return fail(422, p .. " must be >= " .. min, p) end
   return v
 end
@@ -155,6 +157,9 @@ local function check_stage(st, sp)
     local m = v.min_score
     if not present(m) then return fail(400, kp .. ".min_score is required", kp .. ".min_score") end
     if type(m) ~= "number" or m ~= m then return fail(400, kp .. ".min_score must be a number", kp .. ".min_score") end
+    if m == math.huge or m == -math.huge then
+      return fail(422, kp .. ".min_score must be a finite number", kp .. ".min_score")
+    end
     return { threshold = { min_score = m } }
   else -- top_n
     if is_object(v) then v = v.n end
@@ -217,7 +222,8 @@ function M.parse_fields(b, req, opts)
     end
     local tf = b.text_field
     if type(tf) ~= "string" or tf == "" then tf = opts.text_field end
-    local P, err = fuse.check_lists(b.lists, "lists", { documents = true, text_field = tf })
+    local P, err = fuse.check_lists(b.lists, "lists", { documents = true, text_field = tf,
+                                                        max_lists = opts.max_fuse_lists, max_items = opts.max_fuse_items })
     if not P then return err end
     P.text_field = tf
     P.max_image_bytes = opts.max_image_bytes
@@ -294,13 +300,11 @@ end
 
 -- Where document d first appears, as a param path (for "text is required").
 local function first_place(P, d)
-  for i = 1, #P do
-    local l = P[i]
-    local p = l.pos[d]
-    if p then
-      if P.from_documents then return "documents[" .. (p - 1) .. "]" end
-      return l.param .. ".items[" .. (p - 1) .. "]"
-    end
+  local m = fuse.members(P)[d]
+  if m and m[1] then
+    local l, p = P[m[1]], m[2]
+    if P.from_documents then return "documents[" .. (p - 1) .. "]" end
+    return l.param .. ".items[" .. (p - 1) .. "]"
   end
   return "lists"
 end
@@ -310,11 +314,8 @@ local function item_of(P, d)
   if P.from_documents then return P.doc_item[d] end
   local it = P.doc_item and P.doc_item[d]
   if it then return it end
-  for i = 1, #P do
-    local l = P[i]
-    local p = l.pos[d]
-    if p then return l.items[p] end
-  end
+  local m = fuse.members(P)[d]
+  if m and m[1] then return P[m[1]].items[m[2]] end
 end
 
 -- The client's value for document d (what return_documents echoes).
@@ -345,14 +346,12 @@ end
 
 local function map_json(P, d, field)
   local buf = {}
-  for i = 1, #P do
-    local l = P[i]
-    local p = l.pos[d]
-    if p then
-      local v
-      if field == "ranks" then v = p else v = l.scores[p] end
-      if v ~= nil then buf[#buf + 1] = jstring(l.name) .. ":" .. jnumber(v) end
-    end
+  local m = fuse.members(P)[d]
+  for u = 1, #m, 2 do
+    local l, p = P[m[u]], m[u + 1]
+    local v
+    if field == "ranks" then v = p else v = l.scores[p] end
+    if v ~= nil then buf[#buf + 1] = jstring(l.name) .. ":" .. jnumber(v) end
   end
   return "{" .. concat(buf, ",") .. "}"
 end
@@ -364,10 +363,10 @@ local function extra_json(P, d, st, all)
   if id ~= nil then buf[#buf + 1] = ',"id":' .. (type(id) == "number" and jnumber(id) or jstring(id)) end
   if all then
     local dist, sim
-    for i = 1, #P do
-      local l = P[i]
-      local p = l.pos[d]
-      if p and l.scores[p] ~= nil then
+    local m = fuse.members(P)[d]
+    for u = 1, #m, 2 do
+      local l, p = P[m[u]], m[u + 1]
+      if l.scores[p] ~= nil then
         if l.kind == "distance" then
           if dist == nil then dist = l.scores[p] end
         elseif sim == nil then

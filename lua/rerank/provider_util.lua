@@ -18,7 +18,7 @@
 local json = require "rerank.json"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
-local concat, min, floor = table.concat, math.min, math.floor
+local concat, min, floor, huge = table.concat, math.min, math.floor, math.huge
 local null = json.null
 
 local U = { null = null }
@@ -404,8 +404,10 @@ end
 -- Parses a rerank answer in any documented shape: a bare list, or a list under results /
 -- data / rankings, items { index (0-based), relevance_score|score|logit|relevanceScore };
 -- or { scores = [...] } in input order (DeepInfra). n: the number of documents sent.
--- Items without a usable index or score are skipped (the runtime reports those as missing);
--- an answer with none usable is an error.
+-- Items without an index or a score are skipped (the runtime reports those documents as
+-- missing: degraded); an answer with none usable is an error, and so is an answer that
+-- would misplace a document: a score that is not a finite number (1e400 overflows), an
+-- index that is not an integer in [0, n), or one index twice.
 function U.parse(body, headers, n)
   local j, err = U.decode(body)
   if j == nil then return nil, "invalid JSON from upstream: " .. tostring(err) end
@@ -427,6 +429,9 @@ function U.read(j, headers, n)
       local scores, any = {}, false
       for i, s in ipairs(j.scores) do
         scores[i] = num(s)
+        if scores[i] and (scores[i] == huge or scores[i] == -huge) then
+          return nil, ("upstream answer refused: scores[%d] is not a finite number"):format(i - 1)
+        end
         any = any or scores[i] ~= nil
       end
       if not any and (n or 0) > 0 then return nil, "upstream answer has no usable scores" end
@@ -437,14 +442,26 @@ function U.read(j, headers, n)
       return nil, "upstream answer has no results" .. (m and (": " .. m) or "")
     end
   end
-  local results, nr = {}, 0
+  local results, nr, seen = {}, 0, {}
   for i = 1, #list do -- no inner loop over SCORES: this loop compiles (one trace)
     local item = list[i]
     if type(item) == "table" then
       local idx = num(item.index)
       -- the score members, in order of preference
       local score = num(item.relevance_score) or num(item.score) or num(item.logit) or num(item.relevanceScore)
-      if idx and score and idx >= 0 and idx == floor(idx) and (not n or idx < n) then
+      if idx and score then
+        if score == huge or score == -huge then
+          return nil, ("upstream answer refused: results[%d] has a score that is not a finite number"):format(i - 1)
+        end
+        if idx < 0 or idx ~= floor(idx) or (n and idx >= n) then
+          return nil, ("upstream answer refused: results[%d].index %s is not a document index (0..%d)")
+            :format(i - 1, json.number(idx), (n or 0) - 1)
+        end
+        if seen[idx] then
+          return nil, ("upstream answer refused: results[%d].index %d appears twice (also results[%d])")
+            :format(i - 1, idx, seen[idx] - 1)
+        end
+        seen[idx] = i
         nr = nr + 1
         results[nr] = { index = idx, score = score }
       end

@@ -161,7 +161,10 @@ function M.new(cfg, opts)
     getenv = opts.getenv or os.getenv,
     inflight = {},       -- name -> { [token] = expiry }
     breakers = {},       -- name -> { failures, open_until, probe_until }
-    direct_cache = {},   -- "provider/model" -> model entry
+    direct_cache = {},   -- "provider/model" -> model entry (an LRU of cfg.server.max_direct_models)
+    direct_lru = { n = 0, tick = 0, at = {} }, -- direct name -> last use (see R:direct)
+    direct_providers = {}, -- provider file -> its table, shared by that provider's direct names
+    direct_stats = 0,    -- direct names with their own stats entry (at most max_model_labels)
     stats = {},          -- name -> { attempts, failures, retries, served, fallbacks, cost }
   }, R)
   self.doc_settings = {}
@@ -178,8 +181,23 @@ function R:settings(model)
   return s
 end
 
-local function stat(self, name)
+M.MAX_DIRECT_MODELS = 256 -- default of server.max_direct_models
+M.MAX_MODEL_LABELS = 100  -- default of server.max_model_labels
+
+-- A deployment's counters. A direct name (provider/model, any string a client sends) gets
+-- its own entry while fewer than server.max_model_labels have one; the rest share "other",
+-- so the router's state and the metrics read from it stay bounded.
+local function stat(self, name, direct)
   local s = self.stats[name]
+  if not s and direct then
+    local server = self.cfg.server or {}
+    if self.direct_stats >= (server.max_model_labels or M.MAX_MODEL_LABELS) then
+      name = "other"
+      s = self.stats.other
+    else
+      self.direct_stats = self.direct_stats + 1
+    end
+  end
   if not s then
     s = { attempts = 0, failures = 0, retries = 0, served = 0, fallbacks = 0, cost = 0 }
     self.stats[name] = s
@@ -203,10 +221,42 @@ local function load_file(path)
 end
 M.load_provider = load_file
 
+-- The direct-name cache is an LRU: a name used again moves to the back; above
+-- server.max_direct_models the least recently used name is dropped with its per-name state
+-- (its breaker and in-flight count; its counters stay, see stat). Clients choose these names,
+-- so nothing kept per name may grow without bound.
+local function lru_touch(self, name)
+  local lru = self.direct_lru
+  lru.tick = lru.tick + 1
+  lru.at[name] = lru.tick
+end
+
+local function lru_evict(self)
+  local lru = self.direct_lru
+  local server = self.cfg.server or {}
+  local cap = server.max_direct_models or M.MAX_DIRECT_MODELS
+  if lru.n <= cap then return end
+  -- drop the oldest half of what is over the cap's 7/8 in one pass (amortised O(1) per name)
+  local names = {}
+  for n, t in pairs(lru.at) do names[#names + 1] = { n, t } end
+  sort(names, function(a, b) return a[2] < b[2] end)
+  local keep = cap - floor(cap / 8)
+  for i = 1, #names - keep do
+    local n = names[i][1]
+    lru.at[n] = nil
+    self.direct_cache[n], self.providers[n], self.doc_settings[n] = nil, nil, nil
+    self.breakers[n], self.inflight[n] = nil, nil
+  end
+  lru.n = min(#names, keep)
+end
+
 -- "provider/upstream-model" under direct_models
 function R:direct(name)
   local cached = self.direct_cache[name]
-  if cached then return cached end
+  if cached then
+    lru_touch(self, name)
+    return cached
+  end
   local dm = self.cfg.direct_models
   if not dm then return nil end
   local pname, upstream_model = name:match("^([%w_%-]+)/(.+)$")
@@ -222,9 +272,14 @@ function R:direct(name)
     return fail(404, ('model "%s": unknown provider "%s" (direct_models; available: %s)')
       :format(name, pname, concat(names, ", ")), "model")
   end
-  local p, perr = (self.load_provider or load_file)(file)
+  local p = self.direct_providers[file]
   if not p then
-    return fail(500, ('model "%s": provider "%s" failed to load: %s'):format(name, pname, tostring(perr)))
+    local perr
+    p, perr = (self.load_provider or load_file)(file)
+    if not p then
+      return fail(500, ('model "%s": provider "%s" failed to load: %s'):format(name, pname, tostring(perr)))
+    end
+    self.direct_providers[file] = p
   end
   if type(p.build) ~= "function" and type(p.score) ~= "function" and type(p.plan) ~= "function" then
     return fail(404, ('model "%s": "%s" is not a provider'):format(name, pname), "model")
@@ -259,6 +314,10 @@ function R:direct(name)
   end
   self.providers[name] = p
   self.direct_cache[name] = m
+  local lru = self.direct_lru
+  lru.n = lru.n + 1
+  lru_touch(self, name)
+  lru_evict(self)
   return m
 end
 
@@ -535,7 +594,7 @@ function R:run(name, req)
           notes[#notes + 1] = model.name .. ": circuit open"
           open_wait = open_wait and min(open_wait, wait) or wait
         else
-          local st = stat(self, model.name)
+          local st = stat(self, model.name, model.direct)
           local retries = tonumber(model.retries) or 0
           for try = 0, retries do
             if self.now() >= deadline then timed_out = true; break end

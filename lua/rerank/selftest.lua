@@ -21,6 +21,31 @@ M.LISTS = {
   { name = "b", items = { { id = "y", score = 3 }, { id = "z", score = 1 } } },
 }
 
+-- CPU seconds one script call may take on the canned input: a script that loops forever
+-- fails the self-test instead of freezing the start or the reload.
+M.BUDGET_S = 2
+
+local SELF = debug.getinfo(1, "S").source
+local function over_budget()
+  local at = debug.getinfo(2, "S")
+  if at and at.source == SELF then return end -- back in bounded(): it clears the hook
+  error(("did not finish within %gs of CPU on the self-test's canned input"):format(M.BUDGET_S), 2)
+end
+
+-- pcall(fn, ...) under M.BUDGET_S: past it, a count hook raises at every instruction, so a
+-- pcall inside the script cannot swallow the error (operator scripts run interpreted:
+-- lua/rerank/paths.lua loads them with the JIT off, so hooks reach them).
+local function bounded(fn, ...)
+  local t0 = os.clock()
+  debug.sethook(function()
+    if os.clock() - t0 > M.BUDGET_S then debug.sethook(over_budget, "", 1) end
+  end, "", 10000)
+  local res = { pcall(fn, ...) }
+  debug.sethook()
+  return unpack(res, 1, table.maxn(res))
+end
+M.bounded = bounded
+
 local function first_line(e)
   return (tostring(e):match("^[^\n]*"))
 end
@@ -38,7 +63,7 @@ local function check_spec(model, spec)
   if type(spec.url) ~= "string" or not spec.url:match("^%a[%w+.-]*://") then
     return nil, "built a request without an absolute url"
   end
-  local ok, err = pcall(upstream.prepare, model, spec)
+  local ok, err = bounded(upstream.prepare, model, spec)
   if not ok then return nil, "built a body that cannot be encoded: " .. first_line(err) end
   return true
 end
@@ -59,7 +84,7 @@ local function check_provider(model, p, req)
   end
   if type(p.plan) == "function" then
     local state = {}
-    local ok, calls = pcall(p.plan, model, req, state)
+    local ok, calls = bounded(p.plan, model, req, state)
     if not ok then return nil, "plan() raised: " .. first_line(calls) end
     if type(calls) ~= "table" then return true end
     local responses = {}
@@ -69,16 +94,16 @@ local function check_provider(model, p, req)
       responses[i] = { status = 200, headers = ANSWER_HEADERS, body = M.ANSWER }
     end
     if type(p.absorb) == "function" then
-      local aok, aerr = pcall(p.absorb, model, req, state, calls, responses)
+      local aok, aerr = bounded(p.absorb, model, req, state, calls, responses)
       if not aok then return nil, "absorb() raised on a canned answer: " .. first_line(aerr) end
     end
     return true
   end
-  local ok, spec = pcall(p.build, model, req)
+  local ok, spec = bounded(p.build, model, req)
   if not ok then return nil, "build() raised: " .. first_line(spec) end
   local sok, serr = check_spec(model, spec)
   if not sok then return nil, "build() " .. serr end
-  local pok, perr = pcall(p.parse, model, req, 200, ANSWER_HEADERS, M.ANSWER)
+  local pok, perr = bounded(p.parse, model, req, 200, ANSWER_HEADERS, M.ANSWER)
   if not pok then return nil, "parse() raised on a canned answer: " .. first_line(perr) end
   return true
 end
@@ -92,7 +117,7 @@ end
 local function check_fusion(cfg, registry, opts, path)
   local o = { methods = registry }
   for k, v in pairs(opts) do o[k] = v end
-  local ok, res, err = pcall(fuse.run, M.LISTS, o)
+  local ok, res, err = bounded(fuse.run, M.LISTS, o)
   if not ok then return nil, ("%s: fusion method failed its self-test: %s"):format(where(cfg, path), first_line(res)) end
   if res == nil then
     return nil, ("%s: fusion method failed its self-test: %s"):format(where(cfg, path),

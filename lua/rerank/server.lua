@@ -63,6 +63,7 @@ end
 function M.adopt(r)
   instance = r
   gate, limiter = auth.new(r.cfg.auth), ratelimit.from_config(r.cfg)
+  metrics.limit_models(r.cfg) -- the model label: configured names, then a bounded set
   metrics.restore() -- counters stay monotonic across reloads
   metrics.watch_router(r.router)
   return r.cfg
@@ -141,6 +142,8 @@ local function handle_rerank(ctx, route)
   if utf8_bad then return shape_error(shape, api.utf8_error(utf8_bad)) end
   local docs_cfg = instance.cfg.documents or {}
   local req, err = shapes.parse(shape, decoded, { max_documents = instance.cfg.server.max_documents,
+                                                  max_fuse_lists = instance.cfg.server.max_fuse_lists,
+                                                  max_fuse_items = instance.cfg.server.max_fuse_items,
                                                   text_field = docs_cfg.text_field, from_json = true,
                                                   max_image_bytes = docs_cfg.max_image_bytes,
                                                   body = ctx.body, spans = spans })
@@ -148,7 +151,7 @@ local function handle_rerank(ctx, route)
   local tms = ctx.headers["x-rerankd-timeout-ms"]
   if tms then -- the request's deadline (the body's `timeout` too; the shorter wins)
     local ms = tonumber(tms)
-    if not ms or ms ~= ms or ms <= 0 then -- ms ~= ms: "nan" would switch the deadline off
+    if not ms or not (ms > 0 and ms < math.huge) then -- "nan" or "inf" would switch the deadline off
       return shape_error(shape, { status = 400, type = "invalid_request_error", param = "x-rerankd-timeout-ms",
         message = "x-rerankd-timeout-ms must be a positive number of milliseconds" })
     end
@@ -222,7 +225,9 @@ local function handle_fuse(ctx)
     return error_reply(400, "invalid_request_error", "invalid JSON body: " .. tostring(jerr))
   end
   if utf8_bad then return err_reply(api.utf8_error(utf8_bad)) end
-  local spec, err = fuse.parse_request(decoded, fuse.methods(instance.cfg))
+  local server = instance.cfg.server
+  local spec, err = fuse.parse_request(decoded, fuse.methods(instance.cfg),
+    { max_lists = server.max_fuse_lists, max_items = server.max_fuse_items })
   if not spec then return err_reply(err) end
   local timing = { parse = core.now_us() - t0 }
   ctx.info = { model = spec.method.name, docs = spec.lists.n_docs, timing = timing }

@@ -35,6 +35,10 @@ Faults, per request: header "x-mock-fault: KIND" or a path prefix /fault/KIND/..
   badutf8   500 whose body is not UTF-8 (badutf8:json: JSON whose message holds raw bytes)
   echo      401 quoting every request header back: upper-cased, URL-encoded and as sent
             (an upstream that echoes credentials)
+  Answers that misplace documents (the normal answer, then): overflow (the first result's
+  score is the JSON number 1e400), dupindex (the second result repeats the first's index),
+  badindex (the first result's index is past the last document), missing (the last result
+  is left out)
 
 Control: GET /_mock/requests -> every request received [{method, path, headers, body, json}]
 (headers lower-cased); POST /_mock/reset clears it and the flaky counters; POST /_mock/revoke
@@ -786,7 +790,10 @@ class Handler(BaseHTTPRequestHandler):
             extra = {}
             if isinstance(out, tuple):
                 out, extra = out
-            self.send(200, out, extra, fault=fault if fault in ("truncated", "drip") else "")
+            raw_out = None
+            if fault in ANSWER_FAULTS:
+                raw_out = answer_fault(fault, out)
+            self.send(200, out, extra, raw=raw_out, fault=fault if fault in ("truncated", "drip") else "")
         except Reply as r:
             self.send(r.status, r.body, r.headers)
 
@@ -831,6 +838,27 @@ class Handler(BaseHTTPRequestHandler):
 
 class _Reset(Exception):
     pass
+
+
+ANSWER_FAULTS = ("overflow", "dupindex", "badindex", "missing")
+
+
+def answer_fault(kind, out):
+    """The answer's bytes after the fault: out is a normal answer with a results list."""
+    res = out.get("results") if isinstance(out, dict) else None
+    if not isinstance(res, list) or not res:
+        return None
+    score = "relevance_score" if "relevance_score" in res[0] else "score"
+    if kind == "overflow":
+        res[0][score] = "__OVERFLOW__"
+        return json.dumps(out).replace('"__OVERFLOW__"', "1e400").encode()
+    if kind == "dupindex" and len(res) > 1:
+        res[1]["index"] = res[0]["index"]
+    elif kind == "badindex":
+        res[0]["index"] = len(res) + 5
+    elif kind == "missing":
+        res.pop()
+    return json.dumps(out).encode()
 
 
 class Server(ThreadingHTTPServer):

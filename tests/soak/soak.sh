@@ -13,6 +13,9 @@
 # SOAK_RSS_SLACK_KB (default 8192) + SOAK_RSS_SLACK_PCT % (default 10) of it, nor by more than
 # SOAK_FD_SLACK descriptors (default 16); no 500s, no statuses outside the expected set, the
 # daemon alive and healthy at the end, rerankd_script_errors_total 0.
+# Then memory must go back: after a burst of SOAK_BIG_MB (default 20) MB bodies (and a fusion
+# body over server.max_fuse_lists, refused), RSS must come back within SOAK_BIG_SLACK_KB
+# (default 32768) of what it was before the burst within 60 s.
 #   SOAK_SECONDS=60 make soak       a short run
 #   SOAK_WORKERS (default 2), SOAK_CONNECTIONS (wrk -c, default 16)
 set -eu
@@ -23,6 +26,8 @@ WARMUP=${SOAK_WARMUP:-$(( SECS / 5 > 60 ? 60 : SECS / 5 ))}
 RSS_SLACK_KB=${SOAK_RSS_SLACK_KB:-8192}
 RSS_SLACK_PCT=${SOAK_RSS_SLACK_PCT:-10}
 FD_SLACK=${SOAK_FD_SLACK:-16}
+BIG_MB=${SOAK_BIG_MB:-20}
+BIG_SLACK_KB=${SOAK_BIG_SLACK_KB:-32768}
 WORKERS=${SOAK_WORKERS:-2}
 CONNS=${SOAK_CONNECTIONS:-16}
 W=build/soak
@@ -58,7 +63,7 @@ MOCK_PORT=$(wait_port "$W/mock.log") || { echo "soak: the mock upstream did not 
 M="http://127.0.0.1:$MOCK_PORT"
 
 cat > "$W/soak.yaml" <<EOF
-server: { auth: none, listen: "127.0.0.1:0", timeout: 10s, keepalive: 5s }
+server: { auth: none, listen: "127.0.0.1:0", timeout: 10s, keepalive: 5s, max_body: 64m }
 routing: { breaker: { failures: 0 } }
 default_model: bm25
 models:
@@ -169,5 +174,37 @@ case $verdict in
     FAIL*) fail=1 ;;
     SKIP*) ;;
 esac
+# memory goes back after large requests
+python3 - "$W" "$BIG_MB" <<'PY'
+import json, sys
+w, mb = sys.argv[1], int(sys.argv[2])
+words = ["alpha", "beta", "gamma", "delta", "rerank", "search"]
+text = " ".join(words[i % 6] for i in range(mb * 1024 * 1024 // 6))
+json.dump({"query": "alpha search", "documents": [text]}, open(w + "/big.json", "w"))
+json.dump({"lists": [[{"id": i, "score": 0.5}] for i in range(40000)]}, open(w + "/fuse40k.json", "w"))
+PY
+sleep 2
+before=$(awk '/^VmRSS:/ { print $2 }' "/proc/$D_PID/status")
+codes=""
+for _ in 1 2 3 4; do
+    codes="$codes $(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+        --data-binary "@$W/big.json" "$URL/v1/rerank")"
+done
+codes="$codes $(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+    --data-binary "@$W/fuse40k.json" "$URL/v1/fuse")"
+peak=$(awk '/^VmRSS:/ { print $2 }' "/proc/$D_PID/status")
+t=0
+after=$peak
+while [ "$t" -lt 60 ]; do
+    sleep 1
+    t=$((t + 1))
+    after=$(awk '/^VmRSS:/ { print $2 }' "/proc/$D_PID/status")
+    [ "$after" -le $((before + BIG_SLACK_KB)) ] && break
+done
+mv=PASS
+[ "$codes" = " 200 200 200 200 422" ] || { mv=FAIL; echo "soak: FAIL: large requests answered$codes (expected 200 x4, 422)"; }
+[ "$after" -le $((before + BIG_SLACK_KB)) ] || mv=FAIL
+echo "soak: memory: $mv RSS $before kB before 4 x ${BIG_MB} MB bodies, $peak kB after them, $after kB ${t}s later (limit $((before + BIG_SLACK_KB)))"
+[ "$mv" = PASS ] || fail=1
 if [ "$fail" = 0 ]; then echo "soak: PASS"; else echo "soak: FAIL (logs in $W/)"; fi
 exit $fail

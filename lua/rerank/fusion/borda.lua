@@ -6,27 +6,26 @@ local fuse = require "rerank.fuse"
 
 local M = { name = "borda", scores = false, params = {} }
 
+-- O(items): every document first gets the shares of all short lists, then each list that
+-- holds it takes its share back and gives its points instead.
 function M.fuse(lists)
   local N = lists.n_docs
+  local shares = 0
+  for i = 1, #lists do
+    local l = lists[i]
+    if l.n < N then shares = shares + l.w * (N - l.n + 1) / 2 end
+  end
   local F = fuse.zeros(N)
+  if shares ~= 0 then
+    for d = 1, N do F[d] = shares end
+  end
   for i = 1, #lists do
     local l = lists[i]
     local w, docs, m = l.w, l.docs, l.n
-    if m < N then
-      local share = w * (N - m + 1) / 2
-      local pos = l.pos
-      for d = 1, N do
-        if pos[d] then
-          F[d] = F[d] + w * (N - (pos[d] - 1))
-        else
-          F[d] = F[d] + share
-        end
-      end
-    else
-      for j = 1, m do
-        local d = docs[j]
-        F[d] = F[d] + w * (N - (j - 1))
-      end
+    local share = m < N and w * (N - m + 1) / 2 or 0
+    for j = 1, m do
+      local d = docs[j]
+      F[d] = F[d] - share + w * (N - (j - 1))
     end
   end
   return F

@@ -12,7 +12,7 @@ function M.fuse(lists)
   for i = 1, #lists do
     local l = lists[i]
     local w, docs, n = l.w, l.docs, l.n
-    local s = l.sims
+    local s = fuse.scaled(l.sims, n) -- +-1e308 stays finite (a power-of-two scale)
     local mean, std = fuse.mean_std(s, n, true)
     if n < 2 or std == 0 then
       for j = 1, n do

@@ -50,7 +50,8 @@ local function common(req, b)
     if not v then
       return fail(400, "timeout must be a number of seconds or a duration such as 500ms", "timeout")
     end
-    if v <= 0 then return fail(422, "timeout must be > 0", "timeout") end
+    if v ~= v or v <= 0 then return fail(422, "timeout must be > 0", "timeout") end
+    if v == math.huge then return fail(422, "timeout must be a finite number of seconds", "timeout") end
     req.timeout = v
   end
   if C.present(b.fallbacks) then
