@@ -61,6 +61,7 @@ static struct timeval tv_of(double s)
 }
 
 const rr_hmsg *rr_conn_msg(const rr_conn *c) { return &c->m; }
+void rr_conn_drop_body(rr_conn *c) { rr_hmsg_drop_body(&c->m); }
 int rr_conn_closing(const rr_conn *c) { return c->closing; }
 void rr_conn_bind(rr_conn *c, struct rr_req *r) { c->req = r; }
 

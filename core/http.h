@@ -37,6 +37,8 @@ void rr_hmsg_free(rr_hmsg *m);
 size_t rr_hmsg_feed(rr_hmsg *m, const char *data, size_t len);
 /* Forgets the completed message and resumes the parser for the next one. */
 void rr_hmsg_next(rr_hmsg *m);
+/* Frees a large body buffer once its bytes were copied (ctx.body); body_len stays. */
+void rr_hmsg_drop_body(rr_hmsg *m);
 /* First header named `name` (case-insensitive), or NULL. */
 const char *rr_hmsg_header(const rr_hmsg *m, const char *name, size_t *len);
 /* The raw path (before '?'/'#') and query (after '?', before '#') of the request target. */
@@ -51,6 +53,8 @@ int rr_http_start(struct rr_worker *w);  /* accept on w->listen_fd */
 void rr_http_stop(struct rr_worker *w);  /* drain: close the listener and idle connections */
 void rr_http_free(struct rr_worker *w);  /* after the loop ended: close everything */
 const rr_hmsg *rr_conn_msg(const rr_conn *c);
+/* The request body has been copied out: a large buffer is freed now, not after the reply. */
+void rr_conn_drop_body(rr_conn *c);
 /* Queues the reply of the request in flight: status line, hdrs ("Name: value\r\n" lines),
  * Content-Length, Connection; body dropped for HEAD. One writev when the socket takes it. */
 void rr_conn_reply(rr_conn *c, int status, const char *hdrs, size_t hlen, const char *body, size_t blen);

@@ -207,6 +207,14 @@ void rr_hmsg_free(rr_hmsg *m)
     m->head_cap = m->body_cap = 0;
 }
 
+void rr_hmsg_drop_body(rr_hmsg *m)
+{
+    if (m->body_cap <= BODY_KEEP) return; /* small buffers are reused by the next message */
+    free(m->body);
+    m->body = NULL;
+    m->body_cap = 0;
+}
+
 void rr_hmsg_next(rr_hmsg *m)
 {
     m->head_len = m->url_len = m->body_len = m->body_expected = 0;

@@ -401,6 +401,7 @@ static void push_ctx(lua_State *co, rr_req *r, const char *id)
     lua_setfield(co, -2, "headers");
     lua_pushlstring(co, m->body ? m->body : "", m->body_len);
     lua_setfield(co, -2, "body");
+    rr_conn_drop_body(r->conn); /* Lua holds the copy: one body-sized buffer fewer while it runs */
 }
 
 void rr_lua_start_request(rr_req *r)
