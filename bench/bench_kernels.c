@@ -168,7 +168,7 @@ static void bench_topk(void)
 
 static void bench_bm25(size_t n, int iters)
 {
-    rr_bm25_params p = { 1.2, 0.75, 0, 0, NULL };
+    rr_bm25_params p = { .k1 = 1.2, .b = 0.75 };
     double *scores = malloc(n * sizeof *scores), *t = malloc((size_t)iters * sizeof *t);
     size_t ql = strlen(query);
     size_t sets = NDOCS / n;

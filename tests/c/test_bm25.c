@@ -46,7 +46,7 @@ static int tokens_are(const char *s, size_t len, const char *want)
 }
 #define TOKS(s, want, name) CHECK(tokens_are(s, strlen(s), want), name)
 
-static const rr_bm25_params P = { 1.2, 0.75, 0, 0, NULL };
+static const rr_bm25_params P = { .k1 = 1.2, .b = 0.75 };
 
 static int bm25(const char *q, const char *const *docs, size_t n, const rr_bm25_params *p, double *out)
 {
@@ -292,14 +292,14 @@ int main(void)
     CHECK(s[0] > 0 && s[1] == 0 && s[2] > s[0], "CJK tokens match");
 
     /* k1 / b respected: b = 0 ignores length */
-    rr_bm25_params nob = { 2.0, 0.0, 0, 0, NULL };
+    rr_bm25_params nob = { .k1 = 2.0, .b = 0.0 };
     const char *lens[] = { "cat", "cat x y z w v u", "dog" };
     bm25("cat", lens, 3, &nob, s);
     CHECK(s[0] == s[1] && s[0] > 0, "b=0: length ignored");
     CHECK_NEAR(s[0], log(1 + 1.5 / 2.5), 1e-12, "b=0, tf=1: score = idf");
 
     /* truncation: dl and tf on the kept tokens only */
-    rr_bm25_params head = { 1.2, 0.75, 2, 0, NULL }, tail = { 1.2, 0.75, 2, 1, NULL };
+    rr_bm25_params head = { .k1 = 1.2, .b = 0.75, .max_tokens = 2 }, tail = { .k1 = 1.2, .b = 0.75, .max_tokens = 2, .keep_end = 1 };
     const char *tr[] = { "cat dog x y z", "x y z dog cat", "cat" };
     bm25("cat", tr, 3, &head, s);
     /* kept: "cat dog" | "x y" | "cat": df 2, avgdl 5/3 */
@@ -312,7 +312,7 @@ int main(void)
 
     /* doc_tokens: the documents' tokens as scored (for usage), also with nothing to score */
     size_t dt = 0;
-    rr_bm25_params counted = { 1.2, 0.75, 2, 0, &dt };
+    rr_bm25_params counted = { .k1 = 1.2, .b = 0.75, .max_tokens = 2, .doc_tokens = &dt };
     bm25("cat", tr, 3, &counted, s);
     CHECK(dt == 2 + 2 + 1, "doc_tokens counts the kept tokens");
     counted.max_tokens = 0;
@@ -320,7 +320,7 @@ int main(void)
     CHECK(dt == 5 + 5 + 1, "doc_tokens without truncation");
     bm25("?!", tr, 3, &counted, s);
     CHECK(dt == 11 && s[0] == 0, "doc_tokens when the query has no tokens");
-    rr_bm25_params big = { 1.2, 0.75, 100, 1, NULL };
+    rr_bm25_params big = { .k1 = 1.2, .b = 0.75, .max_tokens = 100, .keep_end = 1 };
     bm25("cat dog", corpus, 3, &big, s);
     bm25("cat dog", corpus, 3, &P, s2);
     CHECK(s[0] == s2[0] && s[1] == s2[1] && s[2] == s2[2], "max_tokens above dl changes nothing");
@@ -352,8 +352,9 @@ int main(void)
             }
             docs[i] = db[i];
         }
-        rr_bm25_params p = { 0.5 + (double)(next() % 20) / 10, (double)(next() % 11) / 10,
-                             next() % 3 ? 0 : next() % 8, (int)(next() % 2), NULL };
+        rr_bm25_params p = { .k1 = 0.5 + (double)(next() % 20) / 10, .b = (double)(next() % 11) / 10 };
+        p.max_tokens = next() % 3 ? 0 : next() % 8;
+        p.keep_end = (int)(next() % 2);
         double got[40], want[40];
         if (bm25(qb, docs, n, &p, got) != 0) agree = 0;
         ref_bm25(qb, docs, n, &p, want);
