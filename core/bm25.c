@@ -26,10 +26,11 @@ typedef struct {
      * most document tokens are rejected by one rarely-taken branch, before lower-casing
      * or hashing. Non-ASCII tokens skip it. */
     uint64_t filter[16];
-    /* Stems: the same idea on a word's first bytes (a Snowball stem keeps the word's
-     * first letters, but for y -> i): stems of 1 letter by their first byte, of 2-3 by
-     * their first two, longer ones by their first three. pf 0: no prefilter. */
-    uint64_t f1[4], f2[64], f3[64];
+    /* Stems: the same idea on a word's first three bytes (a Snowball stem keeps the
+     * word's first letters, but for y -> i): pf3 has a bit per (first, second, third)
+     * ASCII letter or digit (or none, for shorter words): a stem of 4+ bytes sets its own
+     * three, a shorter one every third after its first one or two. pf 0: no prefilter. */
+    uint64_t pf3[(37 * 37 * 37 + 63) / 64];
     int pf, stem;
     rr_analyzer *an;
     uint32_t epoch;
@@ -38,7 +39,7 @@ typedef struct {
     double *tf;        /* per term, reset after each doc */
     uint32_t *touched; /* term ids with tf > 0 in the current doc */
     uint32_t ntouched;
-    double dl, w;      /* weighted length so far, weight of the field being read */
+    double dl, w;      /* weighted length, weight of the field being read */
     size_t ntok;       /* tokens read (unweighted, for usage) */
 } bm25_ctx;
 
@@ -117,10 +118,17 @@ static inline unsigned filter_slot(unsigned first, unsigned last, size_t len)
 {
     return ((first << 16 ^ last << 8 ^ (unsigned)len) * 0x9E3779B1u) >> 22; /* 0..1023 */
 }
-static inline unsigned key2(unsigned b0, unsigned b1) { return ((b0 << 8 | b1) * 0x9E3779B1u) >> 20; }
+/* ASCII alnum (lower case or | 0x20) -> 1..36, anything else 0: pf3's index */
+static const uint8_t alnum_idx[256] = {
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9,
+    ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16, ['g'] = 17,
+    ['h'] = 18, ['i'] = 19, ['j'] = 20, ['k'] = 21, ['l'] = 22, ['m'] = 23, ['n'] = 24, ['o'] = 25,
+    ['p'] = 26, ['q'] = 27, ['r'] = 28, ['s'] = 29, ['t'] = 30, ['u'] = 31, ['v'] = 32, ['w'] = 33,
+    ['x'] = 34, ['y'] = 35, ['z'] = 36,
+};
 static inline unsigned key3(unsigned b0, unsigned b1, unsigned b2)
 {
-    return ((b0 << 16 | b1 << 8 | b2) * 0x9E3779B1u) >> 20; /* 0..4095 */
+    return (alnum_idx[b0] * 37u + alnum_idx[b1]) * 37u + alnum_idx[b2];
 }
 #define SETBIT(f, k) ((f)[(k) >> 6] |= 1ull << ((k) & 63))
 #define HASBIT(f, k) (((f)[(k) >> 6] >> ((k) & 63)) & 1)
@@ -129,9 +137,7 @@ static inline unsigned key3(unsigned b0, unsigned b1, unsigned b2)
 static void build_filters(bm25_ctx *c)
 {
     memset(c->filter, 0, sizeof c->filter);
-    memset(c->f1, 0, sizeof c->f1);
-    memset(c->f2, 0, sizeof c->f2);
-    memset(c->f3, 0, sizeof c->f3);
+    memset(c->pf3, 0, sizeof c->pf3);
     c->pf = c->stem && rr_analyzer_prefix_stable(c->an);
     for (uint32_t t = 0; t < c->nterms; t++) {
         const unsigned char *s = (const unsigned char *)c->arena + c->terms[t].off;
@@ -143,14 +149,23 @@ static void build_filters(bm25_ctx *c)
         }
         for (j = 0; j < len && j < 3; j++) ascii &= s[j] < 0x80;
         if (!ascii) c->pf = 0; /* words of non-ASCII stems need not start like them */
-        if (len == 1) {
-            SETBIT(c->f1, s[0]);
-        } else if (len <= 3) {
-            SETBIT(c->f2, key2(s[0], s[1]));
-            if (s[1] == 'i') SETBIT(c->f2, key2(s[0], 'y')); /* dying -> die */
-        } else {
-            SETBIT(c->f3, key3(s[0], s[1], s[2]));
-            if (s[2] == 'i') SETBIT(c->f3, key3(s[0], s[1], 'y'));
+        if (!alnum_idx[s[0]]) c->pf = 0; /* cannot happen for ASCII stems of words */
+        /* y -> i: dying -> die, and a 3rd-letter y of a longer word */
+        unsigned s1 = len > 1 ? s[1] : 0, y1 = s1 == 'i' ? 'y' : s1;
+        if (len >= 4) {
+            SETBIT(c->pf3, key3(s[0], s1, s[2]));
+            if (s[2] == 'i') SETBIT(c->pf3, key3(s[0], s1, 'y'));
+            continue;
+        }
+        for (unsigned x = 0; x < 37; x++) {       /* any third byte (x 0: none) */
+            unsigned b2 = x == 0 ? 0 : x <= 10 ? '0' + x - 1 : 'a' + x - 11;
+            if (len == 1) {
+                for (unsigned z = 0; z < 37; z++)  /* and any second */
+                    SETBIT(c->pf3, key3(s[0], z == 0 ? 0 : z <= 10 ? '0' + z - 1 : 'a' + z - 11, b2));
+            } else {
+                SETBIT(c->pf3, key3(s[0], s1, b2));
+                SETBIT(c->pf3, key3(s[0], y1, b2));
+            }
         }
     }
 }
@@ -158,9 +173,10 @@ static void build_filters(bm25_ctx *c)
 /* Could this ASCII word stem to a term? (raw bytes: ASCII alnum | 0x20 is its lower case) */
 static inline int prefix_pass(const bm25_ctx *c, const unsigned char *s, size_t len)
 {
-    unsigned b0 = s[0] | 0x20u, b1 = len > 1 ? s[1] | 0x20u : 0;
-    if (HASBIT(c->f1, b0) || HASBIT(c->f2, key2(b0, b1))) return 1;
-    return len >= 3 && HASBIT(c->f3, key3(b0, b1, s[2] | 0x20u));
+    /* branch-free: word lengths 2 / 3+ mix unpredictably (reads stay inside the token) */
+    unsigned b1 = (s[len > 1] | 0x20u) & -(unsigned)(len > 1);
+    unsigned b2 = (s[(len > 2) * 2] | 0x20u) & -(unsigned)(len > 2);
+    return HASBIT(c->pf3, key3(s[0] | 0x20u, b1, b2));
 }
 
 /* The term id of a lower-cased document word through its stem, -1 for none. */
@@ -211,8 +227,7 @@ doc_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, 
 {
     bm25_ctx *c = ud;
     size_t len = to - from;
-    c->ntok++;
-    c->dl += c->w;
+    c->ntok++; /* dl: the field's tokens times its weight, added up in scan_doc */
     if (ascii) {
         if (!c->stem) {
             unsigned f = filter_slot(s[from] | 0x20u, s[to - 1] | 0x20u, len);
@@ -261,7 +276,9 @@ static void scan_doc(bm25_ctx *c, const char *const *docs, const size_t *lens, s
         window(d, len, p, f == 0, &skip, &limit);
         c->w = field_weight(p, f);
         if (c->w > 0) {
+            size_t before = c->ntok;
             scan(d, len, skip, limit, doc_token, c);
+            c->dl += c->w * (double)(c->ntok - before);
         } else { /* not scored, still counted for usage */
             size_t t = scan(d, len, 0, (size_t)-1, NULL, NULL) - skip;
             c->ntok += t < limit ? t : limit;

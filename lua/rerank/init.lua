@@ -162,6 +162,24 @@ function M.fuse(lists, opts)
   return require("rerank.fuse").run(lists, opts)
 end
 
+-- return_score "all" with a provider that reports matched terms (bm25: per document
+-- { { term, tf }, ... }): results get matched_terms = { [term] = tf } and, for the wire,
+-- the JSON members in the provider's term order.
+local function matched_terms(results, per_doc)
+  local json = require "rerank.json"
+  for _, r in ipairs(results) do
+    local list = per_doc[r.index + 1] or {}
+    local map, parts = {}, {}
+    for j, m in ipairs(list) do
+      map[m[1]] = m[2]
+      parts[j] = json.string(m[1]) .. ":" .. json.number(m[2])
+    end
+    r.matched_terms = map
+    r.extra = ',"_relevance_score":' .. json.number(r.relevance_score) .. ',"matched_terms":{'
+      .. table.concat(parts, ",") .. "}"
+  end
+end
+
 -- Accepts an internal request (from api.parse) or a wire-shaped table from a library user.
 function Instance:rerank(req, timing)
   if type(req) ~= "table" then error("rerank: request must be a table", 2) end
@@ -199,6 +217,9 @@ function Instance:rerank(req, timing)
   local results = {}
   for i, idx in ipairs(order) do
     results[i] = { index = idx - 1, relevance_score = scores[idx] }
+  end
+  if req.return_score == "all" and out and type(out.matched_terms) == "table" then
+    matched_terms(results, out.matched_terms)
   end
   if timing then
     timing.upstream = t1 - t0
