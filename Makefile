@@ -59,9 +59,10 @@ $(BUILD)/pic/%.o: core/%.c core/*.h
 $(BUILD)/tests/test_%: tests/c/test_%.c $(BUILD)/%.o tests/c/ctest.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icore -o $@ $< $(BUILD)/$*.o $(LDLIBS)
-$(BUILD)/tests/test_bm25: tests/c/test_bm25.c $(BUILD)/bm25.o $(BUILD)/tokenize.o $(BUILD)/analyzer.o tests/c/ctest.h
+BM25_OBJ := $(BUILD)/bm25.o $(BUILD)/tokenize.o $(BUILD)/analyzer.o
+$(BUILD)/tests/test_bm25 $(BUILD)/tests/test_analyzer: $(BUILD)/tests/test_%: tests/c/test_%.c $(BM25_OBJ) tests/c/ctest.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Icore -o $@ $< $(BUILD)/bm25.o $(BUILD)/tokenize.o $(BUILD)/analyzer.o $(LDLIBS)
+	$(CC) $(CFLAGS) -Icore -o $@ $< $(BM25_OBJ) $(LDLIBS)
 
 run: DEPS_SET=build
 run: deps build

@@ -13,6 +13,7 @@
 #include "rerank.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,13 +108,14 @@ static double opt_number(lua_State *L, int t, const char *k, double def)
     return v;
 }
 
+/* A count option; beyond 2^53 (1e999 included) it is as good as unlimited. */
 static size_t opt_count(lua_State *L, int t, const char *k, size_t def)
 {
     lua_getfield(L, t, k);
-    lua_Integer v = lua_isnil(L, -1) ? (lua_Integer)def : luaL_checkinteger(L, -1);
+    lua_Number v = lua_isnil(L, -1) ? (lua_Number)def : luaL_checknumber(L, -1);
     lua_pop(L, 1);
-    if (v < 0) luaL_error(L, "bm25: %s must be >= 0", k);
-    return (size_t)v;
+    if (!(v >= 0)) luaL_error(L, "bm25: %s must be >= 0", k);
+    return v >= 9007199254740992.0 ? SIZE_MAX : (size_t)v;
 }
 
 static int matches_gc(lua_State *L)
@@ -132,6 +134,7 @@ static int l_bm25(lua_State *L)
     memset(&p, 0, sizeof p);
     p.k1 = 1.2;
     p.b = 0.75;
+    p.nfields = 1;
     int want_matches = 0;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);

@@ -65,11 +65,6 @@ local function check_feedback(_, v, path, ctx)
   return S.check(FEEDBACK, v, path, ctx)
 end
 
-local function check_k1(_, v, path)
-  if type(v) ~= "number" or v ~= v or v <= 0 or v > 100 then fail_type(path, "a number greater than 0, at most 100", v) end
-  return v
-end
-
 -- One analyzer per options table and Lua state (worker): libstemmer is not thread-safe,
 -- and its word -> stem cache serves every request of the worker.
 local analyzers = setmetatable({}, { __mode = "k" })
@@ -138,7 +133,7 @@ end
 return {
   name = "bm25",
   options = {
-    k1 = { type = "number", check = check_k1 },
+    k1 = { type = "number", min = 0.001, max = 100 },
     b = { type = "number", min = 0, max = 1 },
     language = { type = "string", check = check_language },
     stopwords = { type = "table", check = check_stopwords },
