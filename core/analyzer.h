@@ -6,7 +6,7 @@
 #include <stddef.h>
 
 #define RR_AC_WORD 18   /* longer words (or stems) are stemmed without the cache */
-#define RR_ACACHE 8192  /* entries (64 bytes each): 512 KB per stemming analyzer */
+#define RR_ACACHE 16384  /* entries (64 bytes each): 1 MB per stemming analyzer */
 
 typedef struct rr_analyzer rr_analyzer;
 

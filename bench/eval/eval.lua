@@ -112,6 +112,8 @@ if url or config then
 end
 
 -- every option, one model each (library, no daemon)
+local FB = { docs = 10, terms = 20, weight = 0.5 }
+local function fb(d, t, w) return { docs = d, terms = t, weight = w } end
 local variants = {
   { "language none (exact words, as before), one string per document", { language = "none" }, true },
   { "english stemming, no stopwords, one string", { language = "english", stopwords = false }, true },
@@ -120,12 +122,14 @@ local variants = {
   { "english + stopwords, {title, text}, title weight 2 (default)", { language = "english" } },
   { "english + stopwords, {title, text}, title weight 3", { language = "english", fields = { title = 3 } } },
   { "language none + stopwords, {title, text}", { language = "none", stopwords = true } },
-  { "default + feedback {docs 10, terms 20, weight 0.5}", { language = "english", feedback = { docs = 10, terms = 20, weight = 0.5 } } },
-  { "default + feedback {docs 5, terms 20, weight 0.5}", { language = "english", feedback = { docs = 5, terms = 20, weight = 0.5 } } },
-  { "default + feedback {docs 10, terms 10, weight 0.5}", { language = "english", feedback = { docs = 10, terms = 10, weight = 0.5 } } },
-  { "default + feedback {docs 10, terms 30, weight 0.3}", { language = "english", feedback = { docs = 10, terms = 30, weight = 0.3 } } },
-  { "default + feedback {docs 10, terms 20, weight 1}", { language = "english", feedback = { docs = 10, terms = 20, weight = 1 } } },
-  { "one string + feedback {docs 10, terms 20, weight 0.5}", { language = "english", feedback = { docs = 10, terms = 20, weight = 0.5 } }, true },
+  { "default + feedback {docs 10, terms 20, weight 0.5}", { language = "english", feedback = FB } },
+  { "default + feedback {docs 5, terms 20, weight 0.5}", { language = "english", feedback = fb(5, 20, 0.5) } },
+  { "default + feedback {docs 10, terms 10, weight 0.5}", { language = "english", feedback = fb(10, 10, 0.5) } },
+  { "default + feedback {docs 10, terms 30, weight 0.3}", { language = "english", feedback = fb(10, 30, 0.3) } },
+  { "default + feedback {docs 10, terms 20, weight 1}", { language = "english", feedback = fb(10, 20, 1) } },
+  { "default + feedback {docs 20, terms 40, weight 0.5}", { language = "english", feedback = fb(20, 40, 0.5) } },
+  { "one string + feedback {docs 10, terms 20, weight 0.5}", { language = "english", feedback = FB }, true },
+  { "language none + stopwords + title + feedback", { language = "none", stopwords = true, feedback = FB } },
   { "default, k1 0.9 b 0.4", { language = "english", k1 = 0.9, b = 0.4 } },
   { "default, k1 1.5 b 0.75", { language = "english", k1 = 1.5, b = 0.75 } },
 }

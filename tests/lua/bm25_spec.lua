@@ -110,7 +110,8 @@ describe("bm25 field weights", function()
   it("fields: title 0 ignores titles; equal weights score title + text as one text", function()
     local by = scores(model({ language = "english", fields = { title = 0 } }), { query = "deployment", documents = docs })
     assert.are.equal(0, by[1])
-    local one = scores(model({ language = "english", fields = { title = 1 } }), { query = "deployment billing", documents = docs })
+    local one = scores(model({ language = "english", fields = { title = 1 } }),
+      { query = "deployment billing", documents = docs })
     local concat = scores(model({ language = "english" }), { query = "deployment billing", documents = {
       docs[1].text .. " " .. docs[1].title, docs[2].text .. " " .. docs[2].title } })
     assert.are.equal(concat[0], one[0])
