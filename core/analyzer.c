@@ -16,6 +16,7 @@ struct rr_analyzer {
     stopword *stop;        /* open addressing; len 0 = empty slot */
     uint32_t stop_mask;
     char *stop_arena;
+    rr_stoptab packed;     /* the same words as 16-byte keys (analyzer.h) */
     rr_acache_entry *cache; /* RR_ACACHE entries, allocated on first use */
     uint32_t epoch;
 };
@@ -32,6 +33,52 @@ static int known_language(const char *name)
     for (const char **l = sb_stemmer_list(); *l; l++)
         if (strcmp(*l, name) == 0) return 1;
     return 0;
+}
+
+static int alnum_lower(const char *w, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)w[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'))) return 0;
+    }
+    return 1;
+}
+
+static int pack_stopwords(rr_analyzer *a, const char *const *stop, const size_t *lens, size_t nstop)
+{
+    size_t cap = 64;
+    while (cap < 4 * nstop) cap <<= 1;
+    rr_stoptab *t = &a->packed;
+    t->keys = calloc(cap, sizeof *t->keys);
+    if (!t->keys) return -1;
+    t->mask = (uint32_t)(cap - 1);
+    t->probes = 1;
+    for (size_t i = 0; i < nstop; i++) {
+        size_t len = lens[i];
+        if (len == 0) continue;
+        if (len > 16 || !alnum_lower(stop[i], len)) {
+            for (size_t j = 0; j < len; j++) t->other_nonascii |= (unsigned char)stop[i][j] >= 0x80;
+            t->other_ascii |= len > 16;
+            continue;
+        }
+        unsigned char buf[16] = { 0 };
+        memcpy(buf, stop[i], len);
+        uint64_t ka, kb;
+        memcpy(&ka, buf, 8);
+        memcpy(&kb, buf + 8, 8);
+        if (rr_stop_packed(t, ka, kb)) continue; /* listed twice */
+        uint32_t s = rr_stop_slot(ka, kb, t->mask), n = 1;
+        for (; t->keys[s].a || t->keys[s].b; s = (s + 1) & t->mask) n++;
+        t->keys[s] = (rr_stopkey){ ka, kb };
+        if (n > t->probes) t->probes = n;
+        SETBIT(t->prefix, rr_key3_token((const unsigned char *)stop[i], len));
+    }
+    return 0;
+}
+
+const rr_stoptab *rr_analyzer_stoptab(const rr_analyzer *a)
+{
+    return a && a->stop ? &a->packed : NULL;
 }
 
 rr_analyzer *rr_analyzer_new(const char *language, const char *const *stop, const size_t *lens, size_t nstop)
@@ -70,6 +117,7 @@ rr_analyzer *rr_analyzer_new(const char *language, const char *const *stop, cons
             a->stop[s] = (stopword){ h, (uint32_t)used, (uint32_t)lens[i] };
             used += lens[i];
         }
+        if (pack_stopwords(a, stop, lens, nstop) != 0) goto oom;
     }
     return a;
 oom:
@@ -84,6 +132,7 @@ void rr_analyzer_free(rr_analyzer *a)
     sb_stemmer_delete(a->st);
     free(a->stop);
     free(a->stop_arena);
+    free(a->packed.keys);
     free(a->cache);
     free(a);
 }

@@ -2,51 +2,9 @@
  * analyzer's stopwords and stems, with optional pseudo-relevance feedback.
  * One pass over every document counts the query terms (tf per field, weighted) into
  * postings; feedback adds a second pass with the expanded query. */
-#include "rerank.h"
-#include "analyzer.h"
-#include "tok.h"
+#include "bm25_int.h"
 
 #include <math.h>
-
-typedef struct {
-    uint64_t hash;
-    uint32_t off, len; /* the term's bytes in the arena */
-    double w;          /* query weight: 1 for the query's own terms, feedback adds some */
-    double fw;         /* feedback candidates: score-weighted frequency in the top documents */
-} term;
-
-typedef struct {
-    /* distinct terms: open addressing, slots hold term id + 1 (0 = empty) */
-    term *terms;
-    uint32_t nterms, tcap, mask;
-    uint32_t *slots;
-    char *arena;
-    size_t aused, acap;
-    int oom;
-    /* Exact words: prefilter over ASCII terms keyed by (first byte, last byte, length):
-     * most document tokens are rejected by one rarely-taken branch, before lower-casing
-     * or hashing. Non-ASCII tokens skip it. */
-    uint64_t filter[16];
-    /* Stems: the same idea on a word's first three bytes (a Snowball stem keeps the
-     * word's first letters, but for y -> i): pf3 has a bit per (first, second, third)
-     * ASCII letter or digit (or none, for shorter words): a stem of 4+ bytes sets its own
-     * three, a shorter one every third after its first one or two. pf 0: no prefilter. */
-    uint64_t pf3[(37 * 37 * 37 + 63) / 64];
-    int pf, stem;
-    rr_analyzer *an;
-    uint32_t epoch;
-    uint32_t norig;    /* the query's own terms are ids below this */
-    double cand_w;     /* feedback: what one occurrence in the current top document adds to fw */
-    lbuf b;
-    /* current document */
-    double *tf;        /* per term, reset after each doc */
-    uint32_t *touched; /* term ids with tf > 0 in the current doc */
-    uint32_t ntouched;
-    double dl, w;      /* weighted length, weight of the field being read */
-    size_t ntok;       /* tokens read (unweighted, for usage) */
-} bm25_ctx;
-
-typedef struct { uint32_t term; double tf; } posting;
 
 static inline int32_t find_term(const bm25_ctx *c, const char *tok, size_t len, uint64_t h)
 {
@@ -71,7 +29,7 @@ static int grow(void **p, size_t *cap, size_t need, size_t size)
 }
 
 /* The id of term tok (added with weight 0 when new); -1 when out of memory. */
-static int32_t add_term(bm25_ctx *c, const char *tok, size_t len, uint64_t h)
+int32_t rr_bm25_add_term(bm25_ctx *c, const char *tok, size_t len, uint64_t h)
 {
     int32_t id = find_term(c, tok, len, h);
     if (id >= 0 || c->oom) return id;
@@ -122,20 +80,6 @@ static inline unsigned filter_slot(unsigned first, unsigned last, size_t len)
 {
     return ((first << 16 ^ last << 8 ^ (unsigned)len) * 0x9E3779B1u) >> 22; /* 0..1023 */
 }
-/* ASCII alnum (lower case or | 0x20) -> 1..36, anything else 0: pf3's index */
-static const uint8_t alnum_idx[256] = {
-    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9,
-    ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16, ['g'] = 17,
-    ['h'] = 18, ['i'] = 19, ['j'] = 20, ['k'] = 21, ['l'] = 22, ['m'] = 23, ['n'] = 24, ['o'] = 25,
-    ['p'] = 26, ['q'] = 27, ['r'] = 28, ['s'] = 29, ['t'] = 30, ['u'] = 31, ['v'] = 32, ['w'] = 33,
-    ['x'] = 34, ['y'] = 35, ['z'] = 36,
-};
-static inline unsigned key3(unsigned b0, unsigned b1, unsigned b2)
-{
-    return (alnum_idx[b0] * 37u + alnum_idx[b1]) * 37u + alnum_idx[b2];
-}
-#define SETBIT(f, k) ((f)[(k) >> 6] |= 1ull << ((k) & 63))
-#define HASBIT(f, k) (((f)[(k) >> 6] >> ((k) & 63)) & 1)
 
 /* The prefilters for the terms now in the table (every pass builds them anew). */
 static void build_filters(bm25_ctx *c)
@@ -153,35 +97,27 @@ static void build_filters(bm25_ctx *c)
         }
         for (j = 0; j < len && j < 3; j++) ascii &= s[j] < 0x80;
         if (!ascii) c->pf = 0; /* words of non-ASCII stems need not start like them */
-        if (!alnum_idx[s[0]]) c->pf = 0; /* cannot happen for ASCII stems of words */
+        if (!rr_alnum_idx[s[0]]) c->pf = 0; /* cannot happen for ASCII stems of words */
         /* y -> i: dying -> die, and a 3rd-letter y of a longer word */
         unsigned s1 = len > 1 ? s[1] : 0, y1 = s1 == 'i' ? 'y' : s1;
         if (len >= 4) {
-            SETBIT(c->pf3, key3(s[0], s1, s[2]));
-            if (s[2] == 'i') SETBIT(c->pf3, key3(s[0], s1, 'y'));
+            SETBIT(c->pf3, rr_key3(s[0], s1, s[2]));
+            if (s[2] == 'i') SETBIT(c->pf3, rr_key3(s[0], s1, 'y'));
             continue;
         }
         for (unsigned x = 0; x < 37; x++) {       /* any third byte (x 0: none) */
             unsigned b2 = x == 0 ? 0 : x <= 10 ? '0' + x - 1 : 'a' + x - 11;
             if (len == 1) {
                 for (unsigned z = 0; z < 37; z++)  /* and any second */
-                    SETBIT(c->pf3, key3(s[0], z == 0 ? 0 : z <= 10 ? '0' + z - 1 : 'a' + z - 11, b2));
+                    SETBIT(c->pf3, rr_key3(s[0], z == 0 ? 0 : z <= 10 ? '0' + z - 1 : 'a' + z - 11, b2));
             } else {
-                SETBIT(c->pf3, key3(s[0], s1, b2));
-                SETBIT(c->pf3, key3(s[0], y1, b2));
+                SETBIT(c->pf3, rr_key3(s[0], s1, b2));
+                SETBIT(c->pf3, rr_key3(s[0], y1, b2));
             }
         }
     }
 }
 
-/* Could this ASCII word stem to a term? (raw bytes: ASCII alnum | 0x20 is its lower case) */
-static inline int prefix_pass(const bm25_ctx *c, const unsigned char *s, size_t len)
-{
-    /* branch-free: word lengths 2 / 3+ mix unpredictably (reads stay inside the token) */
-    unsigned b1 = (s[len > 1] | 0x20u) & -(unsigned)(len > 1);
-    unsigned b2 = (s[(len > 2) * 2] | 0x20u) & -(unsigned)(len > 2);
-    return HASBIT(c->pf3, key3(s[0] | 0x20u, b1, b2));
-}
 
 /* The term id of a lower-cased document word through its stem, -1 for none. */
 static inline int32_t stem_id(bm25_ctx *c, const char *tok, size_t len, uint64_t h)
@@ -207,24 +143,35 @@ static void query_token(const unsigned char *s, size_t from, size_t to, int lowe
     size_t len = to - from;
     const char *tok = lower ? lower_token(s + from, len, &c->b, &len) : (const char *)s + from;
     if (c->an && !rr_analyze(c->an, tok, len, &tok, &len)) return; /* a stopword */
-    int32_t id = add_term(c, tok, len, rr_hash_bytes(tok, len)); /* repeated terms count once */
+    int32_t id = rr_bm25_add_term(c, tok, len, rr_hash_bytes(tok, len)); /* repeated terms count once */
     if (id >= 0) c->terms[id].w = 1.0;
 }
 
-/* Feedback candidates: every term of a top document, but stopwords, single characters
- * and numbers. */
-static void cand_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, void *ud)
+/* Is this document token a stopword? ASCII tokens of up to 16 bytes (nearly all) are
+ * packed into two words and looked up branch-free; others take the analyzer's set. */
+static inline int stop_token(bm25_ctx *c, const unsigned char *s, size_t from, size_t len, int lower, int ascii)
 {
-    (void)ascii;
-    bm25_ctx *c = ud;
-    size_t len = to - from, j;
-    if (len < 2) return;
-    for (j = 0; j < len && s[from + j] >= '0' && s[from + j] <= '9'; j++) {}
-    if (j == len) return;
-    const char *tok = lower ? lower_token(s + from, len, &c->b, &len) : (const char *)s + from;
-    if (c->an && !rr_analyze(c->an, tok, len, &tok, &len)) return;
-    int32_t id = add_term(c, tok, len, rr_hash_bytes(tok, len));
-    if (id >= (int32_t)c->norig) c->terms[id].fw += c->cand_w;
+    const rr_stoptab *t = c->st;
+    if (ascii && len <= 16) {
+        uint64_t x, y;
+        if (c->cur_end - from >= 16) {
+            memcpy(&x, s + from, 8);
+            memcpy(&y, s + from + 8, 8);
+        } else {
+            unsigned char b[16] = { 0 };
+            memcpy(b, s + from, len);
+            memcpy(&x, b, 8);
+            memcpy(&y, b + 8, 8);
+        }
+        uint64_t mx = len >= 8 ? ~0ull : (1ull << (8 * len)) - 1;
+        uint64_t my = len >= 16 ? ~0ull : len <= 8 ? 0 : (1ull << (8 * (len - 8))) - 1;
+        /* ASCII letters and digits | 0x20 are their lower case */
+        return rr_stop_packed(t, (x | 0x2020202020202020ull) & mx, (y | 0x2020202020202020ull) & my);
+    }
+    if (ascii ? !t->other_ascii : !t->other_nonascii) return 0;
+    size_t l = len;
+    const char *tok = lower ? lower_token(s + from, len, &c->b, &l) : (const char *)s + from;
+    return rr_analyzer_is_stop(c->an, tok, l, rr_hash_bytes(tok, l));
 }
 
 static inline __attribute__((always_inline)) void
@@ -232,14 +179,19 @@ doc_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, 
 {
     bm25_ctx *c = ud;
     size_t len = to - from;
-    c->ntok++; /* dl: the field's tokens times its weight, added up in scan_doc */
+    c->ntok++; /* dl: the field's tokens but stopwords, times its weight (scan_doc) */
     if (ascii) {
+        /* stopwords and stems are looked for only where the first three letters could start one */
+        unsigned k = (c->st || c->pf) ? rr_key3_token(s + from, len) : 0;
+        if (c->st && HASBIT(c->st->prefix, k)) c->nstop += (size_t)stop_token(c, s, from, len, lower, ascii);
         if (!c->stem) {
             unsigned f = filter_slot(s[from] | 0x20u, s[to - 1] | 0x20u, len);
             if (!HASBIT(c->filter, f)) return;
-        } else if (c->pf && !prefix_pass(c, s + from, len)) {
+        } else if (c->pf && !HASBIT(c->pf3, k)) {
             return;
         }
+    } else if (c->st) {
+        c->nstop += (size_t)stop_token(c, s, from, len, lower, ascii);
     }
     const char *tok = lower ? lower_token(s + from, len, &c->b, &len) : (const char *)s + from;
     uint64_t h = rr_hash_bytes(tok, len);
@@ -250,7 +202,7 @@ doc_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, 
 }
 
 /* Token window of field 0 (the text) under max_tokens: skip, limit. */
-static void window(const char *d, size_t len, const rr_bm25_params *p, int text, size_t *skip, size_t *limit)
+void rr_bm25_window(const char *d, size_t len, const rr_bm25_params *p, int text, size_t *skip, size_t *limit)
 {
     *skip = 0;
     *limit = (size_t)-1;
@@ -262,28 +214,25 @@ static void window(const char *d, size_t len, const rr_bm25_params *p, int text,
     }
 }
 
-static double field_weight(const rr_bm25_params *p, size_t f)
-{
-    return p->weights ? p->weights[f] : 1.0;
-}
-
 /* Every field of document i: fills c->dl, c->ntok, c->tf, c->touched. */
 static void scan_doc(bm25_ctx *c, const char *const *docs, const size_t *lens, size_t i, size_t nf,
                      const rr_bm25_params *p)
 {
     c->dl = 0;
     c->ntok = 0;
+    c->nstop = 0;
     c->ntouched = 0;
     for (size_t f = 0; f < nf; f++) {
         const char *d = docs[i * nf + f];
         size_t len = lens[i * nf + f], skip, limit;
         if (!d || !len) continue;
-        window(d, len, p, f == 0, &skip, &limit);
+        rr_bm25_window(d, len, p, f == 0, &skip, &limit);
         c->w = field_weight(p, f);
         if (c->w > 0) {
-            size_t before = c->ntok;
+            size_t before = c->ntok, stops = c->nstop;
+            c->cur_end = len;
             scan(d, len, skip, limit, doc_token, c);
-            c->dl += c->w * (double)(c->ntok - before);
+            c->dl += c->w * (double)((c->ntok - before) - (c->nstop - stops));
         } else { /* not scored, still counted for usage */
             size_t t = scan(d, len, 0, (size_t)-1, NULL, NULL) - skip;
             c->ntok += t < limit ? t : limit;
@@ -291,30 +240,9 @@ static void scan_doc(bm25_ctx *c, const char *const *docs, const size_t *lens, s
     }
 }
 
-static void sort_u32(uint32_t *a, size_t n)
-{
-    for (size_t i = 1; i < n; i++) {
-        uint32_t v = a[i];
-        size_t j = i;
-        while (j > 0 && a[j - 1] > v) { a[j] = a[j - 1]; j--; }
-        a[j] = v;
-    }
-}
-
-typedef struct {
-    posting *post;
-    size_t npost, cap;
-    size_t *post_end;  /* n */
-    double *dls;       /* n */
-    double *df, *idf;  /* nterms (grown per pass) */
-    size_t ndf;
-    double avgdl;
-    size_t tokens;
-} pass_out;
-
 /* One pass over every document with the current term table: postings, lengths, idf.
  * Returns -1 when out of memory. */
-static int run_pass(bm25_ctx *c, const char *const *docs, const size_t *lens, size_t n, size_t nf,
+int rr_bm25_run_pass(bm25_ctx *c, const char *const *docs, const size_t *lens, size_t n, size_t nf,
                     const rr_bm25_params *p, pass_out *o)
 {
     if (c->oom) return -1;
@@ -375,119 +303,6 @@ static void score_all(const bm25_ctx *c, const pass_out *o, size_t n, const rr_b
     }
 }
 
-/* Indices of the k best scores > 0 (score desc, index asc) into top; returns how many. */
-static size_t top_docs(const double *s, size_t n, size_t k, size_t *top)
-{
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t j;
-        if (!(s[i] > 0)) continue;
-        if (m < k) j = m++;
-        else if (s[i] > s[top[k - 1]]) j = k - 1;
-        else continue;
-        while (j > 0 && s[i] > s[top[j - 1]]) { top[j] = top[j - 1]; j--; }
-        top[j] = i;
-    }
-    return m;
-}
-
-static int better(const bm25_ctx *c, const double *fs, uint32_t t, uint32_t u)
-{
-    if (fs[t] != fs[u]) return fs[t] > fs[u];
-    const term *a = &c->terms[t], *b = &c->terms[u];
-    int cmp = memcmp(c->arena + a->off, c->arena + b->off, a->len < b->len ? a->len : b->len);
-    return cmp < 0 || (cmp == 0 && a->len < b->len);
-}
-
-/* The K terms from id `from` on with the largest v (> 0), best first, ties by bytes. */
-static size_t best_terms(const bm25_ctx *c, const double *v, uint32_t from, size_t K, uint32_t *best)
-{
-    size_t nb = 0;
-    for (uint32_t t = from; t < c->nterms; t++) {
-        size_t j;
-        if (!(v[t] > 0)) continue;
-        if (nb < K) j = nb++;
-        else if (better(c, v, t, best[K - 1])) j = K - 1;
-        else continue;
-        while (j > 0 && better(c, v, t, best[j - 1])) { best[j] = best[j - 1]; j--; }
-        best[j] = t;
-    }
-    return nb;
-}
-
-/* Keeps the query's terms and the nk candidates keep[] (ids), drops the other candidates. */
-static void keep_terms(bm25_ctx *c, uint32_t *keep, size_t nk)
-{
-    sort_u32(keep, nk);
-    uint32_t m = c->norig;
-    for (size_t j = 0; j < nk; j++) c->terms[m++] = c->terms[keep[j]];
-    c->nterms = m;
-    memset(c->slots, 0, ((size_t)c->mask + 1) * sizeof *c->slots);
-    for (uint32_t t = 0; t < m; t++) {
-        uint32_t i = (uint32_t)c->terms[t].hash & c->mask;
-        while (c->slots[i]) i = (i + 1) & c->mask;
-        c->slots[i] = t + 1;
-    }
-}
-
-/* Pseudo-relevance feedback (RM3-like): the terms of the fb_docs best documents, each
- * occurrence weighted by its document's first-pass score / the best one's and divided by
- * the document's length; the 4 * fb_terms best of those are counted in every document (a
- * second pass), and the fb_terms best by their BM25 weight summed over the top documents
- * (score-weighted too) join the query. */
-static int feedback(bm25_ctx *c, const char *const *docs, const size_t *lens, size_t n, size_t nf,
-                    const rr_bm25_params *p, pass_out *o, const double *first)
-{
-    size_t k = p->fb_docs < n ? p->fb_docs : n, M = 4 * p->fb_terms;
-    size_t *top = malloc(k * sizeof *top);
-    double *fs = NULL;
-    uint32_t *best = malloc((M ? M : 1) * sizeof *best);
-    int rc = -1;
-    if (!top || !best) goto out;
-    size_t ntop = top_docs(first, n, k, top);
-    c->norig = c->nterms;
-    for (size_t r = 0; r < ntop; r++) {
-        size_t i = top[r];
-        for (size_t f = 0; f < nf; f++) {
-            const char *d = docs[i * nf + f];
-            size_t len = lens[i * nf + f], skip, limit;
-            if (!d || !len || field_weight(p, f) <= 0) continue;
-            window(d, len, p, f == 0, &skip, &limit);
-            c->cand_w = first[i] / first[top[0]] * field_weight(p, f) / o->dls[i];
-            scan(d, len, skip, limit, cand_token, c);
-        }
-    }
-    if (c->oom) goto out;
-    rc = 0;
-    if (c->nterms == c->norig) goto out; /* nothing new to add */
-    rc = -1;
-    fs = calloc(c->nterms, sizeof *fs);
-    if (!fs) goto out;
-    if (c->nterms - c->norig > M) { /* only the likeliest candidates get counted everywhere */
-        for (uint32_t t = c->norig; t < c->nterms; t++) fs[t] = c->terms[t].fw;
-        keep_terms(c, best, best_terms(c, fs, c->norig, M, best));
-    }
-    if (run_pass(c, docs, lens, n, nf, p, o) != 0) goto out;
-    memset(fs, 0, c->nterms * sizeof *fs);
-    /* a candidate's worth: its BM25 weight in the top documents, score-weighted */
-    for (size_t r = 0; r < ntop; r++) {
-        size_t i = top[r], j = i ? o->post_end[i - 1] : 0;
-        double norm = p->k1 * (1.0 - p->b + p->b * o->dls[i] / o->avgdl), dw = first[i] / first[top[0]];
-        for (; j < o->post_end[i]; j++) {
-            double tf = o->post[j].tf;
-            fs[o->post[j].term] += dw * o->idf[o->post[j].term] * tf * (p->k1 + 1.0) / (tf + norm);
-        }
-    }
-    size_t nb = best_terms(c, fs, c->norig, p->fb_terms, best);
-    for (size_t j = 0; j < nb; j++) c->terms[best[j]].w = p->fb_weight * fs[best[j]] / fs[best[0]];
-    rc = 0;
-out:
-    free(fs);
-    free(best);
-    free(top);
-    return rc;
-}
-
 static int fill_matches(const bm25_ctx *c, const pass_out *o, size_t n, rr_bm25_matches *m)
 {
     size_t count = 0;
@@ -543,6 +358,7 @@ int rr_bm25(const char *query, size_t qlen, const char *const *docs, const size_
     memset(&c, 0, sizeof c);
     c.an = p->analyzer;
     c.stem = rr_analyzer_stems(c.an);
+    c.st = rr_analyzer_stoptab(c.an);
     pass_out o;
     memset(&o, 0, sizeof o);
     int rc = -1;
@@ -558,19 +374,19 @@ int rr_bm25(const char *query, size_t qlen, const char *const *docs, const size_
             for (size_t f = 0; f < nf; f++) {
                 size_t skip, limit, t;
                 if (!docs[i * nf + f]) continue;
-                window(docs[i * nf + f], lens[i * nf + f], p, f == 0, &skip, &limit);
+                rr_bm25_window(docs[i * nf + f], lens[i * nf + f], p, f == 0, &skip, &limit);
                 t = scan(docs[i * nf + f], lens[i * nf + f], 0, (size_t)-1, NULL, NULL) - skip;
                 *p->doc_tokens += t < limit ? t : limit;
             }
         rc = 0;
         goto done;
     }
-    if (run_pass(&c, docs, lens, n, nf, p, &o) != 0) goto done;
+    if (rr_bm25_run_pass(&c, docs, lens, n, nf, p, &o) != 0) goto done;
     if (p->doc_tokens) *p->doc_tokens = o.tokens;
     if (o.avgdl <= 0) { rc = 0; goto done; } /* every document empty: all scores stay 0 */
     score_all(&c, &o, n, p, scores_out);
     if (p->fb_docs > 0 && p->fb_terms > 0 && p->fb_weight > 0) {
-        if (feedback(&c, docs, lens, n, nf, p, &o, scores_out) != 0) goto done;
+        if (rr_bm25_feedback(&c, docs, lens, n, nf, p, &o, scores_out) != 0) goto done;
         score_all(&c, &o, n, p, scores_out);
     }
     if (p->matches && fill_matches(&c, &o, n, p->matches) != 0) {

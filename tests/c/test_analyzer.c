@@ -129,18 +129,16 @@ int main(void)
         run(qb, docs, n, &ps, s);
         run(pq, pre, n, &pe, t);
         for (size_t i = 0; i < n; i++) {
-            /* stopwords count in a stemmed document's length, not in the pre-analyzed one:
-             * compare only when the analyzer has none (irish, german) */
-            if (a != en && s[i] != t[i]) {
+            /* a stopword is in neither the terms nor a document's length */
+            if (s[i] != t[i]) {
                 if (agree) printf("# q=\"%s\" doc \"%s\": %.17g vs %.17g\n", qb, docs[i], s[i], t[i]);
                 agree = 0;
             }
-            if (a == en && (s[i] > 0) != (t[i] > 0)) agree = 0;
         }
         free(pq);
         for (size_t i = 0; i < n; i++) free((void *)pre[i]);
     }
-    CHECK(agree, "stemmed scores equal exact scores of pre-stemmed text (300 random cases, 3 languages)");
+    CHECK(agree, "stemmed scores equal exact scores of pre-stemmed text without stopwords (300 random cases, 3 languages)");
 
     /* ---- BM25F ---- */
     const char *fd[] = { "Deploying models", "Run a model behind an endpoint.",
