@@ -99,12 +99,15 @@ static void build_filters(bm25_ctx *c)
         if (!ascii) c->pf = 0; /* words of non-ASCII stems need not start like them */
         if (!rr_alnum_idx[s[0]]) c->pf = 0; /* cannot happen for ASCII stems of words */
         /* y -> i: dying -> die, and a 3rd-letter y of a longer word */
-        unsigned s1 = len > 1 ? s[1] : 0, y1 = s1 == 'i' ? 'y' : s1;
-        if (len >= 4) {
+        unsigned s1 = len > 1 ? s[1] : 0, y1 = s1 == 'i' ? 'y' : s1 == 'y' ? 'i' : s1;
+        if (len >= 3) {
             SETBIT(c->pf3, rr_key3(s[0], s1, s[2]));
-            if (s[2] == 'i') SETBIT(c->pf3, rr_key3(s[0], s1, 'y'));
-            continue;
+            if (s[2] == 'i') SETBIT(c->pf3, rr_key3(s[0], s1, 'y')); /* cry -> cri */
+            if (s[2] == 'y') SETBIT(c->pf3, rr_key3(s[0], s1, 'i')); /* skies -> sky */
         }
+        /* stems of 1-2 letters, and 3 letters ending in an added e (using -> use) or
+         * with an i or y second letter (dying -> die): any third letter */
+        if (len >= 4 || (len == 3 && s[2] != 'e' && s1 != y1)) continue;
         for (unsigned x = 0; x < 37; x++) {       /* any third byte (x 0: none) */
             unsigned b2 = x == 0 ? 0 : x <= 10 ? '0' + x - 1 : 'a' + x - 11;
             if (len == 1) {

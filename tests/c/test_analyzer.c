@@ -102,11 +102,15 @@ int main(void)
         "crying", "skies", "sky", "generalization", "generous", "the", "a", "how", "do", "Über", "uber",
         "straße", "models", "modelling", "modeled", "deployment", "deploys", "ISRAEL", "İstanbul",
         "internationalizations", "international", "go", "goes", "gone", "x", "xs", "i", "ies", "a1b2",
-        "β-blockers", "ÉCOLE", "écoles", "flying", "flies", "hoping", "hopped", "possibility", "possible" };
+        "β-blockers", "ÉCOLE", "écoles", "flying", "flies", "hoping", "hopped", "possibility", "possible",
+        "using", "used", "uses", "aging", "aged", "lying", "lies", "tying", "ties", "spy", "spying", "eyed",
+        "skiing", "skis", "news", "atlas", "cosmos", "bias", "andes", "ugly", "early", "only", "singly",
+        "idly", "gently", "howe", "proceed", "exceed", "succeed", "canning", "inning", "outing", "herring",
+        "earring", "cater", "dyed", "dyes", "agreed", "feed", "bled", "ied", "aid", "vied" };
     size_t nv = sizeof vocab / sizeof *vocab;
     rr_analyzer *langs[] = { en, rr_analyzer_new("irish", NULL, NULL, 0), rr_analyzer_new("german", NULL, NULL, 0) };
     int agree = 1;
-    for (int round = 0; round < 300; round++) {
+    for (int round = 0; round < 2000; round++) {
         rr_analyzer *a = langs[round % 3];
         char qb[256] = "", db[12][512];
         const char *docs[12], *pre[12];
@@ -138,7 +142,7 @@ int main(void)
         free(pq);
         for (size_t i = 0; i < n; i++) free((void *)pre[i]);
     }
-    CHECK(agree, "stemmed scores equal exact scores of pre-stemmed text without stopwords (300 random cases, 3 languages)");
+    CHECK(agree, "stemmed scores equal exact scores of pre-stemmed text without stopwords (2000 random cases, 3 languages)");
 
     /* ---- BM25F ---- */
     const char *fd[] = { "Deploying models", "Run a model behind an endpoint.",
