@@ -52,15 +52,6 @@ static int run(const char *q, const char *const *docs, size_t n, const rr_bm25_p
     return rr_bm25(q, strlen(q), docs, lens, n, p, out);
 }
 
-static uint64_t rng = 99;
-static uint64_t next(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
 int main(void)
 {
     /* ---- analyzer ---- */
@@ -114,16 +105,16 @@ int main(void)
         rr_analyzer *a = langs[round % 3];
         char qb[256] = "", db[12][512];
         const char *docs[12], *pre[12];
-        size_t n = 2 + next() % 10;
-        for (int w = 0, nq = 1 + (int)(next() % 4); w < nq; w++) {
-            strcat(qb, vocab[next() % nv]);
+        size_t n = 2 + ct_next() % 10;
+        for (int w = 0, nq = 1 + (int)(ct_next() % 4); w < nq; w++) {
+            strcat(qb, vocab[ct_next() % nv]);
             strcat(qb, " ");
         }
         for (size_t i = 0; i < n; i++) {
             db[i][0] = 0;
-            for (int w = 0, nw = (int)(next() % 20); w < nw; w++) {
-                strcat(db[i], vocab[next() % nv]);
-                strcat(db[i], next() % 4 ? " " : ", ");
+            for (int w = 0, nw = (int)(ct_next() % 20); w < nw; w++) {
+                strcat(db[i], vocab[ct_next() % nv]);
+                strcat(db[i], ct_next() % 4 ? " " : ", ");
             }
             docs[i] = db[i];
         }

@@ -114,15 +114,6 @@ static void ref_bm25(const char *q, const char *const *docs, size_t n, const rr_
     for (size_t i = 0; i < n; i++) tl_free(&dl[i]);
 }
 
-static uint64_t rng = 12345;
-static uint64_t next(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
 int main(void)
 {
     /* ---- tokenizer ---- */
@@ -184,17 +175,17 @@ int main(void)
         static char text[4096], want[64][4096];
         size_t tl = 0, nw = 0, woff[64];
         int prev_word = 0;
-        size_t target = next() % 1500;
+        size_t target = ct_next() % 1500;
         while (tl < target && nw < 60) {
-            if (next() % 10 < 6) {
-                size_t w = next() % (sizeof words / sizeof *words);
+            if (ct_next() % 10 < 6) {
+                size_t w = ct_next() % (sizeof words / sizeof *words);
                 if (!prev_word) { woff[nw] = tl; want[nw][0] = 0; nw++; }
                 strcat(want[nw - 1], lowered[w]);
                 memcpy(text + tl, words[w], strlen(words[w]));
                 tl += strlen(words[w]);
                 prev_word = 1;
             } else {
-                const char *sp = seps[next() % (sizeof seps / sizeof *seps)];
+                const char *sp = seps[ct_next() % (sizeof seps / sizeof *seps)];
                 memcpy(text + tl, sp, strlen(sp));
                 tl += strlen(sp);
                 prev_word = 0;
@@ -223,10 +214,10 @@ int main(void)
     /* fuzz: random bytes in exactly-sized buffers (ASan would catch overreads) */
     int fuzz_ok = 1;
     for (int r = 0; r < 2000; r++) {
-        size_t len = next() % 64;
+        size_t len = ct_next() % 64;
         unsigned char *buf = malloc(len ? len : 1);
         for (size_t i = 0; i < len; i++) {
-            uint64_t v = next();
+            uint64_t v = ct_next();
             buf[i] = (unsigned char)(v % 3 == 0 ? 0x80 | (v >> 8) % 0x80 : (v >> 8));
         }
         tlist l = { 0 };
@@ -339,22 +330,22 @@ int main(void)
     for (int r = 0; r < 300; r++) {
         char qb[256] = "", db[40][2048];
         const char *docs[40];
-        size_t n = 1 + next() % 40;
-        for (int w = (int)(next() % 6); w >= 0; w--) {
-            strcat(qb, vocab[next() % nv]);
-            strcat(qb, next() % 2 ? " " : ", ");
+        size_t n = 1 + ct_next() % 40;
+        for (int w = (int)(ct_next() % 6); w >= 0; w--) {
+            strcat(qb, vocab[ct_next() % nv]);
+            strcat(qb, ct_next() % 2 ? " " : ", ");
         }
         for (size_t i = 0; i < n; i++) {
             db[i][0] = 0;
-            for (int w = (int)(next() % 100); w > 0; w--) {
-                strcat(db[i], vocab[next() % nv]);
-                strcat(db[i], next() % 3 ? " " : "; ");
+            for (int w = (int)(ct_next() % 100); w > 0; w--) {
+                strcat(db[i], vocab[ct_next() % nv]);
+                strcat(db[i], ct_next() % 3 ? " " : "; ");
             }
             docs[i] = db[i];
         }
-        rr_bm25_params p = { .k1 = 0.5 + (double)(next() % 20) / 10, .b = (double)(next() % 11) / 10 };
-        p.max_tokens = next() % 3 ? 0 : next() % 8;
-        p.keep_end = (int)(next() % 2);
+        rr_bm25_params p = { .k1 = 0.5 + (double)(ct_next() % 20) / 10, .b = (double)(ct_next() % 11) / 10 };
+        p.max_tokens = ct_next() % 3 ? 0 : ct_next() % 8;
+        p.keep_end = (int)(ct_next() % 2);
         double got[40], want[40];
         if (bm25(qb, docs, n, &p, got) != 0) agree = 0;
         ref_bm25(qb, docs, n, &p, want);
