@@ -262,7 +262,7 @@ int rr_bm25_run_pass(bm25_ctx *c, const char *const *docs, const size_t *lens, s
     double total_dl = 0;
     for (size_t i = 0; i < n; i++) {
         scan_doc(c, docs, lens, i, nf, p);
-        o->dls[i] = c->dl;
+        if (!c->keep_dl) o->dls[i] = c->dl;
         total_dl += c->dl;
         o->tokens += c->ntok;
         if (grow((void **)&o->post, &o->cap, o->npost + c->ntouched, sizeof *o->post)) return -1;
@@ -284,7 +284,7 @@ int rr_bm25_run_pass(bm25_ctx *c, const char *const *docs, const size_t *lens, s
         }
         o->post_end[i] = o->npost;
     }
-    o->avgdl = total_dl / (double)n;
+    if (!c->keep_dl) o->avgdl = total_dl / (double)n;
     double N = (double)n;
     for (uint32_t t = 0; t < c->nterms; t++)
         o->idf[t] = log(1.0 + (N - o->df[t] + 0.5) / (o->df[t] + 0.5));

@@ -34,6 +34,7 @@ typedef struct {
     rr_analyzer *an;
     uint32_t epoch;
     uint32_t norig;    /* the query's own terms are ids below this */
+    int keep_dl;       /* a second pass: the lengths (and avgdl) of the first stand */
     double cand_w;     /* feedback: what one occurrence in the current top document adds to fw */
     lbuf b;
     /* current document */

@@ -111,7 +111,14 @@ int rr_bm25_feedback(bm25_ctx *c, const char *const *docs, const size_t *lens, s
         for (uint32_t t = c->norig; t < c->nterms; t++) fs[t] = c->terms[t].fw;
         keep_terms(c, best, best_terms(c, fs, c->norig, M, best));
     }
-    if (rr_bm25_run_pass(c, docs, lens, n, nf, p, o) != 0) goto out;
+    /* the same documents: their lengths stand, no stopword counting this time */
+    const rr_stoptab *st = c->st;
+    c->st = NULL;
+    c->keep_dl = 1;
+    int pass = rr_bm25_run_pass(c, docs, lens, n, nf, p, o);
+    c->st = st;
+    c->keep_dl = 0;
+    if (pass != 0) goto out;
     memset(fs, 0, c->nterms * sizeof *fs);
     /* a candidate's worth: its BM25 weight in the top documents, score-weighted */
     for (size_t r = 0; r < ntop; r++) {
