@@ -22,7 +22,7 @@ BUILD    ?= build
 
 # Sources shared by the daemon and the Lua C module rerank/core.so.
 LIB_SRC    := core/topk.c core/tokenize.c core/analyzer.c core/bm25.c core/bm25_prf.c core/lbm25.c core/json.c core/json_splice.c core/yaml.c core/yaml_scalar.c core/lcore.c core/log.c core/curlx.c core/lfetch.c
-DAEMON_SRC := core/main.c core/server.c core/http.c core/http_parse.c core/luahost.c core/fetch.c core/ldaemon.c core/redis.c
+DAEMON_SRC := core/main.c core/cli.c core/server.c core/http.c core/http_parse.c core/luahost.c core/fetch.c core/ldaemon.c core/redis.c
 LIB_OBJ    := $(LIB_SRC:core/%.c=$(BUILD)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:core/%.c=$(BUILD)/%.o)
 PIC_OBJ    := $(LIB_SRC:core/%.c=$(BUILD)/pic/%.o)
@@ -64,9 +64,12 @@ $(BUILD)/tests/test_bm25 $(BUILD)/tests/test_analyzer: $(BUILD)/tests/test_%: te
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icore -o $@ $< $(BM25_OBJ) $(LDLIBS)
 
+# make run [CONFIG=file.yaml] [PORT=n]: PORT overrides server.listen's port (0 = any free port)
+CONFIG   ?= config.yaml
+PORT     ?=
 run: DEPS_SET=build
 run: deps build
-	./rerankd -c config.yaml
+	./rerankd -c $(CONFIG)$(if $(PORT), -p $(PORT))
 
 # Every suite; the last line is "N passed, M failed".
 test: deps build $(CTEST_BIN)
@@ -101,6 +104,13 @@ lint:
 install: build install-lib
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 755 rerankd $(DESTDIR)$(BINDIR)/rerankd
+	@echo "installed rerankd in $(BINDIR), the library in $(LUADIR) and $(LIBDIR)."
+	@echo "Plain LuaJIT (not needed when PREFIX is LuaJIT's own, /usr/local or /usr):"
+	@echo "  export LUA_PATH='$(LUADIR)/?.lua;$(LUADIR)/?/init.lua;;'"
+	@echo "  export LUA_CPATH='$(LIBDIR)/?.so;;'"
+	@echo "nginx (http block):"
+	@echo "  lua_package_path \"$(LUADIR)/?.lua;$(LUADIR)/?/init.lua;;\";"
+	@echo "  lua_package_cpath \"$(LIBDIR)/?.so;;\";"
 
 # The library alone (luarocks runs this): require "rerank" with the standard LuaJIT paths.
 # rerank/site.lua tells lua/rerank/paths.lua where the providers and templates went.

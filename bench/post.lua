@@ -1,16 +1,19 @@
 -- wrk script: POST the JSON bodies in the files listed (space-separated) in
--- $BENCH_BODY, cycling through them; GET when unset. Prints one machine-readable
--- line at the end (latencies in microseconds).
+-- $BENCH_BODY, cycling through them; GET when unset; $BENCH_AUTH, when set, is sent as
+-- the Authorization header. Prints one machine-readable line at the end (latencies in
+-- microseconds).
 -- luacheck: globals wrk request done
 local requests_ = {}
 -- wrk adds Host only in wrk.init, after this file ran: HTTP/1.1 requires it (nginx: 400)
 local host = wrk.port and (wrk.host .. ":" .. wrk.port) or wrk.host
 local path = os.getenv("BENCH_BODY") or ""
+local auth = os.getenv("BENCH_AUTH")
 for file in path:gmatch("%S+") do
   local f = assert(io.open(file, "rb"))
   local body = f:read("*a")
   f:close()
-  requests_[#requests_ + 1] = wrk.format("POST", nil, { ["Content-Type"] = "application/json", Host = host }, body)
+  requests_[#requests_ + 1] = wrk.format("POST", nil,
+    { ["Content-Type"] = "application/json", Host = host, Authorization = auth ~= "" and auth or nil }, body)
 end
 local i = 0
 

@@ -69,6 +69,10 @@ models:
   - name: bm25-en
     provider: bm25
     language: english
+  # shadow traffic's cost: every request scored again by bm25 after its answer
+  - name: bm25-shadowed
+    provider: bm25
+    shadow: { model: bm25, sample: 1.0, max_inflight: 64 }
 EOF
     # A random free port; retry if another process takes it first.
     for _ in 1 2 3 4 5; do
@@ -116,6 +120,16 @@ if [ "$HTTP" = 1 ]; then
     L100EN=$(run_wrk lat100en "$(echo "$B"/body_en_100_*.json)" 1 1 "$LAT_SECS" /v1/rerank)
     L1000EN=$(run_wrk lat1000en "$(echo "$B"/body_en_1000_*.json)" 1 1 "$LAT_SECS" /v1/rerank)
     T100=$(run_wrk rps100 "$B100" 2 32 "$SECS" /v1/rerank)
+    # the same bodies naming the shadowed model (shadow: {model: bm25, sample: 1.0})
+    BS100=""
+    for f in $B100; do
+        sed 's/"model":"bm25"/"model":"bm25-shadowed"/' "$f" > "$f.shadow"
+        BS100="$BS100 $f.shadow"
+    done
+    TSH100=$(run_wrk rps100shadow "${BS100# }" 2 32 "$SECS" /v1/rerank)
+    SHADOW_RUNS=$(curl -s "$URL/metrics" | awk '/^rerankd_shadow_requests_total/ {
+        o = $1; sub(/.*outcome="/, "", o); sub(/".*/, "", o); n[o] += $2 }
+        END { printf "%d run, %d dropped", n["ok"], n["dropped"] }')
     THEALTH=$(run_wrk health "" 2 32 "$SECS" /health)
 fi
 cleanup
@@ -153,6 +167,7 @@ if [ "$HTTP" = 1 ]; then
         echo "| HTTP POST /v1/rerank bm25 \`language: english\`, $n docs, top_n 10, 1 connection, p50 / p99 | $(fmt "$(field "$r" p50)") / $(fmt "$(field "$r" p99)") µs | SQLite FTS5 \`porter\` build+rank p50 (in-process, above) | $(fmt "$(kv fts5porter_${n}_total_p50_us)") µs | $(ratio "$(field "$r" p50)" "$(kv fts5porter_${n}_total_p50_us)") faster |"
     done
     echo "| HTTP req/s, 100 docs, wrk -t2 -c32 -d${SECS}s | $(fmt "$(field "$T100" rps)") req/s (p99 $(fmt "$(field "$T100" p99)") µs, errors $(field "$T100" errors)) | GET /health, same wrk settings | $(fmt "$(field "$THEALTH" rps)") req/s | $(awk -v a="$(field "$T100" rps)" -v b="$(field "$THEALTH" rps)" 'BEGIN { if (b > 0) printf "%.2f of /health", a / b; else print "n/a" }') |"
+    echo "| shadow traffic: primary req/s with \`shadow: {model: bm25, sample: 1.0, max_inflight: 64}\`, 100 docs, wrk -t2 -c32 -d${SECS}s (shadows: $SHADOW_RUNS) | $(fmt "$(field "$TSH100" rps)") req/s (p99 $(fmt "$(field "$TSH100" p99)") µs, errors $(field "$TSH100" errors)) | the same model without shadow (row above) | $(fmt "$(field "$T100" rps)") req/s | $(awk -v a="$(field "$TSH100" rps)" -v b="$(field "$T100" rps)" 'BEGIN { if (b > 0) printf "%.2f of no shadow", a / b; else print "n/a" }') |"
 else
     echo "| HTTP rows | n/a (see messages above) | | | |"
 fi

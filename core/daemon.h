@@ -23,6 +23,7 @@ typedef struct {
     double drain;              /* graceful shutdown limit, seconds */
     char access_log[1024], error_log[1024];
     int log_level;
+    int log_json;              /* log.format: json */
 } rr_options;
 
 typedef struct rr_worker rr_worker;
@@ -95,6 +96,7 @@ void rr_req_schedule_after(rr_req *r, double seconds);
 
 /* luahost.c */
 lua_State *rr_lua_new(const char *root, char *err, size_t errlen);
+void rr_lua_free(lua_State *L); /* closes a state made by rr_lua_new */
 int rr_lua_init_worker(rr_worker *w, char *err, size_t errlen);
 void rr_lua_host_release(rr_luahost *h); /* drops one ref; closes a retired host at zero */
 void rr_lua_tick(rr_worker *w);          /* periodic rerank.server.tick() (metrics publish) */

@@ -28,6 +28,9 @@ struct batch {
     int keep_ref;                 /* the options: curl sends their body strings in place */
     int single;                   /* request() vs request_all() */
     int n, next, running, remaining, concurrency;
+    /* hedge(): t[1] starts when t[0] has not answered after a delay; the first 2xx wins */
+    int race, hedged, finished, winner;
+    struct event *hedge_ev;
     rr_transfer t[];
 };
 
@@ -37,6 +40,7 @@ typedef struct {
 
 static void batch_free(batch *b)
 {
+    if (b->hedge_ev) event_free(b->hedge_ev);
     for (int i = 0; i < b->n; i++) rr_curl_transfer_free(b->fs->multi, &b->t[i]);
     luaL_unref(b->L, LUA_REGISTRYINDEX, b->keep_ref); /* after the transfers: they read the bodies */
     free(b);
@@ -87,6 +91,51 @@ static int push_batch(rr_req *r, lua_State *co)
     return n;
 }
 
+static int push_race(rr_req *r, lua_State *co)
+{
+    batch *b = r->pending;
+    r->pending = NULL;
+    r->cancel = NULL;
+    lua_createtable(co, 0, 3);
+    rr_curl_push_result(co, &b->t[b->winner], 0);
+    lua_setfield(co, -2, "result");
+    lua_pushinteger(co, b->winner + 1);
+    lua_setfield(co, -2, "index");
+    lua_pushboolean(co, b->hedged);
+    lua_setfield(co, -2, "hedged");
+    batch_free(b); /* the loser, still running, is cancelled here */
+    return 1;
+}
+
+static void race_finish(batch *b, int winner)
+{
+    b->finished = 1;
+    b->winner = winner;
+    if (b->hedge_ev) evtimer_del(b->hedge_ev);
+    b->r->push = push_race;
+    rr_req_schedule_resume(b->r, 0);
+}
+
+/* A transfer of a hedge finished: a 2xx wins; a failure waits for the other one while it
+ * runs; the primary's failure before the hedge was sent ends the race (the router retries). */
+static void race_done(batch *b, rr_transfer *t)
+{
+    int idx = (int)(t - b->t);
+    int good = t->result == CURLE_OK && t->status >= 200 && t->status < 300;
+    if (good) race_finish(b, idx);
+    else if (!b->hedged || b->remaining == 0) race_finish(b, 0);
+}
+
+static void on_hedge_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    batch *b = arg;
+    if (b->finished) return;
+    b->hedged = 1;
+    b->concurrency = 2;
+    start_next(b); /* a hedge that cannot start counts as failed: the primary decides */
+}
+
 static void check_done(fetch_state *fs)
 {
     rr_transfer *t;
@@ -94,6 +143,10 @@ static void check_done(fetch_state *fs)
         batch *b = t->owner;
         b->running--;
         b->remaining--;
+        if (b->race) {
+            if (!b->finished) race_done(b, t);
+            continue;
+        }
         start_next(b);
         if (b->remaining == 0) {
             b->r->push = push_batch;
@@ -202,7 +255,7 @@ static rr_req *current_req(lua_State *L)
 }
 
 /* Common path: list of option tables at stack index idx (or the single table). */
-static int start_batch(lua_State *L, int idx, int n, int single, int concurrency)
+static int start_batch(lua_State *L, int idx, int n, int single, int concurrency, double hedge_after)
 {
     rr_req *r = current_req(L);
     rr_curl_opts *opts = lua_newuserdata(L, sizeof(rr_curl_opts) * (size_t)(n ? n : 1));
@@ -239,6 +292,16 @@ static int start_batch(lua_State *L, int idx, int n, int single, int concurrency
             return luaL_error(L, "http request: cannot set up the transfer");
         }
     }
+    if (hedge_after >= 0) {
+        b->race = 1;
+        b->hedge_ev = evtimer_new(r->w->base, on_hedge_timer, b);
+        if (!b->hedge_ev) {
+            batch_free(b);
+            return luaL_error(L, "http request: out of memory");
+        }
+        struct timeval tv = { (time_t)hedge_after, (suseconds_t)((hedge_after - (double)(time_t)hedge_after) * 1e6) };
+        evtimer_add(b->hedge_ev, &tv);
+    }
     r->pending = b;
     r->cancel = batch_cancel;
     if (n == 0) {
@@ -257,7 +320,7 @@ static int start_batch(lua_State *L, int idx, int n, int single, int concurrency
 /* fetch.request{method=, url=, headers=, body=, timeout=} -> {status, headers, body} | nil, err */
 static int l_request(lua_State *L)
 {
-    return start_batch(L, 1, 1, 1, 1);
+    return start_batch(L, 1, 1, 1, 1, -1);
 }
 
 /* fetch.request_all({opts...}, concurrency) -> { {status,headers,body} | {error=...} ... } */
@@ -266,7 +329,24 @@ static int l_request_all(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     int n = (int)lua_objlen(L, 1);
     int conc = (int)luaL_optinteger(L, 2, 8);
-    return start_batch(L, 1, n, 0, conc);
+    return start_batch(L, 1, n, 0, conc, -1);
+}
+
+/* fetch.hedge(opts1, opts2, after) -> { index = 1|2, hedged = bool, result = {status,headers,body}
+ * | {error=...} }: opts2 starts when opts1 has not answered after `after` seconds; the first
+ * 2xx answer wins and the other transfer is cancelled; both failing: opts1's result. */
+static int l_hedge(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    double after = luaL_checknumber(L, 3);
+    if (!(after >= 0)) return luaL_argerror(L, 3, "a delay >= 0 expected");
+    lua_createtable(L, 2, 0);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, 2);
+    return start_batch(L, lua_gettop(L), 2, 0, 1, after);
 }
 
 static char sleep_marker;
@@ -300,7 +380,8 @@ static int l_sleep(lua_State *L)
 int rr_fetch_open(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        { "request", l_request }, { "request_all", l_request_all }, { "sleep", l_sleep }, { NULL, NULL },
+        { "request", l_request }, { "request_all", l_request_all }, { "hedge", l_hedge },
+        { "sleep", l_sleep },     { NULL, NULL },
     };
     lua_newtable(L);
     luaL_register(L, NULL, fns);

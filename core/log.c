@@ -1,5 +1,5 @@
-/* Logging: leveled error log lines and one JSON access-log line per request, each to
- * stderr or a file; rr_log_reopen() (SIGUSR1) reopens files in place for log rotation.
+/* Logging: leveled error log lines (text, or JSON objects with log.format: json) and one
+ * JSON access-log line per request, each to stderr or a file; rr_log_reopen() (SIGUSR1) reopens files in place for log rotation.
  * Each line is a single write(2) on an O_APPEND descriptor, so worker threads never
  * interleave within a line. */
 #include "rerank.h"
@@ -12,11 +12,13 @@
 #include <unistd.h>
 
 static int min_level = RR_LOG_INFO;
+static int json_format; /* log.format: json -> error-log lines are JSON objects too */
 static const char *const names[] = { "debug", "info", "warn", "error" };
 static int error_fd = 2, access_fd = 2; /* -1 = off */
 static char error_path[1024], access_path[1024];
 
 void rr_log_set_level(int level) { min_level = level; }
+void rr_log_set_json(int on) { json_format = on; }
 
 /* path: "stderr", "off", or a file. Opens onto the same descriptor number when reopening,
  * so threads writing concurrently never see a closed fd. */
@@ -78,14 +80,41 @@ static size_t timestamp(char *buf, size_t cap)
     return n > 0 ? (size_t)n : 0;
 }
 
+/* {"ts":"…","level":"…","msg":"…"}: the message JSON-escaped (control characters as \u00XX;
+ * other bytes as they are), cut at a character boundary of the escape if it is too long. */
+static size_t json_line(char *out, size_t cap, int level, const char *msg)
+{
+    size_t n = (size_t)snprintf(out, cap, "{\"ts\":\"");
+    n += timestamp(out + n, cap - n);
+    n += (size_t)snprintf(out + n, cap - n, "\",\"level\":\"%s\",\"msg\":\"", names[level]);
+    for (const unsigned char *p = (const unsigned char *)msg; *p && n + 8 < cap; p++) {
+        if (*p == '"' || *p == '\\') { out[n++] = '\\'; out[n++] = (char)*p; }
+        else if (*p == '\n') { out[n++] = '\\'; out[n++] = 'n'; }
+        else if (*p == '\t') { out[n++] = '\\'; out[n++] = 't'; }
+        else if (*p < 0x20 || *p == 0x7f) n += (size_t)snprintf(out + n, cap - n, "\\u%04x", *p);
+        else out[n++] = (char)*p;
+    }
+    out[n++] = '"';
+    out[n++] = '}';
+    out[n++] = '\n';
+    return n;
+}
+
 void rr_log(int level, const char *fmt, ...)
 {
     if (level < min_level) return;
     char line[8192];
-    size_t n = timestamp(line, sizeof line);
-    n += (size_t)snprintf(line + n, sizeof line - n, " [%s] ", names[level]);
     va_list ap;
     va_start(ap, fmt);
+    if (json_format) {
+        char msg[6144];
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        write_line(error_fd, line, json_line(line, sizeof line, level, msg));
+        return;
+    }
+    size_t n = timestamp(line, sizeof line);
+    n += (size_t)snprintf(line + n, sizeof line - n, " [%s] ", names[level]);
     int m = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
     va_end(ap);
     n = m < 0 ? n : (n + (size_t)m < sizeof line - 1 ? n + (size_t)m : sizeof line - 2);

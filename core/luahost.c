@@ -12,6 +12,7 @@
 #include <lualib.h>
 
 static char reqs_key; /* registry: weak table coroutine -> rr_req* */
+static char reply_key; /* ctx.reply_early: yield(it, status, headers, body, log_fields) answers now */
 
 static int traceback(lua_State *L)
 {
@@ -79,6 +80,8 @@ static void lua_free_state(lua_State *L)
     lua_close(m->owner);
     free(m);
 }
+
+void rr_lua_free(lua_State *L) { lua_free_state(L); }
 
 lua_State *rr_lua_new(const char *root, char *err, size_t errlen)
 {
@@ -200,7 +203,9 @@ int rr_lua_check_config(const rr_options *opt, rr_options *out, char *err, size_
             out->log_level = RR_LOG_INFO;
             for (int i = 0; i < 4; i++)
                 if (lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), levels[i]) == 0) out->log_level = i;
-            lua_pop(L, 3);
+            lua_getfield(L, -4, "format");
+            out->log_json = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "json") == 0;
+            lua_pop(L, 4);
         }
         lua_pop(L, 1);
     }
@@ -322,6 +327,8 @@ static void push_ctx(lua_State *co, rr_req *r, const char *id)
     lua_setfield(co, -2, "workers");
     lua_pushnumber(co, (lua_Number)r->t0_us);
     lua_setfield(co, -2, "t0_us");
+    lua_pushlightuserdata(co, &reply_key);
+    lua_setfield(co, -2, "reply_early");
     lua_createtable(co, 0, m->nhdr);
     for (int i = 0; i < m->nhdr; i++) { /* a repeated name: the last one wins */
         const rr_hfield *h = &m->hdr[i];
@@ -361,11 +368,37 @@ void rr_lua_start_request(rr_req *r)
     rr_lua_resume(r, 1);
 }
 
+/* Answers with the handler's values at co[base..base+3]: status, headers, body, log fields. */
+static void reply_from(rr_req *r, lua_State *co, int base)
+{
+    int status = (int)lua_tointeger(co, base);
+    size_t len = 0;
+    const char *body = lua_tolstring(co, base + 2, &len);
+    if (status < 100 || status > 599 || !body) {
+        rr_log(RR_LOG_ERROR, "request handler returned an invalid response (status %d)", status);
+        rr_req_reply_error(r, 500, "internal_error", "internal error: invalid handler response");
+        return;
+    }
+    size_t fl;
+    const char *fields = lua_type(co, base + 3) == LUA_TSTRING ? lua_tolstring(co, base + 3, &fl) : NULL;
+    if (fields && !r->log_fields && (r->log_fields = malloc(fl + 1)) != NULL) memcpy(r->log_fields, fields, fl + 1);
+    rr_req_reply(r, status, co, base + 1, body, len);
+}
+
 void rr_lua_resume(rr_req *r, int nargs)
 {
     lua_State *co = r->co;
     int rc = lua_resume(co, nargs);
     if (rc == LUA_YIELD) {
+        if (!r->pending && lua_gettop(co) == 5 && lua_touserdata(co, 1) == &reply_key) {
+            /* answer now, keep running (work after the answer, e.g. shadow traffic) */
+            reply_from(r, co, 2);
+            lua_settop(co, 0);
+            r->resume_nargs = 0;
+            rr_req_schedule_after(r, 0);
+            rr_req_parked(r);
+            return;
+        }
         if (!r->pending) { /* a bare yield: run again next loop turn */
             r->resume_nargs = 0;
             rr_req_schedule_after(r, 0);
@@ -374,18 +407,7 @@ void rr_lua_resume(rr_req *r, int nargs)
         return;
     }
     if (rc == 0) {
-        int status = (int)lua_tointeger(co, 1);
-        size_t len = 0;
-        const char *body = lua_tolstring(co, 3, &len);
-        if (status < 100 || status > 599 || !body) {
-            rr_log(RR_LOG_ERROR, "request handler returned an invalid response (status %d)", status);
-            rr_req_reply_error(r, 500, "internal_error", "internal error: invalid handler response");
-        } else {
-            size_t fl;
-            const char *fields = lua_type(co, 4) == LUA_TSTRING ? lua_tolstring(co, 4, &fl) : NULL;
-            if (fields && (r->log_fields = malloc(fl + 1)) != NULL) memcpy(r->log_fields, fields, fl + 1);
-            rr_req_reply(r, status, co, 2, body, len);
-        }
+        if (r->conn) reply_from(r, co, 1); /* else answered early (reply_early) or the client left */
     } else {
         const char *msg = lua_tostring(co, -1);
         lua_State *L = r->host->L;
@@ -393,8 +415,9 @@ void rr_lua_resume(rr_req *r, int nargs)
         luaL_traceback(L, co, msg ? msg : "(non-string error)", 0);
         rr_log(RR_LOG_ERROR, "request %s: Lua error: %s", r->id, lua_tostring(L, -1));
         lua_pop(L, 1);
-        char m[600];
-        snprintf(m, sizeof m, "internal error in a Lua script: %s", msg ? msg : "(non-string error)");
+        /* the client gets no script paths or messages: they are in the error log */
+        char m[256];
+        snprintf(m, sizeof m, "internal error in a Lua script (request %s; traceback in the error log)", r->id);
         rr_req_reply_error(r, 500, "internal_error", m);
     }
     rr_req_finish(r);

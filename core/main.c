@@ -19,12 +19,16 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: rerankd [-c FILE] [-t] [-p PORT] [-w N] [--version] [--help]\n"
+            "       rerankd check-provider FILE [FIXTURES_DIR]\n"
+            "       rerankd eval -c FILE --data FILE [options]\n"
             "  -c, --config FILE   configuration file (default ./config.yaml)\n"
             "  -t, --test          validate the configuration and exit (0 ok, 1 invalid)\n"
-            "  -p, --port PORT     listen port (overrides server.listen)\n"
+            "  -p, --port PORT     listen port (overrides server.listen; 0 = any free port)\n"
             "  -w, --workers N     worker threads (overrides server.workers; default = cores)\n"
             "  -v, --version       print the version and exit\n"
             "  -h, --help          this help\n"
+            "  check-provider      run a provider's build/parse against fixture files (README: Writing a provider)\n"
+            "  eval                rank a judged data set with each model and compare them (rerankd eval --help)\n"
             "env: RERANKD_HOME = directory holding lua/ and providers/ (default: next to the binary)\n");
 }
 
@@ -119,6 +123,16 @@ static void tune_malloc(void)
 
 int main(int argc, char **argv)
 {
+    /* subcommands in Lua (core/cli.c): lua/rerank/eval/cli.lua, lua/rerank/check_provider.lua */
+    const char *tool = argc > 1 && strcmp(argv[1], "eval") == 0             ? "rerank.eval.cli"
+                       : argc > 1 && strcmp(argv[1], "check-provider") == 0 ? "rerank.check_provider"
+                                                                             : NULL;
+    if (tool) {
+        char rootbuf[PATH_MAX];
+        const char *root = find_root(rootbuf, sizeof rootbuf);
+        setenv("RERANKD_HOME", root, 1);
+        return rr_cli_run(root, tool, argc - 2, argv + 2);
+    }
     tune_malloc();
     rr_options opt = { 0 };
     opt.config_path = "config.yaml";
@@ -178,6 +192,7 @@ int main(int argc, char **argv)
         return 1;
     }
     rr_log_set_level(cfg.log_level);
+    rr_log_set_json(cfg.log_json);
     if (opt.port_override) cfg.port = opt.port;
     if (opt.workers_override) cfg.workers = opt.workers;
     if (cfg.workers <= 0) cfg.workers = (int)sysconf(_SC_NPROCESSORS_ONLN);

@@ -100,9 +100,13 @@ void rr_lbm25_register(lua_State *L);
 /* ---- lfetch.c ---- adds core.http_request / http_request_all (blocking; module build only) */
 void rr_lfetch_register(lua_State *L);
 
+/* ---- cli.c ---- rerankd subcommands: require(module).main({args...}) -> exit status */
+int rr_cli_run(const char *root, const char *module, int argc, char **argv);
+
 /* ---- log.c ---- */
 enum { RR_LOG_DEBUG, RR_LOG_INFO, RR_LOG_WARN, RR_LOG_ERROR };
 void rr_log_set_level(int level);
+void rr_log_set_json(int on); /* log.format: json */
 void rr_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* error_file/access_file: "stderr", "off" (access only) or a path; -1 if a file can't open */
 int rr_log_open(const char *error_file, const char *access_file);

@@ -215,11 +215,16 @@ static void json_escape_into(char *dst, size_t cap, const char *s)
     dst[j] = 0;
 }
 
+/* rerankd's error object plus the field each client shape reads (Cohere "message",
+ * Jina/Voyage "detail"): these errors come before or outside the Lua shapes. */
 void rr_req_reply_error(rr_req *r, int status, const char *type, const char *msg)
 {
-    char esc[1024], body[1200];
+    char esc[1024], body[3300];
     json_escape_into(esc, sizeof esc, msg);
-    int n = snprintf(body, sizeof body, "{\"error\":{\"type\":\"%s\",\"message\":\"%s\",\"param\":null}}", type, esc);
+    int n = snprintf(body, sizeof body,
+                     "{\"message\":\"%s\",\"detail\":\"%s\",\"error\":{\"type\":\"%s\",\"message\":\"%s\",\"param\":null}}",
+                     esc, esc, type, esc);
+    if (n < 0 || n >= (int)sizeof body) n = (int)strlen(body);
     rr_req_reply(r, status, NULL, 0, body, (size_t)n);
 }
 
@@ -258,6 +263,11 @@ static void on_deadline(evutil_socket_t fd, short ev, void *arg)
     (void)fd; (void)ev;
     rr_req *r = arg;
     char msg[128];
+    if (!r->conn && !r->aborted) { /* answered early (ctx.reply_early): only its after-work is cut */
+        rr_log(RR_LOG_INFO, "request %s: work after the answer cut at the deadline", r->id[0] ? r->id : "-");
+        rr_req_finish(r);
+        return;
+    }
     snprintf(msg, sizeof msg, "request exceeded its deadline of %.3gs", r->w->opt->timeout);
     r->w->deadline_timeouts++;
     rr_log(RR_LOG_WARN, "request %s: %s", r->id[0] ? r->id : "-", msg);

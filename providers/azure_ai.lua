@@ -4,6 +4,7 @@ local U = require "rerank.provider_util"
 
 local P = {
   name = "azure_ai",
+  score_kind = "probability", -- lua/rerank/score.lua
   env_key = "AZURE_AI_API_KEY",
   defaults = { path = "/v1/rerank" },
   limits = { max_documents = 1000 },

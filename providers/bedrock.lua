@@ -10,6 +10,7 @@ local U = require "rerank.provider_util"
 
 local P = {
   name = "bedrock",
+  score_kind = "probability", -- lua/rerank/score.lua
   env_key = "AWS_BEARER_TOKEN_BEDROCK",
   defaults = { base_url = "https://bedrock-agent-runtime.{region}.amazonaws.com", path = "/rerank",
                model = "amazon.rerank-v1:0" },

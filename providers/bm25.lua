@@ -132,6 +132,7 @@ end
 
 return {
   name = "bm25",
+  score_kind = "bm25", -- lua/rerank/score.lua
   options = {
     k1 = { type = "number", min = 0.001, max = 100 },
     b = { type = "number", min = 0, max = 1 },
@@ -141,6 +142,7 @@ return {
     feedback = { type = "table", check = check_feedback },
   },
   handles = { max_tokens_per_document = true, rank_fields = true },
+  images = "text", -- image documents are scored on their text alone (an image-only one scores 0)
   score = function(model, req)
     local opts = model.options or EMPTY
     -- truncate "none" scores the whole text (README: max_tokens_per_document applies to start/end)

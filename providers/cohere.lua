@@ -7,6 +7,7 @@ local U = require "rerank.provider_util"
 
 local P = {
   name = "cohere",
+  score_kind = "probability", -- lua/rerank/score.lua
   env_key = "COHERE_API_KEY",
   defaults = { base_url = "https://api.cohere.com", path = "/v2/rerank", model = "rerank-v3.5" },
   limits = { max_documents = 1000 },
@@ -15,7 +16,7 @@ local P = {
     rank_fields = "table",             -- object fields to rank on (v1 sends them, v2 flattens)
     max_chunks_per_doc = "integer",    -- v1 only
     max_tokens_per_document = "integer", -- v2 default for max_tokens_per_doc
-    priority = "integer",              -- v2: lower runs first
+    priority = { type = "integer", min = 0, max = 999 }, -- v2: 0..999, lower runs first (the request's wins)
   },
   parse = U.parser,
 }

@@ -6,6 +6,7 @@ local U = require "rerank.provider_util"
 
 local P = {
   name = "cohere_compatible",
+  score_kind = "probability", -- lua/rerank/score.lua
   env_key = "RERANK_API_KEY",
   defaults = {},
   probe_paths = { "/v1/rerank", "/rerank", "/v2/rerank" },

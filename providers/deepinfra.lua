@@ -5,6 +5,8 @@ local U = require "rerank.provider_util"
 
 local P = {
   name = "deepinfra",
+  score_kind = "probability", -- lua/rerank/score.lua
+  instruction = "field",
   env_key = "DEEPINFRA_API_KEY",
   defaults = { base_url = "https://api.deepinfra.com", path = "/v1/inference/{model}", model = "Qwen/Qwen3-Reranker-4B" },
   options = { rank_fields = "table" },

@@ -6,6 +6,8 @@ local U = require "rerank.provider_util"
 
 local P = {
   name = "fireworks",
+  score_kind = "probability", -- lua/rerank/score.lua
+  instruction = "field",
   env_key = "FIREWORKS_API_KEY",
   defaults = { base_url = "https://api.fireworks.ai", path = "/inference/v1/rerank",
                model = "accounts/fireworks/models/qwen3-reranker-8b" },

@@ -12,6 +12,11 @@ local P = {
   parse = U.parser,
 }
 
+-- raw_scores: true answers the model's raw logits (lua/rerank/score.lua)
+function P.score_kind(model)
+  return U.opt(model, "raw_scores") == true and "logit" or "probability"
+end
+
 P.build = U.rerank_build(P, {
   model = "model", query = "query", documents = "texts", top_n = "top_n",
   return_documents = "return_documents", raw_scores = U.option("raw_scores"),

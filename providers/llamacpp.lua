@@ -6,6 +6,7 @@ local U = require "rerank.provider_util"
 
 local P = {
   name = "llamacpp",
+  score_kind = "logit", -- lua/rerank/score.lua
   env_key = "LLAMA_API_KEY",
   defaults = { base_url = "http://127.0.0.1:8080", path = "/v1/rerank" },
   options = { rank_fields = "table" },

@@ -5,6 +5,7 @@ local U = require "rerank.provider_util"
 
 local P = {
   name = "mixedbread",
+  score_kind = "probability", -- lua/rerank/score.lua
   env_key = "MXBAI_API_KEY",
   defaults = { base_url = "https://api.mixedbread.com", path = "/v1/reranking",
                model = "mixedbread-ai/mxbai-rerank-large-v2" },

@@ -8,6 +8,7 @@ local U = require "rerank.provider_util"
 
 local P = {
   name = "nvidia_nim",
+  score_kind = "logit", -- lua/rerank/score.lua
   env_key = "NVIDIA_API_KEY",
   defaults = { base_url = "https://ai.api.nvidia.com", path = "/v1/ranking", model = "nvidia/llama-3.2-nv-rerankqa-1b-v2" },
   options = { rank_fields = "table", truncate = U.TRUNCATE_OPTION },

@@ -20,6 +20,7 @@ local llm = require "rerank.llm"
 
 local P = {
   name = "openai_listwise",
+  score_kind = "rank", -- lua/rerank/score.lua
   env_key = "OPENAI_API_KEY",
   templates = true,   -- config.lua resolves `template` in paths.templates
   concurrency = 1,    -- one call per round: windows are sequential

@@ -23,6 +23,7 @@ local llm = require "rerank.llm"
 
 local P = {
   name = "openai_llm",
+  score_kind = "probability", -- lua/rerank/score.lua
   env_key = "OPENAI_API_KEY",
   templates = true,   -- config.lua resolves `template` in paths.templates
   concurrency = 8,

@@ -6,6 +6,7 @@ local U = require "rerank.provider_util"
 
 local P = {
   name = "pinecone",
+  score_kind = "probability", -- lua/rerank/score.lua
   env_key = "PINECONE_API_KEY",
   defaults = { base_url = "https://api.pinecone.io", path = "/rerank", model = "bge-reranker-v2-m3" },
   options = { api_version = "string", rank_fields = "table", truncate = U.TRUNCATE_OPTION },

@@ -2,6 +2,8 @@
 -- runs with --api-key). documents -> texts, return_documents -> return_text, truncate:
 -- "none" -> truncate:false, "start" -> truncate:true + "Left", "end" -> true + "Right".
 -- No model or top_n. Answer: a bare array [{index, score}], tokens in x-compute-tokens.
+-- raw_scores: the request's (a TEI client's), else the model's option (default false); TEI
+-- answers sigmoid(logit) with false (kind probability) and the logit with true (kind logit).
 local U = require "rerank.provider_util"
 
 local P = {
@@ -13,6 +15,16 @@ local P = {
   parse = U.parser,
 }
 
+local function raw_scores(model, req)
+  local r = U.param(model, req, "raw_scores")
+  if r == nil then r = false end
+  return r
+end
+
+function P.score_kind(model, req)
+  return raw_scores(model, req or {}) and "logit" or "probability"
+end
+
 local DIRECTION = { start = "Left", ["end"] = "Right" }
 
 function P.build(model, req)
@@ -22,7 +34,7 @@ function P.build(model, req)
   return U.post(model, P, req, {
     query = req.query,
     texts = U.texts(req, U.param(model, req, "rank_fields")),
-    raw_scores = U.opt(model, "raw_scores", false),
+    raw_scores = raw_scores(model, req),
     return_text = req.return_documents == true,
     truncate = truncate,
     truncation_direction = DIRECTION[t],

@@ -5,6 +5,7 @@ local U = require "rerank.provider_util"
 
 local P = {
   name = "together",
+  score_kind = "probability", -- lua/rerank/score.lua
   env_key = "TOGETHER_API_KEY",
   defaults = { base_url = "https://api.together.xyz", path = "/v1/rerank", model = "Salesforce/Llama-Rank-V1" },
   options = { rank_fields = "table" },

@@ -2,7 +2,7 @@
 --
 --   api.parse(shape, body, opts) -> req | nil, err
 --       body: the request body (a JSON string), or an already-decoded table (library callers).
---       opts: { max_documents = 10000 }
+--       opts: { max_documents = 10000, max_image_bytes = 5 MiB }
 --       err:  { status = 400|413|415|422, type = "invalid_request_error", message =, param = }
 --   api.render(shape, result, req) -> JSON string in the shape the client spoke
 --   api.render_error(shape, err) -> JSON error body in that shape
@@ -12,13 +12,15 @@
 -- The internal request every shape normalises to (others rely on it):
 --   req = { model = string|nil (nil: the default model), query = string,
 --           documents = { { index = 0-based, text = string, id = string|number|nil,
---                           title = string|nil, metadata = table|nil,
+--                           title = string|nil, metadata = table|nil, image = URL|nil,
 --                           raw = the client's document value as decoded (string or table) }, ... },
 --           top_n = integer|nil, return_documents = bool, truncate = "none"|"start"|"end"|nil,
 --           max_tokens_per_document = integer|nil, metadata = table|nil, user = string|nil,
 --           extra_body = table|nil, instruction = string|nil, shape = "rerankd",
 --           pipeline = name|stages|nil, lists = prepared lists (rerank.fuse)|nil,
---           return_score = "relevance"|"all"|nil }   (pipelines: lua/rerank/pipeline.lua)
+--           return_score = "relevance"|"all"|nil,   (pipelines: lua/rerank/pipeline.lua)
+--           min_score = number|nil, priority = 0..999|nil, max_tokens_per_query = integer|nil,
+--           raw_scores = bool|nil (TEI: the answer in logits) }   (every shape: shapes/init.lua)
 -- Document text is the decoder's string itself (no copies).
 --
 -- Validation rules (stable messages; tests assert them): JSON null counts as absent for
@@ -124,10 +126,30 @@ local function doc_span(spans, i)
 end
 api.doc_span = doc_span
 
+-- An image document's `image` (optional `text` beside it): an http(s) URL or a base64 data:
+-- URL of at most max_bytes (opts.max_image_bytes, config documents.max_image_bytes).
+-- -> the string | nil, err. Providers send it in their own shape (provider_util U.media);
+-- the router refuses it for models whose provider does not declare `images`.
+api.DEFAULT_MAX_IMAGE_BYTES = 5 * 1024 * 1024
+local function check_image(v, p, max_bytes)
+  p = p .. ".image"
+  if type(v) ~= "string" then return fail(400, p .. " must be a string", p) end
+  max_bytes = max_bytes or api.DEFAULT_MAX_IMAGE_BYTES
+  if #v > max_bytes then
+    return fail(413, ("%s is %d bytes; the maximum is %d (documents.max_image_bytes)"):format(p, #v, max_bytes), p)
+  end
+  if not (find(v, "^[hH][tT][tT][pP][sS]?://[^%s]+$") or find(v, "^data:image/[%w%.%+%-]+;base64,[%w%+/=]+$")) then
+    return fail(422, p .. " must be an http(s) URL or a data:image/...;base64, URL", p)
+  end
+  return v
+end
+api.check_image = check_image
+
 -- documents: strings or {text, id?, title?, metadata?} objects -> internal documents.
 -- With src/spans (doc_spans), a document whose text is a JSON string of the body records
 -- its bytes: d.src, d.js, d.je (json.encode and responses splice them).
-local function check_documents(v, param, max_docs, src, spans)
+-- An object with `image` needs no text: the document's text is then "" (d.image set).
+local function check_documents(v, param, max_docs, src, spans, max_image)
   if not present(v) then return fail(400, param .. " is required", param) end
   if not is_array(v) then return fail(400, param .. " must be an array", param) end
   local n = #v
@@ -144,6 +166,14 @@ local function check_documents(v, param, max_docs, src, spans)
     elseif td == "table" and kind(d) == "object" then
       local p = param .. "[" .. (i - 1) .. "]"
       local text, id, title, md = d.text, d.id, d.title, d.metadata
+      local image, err = d.image
+      if present(image) then
+        image, err = check_image(image, p, max_image)
+        if err then return nil, err end
+        if not present(text) then text = "" end
+      else
+        image = nil
+      end
       if not present(text) then return fail(400, p .. ".text is required", p .. ".text") end
       if type(text) ~= "string" then return fail(400, p .. ".text must be a string", p .. ".text") end
       if id == null then
@@ -151,7 +181,6 @@ local function check_documents(v, param, max_docs, src, spans)
       elseif id ~= nil and type(id) ~= "string" and type(id) ~= "number" then
         return fail(400, p .. ".id must be a string or a number", p .. ".id")
       end
-      local err
       if title ~= nil then
         title, err = check_string(title, p .. ".title")
         if err then return nil, err end
@@ -162,7 +191,7 @@ local function check_documents(v, param, max_docs, src, spans)
       end
       local js, je = doc_span(spans, i) -- the span of the "text" member
       docs[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d,
-                  src = js and src, js = js, je = je }
+                  src = js and src, js = js, je = je, image = image }
     else
       local p = param .. "[" .. (i - 1) .. "]"
       return fail(400, p .. " must be a string or an object with a text field", p)
@@ -199,8 +228,9 @@ local function parse_rerankd(b, opts)
     err = require("rerank.pipeline").parse_fields(b, req, opts)
     if err then return nil, err end
   else
+    local src, spans = doc_spans(opts, "documents")
     v, err = check_documents(b.documents, "documents", opts.max_documents or api.DEFAULT_MAX_DOCUMENTS,
-                             doc_spans(opts, "documents"))
+                             src, spans, opts.max_image_bytes)
     if err then return nil, err end
     req.documents = v
   end
@@ -231,9 +261,6 @@ local function parse_rerankd(b, opts)
   v, err = check_object(b.extra_body, "extra_body")
   if err then return nil, err end
   req.extra_body = v
-  v, err = check_string(b.instruction, "instruction") -- LLM rerankers: overrides the model's
-  if err then return nil, err end
-  req.instruction = v
   return req
 end
 
@@ -257,6 +284,18 @@ local function value_json(v)
   return jencode(v)
 end
 
+-- return_score "all": the model's raw score, the calibrated one (null without a calibration)
+-- and the score's kind, after the relevance_score every answer carries
+function api.score_members(r)
+  local s = ',"_relevance_score":' .. number(r.relevance_score)
+  if r.raw_score ~= nil then
+    s = s .. ',"raw_score":' .. number(r.raw_score) .. ',"calibrated_score":'
+        .. (r.calibrated_score ~= nil and number(r.calibrated_score) or 'null')
+  end
+  if r.score_kind then s = s .. ',"score_kind":' .. jstring(r.score_kind) end
+  return s
+end
+
 -- {"id":..,"object":"list","model":..,"results":[{"index":..,"relevance_score":..,
 -- "document":..?}],"usage":{"prompt_tokens":..,"total_tokens":..},"degraded":true?}
 -- relevance_score goes through json.number (exact, shortest; a non-finite score, which the
@@ -273,7 +312,7 @@ local function render_rerankd(result, req)
     local r = results[i]
     local idx = r.index
     -- pipeline results carry their extra members (id, stage scores) as a JSON fragment
-    local extra = r.extra or (all and (',"_relevance_score":' .. number(r.relevance_score))) or ""
+    local extra = r.extra or (all and api.score_members(r)) or ""
     if with_docs then
       buf[i + 1] = (i > 1 and ',{"index":' or '{"index":') .. number(idx) .. ',"relevance_score":'
           .. number(r.relevance_score) .. extra .. ',"document":' .. document_json(req, idx) .. '}'

@@ -6,14 +6,13 @@
 --   auth.check(a, ctx, path)    -> key name (true on open paths or without keys)
 --                                  | nil, reason ("missing" | "malformed" | "invalid")
 --       the key name is the entry's `name` (or "key-<n>", n 1-based in the list), safe to log
---   auth.reply(reason)          -> status, headers, body of the 401
+--   auth.reply(reason)          -> status, headers, err { type, message } of the 401 (server.lua shapes the body)
 --   auth.equal(given, key, len) -> bool; compares len bytes whatever the inputs (constant time)
 --
 -- The comparison touches every byte of a fixed length (the longest configured key, at least
 -- 64) for every configured key, with no early exit, so its time does not depend on how much
 -- of a key a client guessed. Keys never appear in errors, logs or metrics: only names do.
 local bit = require "bit"
-local json = require "rerank.json"
 local metrics = require "rerank.metrics"
 
 local bor, bxor, byte, rep = bit.bor, bit.bxor, string.byte, string.rep
@@ -98,9 +97,10 @@ local MESSAGES = {
   invalid = "invalid API key",
 }
 
+-- status, headers, err ({ type, message }): the caller renders the body in the client's shape
 function M.reply(reason)
   return 401, { ["content-type"] = "application/json", ["www-authenticate"] = 'Bearer realm="rerankd"' },
-      json.error_body(401, "authentication_error", MESSAGES[reason] or MESSAGES.invalid)
+      { type = "authentication_error", message = MESSAGES[reason] or MESSAGES.invalid }
 end
 
 return M

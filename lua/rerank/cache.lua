@@ -27,6 +27,7 @@ local ffi = require "ffi"
 local bit = require "bit"
 local core = require "rerank.core"
 local metrics = require "rerank.metrics"
+local redis_state = require "rerank.redis_state"
 local docs = require "rerank.docs"
 
 local type, pairs, ipairs, tostring, tonumber, concat = type, pairs, ipairs, tostring, tonumber, table.concat
@@ -195,19 +196,16 @@ function LRU:bytes() return self.used end
 local RedisStore = {}
 RedisStore.__index = RedisStore
 
-function M.redis_store(redis, opts, prefix, log, clock)
+-- fallback: the in-process store used while Redis fails (lua/rerank/redis_state.lua)
+function M.redis_store(redis, opts, prefix, log, clock, fallback)
   return setmetatable({ redis = redis, opts = opts or {}, prefix = (prefix or "rerankd:") .. "c:",
-                        log = log or function() end,
+                        log = log or function() end, fallback = fallback,
                         clock = clock or function() return core.now_us() / 1e6 end }, RedisStore)
 end
 
 function RedisStore:failed(err)
   metrics.inc("rerankd_redis_errors_total", { use = "cache" })
-  local now = self.clock()
-  if not self.logged or now - self.logged > 10 then
-    self.logged = now
-    self.log("warn", "score cache: redis failed (" .. tostring(err) .. "); treating as a miss")
-  end
+  redis_state.note("cache", false, err, self.log)
 end
 
 function RedisStore:get_many(keys)
@@ -216,8 +214,10 @@ function RedisStore:get_many(keys)
   local res, err = self.redis.call(self.opts, "MGET", unpack(args))
   if type(res) ~= "table" then
     self:failed(err or "unexpected reply")
+    if self.fallback then return self.fallback:get_many(keys) end
     return {}, 0
   end
+  redis_state.note("cache", true, nil, self.log)
   local out, hits = {}, 0
   for i = 1, #keys do
     local v = type(res[i]) == "string" and tonumber(res[i]) or nil
@@ -243,9 +243,13 @@ function RedisStore:set_many(keys, vals, ttl)
   end
   if #cmds == 0 then return end
   local res, err = self.redis.pipeline(self.opts, cmds)
-  if type(res) ~= "table" then return self:failed(err or "unexpected reply") end
-  for _, r in ipairs(res) do
-    if type(r) == "table" and r.err then return self:failed(r.err) end
+  local bad = type(res) ~= "table" and (err or "unexpected reply")
+  for _, r in ipairs(type(res) == "table" and res or {}) do
+    if type(r) == "table" and r.err then bad = r.err end
+  end
+  if bad then
+    self:failed(bad)
+    if self.fallback then self.fallback:set_many(keys, vals, ttl) end
   end
 end
 
@@ -277,7 +281,8 @@ function M.new(cfg, opts)
     end
     if redis then
       local r = cfg.redis or {}
-      self.store = M.redis_store(redis, opts.redis_opts or r, opts.prefix or r.prefix, log, opts.clock)
+      self.store = M.redis_store(redis, opts.redis_opts or r, opts.prefix or r.prefix, log, opts.clock,
+        M.lru(cc.size or M.DEFAULT_SIZE, opts.clock))
       self.backend = "redis"
     else
       log("warn", "score cache: redis is not available in this process; using an in-process cache")
@@ -312,7 +317,7 @@ local REQ_SKIP = {
   documents = true, query = true, top_n = true, return_documents = true, id = true, metadata = true,
   user = true, shape = true, model = true, cache_bypass = true, cache_status = true, return_score = true,
   return_text = true, raw = true, timeout = true, fallbacks = true, pipeline = true, lists = true,
-  health_check = true,
+  health_check = true, min_score = true, score_as = true, priority = true,
 }
 local MODEL_KEYS = { "name", "provider", "model", "base_url", "path", "template", "instruction" }
 local DOC_SKIP = { id = true, metadata = true }
@@ -445,7 +450,8 @@ function M.score(inst, model, req)
   local s2, usage, degraded, out = direct(inst, model, sub)
   if not s2 then return nil, usage end
   local o = type(out) == "table" and out or {}
-  if not degraded and not o.degraded and o.score_kind ~= "rank" and not repaired(o.repairs) then
+  -- o.served_by: a hedge target answered (lua/rerank/hedge.lua): not the primary's scores
+  if not degraded and not o.degraded and o.score_kind ~= "rank" and not repaired(o.repairs) and not o.served_by then
     local store = {}
     for j = 1, #mkeys do
       if finite(s2[j]) then store[j] = s2[j] end

@@ -33,7 +33,8 @@
 --   cfg.fusion = { { name, file } } (operator fusion methods), cfg.fusion_index[name] = file
 --   cfg.routing = { retries?, backoff?, max_backoff?, jitter?, max_retry_after?,
 --                   breaker = { failures?, cooldown? }? }      (router.lua has the defaults)
---   cfg.documents = { text_field?, chars_per_token? (number | "whitespace"), chunk_tokens? }
+--   cfg.documents = { text_field?, chars_per_token? (number | "whitespace"), chunk_tokens?,
+--                     max_image_bytes? (an image document's image string, api.check_image) }
 --   cfg.direct_models = false | true | { [provider] = { base_url, timeout, price, ... } }
 --   cfg.aliases = { [alias] = { { model = model name, weight = n }, ... } } from the models'
 --   `aliases` (several models with one alias: a group); models also take weight, breaker =
@@ -309,7 +310,7 @@ local function check_pipelines(v, ctx)
     local path = idx_path("pipelines", i)
     local p = v[i]
     if not is_mapping(p) or next(p) == nil then fail_type(path, "a mapping (a pipeline entry)", p) end
-    check_keys(p, path, { name = true, stages = true }, ctx)
+    check_keys(p, path, { name = true, stages = true, shadow = true }, ctx)
     if is_null(p.name) then fail(path, 'missing required key "name"') end
     local name = check({ type = "string", nonempty = true }, p.name, key_path(path, "name"), ctx)
     if ctx.model_index[name] then
@@ -327,6 +328,7 @@ local function check_pipelines(v, ctx)
     local bad, why = require("rerank.pipeline").check_order(stages)
     if bad then fail(key_path(idx_path(spath, bad), "fuse"), why) end
     local entry = { name = name, stages = stages }
+    if not is_null(p.shadow) then entry.shadow = models.check_shadow(nil, p.shadow, key_path(path, "shadow"), ctx) end
     list[i], index[name], where[name] = entry, entry, path
   end
   return list, index
@@ -348,6 +350,7 @@ local DOCUMENTS = { type = "record", fields = {
   { "text_field", { type = "string", nonempty = true } },
   { "chars_per_token", { check = M.check_chars_per_token } },
   { "chunk_tokens", { type = "integer", min = 1 } },
+  { "max_image_bytes", { type = "size", positive = true } },
 } }
 
 ---------------------------------------------------------------------------
@@ -381,11 +384,12 @@ local function check_fusion(v, ctx)
   return list, index
 end
 
--- log: { level, access, error }: "stderr", "off" (access only) or a file path (config-relative)
+-- log: { level, access, error, format }: "stderr", "off" (access only) or a file path (config-relative)
 local LOG = { type = "record", fields = {
   { "level", { type = "string", enum = { "debug", "info", "warn", "error" } } },
   { "access", { type = "string", nonempty = true, default = "stderr" } },
   { "error", { type = "string", nonempty = true, default = "stderr" } },
+  { "format", { type = "string", enum = { "text", "json" }, default = "text" } }, -- the error log's
 } }
 
 local function check_log(v, ctx, server)
@@ -439,6 +443,13 @@ local function build(root, ctx)
   ctx.fusion_index = cfg.fusion_index
   cfg.pipelines, cfg.pipeline_index = check_pipelines(root.pipelines, ctx)
   cfg.aliases = ctx.aliases
+  models.check_shadow_names(cfg, function(n, path)
+    local names = sorted_keys(cfg.model_index)
+    for _, x in ipairs(sorted_keys(cfg.pipeline_index)) do names[#names + 1] = x end
+    local s = M.did_you_mean(n, names)
+    fail(path, ('unknown model "%s" (%s)'):format(n,
+      s and ('did you mean "' .. s .. '"?') or ("configured: " .. table.concat(names, ", "))))
+  end)
   M.check_operations(root, cfg, ctx)
   if is_null(root.default_model) then
     cfg.default_model = cfg.models[1].name

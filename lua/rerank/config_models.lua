@@ -10,12 +10,14 @@ local paths = require "rerank.paths"
 local llm = require "rerank.llm"
 local usage = require "rerank.usage"
 local S = require "rerank.schema"
+local scoring = require "rerank.score"
 
 local is_null, fail, fail_type, describe = S.is_null, S.fail, S.fail_type, S.describe
 local key_path, idx_path, is_list, is_mapping = S.key_path, S.idx_path, S.is_list, S.is_mapping
 local sorted_keys, check_keys, copy, check = S.sorted_keys, S.check_keys, S.copy, S.check
 
 local M = {}
+local resolve_score -- below
 
 ---------------------------------------------------------------------------
 -- providers
@@ -70,6 +72,19 @@ local function load_provider(file, ppath, ctx)
     end
   end
   if p.defaults ~= nil and type(p.defaults) ~= "table" then bad("declares defaults that are not a table") end
+  -- the score layer (lua/rerank/score.lua) and instructions (lua/rerank/router.lua)
+  local k = p.score_kind
+  if k ~= nil and type(k) ~= "function" and not scoring.KIND_SET[k] then
+    bad(("declares score_kind %s (use one of: %s, or a function)"):format(describe(k), table.concat(scoring.KINDS, ", ")))
+  end
+  if p.calibrate ~= nil then
+    local _, cerr = scoring.check_spec(p.calibrate, type(k) == "string" and k or nil)
+    if cerr then bad("declares calibrate that is invalid: " .. cerr) end
+  end
+  local ins = p.instruction
+  if ins ~= nil and type(ins) ~= "function" and ins ~= "field" and ins ~= "query" and ins ~= "prompt" then
+    bad(("declares instruction %s (use \"field\", \"query\", \"prompt\" or a function)"):format(describe(ins)))
+  end
   ctx.providers[file] = { p = p, options = options }
   return p, options
 end
@@ -94,6 +109,63 @@ function M.check_chars_per_token(_, v, path)
   return v
 end
 
+-- hedge: { after = duration | "pNN" (this worker's NNth percentile of the model's answer
+-- times), to = a model name } (lua/rerank/hedge.lua); `to` is checked in check_models
+function M.check_hedge(_, v, path, ctx)
+  if not is_mapping(v) then fail_type(path, "a mapping { after, to }", v) end
+  check_keys(v, path, { after = true, to = true }, ctx)
+  local h = {}
+  if is_null(v.to) then fail(path, 'missing required key "to"') end
+  h.to = check({ type = "string", nonempty = true }, v.to, key_path(path, "to"), ctx)
+  local apath = key_path(path, "after")
+  if is_null(v.after) then fail(path, 'missing required key "after"') end
+  local q = type(v.after) == "string" and v.after:match("^p(%d%d?)$")
+  if q and tonumber(q) >= 1 then
+    h.quantile = tonumber(q) / 100
+  elseif type(v.after) == "string" and v.after:match("^p") then
+    fail(apath, ('"%s": a percentile is p1 ... p99'):format(v.after))
+  else
+    h.after = check({ type = "duration", positive = true }, v.after, apath, ctx)
+  end
+  return h
+end
+
+-- shadow: { model, sample (0..1, default 1), max_inflight (default 4), k (overlap@k, default
+-- 10), log (a JSON Lines file, config-relative) } (lua/rerank/shadow.lua); model is checked
+-- once pipelines are known (M.check_shadow_names)
+local SHADOW = { type = "record", fields = {
+  { "model", { type = "string", nonempty = true } },
+  { "sample", { type = "number", min = 0, max = 1 } },
+  { "max_inflight", { type = "integer", min = 1, max = 10000 } },
+  { "k", { type = "integer", min = 1, max = 100000 } },
+  { "log", { type = "string", nonempty = true } },
+} }
+function M.check_shadow(_, v, path, ctx)
+  local sh = check(SHADOW, v, path, ctx)
+  if not sh.model then fail(path, 'missing required key "model"') end
+  sh.sample = sh.sample or 1
+  sh.max_inflight = sh.max_inflight or 4
+  sh.k = sh.k or 10
+  if sh.log then sh.log = paths.abs(sh.log, ctx.dir) end
+  return sh
+end
+
+-- every shadow names a model, alias or pipeline other than its owner
+function M.check_shadow_names(cfg, fail_unknown)
+  for kind, list in pairs({ models = cfg.models, pipelines = cfg.pipelines }) do
+    for i, e in ipairs(list) do
+      local sh = e.shadow
+      if sh then
+        local mpath = key_path(key_path(idx_path(kind, i), "shadow"), "model")
+        if sh.model == e.name then fail(mpath, "a model cannot shadow itself") end
+        if not cfg.model_index[sh.model] and not cfg.pipeline_index[sh.model] and not cfg.aliases[sh.model] then
+          fail_unknown(sh.model, mpath)
+        end
+      end
+    end
+  end
+end
+
 local HEALTH = { type = "record", fields = {
   { "enabled", { type = "boolean" } },
   { "query", { type = "string", nonempty = true } },
@@ -108,6 +180,67 @@ function M.check_health(_, v, path, ctx)
   if h.enabled == false then return false end
   h.enabled = nil
   return h
+end
+
+---------------------------------------------------------------------------
+-- the score layer and instructions
+---------------------------------------------------------------------------
+-- score: { kind: probability|logit|bm25|rank|fused|unknown, calibrate: <spec> }; the
+-- calibration is checked against the kind once the provider's default kind is known
+function M.check_score(_, v, path, ctx)
+  if not is_mapping(v) then fail_type(path, "a mapping with kind and/or calibrate", v) end
+  check_keys(v, path, { kind = true, calibrate = true }, ctx)
+  local out = {}
+  if not is_null(v.kind) then
+    if not scoring.KIND_SET[v.kind] then
+      fail(key_path(path, "kind"), ("must be one of: %s (got %s)"):format(table.concat(scoring.KINDS, ", "), describe(v.kind)))
+    end
+    out.kind = v.kind
+  end
+  if not is_null(v.calibrate) then
+    local c = v.calibrate
+    if type(c) == "table" and not is_mapping(c) then fail_type(key_path(path, "calibrate"), "none, sigmoid or a mapping", c) end
+    local _, err = scoring.check_spec(c)
+    if err then fail(key_path(path, "calibrate"), err) end
+    out.calibrate = c
+  end
+  return out
+end
+
+-- The model's kind (config, else the provider's declaration) and calibration (config, where
+-- "none" switches a provider default off, else the provider's `calibrate`).
+resolve_score = function(m, p, v, path)
+  local cfg = m.score or {}
+  local kind = cfg.kind
+  if kind == nil then
+    local k = p.score_kind
+    if type(k) == "function" then
+      local ok, r = pcall(k, m, {})
+      k = ok and r or nil
+    end
+    if type(k) == "string" and scoring.KIND_SET[k] then kind = k end
+  end
+  local spec, from_config = p.calibrate, false
+  if cfg.calibrate ~= nil then spec, from_config = cfg.calibrate, true end
+  local cal, err = scoring.check_spec(spec, kind)
+  if err then
+    local at = from_config and key_path(key_path(path, "score"), "calibrate") or key_path(path, "provider")
+    if v.score ~= nil and not from_config then at = key_path(path, "score") end
+    fail(at, err)
+  end
+  m.score = (cfg.kind or cal) and { kind = cfg.kind, calibrate = cal } or nil
+end
+
+-- How provider p takes an instruction for model m: "field" | "query" | "prompt" | nil
+function M.instruction_mode(p, m)
+  local ins = type(p) == "table" and p.instruction
+  if type(ins) == "function" then
+    local ok, r = pcall(ins, m)
+    ins = ok and r or nil
+  end
+  if ins == "field" or ins == "query" or ins == "prompt" then return ins end
+  if type(p) == "table" and p.templates then return "prompt" end
+  return nil
 end
 
 ---------------------------------------------------------------------------
@@ -150,6 +283,8 @@ local MODEL_FIELDS = {
   { "concurrency", { type = "integer", min = 1 } },
   { "template", { type = "string", nonempty = true } },
   { "instruction", { type = "string" } },
+  -- the score layer: { kind = ..., calibrate = ... } (lua/rerank/score.lua)
+  { "score", { check = function(...) return M.check_score(...) end } },
   { "price", { type = "map", values = { type = "number", min = 0 } } },
   { "extra_body", { type = "mapping" } },
   -- routing (lua/rerank/router.lua) and documents (lua/rerank/docs.lua)
@@ -159,6 +294,10 @@ local MODEL_FIELDS = {
   { "chars_per_token", { check = function(...) return M.check_chars_per_token(...) end } },
   -- semantic health (lua/rerank/health.lua): false, or { query, relevant, irrelevant }
   { "health", { check = function(...) return M.check_health(...) end } },
+  -- hedged requests (lua/rerank/hedge.lua): { after = duration | "p95", to = model }
+  { "hedge", { check = function(...) return M.check_hedge(...) end } },
+  -- shadow traffic (lua/rerank/shadow.lua)
+  { "shadow", { check = function(...) return M.check_shadow(...) end } },
 }
 local MODEL_KEYS = {}
 for _, f in ipairs(MODEL_FIELDS) do MODEL_KEYS[f[1]] = true end
@@ -227,6 +366,11 @@ local function check_model(v, path, ctx)
       end
     end
   end
+  -- the provider's own check of the entry (what build needs: a project id, ...)
+  if type(p.check) == "function" then
+    local ok, err = pcall(p.check, m)
+    if not ok or err ~= nil then fail(path, tostring(err)) end
+  end
   -- providers that declare `templates = true` (LLM rerankers) get the template dirs, and
   -- `template` must name a loadable template file there (or be a path to one)
   if p.templates then
@@ -249,6 +393,11 @@ local function check_model(v, path, ctx)
   if not price_ok then
     fail(key_path(key_path(path, "price"), bad_key), ("unknown price key (%s)"):format(suggestion
       and ('did you mean "' .. suggestion .. '"?') or ("expected one of: " .. table.concat(usage.PRICE_KEYS, ", "))))
+  end
+  resolve_score(m, p, v, path)
+  if m.instruction ~= nil and not M.instruction_mode(p, m) then
+    fail(key_path(path, "instruction"), ('provider "%s" cannot take an instruction (model "%s"): it has no '
+      .. 'instruction field, query format or prompt for one'):format(m.provider, m.name))
   end
   m.headers = m.headers or {}
   m.fallbacks = m.fallbacks or {}
@@ -294,6 +443,29 @@ function M.check_models(v, ctx)
         local s = S.did_you_mean(f, names)
         fail(fpath, ('unknown model "%s" (%s)'):format(f,
           s and ('did you mean "' .. s .. '"?') or ("configured: " .. table.concat(names, ", "))))
+      end
+    end
+  end
+  -- hedge targets are other configured models; both sides call an upstream over HTTP
+  local function runs_locally(m)
+    local lp = ctx.providers[m.provider_file]
+    return lp and type(lp.p.score) == "function"
+  end
+  for i, m in ipairs(models) do
+    if m.hedge then
+      local hpath = key_path(idx_path("models", i), "hedge")
+      local t = index[m.hedge.to]
+      if runs_locally(m) then
+        fail(hpath, ('model "%s" runs locally (provider "%s"): nothing to hedge'):format(m.name, m.provider))
+      end
+      if m.hedge.to == m.name then fail(key_path(hpath, "to"), "a model cannot hedge to itself") end
+      if not t then
+        local s = S.did_you_mean(m.hedge.to, names)
+        fail(key_path(hpath, "to"), ('unknown model "%s" (%s)'):format(m.hedge.to,
+          s and ('did you mean "' .. s .. '"?') or ("configured: " .. table.concat(names, ", "))))
+      end
+      if runs_locally(t) then
+        fail(key_path(hpath, "to"), ('model "%s" runs locally (provider "%s"): hedge to an upstream'):format(t.name, t.provider))
       end
     end
   end

@@ -250,7 +250,7 @@ function M.prepare(req, p, s)
       end
       for _, part in ipairs(parts) do
         local j = #out + 1
-        out[j] = { index = j - 1, text = part, raw = part, id = d.id, title = d.title }
+        out[j] = { index = j - 1, text = part, raw = part, id = d.id, title = d.title, image = d.image }
         if owners then owners[j] = i end
       end
     else
@@ -258,7 +258,8 @@ function M.prepare(req, p, s)
       if text == d.text and not rf then
         out[i] = d
       else
-        out[i] = { index = i - 1, text = text, raw = text, id = d.id, title = d.title, metadata = d.metadata }
+        out[i] = { index = i - 1, text = text, raw = text, id = d.id, title = d.title, metadata = d.metadata,
+                   image = d.image }
       end
     end
   end
@@ -269,6 +270,38 @@ function M.prepare(req, p, s)
   preq.max_chunks_per_doc = nil
   if owners then preq.top_n = nil end -- every chunk needs a score
   return preq, owners
+end
+
+-- Image documents (d.image, lua/rerank/api.lua) go only to a model whose provider declares
+-- `images`: true (sent upstream in the provider's shape), "text" (accepted and scored on the
+-- document's text alone, as bm25 does), or function(model) -> either. `image_urls = false`:
+-- the upstream takes data: URLs only. -> nil | the 422 error naming the model.
+function M.check_images(model, p, req)
+  local list = req.documents
+  local first
+  for i = 1, #list do
+    if list[i].image then first = i; break end
+  end
+  if not first then return nil end
+  local ok = type(p) == "table" and p.images
+  if type(ok) == "function" then ok = ok(model) end
+  local name = ("model %q"):format(tostring(model.name))
+  if not ok then
+    local _, err = require("rerank.errors").fail(422, ("%s does not accept image documents (documents[%d].image)")
+      :format(name, first - 1), ("documents[%d].image"):format(first - 1))
+    return err
+  end
+  if ok == true and p.image_urls == false then
+    for i = first, #list do
+      local img = list[i].image
+      if img and not find(img, "^data:") then
+        local _, err = require("rerank.errors").fail(422, ("%s takes images as base64 data: URLs only (documents[%d].image)")
+          :format(name, i - 1), ("documents[%d].image"):format(i - 1))
+        return err
+      end
+    end
+  end
+  return nil
 end
 
 function M.collapse(scores, owners, n)

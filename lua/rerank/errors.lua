@@ -16,4 +16,35 @@ function M.fail(status, message, param, extra)
   return nil, e
 end
 
+-- "/srv/acme.lua:31: boom" -> "boom": a script's error message without the file paths
+-- (and [string "..."] chunk names) Lua prefixes, so clients never see the server's layout.
+function M.strip_paths(msg)
+  msg = tostring(msg)
+  msg = msg:gsub('%[string "[^"]*"%]:%d+:%s*', "")
+  msg = msg:gsub("[^%s:'\"]*%.lua:%d+:%s*", "")
+  msg = msg:gsub("[^%s:'\"]*/[^%s:'\"]*%.lua", "<script>")
+  return msg
+end
+
+local function log_error(msg)
+  local ok, core = pcall(require, "rerank.core")
+  if ok and type(core) == "table" and core.log then pcall(core.log, "error", msg) end
+end
+M.log_error = log_error
+
+-- A provider script raised (trace: the error with its traceback, from xpcall). The error log
+-- gets the whole traceback; the client a 500 internal_error naming the provider, the model
+-- and the function, without file paths.
+function M.script_error(model, fn, trace, request_id)
+  local who = ("provider %q (model %q)"):format(tostring(model.provider), tostring(model.name))
+  log_error(("request %s: %s raised in %s: %s"):format(tostring(request_id or "-"), who, fn, tostring(trace)))
+  local first = M.strip_paths(tostring(trace):match("^[^\n]*"))
+  return M.fail(500, ("%s raised in %s: %s (traceback in the error log)"):format(who, fn, first))
+end
+
+-- xpcall's handler: the error and the stack that raised it.
+function M.traceback(e)
+  return debug.traceback(tostring(e), 1) -- LuaJIT: level 1 is the function that raised
+end
+
 return M

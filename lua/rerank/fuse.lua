@@ -229,6 +229,7 @@ end
 -- methods
 
 local loaded_files = {} -- path -> method (fusion files are pure; one load per process)
+local check_decls -- (below) a fusion file's params declarations: known types, typed bounds
 
 -- Loads an operator's fusion file: returns the method | nil, message. Cached per path;
 -- fresh = true (configuration loads, so a reload sees an edited file) reads it again.
@@ -245,6 +246,10 @@ function M.load_file(path, fresh)
   end
   if res.params ~= nil and type(res.params) ~= "table" then
     return nil, ("fusion file %s declares params that are not a table"):format(path)
+  end
+  if res.params then
+    local derr = check_decls(res.params)
+    if derr then return nil, ("fusion file %s: %s"):format(path, derr) end
   end
   res.file = path
   loaded_files[path] = res
@@ -336,11 +341,12 @@ local KNOWN = { weights = true, rank_base = true, k = true, normalize = true, st
 local BY_NAME = { __name = "rerank.fuse.weights_by_name" }
 M.BY_NAME = BY_NAME
 
+-- A value of the wrong type for a declared param is a 422 (issue 15), as is one out of range.
 local function check_one(spec, v, p)
   local t = spec.type
   if t == "number" or t == "integer" then
-    if type(v) ~= "number" or v ~= v then return fail(400, p .. " must be a number", p) end
-    if t == "integer" and v ~= floor(v) then return fail(400, p .. " must be an integer", p) end
+    if type(v) ~= "number" or v ~= v then return fail(422, p .. " must be a number", p) end
+    if t == "integer" and v ~= floor(v) then return fail(422, p .. " must be an integer", p) end
     if spec.enum then
       for _, e in ipairs(spec.enum) do if v == e then return v end end
       local s = {}
@@ -352,7 +358,7 @@ local function check_one(spec, v, p)
     if v == huge or v == -huge then return fail(422, p .. " must be finite", p) end
     return v
   elseif t == "string" then
-    if type(v) ~= "string" then return fail(400, p .. " must be a string", p) end
+    if type(v) ~= "string" then return fail(422, p .. " must be a string", p) end
     if spec.enum then
       for _, e in ipairs(spec.enum) do if v == e then return v end end
       local s = did_you_mean(v, spec.enum)
@@ -361,19 +367,19 @@ local function check_one(spec, v, p)
     end
     return v
   elseif t == "boolean" then
-    if type(v) ~= "boolean" then return fail(400, p .. " must be a boolean", p) end
+    if type(v) ~= "boolean" then return fail(422, p .. " must be a boolean", p) end
     return v
   elseif t == "weights" then
-    if type(v) ~= "table" then return fail(400, p .. " must be an array or an object of numbers", p) end
+    if type(v) ~= "table" then return fail(422, p .. " must be an array or an object of numbers", p) end
     if kind(v) == "array" or next(v) == nil then
       local out = {}
       local n = 0
       for _ in pairs(v) do n = n + 1 end
-      if n ~= #v then return fail(400, p .. " must be an array or an object of numbers", p) end
+      if n ~= #v then return fail(422, p .. " must be an array or an object of numbers", p) end
       for i = 1, #v do
         local w = v[i]
         local wp = p .. "[" .. (i - 1) .. "]"
-        if type(w) ~= "number" then return fail(400, wp .. " must be a number", wp) end
+        if type(w) ~= "number" then return fail(422, wp .. " must be a number", wp) end
         if not (w >= 0 and w < huge) then return fail(422, wp .. " must be a finite number >= 0", wp) end
         out[i] = w
       end
@@ -382,14 +388,56 @@ local function check_one(spec, v, p)
     local out = {}
     for k, w in pairs(v) do
       local wp = p .. "." .. tostring(k)
-      if type(k) ~= "string" then return fail(400, p .. " must be an array or an object of numbers", p) end
-      if type(w) ~= "number" then return fail(400, wp .. " must be a number", wp) end
+      if type(k) ~= "string" then return fail(422, p .. " must be an array or an object of numbers", p) end
+      if type(w) ~= "number" then return fail(422, wp .. " must be a number", wp) end
       if not (w >= 0 and w < huge) then return fail(422, wp .. " must be a finite number >= 0", wp) end
       out[k] = w
     end
     return setmetatable(out, BY_NAME)
   end
   return v -- "any"
+end
+
+-- A fusion file's `params = { name = { type =, min =, max =, enum =, default = } }` (or
+-- name = "type"): every type known, bounds numbers, enum values and the default of the
+-- declared type. Returns nil | "params.<name>.<field>: why" (the declaration's place).
+local DECL_TYPES = { "any", "boolean", "integer", "number", "string" }
+local DECL_TYPE_SET = { any = true, boolean = true, integer = true, number = true, string = true }
+check_decls = function(decls)
+  local names = {}
+  for k in pairs(decls) do names[#names + 1] = k end
+  sort(names, function(a, b) return tostring(a) < tostring(b) end)
+  for _, name in ipairs(names) do
+    local p = "params." .. tostring(name)
+    if type(name) ~= "string" then return p .. ": parameter names must be strings" end
+    local d = decls[name]
+    if type(d) == "string" then
+      d = { type = d }
+      decls[name] = d
+    end
+    if type(d) ~= "table" then return p .. ': must be a table { type = "number", ... } or a type name' end
+    local t = d.type
+    if t == nil then
+      d.type, t = "any", "any"
+    end
+    if not DECL_TYPE_SET[t] then
+      local s = type(t) == "string" and did_you_mean(t, DECL_TYPES)
+      return ('%s.type: unknown type %s (%s)'):format(p, type(t) == "string" and ('"' .. t .. '"') or tostring(t),
+        s and ('did you mean "' .. s .. '"?') or ("one of: " .. concat(DECL_TYPES, ", ")))
+    end
+    for _, b in ipairs({ "min", "max" }) do
+      if d[b] ~= nil and (type(d[b]) ~= "number" or (t ~= "number" and t ~= "integer")) then
+        return ("%s.%s: only number and integer parameters have a %s, and it is a number"):format(p, b, b)
+      end
+    end
+    if d.enum ~= nil and (type(d.enum) ~= "table" or #d.enum == 0) then
+      return p .. ".enum: must be a non-empty list of values"
+    end
+    if d.default ~= nil and t ~= "any" then
+      local _, err = check_one(d, d.default, p .. ".default")
+      if err then return err.message .. " (the declared default)" end
+    end
+  end
 end
 
 local function spec_of(method, key)

@@ -10,17 +10,16 @@ local upstream = require "rerank.upstream"
 local router = require "rerank.router"
 local cache = require "rerank.cache"
 local accounting = require "rerank.usage"
+local json = require "rerank.json"
+local scoring = require "rerank.score"
 
 local M = { _VERSION = core.version }
 local Instance = {}
 Instance.__index = Instance
 
-local fail = require("rerank.errors").fail
+local errors = require "rerank.errors"
+local fail = errors.fail
 M.fail = fail
-
-local function traceback(e)
-  return debug.traceback(tostring(e), 2)
-end
 
 -- A provider file is a chunk returning a table of pure functions (DESIGN §4).
 local load_provider = router.load_provider
@@ -53,7 +52,9 @@ function M.new(cfg, opts)
     error("rerank.new: expected a config file path or a config table", 2)
   end
   if not c then return nil, err end
-  local self = setmetatable({ cfg = c, providers = {}, transport = opts.transport or M.default_transport() }, Instance)
+  -- timed per request: the gateway-overhead metric subtracts the upstream wait (waits.lua)
+  local transport = require("rerank.waits").wrap(opts.transport or M.default_transport())
+  local self = setmetatable({ cfg = c, providers = {}, transport = transport }, Instance)
   for _, m in ipairs(c.models) do
     local p, perr = load_provider(m.provider_file)
     if not p then return nil, "models." .. m.name .. ": " .. tostring(perr) end
@@ -120,12 +121,8 @@ function Instance:score(model, req)
   local out, perr
   if type(p.score) == "function" then
     local ok
-    ok, out, perr = xpcall(p.score, traceback, model, req)
-    if not ok then
-      core.log("error", ("provider %q (model %q) raised: %s"):format(model.provider, model.name, tostring(out)))
-      local first = tostring(out):match("^[^\n]*")
-      return fail(500, ("provider %q failed: %s"):format(model.provider, first))
-    end
+    ok, out, perr = xpcall(p.score, errors.traceback, model, req)
+    if not ok then return errors.script_error(model, "score", out, req.id) end
     if out == nil then
       return fail(502, ("provider %q failed: %s"):format(model.provider, tostring(perr)))
     end
@@ -133,8 +130,14 @@ function Instance:score(model, req)
     if not self.transport then
       return fail(501, ("provider %q needs an HTTP transport"):format(model.provider))
     end
-    out, perr = upstream.call(self.transport, model, p, req)
+    local hedge = require "rerank.hedge"
+    local h = model.hedge and hedge.plan(self, model, req) -- a second deployment when slow
+    local t0 = core.now_us()
+    local race
+    out, perr, race = upstream.call(self.transport, model, p, req, h)
+    if h then hedge.done(h, race) end
     if not out then return nil, perr end
+    if model.hedge and not (race and race.index == 2) then hedge.observe(model.name, (core.now_us() - t0) / 1e6) end
   end
   local scores, missing = collect_scores(out, n, model.provider)
   if not scores then return nil, missing end
@@ -163,20 +166,39 @@ function M.fuse(lists, opts)
 end
 
 -- return_score "all" with a provider that reports matched terms (bm25: per document
--- { { term, tf }, ... }): results get matched_terms = { [term] = tf } and, for the wire,
--- the JSON members in the provider's term order.
+-- { { term, tf }, ... }): each result's `extra` JSON members carry the score members
+-- (api.score_members) and matched_terms { term: tf } in the provider's term order
+-- (library_results below turns them into fields for library callers).
 local function matched_terms(results, per_doc)
-  local json = require "rerank.json"
   for _, r in ipairs(results) do
     local list = per_doc[r.index + 1] or {}
-    local map, parts = {}, {}
-    for j, m in ipairs(list) do
-      map[m[1]] = m[2]
-      parts[j] = json.string(m[1]) .. ":" .. json.number(m[2])
+    local parts = {}
+    for j, m in ipairs(list) do parts[j] = json.string(m[1]) .. ":" .. json.number(m[2]) end
+    r.extra = require("rerank.api").score_members(r) .. ',"matched_terms":{' .. table.concat(parts, ",") .. "}"
+  end
+end
+
+-- The fields the HTTP answer has, as Lua values: a pipeline's per-stage members (kept as a
+-- JSON fragment in `extra` for the daemon's one-pass serialiser) become fields of each result
+-- (id, _distance, score, _fused_score, _relevance_score, ranks, scores); return_score "all"
+-- on a plain rerank adds _relevance_score; return_documents adds the documents.
+local function library_results(res, r)
+  local all = r.return_score == "all"
+  for _, item in ipairs(res.results) do
+    local extra = item.extra
+    if type(extra) == "string" then
+      item.extra = nil
+      if extra ~= "" then
+        local fields = json.decode("{" .. extra:sub(2) .. "}")
+        for k, v in pairs(type(fields) == "table" and fields or {}) do item[k] = v end
+      end
+    elseif all and not res.pipeline then
+      item._relevance_score = item.relevance_score
     end
-    r.matched_terms = map
-    r.extra = ',"_relevance_score":' .. json.number(r.relevance_score) .. ',"matched_terms":{'
-      .. table.concat(parts, ",") .. "}"
+    local doc = r.return_documents and type(item.index) == "number" and r.documents[item.index + 1]
+    if doc then
+      if doc.raw ~= nil then item.document = doc.raw else item.document = doc.text end
+    end
   end
 end
 
@@ -185,18 +207,12 @@ function Instance:rerank(req, timing)
   if type(req) ~= "table" then error("rerank: request must be a table", 2) end
   if not req.shape then
     local r, err = require("rerank.shapes").parse("rerankd", req, { max_documents = self.cfg.server.max_documents,
-      text_field = self.cfg.documents and self.cfg.documents.text_field })
+      text_field = self.cfg.documents and self.cfg.documents.text_field,
+      max_image_bytes = self.cfg.documents and self.cfg.documents.max_image_bytes })
     if not r then return nil, err end
-    -- a library call: the documents in the results when asked, as the daemon serialises them
+    -- a library call: the results as the daemon serialises them (lua/rerank/api.lua)
     local res, rerr = self:rerank(r, timing)
-    if res and r.return_documents and type(res.results) == "table" then
-      for _, item in ipairs(res.results) do
-        local doc = type(item.index) == "number" and r.documents[item.index + 1]
-        if doc then
-          if doc.raw ~= nil then item.document = doc.raw else item.document = doc.text end
-        end
-      end
-    end
+    if res and type(res.results) == "table" then library_results(res, r) end
     return res, rerr
   end
   -- pipelines (named, inline, a model name that is a pipeline, or lists): lua/rerank/pipeline.lua
@@ -212,11 +228,23 @@ function Instance:rerank(req, timing)
   local out = route.out
   local t1 = core.now_us()
   local n = #req.documents
+  -- the score layer (lua/rerank/score.lua): the answering deployment's kind and calibration;
+  -- relevance_score is the calibrated score when there is a calibration, else the raw one
+  local kind, cal = scoring.of(route.entry or {}, self.providers[route.model], req, out)
+  local final = scores
+  if cal then
+    final = {}
+    for i = 1, n do final[i] = scoring.apply(cal, scores[i]) end
+  end
   local k = req.top_n and math.min(req.top_n, n) or n
-  local order = core.topk(scores, k)
+  local order = core.topk(final, k)
   local results = {}
+  local min_score = req.min_score
   for i, idx in ipairs(order) do
-    results[i] = { index = idx - 1, relevance_score = scores[idx] }
+    local s = final[idx]
+    if min_score and s < min_score then break end -- sorted: the rest score lower
+    results[i] = { index = idx - 1, relevance_score = s, raw_score = scores[idx],
+                   calibrated_score = cal and s or nil, score_kind = kind }
   end
   if req.return_score == "all" and out and type(out.matched_terms) == "table" then
     matched_terms(results, out.matched_terms)
@@ -246,6 +274,7 @@ function Instance:rerank(req, timing)
     attempts = route.attempts,
     degraded = degraded or nil,
     score_kind = out and out.score_kind, -- "rank" for listwise LLM rerankers
+    scoring = { kind = kind, calibration = cal }, -- the score layer that applied
     repairs = out and out.repairs,       -- LLM answers fixed up (clamped, missing, ...)
   }
 end

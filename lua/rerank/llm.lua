@@ -45,6 +45,7 @@ local json = require "rerank.json"
 local paths = require "rerank.paths"
 local U = require "rerank.provider_util"
 local upstream = require "rerank.upstream"
+local errors = require "rerank.errors"
 
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
 local floor = math.floor
@@ -234,8 +235,12 @@ function llm.outcome(model, tpl, res, ctx)
   if not ans then return "unparseable", err, usage end
   ctx = ctx or {}
   ctx.choice = ans.choice
-  local ok, out, perr = pcall(tpl.parse, ans.text, ctx)
-  if not ok then return "unparseable", ("template %q raised: %s"):format(tpl.name, tostring(out)), ans.usage end
+  local ok, out, perr = xpcall(tpl.parse, errors.traceback, ans.text, ctx)
+  if not ok then -- the template's bug: the traceback to the error log, no paths in the answer
+    errors.log_error(("template %q (model %q) raised in parse: %s"):format(tostring(tpl.name), tostring(model.name), out))
+    local first = errors.strip_paths(tostring(out):match("^[^\n]*"))
+    return "unparseable", ("template %q raised: %s"):format(tostring(tpl.name), first), ans.usage
+  end
   if out == nil then return "unparseable", tostring(perr or "no result"), ans.usage end
   return "ok", out, ans.usage
 end

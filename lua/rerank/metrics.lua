@@ -69,6 +69,8 @@ M.define("rerankd_requests_total", C, "HTTP requests answered, by route, model a
 M.define("rerankd_request_duration_seconds", H, "Request latency from accept to answer, by route", { "route" })
 M.define("rerankd_stage_duration_seconds", H, "Time spent per request stage (parse, upstream, sort, serialize)",
   { "stage" })
+M.define("rerankd_gateway_overhead_seconds", H,
+  "Time a request spent in rerankd itself: its total minus the time parked on upstream transfers", { "route", "model" })
 M.define("rerankd_in_flight_requests", G, "Requests being handled right now", {})
 M.define("rerankd_script_errors_total", C, "Requests answered 500 because a Lua script raised", {})
 M.define("rerankd_deadline_exceeded_total", C, "Requests answered 504 at the per-request deadline", {})
@@ -89,7 +91,7 @@ M.define("rerankd_cache_entries", G, "Entries in the in-process score caches (su
 M.define("rerankd_cache_bytes", G, "Approximate bytes held by the in-process score caches", {})
 M.define("rerankd_rate_limited_total", C, "Requests refused with 429, by scope (key, model) and limit",
   { "scope", "limit" })
-M.define("rerankd_auth_failures_total", C, "Requests refused with 401, by reason (missing, invalid)", { "reason" })
+M.define("rerankd_auth_failures_total", C, "Requests refused with 401, by reason (missing, malformed, invalid)", { "reason" })
 -- from the router's per-worker state (lua/rerank/router.lua), read at each snapshot
 M.define("rerankd_upstream_attempts_total", C, "Upstream attempts per deployment (retries included)", { "model" },
   { source = true })
@@ -492,6 +494,13 @@ end
 
 local STAGES = { "parse", "upstream", "sort", "serialize" }
 
+local function count_usage(l, u)
+  if type(u) ~= "table" then return end
+  if type(u.total_tokens) == "number" then M.inc("rerankd_tokens_total", l, u.total_tokens) end
+  if type(u.search_units) == "number" then M.inc("rerankd_search_units_total", l, u.search_units) end
+  if type(u.cost) == "number" then M.inc("rerankd_cost_usd_total", l, u.cost) end
+end
+
 -- cfg: the instance's config (model names not configured are folded to "").
 function M.request_done(ctx, status, cfg)
   if ctx.metrics_started then inflight[coroutine.running() or MAIN] = nil end
@@ -504,7 +513,12 @@ function M.request_done(ctx, status, cfg)
   local route = ctx.route or "unmatched"
   M.inc("rerankd_requests_total", { route = route, model = model or "", status = tostring(status) })
   if ctx.t0_us then
-    M.observe("rerankd_request_duration_seconds", { route = route }, (core.now_us() - ctx.t0_us) / 1e6)
+    local total = core.now_us() - ctx.t0_us
+    M.observe("rerankd_request_duration_seconds", { route = route }, total / 1e6)
+    if info.timing then -- rerank and fuse routes: what rerankd itself cost (local models count as rerankd)
+      local own = total - (info.upstream_wait or 0)
+      M.observe("rerankd_gateway_overhead_seconds", { route = route, model = model or "" }, (own > 0 and own or 0) / 1e6)
+    end
   end
   local t = info.timing
   if t then
@@ -515,11 +529,10 @@ function M.request_done(ctx, status, cfg)
   if status == 200 and model and model ~= "" then
     local l = { model = model }
     if info.docs then M.inc("rerankd_documents_scored_total", l, info.docs) end
-    local u = info.usage
-    if type(u) == "table" then
-      if type(u.total_tokens) == "number" then M.inc("rerankd_tokens_total", l, u.total_tokens) end
-      if type(u.search_units) == "number" then M.inc("rerankd_search_units_total", l, u.search_units) end
-      if type(u.cost) == "number" then M.inc("rerankd_cost_usd_total", l, u.cost) end
+    count_usage(l, info.usage)
+    -- a pipeline's rerank stages: each model's own tokens and cost, under its name too
+    for _, st in ipairs(info.stages or {}) do
+      if cfg and cfg.model_index and cfg.model_index[st.model] then count_usage({ model = st.model }, st.usage) end
     end
   end
 end

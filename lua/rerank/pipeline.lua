@@ -220,10 +220,12 @@ function M.parse_fields(b, req, opts)
     local P, err = fuse.check_lists(b.lists, "lists", { documents = true, text_field = tf })
     if not P then return err end
     P.text_field = tf
+    P.max_image_bytes = opts.max_image_bytes
     req.lists = P
     req.documents = {}
   elseif present(b.documents) then
-    local docs, err = api.check.documents(b.documents, "documents", opts.max_documents or api.DEFAULT_MAX_DOCUMENTS)
+    local docs, err = api.check.documents(b.documents, "documents", opts.max_documents or api.DEFAULT_MAX_DOCUMENTS,
+                                          nil, nil, opts.max_image_bytes)
     if not docs then return err end
     req.documents = docs
   else
@@ -376,7 +378,13 @@ local function extra_json(P, d, st, all)
     if dist ~= nil then buf[#buf + 1] = ',"_distance":' .. jnumber(dist) end
     if sim ~= nil then buf[#buf + 1] = ',"score":' .. jnumber(sim) end
     if st.fused then buf[#buf + 1] = ',"_fused_score":' .. jnumber(st.fused[d] or 0) end
-    if st.rel and st.rel[d] ~= nil then buf[#buf + 1] = ',"_relevance_score":' .. jnumber(st.rel[d]) end
+    if st.rel and st.rel[d] ~= nil then
+      buf[#buf + 1] = ',"_relevance_score":' .. jnumber(st.rel[d])
+      local raw = st.raw and st.raw[d] -- the model's own score and its kind (lua/rerank/score.lua)
+      if raw ~= nil and st.kinds[d] then
+        buf[#buf + 1] = ',"raw_score":' .. jnumber(raw) .. ',"score_kind":' .. jstring(st.kinds[d])
+      end
+    end
     buf[#buf + 1] = ',"ranks":' .. map_json(P, d, "ranks") .. ',"scores":' .. map_json(P, d, "scores")
   end
   return concat(buf)
@@ -427,11 +435,20 @@ local function run_rerank(inst, req, P, spec, sp, st)
   for t = 1, m do
     local d = order[t]
     local text = P.texts and P.texts[d]
+    local it = item_of(P, d)
+    -- an image item (lua/rerank/api.lua check_image) goes to the model with its image
+    local img = type(it) == "table" and it.image or nil
+    if img == null then img = nil end
+    if img ~= nil and not P.from_documents then
+      local ierr
+      img, ierr = require("rerank.api").check_image(img, first_place(P, d), P.max_image_bytes)
+      if ierr then return nil, ierr end
+    end
+    if text == nil and img then text = "" end
     if text == nil then
       local ip = first_place(P, d) .. "." .. (P.text_field or "text")
       return fail(400, ip .. " is required (the pipeline has a rerank stage)", ip)
     end
-    local it = item_of(P, d)
     local title, md
     if type(it) == "table" then
       title, md = it.title, it.metadata
@@ -439,7 +456,7 @@ local function run_rerank(inst, req, P, spec, sp, st)
       if md == null then md = nil end
     end
     docs[t] = { index = t - 1, text = text, id = P.ids[d], title = title, metadata = md,
-                raw = raw_of(P, d) }
+                raw = raw_of(P, d), image = img }
   end
   local cand = table_new(m, 0)
   for t = 1, m do cand[t] = order[t] end
@@ -469,15 +486,17 @@ local function run_rerank(inst, req, P, spec, sp, st)
   else
     res = { results = {}, usage = {} }
   end
+  -- an instruction the model cannot take is the request's error, not a degraded stage
+  if not res and type(err) == "table" and err.instruction_refused then return nil, err end
   if res then
-    local rel = st.rel or {}
+    local rel, raw, kinds = st.rel or {}, st.raw or {}, st.kinds or {}
     local new = table_new(#res.results, 0)
     for t, r in ipairs(res.results) do
       local d = cand[r.index + 1]
       new[t] = d
-      rel[d] = r.relevance_score
+      rel[d], raw[d], kinds[d] = r.relevance_score, r.raw_score, r.score_kind
     end
-    st.rel, st.cur, st.order = rel, rel, new
+    st.rel, st.cur, st.order, st.raw, st.kinds = rel, rel, new, raw, kinds
     st.skip_threshold = false
     st.score_kind = res.score_kind -- "rank" for listwise models: labels the final scores
     st.repairs = (st.repairs or 0) + (tonumber(res.repairs) or 0)
@@ -486,6 +505,7 @@ local function run_rerank(inst, req, P, spec, sp, st)
       st.reasons[#st.reasons + 1] = ("%s: model %q returned incomplete scores"):format(sp, res.model or mname)
     end
     add_usage(st.usage, res.usage)
+    if m > 0 then st.stages[#st.stages + 1] = { model = res.model or mname, usage = res.usage } end
   else
     st.degraded = true
     st.skip_threshold = true
@@ -506,7 +526,8 @@ function M.run(inst, req, stages, name, timing)
   local t0 = now_us()
   local inline = type(req.pipeline) == "table"
   local P = req.lists or documents_list(req.documents or {})
-  local st = { upstream = 0, usage = { prompt_tokens = 0, total_tokens = 0 }, reasons = {}, degraded = false }
+  local st = { upstream = 0, usage = { prompt_tokens = 0, total_tokens = 0 }, reasons = {}, degraded = false,
+               stages = {} }
   local list = stages
   if not (stages[1] and stages[1].fuse) then
     list = { { fuse = { method = fuse.DEFAULT_METHOD } } }
@@ -541,6 +562,14 @@ function M.run(inst, req, stages, name, timing)
     if not ok then return nil, err end
   end
   local order = st.order
+  if req.min_score then -- the request's cut, on the final (calibrated) score
+    local kept = {}
+    for _, d in ipairs(order) do
+      local s = st.cur[d]
+      if s ~= nil and s >= req.min_score then kept[#kept + 1] = d end
+    end
+    order = kept
+  end
   if req.top_n and req.top_n < #order then
     for t = #order, req.top_n + 1, -1 do order[t] = nil end
   end
@@ -575,6 +604,7 @@ function M.run(inst, req, stages, name, timing)
     score_kind = st.score_kind,
     repairs = st.repairs,
     pipeline = true,
+    stages = st.stages,        -- each rerank stage's model and usage (metrics count them per model)
   }
 end
 

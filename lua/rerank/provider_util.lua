@@ -10,7 +10,11 @@
 --   U.merge(body, ...)             deep merge of objects; later wins; json.null deletes a key
 --   U.texts(req, rank_fields)      one string per document (object docs flattened on rank_fields)
 --   U.objects(req, rank_fields)    one object per document ({text, id?, <rank_fields>...})
+--   U.media(req, rank_fields, fn)  U.texts, with each image document replaced by fn(text|nil, image)
+--   U.image_parts(text, image)     OpenAI content parts for an image document (vLLM, SGLang)
+--   U.text_image(req, rank_fields) one {text?, image?} object per document
 --   U.parse(body, headers, n)      tolerant results parser -> { results|scores, usage? } | nil, err
+--   U.read(j, headers, n)          the same over a decoded answer
 local json = require "rerank.json"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
@@ -44,9 +48,12 @@ function U.join(base, path)
 end
 
 -- "{region}" -> vars.region; unknown names are left as they are
-function U.expand(s, vars)
-  if not s or not vars or not s:find("{", 1, true) then return s end -- no closure on the hot path
+local function expand_vars(s, vars) -- apart: a closure in U.expand stops the JIT (NYI FNEW/UCLO)
   return (s:gsub("{([%w_]+)}", function(k) local v = vars[k]; return v ~= nil and tostring(v) or nil end))
+end
+function U.expand(s, vars)
+  if not s or not vars or not s:find("{", 1, true) then return s end
+  return expand_vars(s, vars)
 end
 
 function U.defaults(p) return p and p.defaults or {} end
@@ -197,6 +204,45 @@ function U.objects(req, rank_fields)
   return out
 end
 
+-- Documents for a multimodal upstream: U.texts, except that a document carrying an image
+-- (api.lua: d.image, a URL or data: URL) becomes fn(text, image), text nil when the document
+-- has none. Without images this is U.texts itself (spliced).
+function U.media(req, rank_fields, fn)
+  local texts, docs = U.texts(req, rank_fields), req.documents
+  local out
+  for i = 1, #docs do
+    local img = docs[i].image
+    if img then
+      if not out then -- a copy: the spliced list must keep exactly its strings
+        out = {}
+        for j = 1, #texts do out[j] = texts[j] end
+      end
+      local t = texts[i]
+      out[i] = fn(t ~= "" and t or nil, img)
+    end
+  end
+  return out or texts
+end
+
+-- One {text?, image?} object per document (DashScope qwen3-vl, NIM VL passages): an image
+-- document without text has no text member (never "")
+function U.text_image(req, rank_fields)
+  local texts, docs, out = U.texts(req, rank_fields), req.documents, {}
+  for i = 1, #docs do
+    local t, img = texts[i], docs[i].image
+    if img then out[i] = { text = t ~= "" and t or nil, image = img } else out[i] = { text = t } end
+  end
+  return out
+end
+
+-- OpenAI chat content parts for a document: [{type: "text", text}?, {type: "image_url", image_url: {url}}]
+function U.image_parts(text, image)
+  local parts = {}
+  if text then parts[1] = { type = "text", text = text } end
+  parts[#parts + 1] = { type = "image_url", image_url = { url = image } }
+  return parts
+end
+
 -- strings, or objects when the request ranks on fields of object documents
 function U.documents(req, rank_fields)
   if has_fields(rank_fields) then return U.objects(req, rank_fields) end
@@ -208,6 +254,23 @@ function U.truncate(model, req, map)
   local t = U.param(model, req, "truncate")
   if t == nil then return nil end
   return map[t]
+end
+
+-- The instruction for this call: the request's (the runtime puts the model's default there,
+-- lua/rerank/router.lua), else the model's; "" counts as none.
+function U.instruction(model, req)
+  local i = req and req.instruction
+  if i == nil or i == "" then i = model and model.instruction end
+  if i == "" then return nil end
+  return i
+end
+
+-- An instruction folded into the query text, as Voyage documents for rerank-2.5
+-- ("Instruction: prefer documents from 2025. Query: EU AI Act obligations for deployers").
+function U.instructed_query(query, instruction)
+  if not instruction then return query end
+  local sep = instruction:find("[%.!?:]%s*$") and " " or ". "
+  return "Instruction: " .. (instruction:gsub("%s+$", "")) .. sep .. "Query: " .. query
 end
 
 -- a typical HTTP call: POST url, the provider's auth headers, body + extra_body
@@ -229,7 +292,7 @@ local SOURCES = {
   rank_fields = function(_, _, _, rf) return has_fields(rf) and rf or nil end,
   top_n = function(_, _, req) return U.top_n(req) end,
   return_documents = function(_, _, req) return req.return_documents == true end,
-  instruction = function(model) return model.instruction end,
+  instruction = function(model, _, req) return U.instruction(model, req) end,
 }
 
 -- build(model, req) for the usual JSON rerank call, declared as { body_field = source }: a
@@ -275,7 +338,7 @@ function U.cohere_body(model, p, req, version, with_model)
   else
     b.documents = U.texts(req, rf)
     b.max_tokens_per_doc = U.param(model, req, "max_tokens_per_document")
-    b.priority = U.opt(model, "priority")
+    b.priority = U.param(model, req, "priority") -- 0..999, lower runs first
   end
   return b
 end
@@ -346,6 +409,11 @@ end
 function U.parse(body, headers, n)
   local j, err = U.decode(body)
   if j == nil then return nil, "invalid JSON from upstream: " .. tostring(err) end
+  return U.read(j, headers, n)
+end
+
+-- U.parse over an answer already decoded (a provider that unwraps its own envelope)
+function U.read(j, headers, n)
   if type(j) ~= "table" then return nil, "unexpected JSON from upstream (" .. type(j) .. ")" end
   local list
   if json.kind(j) == "array" then

@@ -28,6 +28,7 @@
 -- counts it): limits degrade to per worker rather than failing open or closed.
 local json = require "rerank.json"
 local metrics = require "rerank.metrics"
+local redis_state = require "rerank.redis_state"
 
 local floor, ceil, max, min = math.floor, math.ceil, math.max, math.min
 
@@ -43,7 +44,7 @@ function M.estimate(prev, cur, frac)
   return prev * (1 - frac) + cur
 end
 
--- Seconds until cost fits under limit (>= 1, whole), given the counts now. W: window seconds.
+-- Seconds until cost fits under limit (whole, 1..W), given the counts now. W: window seconds.
 function M.retry_after(prev, cur, cost, limit, frac, W)
   W = W or M.WINDOW
   if cost > limit then return ceil(W) end -- never fits: a window is the honest answer
@@ -58,7 +59,10 @@ function M.retry_after(prev, cur, cost, limit, frac, W)
     local g = cur > 0 and max(0, 1 - (limit - cost) / cur) or 0
     wait = (1 - frac) * W + g * W
   end
-  return max(1, ceil(wait - 1e-9))
+  -- at most one window: a client told to wait longer than the window it is limited over
+  -- would wait for nothing (the sliding estimate can still be over by a fraction then: a
+  -- retry gets a short second Retry-After)
+  return max(1, min(ceil(W), ceil(wait - 1e-9)))
 end
 
 local RPM, DPM = "requests_per_minute", "documents_per_minute"
@@ -217,12 +221,10 @@ function Limiter:admit(key_name, model_name, ndocs)
     ok, d, err = self:admit_redis(list)
     if ok == nil and d == nil then
       metrics.inc("rerankd_redis_errors_total", { use = "ratelimit" })
-      local now = self.clock()
-      if not self.logged or now - self.logged > 10 then
-        self.logged = now
-        self.log("warn", "rate limits: redis failed (" .. tostring(err) .. "); using this worker's counters")
-      end
+      redis_state.note("ratelimit", false, err, self.log)
       ok, d = self:admit_local(list)
+    else
+      redis_state.note("ratelimit", true, nil, self.log)
     end
   else
     ok, d = self:admit_local(list)

@@ -35,6 +35,7 @@
 local docs = require "rerank.docs"
 local accounting = require "rerank.usage"
 local paths = require "rerank.paths"
+local config_models = require "rerank.config_models"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local min, max, floor, ceil, huge = math.min, math.max, math.floor, math.ceil, math.huge
@@ -50,7 +51,8 @@ M.DEFAULTS = {
   breaker = { failures = 5, cooldown = 10 },
 }
 
-local fail = require("rerank.errors").fail
+local errors = require "rerank.errors"
+local fail = errors.fail
 
 ---------------------------------------------------------------------------------------------
 -- defaults for the injected functions
@@ -251,6 +253,10 @@ function R:direct(name)
     max_documents = over.max_documents, concurrency = over.concurrency, price = over.price or {},
     extra_body = over.extra_body or {}, options = options, breaker = over.breaker,
   }
+  if type(p.check) == "function" then -- what build needs (a project id, ...)
+    local ok, cerr = pcall(p.check, m)
+    if not ok or cerr ~= nil then return fail(400, ('model "%s": %s'):format(name, tostring(cerr)), "model") end
+  end
   self.providers[name] = p
   self.direct_cache[name] = m
   return m
@@ -316,6 +322,8 @@ local function inflight_done(self, name, token)
   local t = self.inflight[name]
   if t then t[token] = nil end
 end
+-- for hedged calls (lua/rerank/hedge.lua): a hedge counts as a call in flight to its target
+R.inflight_count, R.inflight_add, R.inflight_done = inflight_count, inflight_add, inflight_done
 
 function R:breaker_settings(model)
   local b = model.breaker or self.routing.breaker or M.DEFAULTS.breaker
@@ -407,9 +415,35 @@ end
 ---------------------------------------------------------------------------------------------
 -- running a request
 
+-- The instruction a call carries (the request's, else the model's default): the provider
+-- must have a documented place for it (a field, the query, the prompt), else 422 naming the
+-- model; never dropped. Returns preq with .instruction set | nil, err.
+local function with_instruction(model, p, req, preq)
+  local ins = req.instruction
+  if ins == nil or ins == "" then ins = model.instruction end
+  if ins == nil or ins == "" then return preq end
+  if not config_models.instruction_mode(p, model) then
+    return fail(422, ('model "%s" (provider "%s") cannot take an instruction: the provider has no '
+      .. 'instruction field, query format or prompt for one; remove "instruction" or choose another model')
+      :format(model.name, tostring(model.provider)), "instruction", { instruction_refused = true })
+  end
+  if preq.instruction ~= ins then
+    local copy = {}
+    for k, v in pairs(preq) do copy[k] = v end
+    copy.instruction = ins
+    preq = copy
+  end
+  return preq
+end
+
 function R:attempt(model, req, deadline)
   local p = self.providers[model.name]
+  local img_err = docs.check_images(model, p, req) -- 422 for image documents a model cannot take
+  if img_err then return nil, img_err end
   local preq, owners = docs.prepare(req, p, self:settings(model))
+  local ierr
+  preq, ierr = with_instruction(model, p, req, preq)
+  if not preq then return nil, ierr end
   local now = self.now()
   local left = deadline - now
   local m = model
@@ -421,11 +455,9 @@ function R:attempt(model, req, deadline)
     timeout = m.timeout
   end
   local token = inflight_add(self, model.name, now + timeout + 1)
-  local ok, scores, usage, degraded, out = pcall(self.score, m, preq)
+  local ok, scores, usage, degraded, out = xpcall(self.score, errors.traceback, m, preq)
   inflight_done(self, model.name, token)
-  if not ok then
-    return fail(500, ("model %q failed: %s"):format(model.name, tostring(scores)))
-  end
+  if not ok then return errors.script_error(model, "scoring", scores, req.id) end
   if not scores then return nil, usage end
   return docs.collapse(scores, owners, #req.documents), usage, degraded, preq, out
 end
@@ -505,7 +537,10 @@ function R:run(name, req)
               st.served = st.served + 1
               st.cost = st.cost + (acct.cost or 0)
               if gi > 1 then st.fallbacks = st.fallbacks + 1 end
-              acct.model, acct.provider, acct.attempts, acct.fallback = model.name, model.provider, attempts, gi > 1
+              -- a hedge target that answered first serves the request (lua/rerank/hedge.lua)
+              local by = type(out) == "table" and out.served_by and self.cfg.model_index
+                and self.cfg.model_index[out.served_by] or model
+              acct.model, acct.provider, acct.attempts, acct.fallback = by.name, by.provider, attempts, gi > 1
               acct.entry, acct.out, acct.tried = model, out, notes
               return scores, usage, degraded, acct
             end

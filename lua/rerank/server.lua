@@ -11,6 +11,8 @@ local auth = require "rerank.auth"
 local ratelimit = require "rerank.ratelimit"
 local cache = require "rerank.cache"
 local upstream = require "rerank.upstream"
+local waits = require "rerank.waits"
+local shadow = require "rerank.shadow"
 local metrics = require "rerank.metrics"
 local health = require "rerank.health"
 
@@ -47,6 +49,27 @@ local function err_reply(err)
   return error_reply(err.status or 500, err.type or "internal_error", err.message or "error", err.param)
 end
 
+-- Errors answered before a rerank route reads its body as a request (401, 405, 415): in the
+-- route's own shape where the route has one, else (/v1/rerank, /rerank: the shape is detected
+-- from the body) with every client's field (Cohere "message", Jina/Voyage "detail").
+local FIXED_SHAPE = { ["/v2/rerank"] = "cohere_v2", ["/cohere/v1/rerank"] = "cohere_v1",
+  ["/cohere/v2/rerank"] = "cohere_v2", ["/jina/v1/rerank"] = "jina", ["/voyage/v1/rerank"] = "voyage",
+  ["/tei/rerank"] = "tei" }
+local DETECTED_SHAPE = { ["/v1/rerank"] = true, ["/rerank"] = true }
+
+local function early_error(path, status, etype, message, param, headers)
+  local err = { status = status, type = etype, message = message, param = param }
+  local body
+  if FIXED_SHAPE[path] then
+    body = shapes.render_error(FIXED_SHAPE[path], err)
+  elseif DETECTED_SHAPE[path] then
+    body = shapes.error_every_client(err)
+  else
+    body = json.error_body(status, etype, message, param)
+  end
+  return status, headers or JSON, body
+end
+
 -- Bodies we can read: JSON, or curl's default form type and text/plain carrying JSON.
 local function acceptable_type(ct)
   if not ct or ct == "" then return true end
@@ -56,9 +79,10 @@ local function acceptable_type(ct)
 end
 
 -- An error in the shape the client spoke, with Retry-After when there is one.
-local function shape_error(shape, err)
+local function shape_error(shape, err, cache_status)
   local headers = { ["content-type"] = "application/json" }
   if err.retry_after then headers["retry-after"] = tostring(err.retry_after) end
+  if cache_status then headers["x-rerankd-cache"] = cache_status end -- the cache was consulted
   return err.status or 500, headers, shapes.render_error(shape, err)
 end
 
@@ -66,7 +90,7 @@ end
 -- or an explicit shape name
 local function handle_rerank(ctx, route)
   if not acceptable_type(ctx.headers["content-type"]) then
-    return error_reply(415, "invalid_request_error",
+    return early_error(ctx.route, 415, "invalid_request_error",
       ("unsupported Content-Type %q; send application/json"):format(ctx.headers["content-type"]))
   end
   local t0 = core.now_us()
@@ -81,6 +105,7 @@ local function handle_rerank(ctx, route)
   local docs_cfg = instance.cfg.documents or {}
   local req, err = shapes.parse(shape, decoded, { max_documents = instance.cfg.server.max_documents,
                                                   text_field = docs_cfg.text_field, from_json = true,
+                                                  max_image_bytes = docs_cfg.max_image_bytes,
                                                   body = ctx.body, spans = spans })
   if not req then return shape_error(shape, err) end
   local tms = ctx.headers["x-rerankd-timeout-ms"]
@@ -96,21 +121,30 @@ local function handle_rerank(ctx, route)
   local timing = { parse = core.now_us() - t0 }
   -- documents for limits and logs: a pipeline request's are its lists' distinct documents
   local ndocs = req.lists and req.lists.n_docs or #req.documents
-  local info = { model = req.model or instance.cfg.default_model, docs = ndocs, timing = timing }
+  -- the name the request is accounted under: a named pipeline's ("pipeline" for inline stages)
+  local pl = req.pipeline
+  local name = type(pl) == "string" and pl or (type(pl) == "table" and "pipeline") or req.model
+  local info = { model = name or instance.cfg.default_model, docs = ndocs, timing = timing }
   ctx.info = info
   if limiter then
     local ok, denial = limiter:admit(ctx.key_name, info.model, info.docs)
     if not ok then return shape_error(shape, ratelimit.error(denial)) end
   end
   upstream.last_status() -- forget a stale one: the access log's upstream_status is this request's
-  local result, rerr = instance:rerank(req, timing)
+  -- shadow traffic sees the request as parsed (a pipeline replaces req.documents with its results)
+  local shadow_name = type(req.pipeline) == "string" and req.pipeline or info.model
+  local pristine = ctx.reply_early and shadow.configured(instance.cfg, shadow_name) and shadow.copy(req)
+  local result, rerr = shapes.run(shape, instance, req, timing) -- instance:rerank, or the shape's own run
   local ustatus = upstream.last_status()
+  info.upstream_wait = waits.take() -- µs parked on upstream transfers (gateway overhead = total - this)
   if not result then
     info.upstream_status = rerr.upstream_status or ustatus
-    return shape_error(shape, rerr)
+    info.cache = cache.status()
+    return shape_error(shape, rerr, info.cache)
   end
   info.degraded, info.upstream_status = result.degraded, ustatus
   info.usage, info.cache = result.usage, cache.status()
+  if result.pipeline then info.model, info.stages = result.model, result.stages end
   local t1 = core.now_us()
   local body, shape_headers = shapes.render(shape, result, req)
   timing.serialize = core.now_us() - t1
@@ -125,6 +159,15 @@ local function handle_rerank(ctx, route)
   headers["x-rerankd-cost"] = ("%.10g"):format(result.cost or (result.usage and result.usage.cost) or 0)
   if result.served_by then headers["x-rerankd-model"] = result.served_by end
   for k, v in pairs(shape_headers or {}) do headers[k] = v end
+  -- shadow traffic: sampled here, run after the answer is sent (M.handle, lua/rerank/shadow.lua)
+  local pick = pristine and shadow.pick(instance.cfg, shadow_name)
+  if pick then
+    local cfg_timeout = instance.cfg.server.timeout or 30
+    ctx.after = function()
+      local left = cfg_timeout - (core.now_us() - (ctx.t0_us or core.now_us())) / 1e6 - 0.05
+      shadow.run(instance, pick, pristine, result, left)
+    end
+  end
   return 200, headers, body
 end
 
@@ -167,7 +210,8 @@ local function handle_health(ctx)
   if up and health.wants_deep(ctx.query) then -- GET /health?deep=1 (lua/rerank/health.lua)
     local ok, report = health.deep(instance)
     return ok and 200 or 503, JSON, json.encode({ status = ok and "ok" or "failing", deep = true,
-      workers = ctx.workers, workers_up = ctx.workers_up, version = core.version, models = json.array(report) })
+      workers = ctx.workers, workers_up = ctx.workers_up, version = core.version, models = json.array(report),
+      redis = require("rerank.redis_state").report(instance.cfg) })
   end
   local body = json.encode({
     status = up and "ok" or "starting",
@@ -203,6 +247,10 @@ local routes = {
   ["/jina/v1/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "jina") end },
   ["/voyage/v1/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "voyage") end },
   ["/tei/rerank"] = { POST = function(ctx) return handle_rerank(ctx, "tei") end },
+  -- vLLM's score API and NVIDIA NIM's ranking API (lua/rerank/shapes/vllm_score.lua, nim.lua)
+  ["/v1/score"] = { POST = function(ctx) return handle_rerank(ctx, "vllm_score") end },
+  ["/score"] = { POST = function(ctx) return handle_rerank(ctx, "vllm_score") end },
+  ["/v1/ranking"] = { POST = function(ctx) return handle_rerank(ctx, "nim") end },
   ["/v1/fuse"] = { POST = handle_fuse },
 }
 
@@ -245,12 +293,15 @@ local function dispatch(ctx)
     for m in pairs(route) do allowed[#allowed + 1] = m end
     table.sort(allowed)
     local allow = table.concat(allowed, ", ")
-    return error_reply(405, "method_not_allowed", ("%s does not allow %s (allowed: %s)"):format(path, ctx.method, allow),
+    return early_error(path, 405, "method_not_allowed", ("%s does not allow %s (allowed: %s)"):format(path, ctx.method, allow),
       nil, { ["content-type"] = "application/json", allow = allow })
   end
   ctx.route = path
   local key, why = auth.check(gate, ctx, path) -- API keys, except on server.open_paths
-  if not key then return auth.reply(why) end
+  if not key then
+    local status, headers, err = auth.reply(why)
+    return early_error(path, status, err.type, err.message, nil, headers)
+  end
   if key ~= true then ctx.key_name = key end
   return fn(ctx)
 end
@@ -259,6 +310,12 @@ function M.handle(ctx)
   metrics.request_start(ctx)
   local status, headers, body = dispatch(ctx)
   metrics.request_done(ctx, status, instance and instance.cfg)
+  if ctx.after then -- work after the answer (shadow traffic): the client does not wait for it
+    local fields = log_fields(ctx)
+    coroutine.yield(ctx.reply_early, status, headers, body, fields)
+    ctx.after()
+    return status, headers, body, fields
+  end
   return status, headers, body, log_fields(ctx)
 end
 

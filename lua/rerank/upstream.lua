@@ -3,10 +3,12 @@
 -- libcurl or nginx cosockets; tests: a double) and has request(opts) and request_all(list, n).
 local json = require "rerank.json"
 local probe = require "rerank.probe"
+local token = require "rerank.token"
 
 local M = {}
 
-local fail = require("rerank.errors").fail
+local errors = require "rerank.errors"
+local fail = errors.fail
 
 -- A short, key-free description of what the upstream said.
 local function upstream_message(body)
@@ -15,7 +17,9 @@ local function upstream_message(body)
   local msg
   if type(j) == "table" then
     local e = j.error
+    local es = type(j.errors) == "table" and j.errors[1] -- IBM watsonx: {"errors":[{code, message}]}
     msg = j.message or j.detail or (type(e) == "table" and (e.message or e.type)) or (type(e) == "string" and e)
+      or (type(es) == "table" and es.message)
     if type(msg) == "table" then msg = json.encode(msg) end
   end
   msg = tostring(msg or body)
@@ -54,16 +58,18 @@ end
 
 -- Upstream messages sometimes quote the credential they rejected: never pass it on.
 local function redact(model, msg)
-  local key = model.api_key
-  if type(key) == "string" and #key >= 4 then
-    local at = msg:find(key, 1, true)
-    while at do
-      msg = msg:sub(1, at - 1) .. "[redacted]" .. msg:sub(at + #key)
-      at = msg:find(key, at + 10, true)
+  for _, key in ipairs({ model.api_key or false, model.access_token }) do -- access_token: lua/rerank/token.lua
+    if type(key) == "string" and #key >= 4 then
+      local at = msg:find(key, 1, true)
+      while at do
+        msg = msg:sub(1, at - 1) .. "[redacted]" .. msg:sub(at + #key)
+        at = msg:find(key, at + 10, true)
+      end
     end
   end
   return msg
 end
+M.redact = redact
 
 -- Maps a transport failure or an HTTP error status to the gateway's error.
 function M.error_for(model, res, err)
@@ -102,13 +108,12 @@ end
 local function parse_result(model, p, req, res, terr)
   note_status(res)
   if not res or res.status >= 400 and not p.parse_errors then return M.error_for(model, res, terr) end
-  local ok, out, perr = pcall(p.parse, model, req, res.status, res.headers, res.body)
+  local ok, out, perr = xpcall(p.parse, errors.traceback, model, req, res.status, res.headers, res.body)
+  -- a raise is the script's bug (500, traceback logged); nil, err is an answer it cannot use (502)
+  if not ok then return errors.script_error(model, "parse", out, req.id) end
   -- like error_for: name the upstream, the model and the HTTP status
   local who = ("upstream %q (model %q) answered HTTP %s"):format(model.provider, model.name,
     tostring(res.status))
-  if not ok then
-    return fail(502, ("%s that could not be parsed: %s"):format(who, tostring(out)))
-  end
   if not out then
     return fail(502, ("%s: %s"):format(who, redact(model, tostring(perr))))
   end
@@ -122,11 +127,8 @@ function M.call_one(transport, model, p, req, spec)
 end
 
 local function build(model, p, req)
-  local ok, spec = pcall(p.build, model, req)
-  if not ok then
-    return fail(500, "internal_error",
-      ("provider %q failed to build the request: %s"):format(model.provider, tostring(spec)))
-  end
+  local ok, spec = xpcall(p.build, errors.traceback, model, req)
+  if not ok then return errors.script_error(model, "build", spec, req.id) end
   if spec == nil then return fail(500, ("provider %q built no request"):format(model.provider)) end
   return spec
 end
@@ -211,38 +213,59 @@ end
 local function call_planned(transport, model, p, req)
   local state = {}
   for _ = 1, 1000 do
-    local ok, calls = pcall(p.plan, model, req, state)
-    if not ok then
-      return fail(500, ("provider %q failed to plan: %s"):format(model.provider, tostring(calls)))
-    end
+    local ok, calls = xpcall(p.plan, errors.traceback, model, req, state)
+    if not ok then return errors.script_error(model, "plan", calls, req.id) end
     if not calls or #calls == 0 then break end
     local opts = {}
     for i, spec in ipairs(calls) do opts[i] = M.prepare(model, spec) end
     local responses = transport.request_all(opts, model.concurrency or p.concurrency or 8)
     for _, r in ipairs(responses) do note_status(r) end
-    local aok, aerr = pcall(p.absorb, model, req, state, calls, responses)
-    if not aok then
-      return fail(502, "upstream_error",
-        ("provider %q could not use the upstream answers: %s"):format(model.provider, tostring(aerr)))
-    end
+    local aok, aerr = xpcall(p.absorb, errors.traceback, model, req, state, calls, responses)
+    if not aok then return errors.script_error(model, "absorb", aerr, req.id) end
     if state.error then return nil, state.error end
   end
-  local ok, out, perr = pcall(p.combine, model, req, state)
-  if not ok then
-    return fail(500, ("provider %q failed to combine: %s"):format(model.provider, tostring(out)))
-  end
+  local ok, out, perr = xpcall(p.combine, errors.traceback, model, req, state)
+  if not ok then return errors.script_error(model, "combine", out, req.id) end
   if not out then return fail(502, ("provider %q: %s"):format(model.provider, tostring(perr))) end
   return out
 end
 
+-- One call raced against the same request built for the hedge target h = { model, provider,
+-- after } (lua/rerank/hedge.lua): transport.hedge sends the second when the first has not
+-- answered after h.after; the first 2xx wins. Returns out (out.served_by names a winning
+-- target), plus the race's report { index, hedged }.
+local function call_hedged(transport, model, p, req, spec, h)
+  local hspec = build(h.model, h.provider, req)
+  if not hspec or probe.applies(h.model, h.provider) then return M.call_one(transport, model, p, req, spec) end
+  local r = transport.hedge(M.prepare(model, spec), M.prepare(h.model, hspec), h.after)
+  local res = r.result
+  local who, wp = model, p
+  if r.index == 2 then who, wp = h.model, h.provider end
+  local out, err = parse_result(who, wp, req, not res.error and res or nil, res.error)
+  if out and r.index == 2 then out.served_by = h.model.name end
+  return out, err, r
+end
+
 -- The engine's entry for providers without score(): returns scores-or-results table.
-function M.call(transport, model, p, req)
+function M.call(transport, model, p, req, hedge)
+  if type(p.token) == "table" then -- a bearer token from an exchange first (lua/rerank/token.lua); not hedged
+    local out, err = token.call(M.call_with_token, transport, model, p, req)
+    return out, err
+  end
+  return M.call_with_token(transport, model, p, req, hedge)
+end
+
+-- hedge: an armed hedge (lua/rerank/hedge.lua) or nil; the third return is the race's report.
+function M.call_with_token(transport, model, p, req, hedge)
   if type(p.plan) == "function" then return call_planned(transport, model, p, req) end
   local max_docs = model.max_documents or (p.limits and p.limits.max_documents)
+  -- a provider limited by bytes per call says how many of these documents fit in one
+  if type(p.batch_size) == "function" then max_docs = p.batch_size(model, req, max_docs) end
   if max_docs and #req.documents > max_docs then return call_split(transport, model, p, req, max_docs) end
   local spec, err = build(model, p, req)
   if not spec then return nil, err end
   if probe.applies(model, p) then return probe.call(transport, model, p, req, spec) end
+  if hedge then return call_hedged(transport, model, p, req, spec, hedge) end
   return M.call_one(transport, model, p, req, spec)
 end
 

@@ -53,32 +53,36 @@ function M.check_price(price, suggest)
   return true
 end
 
+-- price[key] * qty / per when the price sets key (no closure: the JIT compiles this path)
+local function term(price, key, qty, per)
+  local p = num(price[key])
+  if p then return p * qty / (per or 1), true end
+  return 0, false
+end
+
+local TERMS = { -- key, quantity (a field of the counts below), per
+  { "per_1k_prompt_tokens", "prompt", 1e3 }, { "per_1m_prompt_tokens", "prompt", 1e6 },
+  { "per_1k_completion_tokens", "completion", 1e3 }, { "per_1m_completion_tokens", "completion", 1e6 },
+  { "per_1k_tokens", "total", 1e3 }, { "per_1m_tokens", "total", 1e6 },
+  { "per_search_unit", "units", 1 }, { "per_document", "documents", 1 }, { "per_request", "request", 1 },
+}
+
 function M.cost(price, u, extra)
   if type(price) ~= "table" or next(price) == nil then return nil end
   u = type(u) == "table" and u or {}
   extra = type(extra) == "table" and extra or {}
   local prompt = num(u.prompt_tokens) or 0
   local completion = num(u.completion_tokens) or 0
-  local total = num(u.total_tokens) or (prompt + completion)
-  local cost, any = 0, false
-  local function term(key, qty, per)
-    local p = num(price[key])
-    if p then
-      cost = cost + p * qty / (per or 1)
-      any = true
-    end
-  end
-  term("per_1k_prompt_tokens", prompt, 1e3)
-  term("per_1m_prompt_tokens", prompt, 1e6)
-  term("per_1k_completion_tokens", completion, 1e3)
-  term("per_1m_completion_tokens", completion, 1e6)
-  term("per_1k_tokens", total, 1e3)
-  term("per_1m_tokens", total, 1e6)
   local units = num(u.search_units)
   if not units and num(extra.documents) then units = math.ceil(extra.documents / 100) end
-  term("per_search_unit", units or 0)
-  term("per_document", num(extra.documents) or 0)
-  term("per_request", 1)
+  local qty = { prompt = prompt, completion = completion, total = num(u.total_tokens) or (prompt + completion),
+                units = units or 0, documents = num(extra.documents) or 0, request = 1 }
+  local cost, any = 0, false
+  for i = 1, #TERMS do
+    local t = TERMS[i]
+    local c, set = term(price, t[1], qty[t[2]], t[3])
+    cost, any = cost + c, any or set
+  end
   if not any then return nil end
   return tonumber(("%.12g"):format(cost))
 end

@@ -170,7 +170,7 @@ models:
     assert.are.same(docs[2], j.results[1].document)
   end)
 
-  it("runs the real Cohere TypeScript SDK (v1 and v2 rerank) against rerankd", function()
+  it("runs the real Cohere TypeScript SDK (v1 and v2 rerank, v2 priority) against rerankd", function()
     local dir = d.root .. "/tests/e2e/cohere_sdk"
     if not d.readfile(dir .. "/node_modules/cohere-ai/package.json") then
       local out = d.sh(("cd %s && npm install --no-audit --no-fund --no-package-lock --loglevel=error 2>&1; echo rc=$?")
@@ -179,6 +179,6 @@ models:
     end
     local out = d.sh(("cd %s && node run.js %s rerank-v3.5 2>&1; echo rc=$?"):format(dir, srv.url))
     assert.truthy(out:find("rc=0", 1, true), out)
-    assert.truthy(out:find("7 passed, 0 failed", 1, true), out)
+    assert.truthy(out:find("8 passed, 0 failed", 1, true), out)
   end)
 end)

@@ -13,7 +13,9 @@ local function yaml_models(mock)
   add({ name = "bm25", provider = "bm25" })
   for _, m in ipairs(CASES.models) do
     local c = {}
-    for k, v in pairs(m.config) do c[k] = v end
+    for k, v in pairs(m.config) do -- "{mock}" in a value: the mock's URL (token endpoints)
+      c[k] = type(v) == "string" and v:gsub("{mock}", mock.url) or v
+    end
     c.base_url = mock.url .. "/" .. m.mock
     if c.provider_file then c.provider_file = d.root .. "/" .. c.provider_file end
     if not m.auth_pattern then c.api_key = "test-key" end

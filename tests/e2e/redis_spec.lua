@@ -1,29 +1,8 @@
 -- The daemon's non-blocking Redis client (core/redis.c) against a real redis-server.
 local d = require "support.daemon"
+local redis_server = require "support.redis"
 
-local function start_redis(password)
-  local pass = password and (" --requirepass " .. password) or ""
-  for _ = 1, 3 do -- a port another run holds: try another
-    local port = 20000 + math.random(20000)
-    local dir = d.tmpname("-redis")
-    os.execute("mkdir -p " .. dir)
-    os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s --daemonize yes"
-      .. " --pidfile %s/pid%s >/dev/null 2>&1"):format(port, dir, dir, pass))
-    for _ = 1, 100 do
-      if d.sh(("redis-cli -p %d %s --no-auth-warning ping 2>/dev/null"):format(port,
-        password and ("-a " .. password) or "")):find("PONG") then
-        return { port = port, dir = dir }
-      end
-      d.sleep(0.05)
-    end
-    os.execute(("kill $(cat %s/pid 2>/dev/null) 2>/dev/null"):format(dir))
-  end
-  error("redis-server did not start")
-end
-
-local function stop_redis(r)
-  if r then os.execute(("kill $(cat %s/pid) 2>/dev/null"):format(r.dir)) end
-end
+local start_redis, stop_redis = redis_server.start, redis_server.stop
 
 describe("rerank.core.redis", function()
   local redis, srv

@@ -15,13 +15,7 @@ local function hits(mock, name)
   return n
 end
 
-local DOCS = { "the cat sat", "a dog barked", "cat and dog" }
-
-local function rerank(srv, body, headers)
-  local b = { query = "cat dog", documents = DOCS }
-  for k, v in pairs(body) do b[k] = v end
-  return d.request(srv, "/v1/rerank", { body = b, headers = headers })
-end
+local rerank = d.rerank
 
 -- each mock-backed model sends x-test-model: its name, so hits() can count its calls
 local MODELS = {

@@ -5,7 +5,6 @@
 -- malformed.txt, bad_request.json, unauthorized.json).
 local cjson = require "cjson"
 local json = require "rerank.json"
-local api = require "rerank.api"
 local U = require "rerank.provider_util"
 local upstream = require "rerank.upstream"
 local probe = require "rerank.probe"
@@ -14,81 +13,22 @@ local ROOT = os.getenv("PWD") or "."
 local FIX = ROOT .. "/tests/fixtures/providers/"
 local PROVIDERS = { "cohere", "jina", "voyage", "together", "mixedbread", "pinecone", "nvidia_nim", "deepinfra",
                     "fireworks", "azure_ai", "tei", "infinity", "vllm", "llamacpp", "bedrock", "cohere_compatible",
+                    "sglang", "zeroentropy", "contextual", "dashscope", "nvidia_nim_vl", "vertex_ai", "watsonx",
                     "examples/providers/my_rerank" }
 local OPTION_TYPES = { string = true, number = true, integer = true, boolean = true, table = true, duration = true, size = true }
 
-local function read(path)
-  local f = assert(io.open(path, "rb"), "missing fixture " .. path)
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
+-- the fixture helpers `rerankd check-provider` uses (lua/rerank/check_provider.lua)
+local CP = require "rerank.check_provider"
+local denull, plain, with_env = CP.denull, CP.plain, CP.with_env
+local make_model, make_req, req_of, pairs_of, fake_transport = CP.make_model, CP.make_req, CP.req_of, CP.pairs_of,
+  CP.fake_transport
+local function read(path) return (assert(CP.read(path), "missing fixture " .. path)) end
 local function fixture_json(name, file) return cjson.decode(read(FIX .. name .. "/" .. file)) end
 
 -- "cohere" -> providers/cohere.lua; a name with a "/" is a path from the repository root
 local function load_provider(name)
   local file = name:find("/", 1, true) and name or ("providers/" .. name)
   return assert(loadfile(ROOT .. "/" .. file .. ".lua"))()
-end
-
-local function denull(v)
-  if v == cjson.null then return nil end
-  return v
-end
-
--- compare as JSON values: no metatables, no functions
-local function plain(v)
-  if v == nil then return nil end
-  return cjson.decode(json.encode(v))
-end
-
--- runs fn with os.getenv answering only from env (hermetic: the machine's variables are hidden)
-local function with_env(env, fn)
-  local real = os.getenv
-  os.getenv = function(k) return denull(env and env[k]) end -- luacheck: ignore 122
-  local ok, a, b = pcall(fn)
-  os.getenv = real -- luacheck: ignore 122
-  if not ok then error(a, 0) end
-  return a, b
-end
-
--- a model entry as lua/rerank/config.lua normalises it: provider defaults fill unset keys
-local function make_model(t, P)
-  local m = {}
-  for k, v in pairs(t) do m[k] = denull(v) end
-  for k, v in pairs(P and P.defaults or {}) do
-    if m[k] == nil then m[k] = v end
-  end
-  m.options = m.options or {}
-  return m
-end
-
-local function make_req(request, rank_fields)
-  local req = assert(api.parse("rerankd", cjson.encode(request)))
-  req.rank_fields = denull(rank_fields)
-  return req
-end
-
-local function req_of(n)
-  local docs = {}
-  for i = 1, n do docs[i] = "document " .. i end
-  return make_req({ query = "q", documents = docs })
-end
-
-local function pairs_of(results)
-  local out = {}
-  for i, r in ipairs(results) do out[i] = { r.index, r.score } end
-  return out
-end
-
-local function fake_transport(status, headers, body)
-  local t = { calls = {} }
-  function t.request(opts)
-    t.calls[#t.calls + 1] = opts.url
-    return { status = status, headers = headers or {}, body = body }
-  end
-  return t
 end
 
 for _, file in ipairs(PROVIDERS) do
@@ -129,6 +69,14 @@ for _, file in ipairs(PROVIDERS) do
         assert.are.equal("application/json", opts.headers["Content-Type"])
       end)
     end
+
+    it("passes rerankd check-provider's cases (the same fixtures)", function()
+      local lines = {}
+      local path = file:find("/", 1, true) and file or ("providers/" .. file)
+      local rc = CP.main({ ROOT .. "/" .. path .. ".lua", FIX .. name }, function(l) lines[#lines + 1] = l end)
+      assert.are.equal(0, rc, table.concat(lines, "\n"))
+      assert.truthy(lines[#lines]:find("^%d+ passed, 0 failed$"), lines[#lines])
+    end)
 
     local expectations = fixture_json(name, "parse.json")
     local files = {}

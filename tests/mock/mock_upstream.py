@@ -6,8 +6,14 @@
 
 Routing: /<provider>/<documented path>, e.g. base_url http://127.0.0.1:PORT/cohere serves
 /cohere/v1/rerank and /cohere/v2/rerank. Providers: cohere azure jina voyage together
-mixedbread pinecone nim tei infinity vllm llamacpp deepinfra fireworks bedrock, and compat
-(Cohere shape on /v2/rerank only, for path probing), custom (examples/providers/my_rerank.lua).
+mixedbread pinecone nim tei infinity vllm llamacpp deepinfra fireworks bedrock sglang
+zeroentropy contextual dashscope nimvl vertex watsonx iam (IBM Cloud IAM's token endpoint:
+watsonx takes only the tokens it issued), and compat (Cohere shape on /v2/rerank only, for path
+probing), custom (examples/providers/my_rerank.lua).
+
+Image documents (jina m0 {image}, vLLM {content: [image_url parts]}, SGLang part lists,
+DashScope qwen3-vl {image}, NIM VL passages[].image as a data: URL) score on the words of
+the image URL, so https://img.test/red-apple.png matches "red apple".
 
 Scores are deterministic: the share of the query's distinct words found in the document
 (0..1); NIM answers logit = 10*share - 5, llama.cpp and raw-score modes the same raw value.
@@ -19,7 +25,8 @@ Bedrock: SigV4 with access key "test-key" / secret "test-secret", fully verified
 Bearer Bedrock API key). Wrong key -> 401/403 in the provider's error shape.
 
 Faults, per request: header "x-mock-fault: KIND" or a path prefix /fault/KIND/...
-  slow:MS   answer after MS milliseconds      429:S    429 with Retry-After: S
+  slow:MS   answer after MS milliseconds (a client that hangs up first: "cancelled": true in the log)
+  429:S     429 with Retry-After: S
   500, 503  server error in the provider's shape
   malformed 200 with invalid JSON              truncated Content-Length larger than the body, then close
   reset     close the connection without answering (RST)
@@ -27,11 +34,12 @@ Faults, per request: header "x-mock-fault: KIND" or a path prefix /fault/KIND/..
   flaky:N   the first N requests carrying this fault string get 503, then normal answers
 
 Control: GET /_mock/requests -> every request received [{method, path, headers, body, json}]
-(headers lower-cased); POST /_mock/reset clears it and the flaky counters.
+(headers lower-cased); POST /_mock/reset clears it and the flaky counters; POST /_mock/revoke
+invalidates every IAM token issued so far.
 """
-import argparse, hashlib, hmac, json, re, socket, struct, sys, threading, time
+import argparse, hashlib, hmac, json, re, select, socket, struct, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qs, quote, unquote
 
 KEY, AWS_KEY, AWS_SECRET = "test-key", "test-key", "test-secret"
 LOCK = threading.Lock()
@@ -67,6 +75,12 @@ def doc_text(d, fields=None):
     if isinstance(d, str):
         return d
     return " ".join(str(d.get(f, "")) for f in (fields or ["text"]))
+
+
+def image_words(url):
+    """An image scores on the words of its URL (https://img.test/red-apple.png: red, apple);
+    a data: URL's base64 payload rarely matches anything."""
+    return url if isinstance(url, str) else ""
 
 
 class Shape:
@@ -148,11 +162,20 @@ class Jina(Shape):
     def err(self, status, msg): return {"detail": msg}
 
     def handle(self, path, b, h):
-        q, docs = self.need(b, "query", str), self.strings(b, "documents")
-        self.need(b, "model", str)
-        res = [dict({"index": i, "relevance_score": s}, **({"document": {"text": docs[i]}} if b.get("return_documents") else {}))
-               for i, s in ranked(q, docs, self.top(b))]
-        return {"model": b["model"], "usage": {"total_tokens": tokens(q, docs)}, "results": res}
+        q, docs = self.need(b, "query", str), self.need(b, "documents", list, True)
+        model = self.need(b, "model", str)
+        texts = []
+        for d in docs:  # strings; jina-reranker-m0 also {text} / {image} objects
+            if isinstance(d, str):
+                texts.append(d)
+            elif "m0" in model and isinstance(d, dict) and d and set(d) <= {"text", "image"} and all(isinstance(v, str) for v in d.values()):
+                texts.append(" ".join([d.get("text", ""), image_words(d.get("image"))]).strip())
+            else:
+                self.fail(422, "documents must be a list of strings" + (" or {text}/{image} objects" if "m0" in model else ""))
+        res = [dict({"index": i, "relevance_score": s},
+                    **({"document": docs[i] if isinstance(docs[i], dict) else {"text": docs[i]}} if b.get("return_documents") else {}))
+               for i, s in ranked(q, texts, self.top(b))]
+        return {"model": b["model"], "usage": {"total_tokens": tokens(q, texts)}, "results": res}
 
 
 class Voyage(Jina):
@@ -291,11 +314,23 @@ class Vllm(Shape):
             data = [{"index": i, "object": "score", "score": val(share(q, d))} for i, d in enumerate(docs)]
             return {"id": "score-mock", "object": "list", "created": 1700000000, "model": b.get("model", "m"), "data": data,
                     "usage": {"prompt_tokens": tokens(q, docs), "total_tokens": tokens(q, docs)}}
-        q, docs = self.need(b, "query", str), self.strings(b, "documents")
+        q, docs = self.need(b, "query", str), self.need(b, "documents", list, True)
+        texts = []
+        for d in docs:  # strings or {"content": [text / image_url parts]} (reference §24)
+            parts = d.get("content") if isinstance(d, dict) else None
+            if isinstance(d, str):
+                texts.append(d)
+            elif isinstance(parts, list) and parts and all(isinstance(p, dict) and p.get("type") in ("text", "image_url") for p in parts):
+                texts.append(" ".join(p["text"] if p["type"] == "text" else image_words((p.get("image_url") or {}).get("url"))
+                                      for p in parts))
+            else:
+                self.fail(400, "documents must be strings or {content: [parts]} objects")
         k = b.get("top_n") or None
-        res = [{"index": i, "document": {"text": docs[i]}, "relevance_score": val(s)} for i, s in ranked(q, docs, k)]
+        res = [{"index": i, "document": {"text": docs[i] if isinstance(docs[i], str) else None,
+                                         "multi_modal": docs[i]["content"] if isinstance(docs[i], dict) else None},
+                "relevance_score": val(s)} for i, s in ranked(q, texts, k)]
         return {"id": "rerank-mock", "model": b.get("model", "m"), "results": res,
-                "usage": {"prompt_tokens": tokens(q, docs), "total_tokens": tokens(q, docs)}}
+                "usage": {"prompt_tokens": tokens(q, texts), "total_tokens": tokens(q, texts)}}
 
 
 class Llamacpp(Shape):
@@ -404,6 +439,245 @@ class Bedrock(Shape):
         return {"results": res}
 
 
+class Sglang(Shape):
+    """SGLang /v1/rerank (reference §23): bare-list answer, flat error bodies, instruct."""
+    routes = ("/v1/rerank",)
+    def auth(self, h):
+        if h.get("authorization") != "Bearer " + KEY: raise Reply(401, {"error": "Unauthorized"})
+
+    def err(self, status, msg):
+        kind = "BadRequestError" if status < 500 else "InternalServerError"
+        return {"object": "error", "message": msg, "type": kind, "param": None, "code": status}
+
+    def handle(self, path, b, h):
+        q = b.get("query")
+        if not isinstance(q, str) or not q.strip(): self.fail(400, "Query cannot be empty")
+        docs = b.get("documents")
+        if not isinstance(docs, list) or not docs: self.fail(400, "Documents cannot be empty")
+        if "instruct" in b and b["instruct"] is not None and not isinstance(b["instruct"], str):
+            self.fail(400, "instruct must be a string")
+        texts, multimodal = [], False
+        for d in docs:
+            if isinstance(d, str) and d:
+                texts.append(d)
+            elif isinstance(d, list) and d and all(isinstance(p, dict) and p.get("type") in ("text", "image_url") for p in d):
+                multimodal = True
+                texts.append(" ".join(p["text"] if p["type"] == "text" else image_words((p.get("image_url") or {}).get("url"))
+                                      for p in d))
+            else:
+                self.fail(400, "Each document must be a non-empty string or a list of content parts")
+        k = b.get("top_n")
+        if k is not None and (not isinstance(k, int) or k < 1): self.fail(400, "parameter top_n should be larger than 0")
+        ret = b.get("return_documents", True)
+        if ret and multimodal: self.fail(500, "1 validation error for RerankResponse: document must be a string")
+        return [dict({"score": s}, **({"document": docs[i]} if ret else {}), index=i, meta_info=None)
+                for i, s in ranked(q, texts, k)]
+
+
+class ZeroEntropy(Shape):
+    """ZeroEntropy /v1/models/rerank (reference §21); the error body is unverified: FastAPI's."""
+    routes = ("/v1/models/rerank",)
+    def err(self, status, msg): return {"detail": msg}
+
+    def handle(self, path, b, h):
+        self.need(b, "model", str)
+        q, docs = self.need(b, "query", str), self.strings(b, "documents")
+        if b.get("latency") not in (None, "fast", "slow"): self.fail(400, "latency must be fast or slow")
+        size = sum(150 + len(q.encode()) + len(d.encode()) for d in docs)
+        if size > 5000000: self.fail(400, "Request too large: %d bytes (max 5000000)" % size)
+        k = self.top(b)
+        res = [{"index": i, "relevance_score": s} for i, s in ranked(q, docs, k)]
+        return {"results": res, "actual_latency_mode": b.get("latency") or "fast", "e2e_latency": 0.01,
+                "inference_latency": 0.005, "total_bytes": size, "total_tokens": tokens(q, docs)}
+
+
+class Contextual(Shape):
+    """Contextual AI /v1/rerank (reference §22); error body unverified: FastAPI's."""
+    routes = ("/v1/rerank",)
+    def err(self, status, msg): return {"detail": msg}
+
+    def handle(self, path, b, h):
+        self.need(b, "model", str)
+        q, docs = self.need(b, "query", str), self.strings(b, "documents")
+        for f in ("instruction",):
+            if b.get(f) is not None and not isinstance(b[f], str): self.fail(400, f + " must be a string")
+        md = b.get("metadata")
+        if md is not None:
+            if not isinstance(md, list) or len(md) != len(docs) or not all(isinstance(m, str) for m in md):
+                self.fail(400, "metadata must be a list of strings of the same length as documents")
+        res = [{"index": i, "relevance_score": round(s, 8)} for i, s in ranked(q, docs, self.top(b))]
+        return {"results": res}
+
+
+class Dashscope(Shape):
+    """DashScope native text-rerank and the compatible /compatible-api/v1/reranks (reference §27)."""
+    routes = ("/api/v1/services/rerank/text-rerank/text-rerank", "/compatible-api/v1/reranks")
+    def auth(self, h):
+        if h.get("authorization") != "Bearer " + KEY:
+            raise Reply(401, {"code": "InvalidApiKey", "message": "Invalid API-key provided.", "request_id": "mock-req"})
+
+    def err(self, status, msg):
+        code = {400: "InvalidParameter", 429: "Throttling.RateQuota"}.get(status, "InternalError")
+        return {"code": code, "message": msg, "request_id": "mock-req"}
+
+    def docs(self, model, docs):
+        vl = "vl" in model
+        texts = []
+        for d in docs:
+            if isinstance(d, str):
+                texts.append(d)
+            elif vl and isinstance(d, dict) and d and set(d) <= {"text", "image"} and all(isinstance(v, str) for v in d.values()):
+                texts.append(" ".join([d.get("text", ""), image_words(d.get("image"))]).strip())
+            else:
+                self.fail(400, "documents must be strings%s" % (" or {text}/{image} objects" if vl else ""))
+        limit = (40 if any(isinstance(d, dict) and "image" in d for d in docs) else 100) if vl else 500
+        if len(docs) > limit: self.fail(400, "documents: at most %d" % limit)
+        return texts
+
+    def handle(self, path, b, h):
+        model = self.need(b, "model", str)
+        if path.startswith("/compatible-api/"):
+            if model != "qwen3-rerank": self.fail(400, "model %s is not supported on this endpoint" % model)
+            q, docs = self.need(b, "query", str), self.need(b, "documents", list, True)
+            texts = self.docs("", docs)
+            res = [dict({"index": i, "relevance_score": s}, **({"document": {"text": docs[i]}} if b.get("return_documents") else {}))
+                   for i, s in ranked(q, texts, self.top(b))]
+            return {"id": "mock-id", "object": "list", "model": model, "results": res,
+                    "usage": {"total_tokens": tokens(q, texts)}}
+        inp, par = self.need(b, "input", dict), b.get("parameters") or {}
+        q, docs = self.need(inp, "query", str), self.need(inp, "documents", list, True)
+        if not isinstance(par, dict): self.fail(400, "parameters must be an object")
+        texts = self.docs(model, docs)
+        res = [dict({"index": i, "relevance_score": s},
+                    **({"document": docs[i] if isinstance(docs[i], dict) else {"text": docs[i]}} if par.get("return_documents") else {}))
+               for i, s in ranked(q, texts, self.top(par))]
+        return {"output": {"results": res}, "usage": {"total_tokens": tokens(q, texts)}, "request_id": "mock-req"}
+
+
+class NimVl(Nim):
+    """NIM VL /v1/ranking (reference §30): passages [{text?, image?}], images as data: URLs."""
+    routes = ("/v1/ranking",)
+    def handle(self, path, b, h):
+        self.need(b, "model", str)
+        q = self.need(b, "query", dict).get("text")
+        if not isinstance(q, str) or not q: self.fail(400, "query.text must be a non-empty string")
+        ps = self.need(b, "passages", list, True)
+        if len(ps) > 512: self.fail(400, "at most 512 passages")
+        if "top_k" in b: self.fail(400, "top_k: extra inputs are not permitted")
+        if b.get("truncate", "NONE") not in ("NONE", "END"): self.fail(400, "truncate must be NONE or END")
+        texts = []
+        for p in ps:
+            if not isinstance(p, dict) or not (set(p) <= {"text", "image"}) or not p:
+                self.fail(400, "each passage needs text, image or both")
+            if "text" in p and (not isinstance(p["text"], str) or not p["text"]): self.fail(400, "passage text must be a non-empty string")
+            img = p.get("image")
+            if img is not None and (not isinstance(img, str) or not img.startswith("data:image/")):
+                self.fail(400, "passage image must be a base64 data URL")
+            texts.append(" ".join([p.get("text", ""), image_words(img)]).strip())
+        res = [{"index": i, "logit": 10 * s - 5} for i, s in ranked(q, texts)]
+        return {"rankings": res, "usage": {"prompt_tokens": tokens(q, texts), "total_tokens": tokens(q, texts)}}
+
+
+class Vertex(Shape):
+    """Vertex AI ranking (Discovery Engine) :rank (reference §28): records by id, <= 200."""
+    routes = ("/v1/projects/",)
+    def err(self, status, msg):
+        st = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+              429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}.get(status, "INTERNAL")
+        return {"error": {"code": status, "message": msg, "status": st}}
+
+    def auth(self, h):
+        if h.get("authorization") != "Bearer " + KEY:
+            self.fail(401, "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
+                           "cookie or other valid authentication credential.")
+
+    def handle(self, path, b, h):
+        if not re.fullmatch(r"/v1/projects/[^/]+/locations/[^/]+/rankingConfigs/[^/:]+:rank", path):
+            self.fail(404, "Method not found.")
+        q, recs = self.need(b, "query", str), self.need(b, "records", list, True)
+        if len(recs) > 200: self.fail(400, "Number of records (%d) exceeds the limit of 200." % len(recs))
+        ids = []
+        for r in recs:
+            if not isinstance(r, dict) or not isinstance(r.get("id"), str) or not (r.get("title") or r.get("content")):
+                self.fail(400, "Each record needs an id and at least one of title and content.")
+            ids.append(r["id"])
+        if len(set(ids)) != len(ids): self.fail(400, "Record ids must be unique.")
+        k = b.get("topN")
+        if k is not None and not isinstance(k, int): self.fail(400, "topN must be an integer")
+        texts = [" ".join([r.get("title") or "", r.get("content") or ""]).strip() for r in recs]
+        out = []
+        for i, s in ranked(q, texts, k if k and k > 0 else None):
+            r = {"id": recs[i]["id"]}
+            if s != 0: r["score"] = s  # proto3 JSON leaves out zero values
+            if not b.get("ignoreRecordDetailsInResponse"):
+                r.update({f: recs[i][f] for f in ("title", "content") if recs[i].get(f)})
+            out.append(r)
+        return {"records": out}
+
+
+ISSUED = {}  # IAM access token -> expiry (time.time())
+
+
+class Iam(Shape):
+    """IBM Cloud IAM POST /identity/token (API key -> bearer token); form-encoded body.
+    /expires/S/identity/token issues tokens that live S seconds (default 3600)."""
+    routes = ("/identity/token", "/expires/")
+    form = True
+    def err(self, status, msg):
+        return {"errorCode": "BXNIM0415E", "errorMessage": msg, "context": {"requestId": "mock"}}
+
+    def auth(self, h):
+        if not h.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            self.fail(400, "Unsupported content type")
+
+    def handle(self, path, b, h):
+        m = re.fullmatch(r"(?:/expires/(\d+))?/identity/token", path)
+        if not m: self.fail(404, "Not found")
+        if b.get("grant_type") != ["urn:ibm:params:oauth:grant-type:apikey"]: self.fail(400, "Unsupported grant type")
+        if b.get("apikey") != [KEY]: self.fail(400, "Provided API key could not be found.")
+        life = int(m.group(1) or 3600)
+        with LOCK:
+            tok = "iam-token-%d" % (len(ISSUED) + 1)
+            ISSUED[tok] = time.time() + life
+        now = int(time.time())
+        return {"access_token": tok, "refresh_token": "not_supported", "token_type": "Bearer", "expires_in": life,
+                "expiration": now + life, "scope": "ibm openid"}
+
+
+class Watsonx(Shape):
+    """watsonx.ai POST /ml/v1/text/rerank?version= (reference §29), IAM bearer tokens only."""
+    routes = ("/ml/v1/text/rerank",)
+    def err(self, status, msg, code=None):
+        code = code or {400: "json_validation_error", 401: "authentication_token_not_valid",
+                        429: "token_quota_reached"}.get(status, "internal_error")
+        return {"errors": [{"code": code, "message": msg, "more_info": "https://cloud.ibm.com/apidocs/watsonx-ai#text-rerank"}],
+                "trace": "mock-trace", "status_code": status}
+
+    def auth(self, h):
+        a = h.get("authorization", "")
+        tok = a[7:] if a.startswith("Bearer ") else None
+        with LOCK:
+            exp = ISSUED.get(tok)
+        if exp is None:
+            raise Reply(401, self.err(401, "Failed to authenticate the request due to invalid token"))
+        if exp < time.time():
+            raise Reply(401, self.err(401, "Failed to authenticate the request due to an expired token",
+                                      "authentication_token_expired"))
+
+    def handle(self, path, b, h):
+        model = self.need(b, "model_id", str)
+        q, inputs = self.need(b, "query", str), self.need(b, "inputs", list, True)
+        if (b.get("project_id") is None) == (b.get("space_id") is None): self.fail(400, "Exactly one of project_id or space_id is required")
+        if len(inputs) > 1000: self.fail(400, "inputs: at most 1000")
+        if not all(isinstance(i, dict) and isinstance(i.get("text"), str) for i in inputs): self.fail(400, "inputs[].text must be a string")
+        ro = (b.get("parameters") or {}).get("return_options") or {}
+        texts = [i["text"] for i in inputs]
+        res = [dict({"index": i, "score": 10 * s - 5}, **({"input": {"text": texts[i]}} if ro.get("inputs") else {}))
+               for i, s in ranked(q, texts, self.top(ro))]
+        return {"model_id": model, "model_version": "2.0.0", "results": res, "created_at": "2026-06-12T07:32:50.000Z",
+                "input_token_count": tokens(q, texts)}
+
+
 class Custom(Shape):
     """The made-up "My Rerank" API of examples/providers/my_rerank.lua."""
     routes = ("/score",)
@@ -416,7 +690,9 @@ class Custom(Shape):
 PROVIDERS = {"cohere": Cohere(), "azure": Azure(), "jina": Jina(), "voyage": Voyage(), "together": Together(),
              "mixedbread": Mixedbread(), "pinecone": Pinecone(), "nim": Nim(), "tei": Tei(), "infinity": Infinity(),
              "vllm": Vllm(), "llamacpp": Llamacpp(), "deepinfra": Deepinfra(), "fireworks": Fireworks(), "bedrock": Bedrock(),
-             "compat": Compat(), "custom": Custom()}
+             "compat": Compat(), "custom": Custom(), "sglang": Sglang(), "zeroentropy": ZeroEntropy(),
+             "contextual": Contextual(), "dashscope": Dashscope(), "nimvl": NimVl(), "vertex": Vertex(),
+             "iam": Iam(), "watsonx": Watsonx()}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -469,6 +745,10 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 LOG.clear(); FLAKY.clear()
             return self.send(200, {"ok": True})
+        if self.path.startswith("/_mock/revoke"):
+            with LOCK:
+                ISSUED.clear()
+            return self.send(200, {"ok": True})
         path, fault = self.path.split("?", 1)[0], self.headers.get("x-mock-fault", "")
         m = re.match(r"^/fault/([^/]+)(/.*)$", path)
         if m:
@@ -479,7 +759,8 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         with LOCK:
-            LOG.append({"method": "POST", "path": self.path, "headers": h, "body": raw.decode("utf-8", "replace"), "json": body})
+            self.entry = {"method": "POST", "path": self.path, "headers": h, "body": raw.decode("utf-8", "replace"), "json": body}
+            LOG.append(self.entry)
             del LOG[:-500]
         name, _, rest = path.lstrip("/").partition("/")
         p, rest = PROVIDERS.get(name), "/" + rest
@@ -492,7 +773,9 @@ class Handler(BaseHTTPRequestHandler):
                 p.auth(h, "POST", self.path, raw)
             else:
                 p.auth(h)
-            if not isinstance(body, (dict, list)):
+            if getattr(p, "form", False):
+                body = parse_qs(raw.decode("utf-8", "replace"))
+            elif not isinstance(body, (dict, list)):
                 p.fail(p.bad_status, "request body must be JSON")
             out = p.handle(rest, body, h)
             extra = {}
@@ -505,7 +788,14 @@ class Handler(BaseHTTPRequestHandler):
     def inject(self, fault, p):
         kind, _, arg = fault.partition(":")
         if kind == "slow":
-            time.sleep(int(arg or 1000) / 1000.0)
+            end = time.time() + int(arg or 1000) / 1000.0
+            while time.time() < end:  # a client that hangs up meanwhile is recorded: "cancelled"
+                r, _, _ = select.select([self.connection], [], [], min(0.02, max(0, end - time.time())))
+                if r and self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    with LOCK:
+                        self.entry["cancelled"] = True
+                    self.close_connection = True
+                    raise _Reset()
         elif kind == "429":
             p.fail(429, "rate limit exceeded", {"Retry-After": arg or "1"})
         elif kind in ("500", "503"):

@@ -137,6 +137,14 @@ function M.fd_count(pid)
   return tonumber(sh("ls /proc/" .. pid .. "/fd 2>/dev/null | wc -l")) or 0
 end
 
+-- POST /v1/rerank with body's fields over a query and documents (default: three short texts).
+M.DOCS = { "the cat sat", "a dog barked", "cat and dog" }
+function M.rerank(d, body, headers, docs)
+  local b = { query = "cat dog", documents = docs or M.DOCS }
+  for k, v in pairs(body) do b[k] = v end
+  return M.request(d, "/v1/rerank", { body = b, headers = headers })
+end
+
 -- One HTTP request with curl. opts: method, body (string or table → JSON), headers {k=v}, raw_args.
 -- Returns status, body_string, headers (lower-case names), decoded JSON (or nil).
 function M.request(d, path, opts)

@@ -29,7 +29,8 @@ function S.parse_fields(b, opts, req)
   req.rank_fields = v
   v, err = C.documents(b.documents, "documents", { max = opts.max_documents, text_field = opts.text_field,
                                                     rank_fields = req.rank_fields, strings_only = opts.strings_only,
-                                                    body = opts.body, spans = opts.spans })
+                                                    body = opts.body, spans = opts.spans,
+                                                    max_image_bytes = opts.max_image_bytes })
   if err then return nil, err end
   req.documents = v
   v, err = check.int(b.top_n, "top_n", 1)

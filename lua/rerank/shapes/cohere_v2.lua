@@ -1,7 +1,8 @@
 -- Cohere v2 rerank (POST /v2/rerank, /cohere/v2/rerank).
 -- Request (every schema state of the SDK history): model, query, documents (strings; objects
 -- too, as in the 2024-09 schema, with rank_fields), top_n, max_tokens_per_doc, priority
--- (accepted, ignored), return_documents (default false), max_chunks_per_doc.
+-- (0..999, sent on to Cohere upstreams; lua/rerank/shapes/init.lua), return_documents (default
+-- false), max_chunks_per_doc.
 -- Answer: {"id","results":[{"index","relevance_score","document"?: {"text"}}],"meta":{...}}
 -- plus rerankd's object/model/usage; "document" only when return_documents is true.
 -- Errors: {"message": ..., "error": {...}}.

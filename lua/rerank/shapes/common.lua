@@ -3,6 +3,7 @@
 local api = require "rerank.api"
 local json = require "rerank.json"
 local docs = require "rerank.docs"
+local scoring = require "rerank.score"
 local config_ok, config = pcall(require, "rerank.config")
 
 local type, tonumber = type, tonumber
@@ -34,7 +35,8 @@ end
 
 -- Documents: strings or objects. An object's text is its `text_field` (default "text"), else
 -- its `text`; with rank_fields, an object without either is ranked on the named fields alone.
--- opts: { max = n, text_field = "text", rank_fields = {...}, strings_only = bool }
+-- An object with `image` (api.check_image) needs no text.
+-- opts: { max = n, text_field = "text", rank_fields = {...}, strings_only = bool, max_image_bytes = n }
 function M.documents(v, param, opts)
   if not present(v) then return fail(400, param .. " is required", param) end
   if not check.is_array(v) then return fail(400, param .. " must be an array", param) end
@@ -54,8 +56,16 @@ function M.documents(v, param, opts)
       local js, je = api.doc_span(spans, i)
       out[i] = { index = i - 1, text = d, raw = d, src = js and src, js = js, je = je }
     elseif type(d) == "table" and json.kind(d) == "object" and not opts.strings_only then
-      local text = d[tf]
+      local text, image = d[tf], d.image
       if text == null then text = nil end
+      if image ~= nil and image ~= null then -- an image document (api.check_image); text optional
+        local err
+        image, err = api.check_image(image, p, opts.max_image_bytes)
+        if err then return nil, err end
+        if text == nil and d.text == nil then text = "" end
+      else
+        image = nil
+      end
       if text ~= nil and type(text) ~= "string" then
         if tf == "text" then return fail(400, p .. ".text must be a string", p .. ".text") end
         text = docs.field_text(d, tf)
@@ -73,7 +83,7 @@ function M.documents(v, param, opts)
       local js, je -- the span is of the "text" member: only when that is the text
       if tf == "text" and text == d.text then js, je = api.doc_span(spans, i) end
       out[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d,
-                 src = js and src, js = js, je = je }
+                 src = js and src, js = js, je = je, image = image }
     else
       if opts.strings_only then return fail(400, p .. " must be a string", p) end
       return fail(400, p .. " must be a string or an object with a " .. tf .. " field", p)
@@ -170,6 +180,19 @@ function M.index_score(r)
   return '"index":' .. number(r.index) .. ',"relevance_score":' .. number(r.relevance_score)
 end
 
+-- A result's score as a client's API defines it (want = "logit" | "probability": TEI
+-- raw_scores, vLLM use_activation, NIM logits), from the model's raw score, kind and
+-- calibration (lua/rerank/score.lua); relevance_score where the kind has no such meaning.
+function M.score_as(result, r, want)
+  local sc = r.scoring or result.scoring -- a result merged from several reranks carries its own
+  if not sc or r.raw_score == nil then return r.relevance_score end
+  local v
+  if want == "logit" then v = scoring.logit(r.raw_score, sc.kind, sc.calibration)
+  else v = scoring.probability(r.raw_score, sc.kind, sc.calibration) end
+  if v == nil then return r.relevance_score end
+  return v
+end
+
 -- the answer's "model" value: the result's, else the request's
 function M.model_json(result, req)
   return M.value_json(result.model or (req and req.model))
@@ -203,6 +226,12 @@ end
 function M.error_superset(field, err)
   local e = json.error_body(err.status or 500, err.type, err.message, err.param)
   return '{"' .. field .. '":' .. jstring(err.message or "error") .. ',' .. e:sub(2)
+end
+
+-- before the client's shape is known: both fields (core/server.c writes the same for the
+-- errors of the HTTP layer)
+function M.error_every_client(err)
+  return '{"message":' .. jstring(err.message or "error") .. ',' .. M.error_superset("detail", err):sub(2)
 end
 
 return M

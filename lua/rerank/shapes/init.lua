@@ -38,7 +38,7 @@ local fail = api.fail
 
 local M = {}
 
-M.NAMES = { "cohere_v1", "cohere_v2", "jina", "voyage", "tei" }
+M.NAMES = { "cohere_v1", "cohere_v2", "jina", "voyage", "tei", "vllm_score", "nim" }
 
 ---------------------------------------------------------------------------------------------
 -- fields every shape accepts
@@ -73,6 +73,29 @@ local function common(req, b)
     if err then return nil, err end
     req.max_tokens_per_document = v
   end
+  -- the score layer's cut (on the calibrated score), instructions, 2026 request fields
+  if C.present(b.min_score) then
+    if type(b.min_score) ~= "number" or b.min_score ~= b.min_score then
+      return fail(400, "min_score must be a number", "min_score")
+    end
+    req.min_score = b.min_score
+  end
+  if req.instruction == nil then
+    v, err = check.string(b.instruction, "instruction")
+    if err then return nil, err end
+    req.instruction = v
+  end
+  if req.priority == nil then
+    v, err = check.int(b.priority, "priority")
+    if err then return nil, err end
+    if v and (v < 0 or v > 999) then return fail(422, "priority must be between 0 and 999", "priority") end
+    req.priority = v
+  end
+  if req.max_tokens_per_query == nil then
+    v, err = check.int(b.max_tokens_per_query, "max_tokens_per_query", 1)
+    if err then return nil, err end
+    req.max_tokens_per_query = v
+  end
   return req
 end
 
@@ -102,7 +125,7 @@ local function rerankd_pre(b, tf)
       local text = tf ~= "text" and docs.field_text(d, tf) or nil
       if text == nil and type(d.text) == "string" then text = d.text end -- text_field absent: text
       if text == nil and rf then text = docs.rank_text(d, rf) or "" end
-      if text == nil then
+      if text == nil and not C.present(d.image) then -- an image document needs no text
         local p = ("documents[%d].%s"):format(i - 1, tf)
         return fail(400, p .. " is required", p)
       end
@@ -170,9 +193,20 @@ function M.render(shape, result, req)
   return body, headers
 end
 
+-- Runs a parsed request: instance:rerank, or the shape's own run(instance, req, timing) for
+-- shapes whose one request is several reranks (vLLM's N:N score pairs).
+function M.run(shape, instance, req, timing)
+  local sh = api.shapes[shape]
+  if sh and sh.run then return sh.run(instance, req, timing) end
+  return instance:rerank(req, timing)
+end
+
 function M.render_error(shape, err)
   return api.render_error(shape, err)
 end
+
+-- an error body every client reads, for errors answered before the shape is known
+M.error_every_client = C.error_every_client
 
 ---------------------------------------------------------------------------------------------
 -- detection
@@ -191,6 +225,8 @@ M.cohere_client = cohere_client
 
 function M.detect(route, body, headers)
   if route == "v2" then return "cohere_v2" end
+  -- a route of one shape answers in it, even when the body is not JSON
+  if route ~= "v1" and route ~= "rerank" and api.shapes[route] then return route end
   if type(body) ~= "table" then return route == "rerank" and "tei" or "rerankd_v1" end
   if route == "rerank" then
     if body.texts ~= nil then return "tei" end

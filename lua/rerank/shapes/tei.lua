@@ -2,7 +2,9 @@
 -- Request: query, texts (strings), truncate (bool|null), truncation_direction
 -- ("Right"|"Left", any case), raw_scores (bool), return_text (bool); `model` is read when
 -- present (TEI has none: the default model answers), other fields are ignored.
--- truncate true -> "end" ("start" with direction Left), false -> "none".
+-- truncate true -> "end" ("start" with direction Left), false -> "none"; null with direction
+-- Left -> "start" (TEI's --auto-truncate is on by default). raw_scores: the answer's scores are
+-- logits (true) or probabilities (false, default), converted by the model's score kind.
 -- Answer: a bare array [{"index","score","text"?}] sorted by score, usage in the
 -- x-compute-tokens header. Errors: {"error": message, "error_type": "Validation"|...}.
 local api = require "rerank.api"
@@ -40,17 +42,19 @@ function S.parse(b, opts)
   if err then return nil, err end
   if v == false then
     req.truncate = "none"
-  elseif v == true then
+  elseif v == true or dir == "left" then -- truncate null: the server's --auto-truncate (default on)
     req.truncate = dir == "left" and "start" or "end"
   end
   return req
 end
 
-local function index_score(r)
-  return '"index":' .. number(r.index) .. ',"score":' .. number(r.relevance_score)
-end
-
+-- TEI's scores: raw_scores false (the default) answers sigmoid(logit), a probability; true
+-- answers the logit (lua/rerank/score.lua converts what the model's kind allows)
 function S.render(result, req)
+  local want = req and req.raw_scores and "logit" or "probability"
+  local function index_score(r)
+    return '"index":' .. number(r.index) .. ',"score":' .. number(C.score_as(result, r, want))
+  end
   return '[' .. C.results(result, req, index_score, "text", C.document_text) .. ']'
 end
 

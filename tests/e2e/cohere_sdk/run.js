@@ -74,6 +74,17 @@ const checks = [
     const v2 = await new CohereClientV2({ ...opts, environment: url + "/cohere" }).rerank({ model, query: QUERY, documents: DOCS, topN: 1 });
     checkResults(v2, 1);
   }],
+  ["v2 rerank with priority (0-999; 1000 is a 422)", async () => {
+    const co = new CohereClientV2({ ...opts, environment: url });
+    const res = await co.rerank({ model, query: QUERY, documents: DOCS, topN: 2, priority: 3 });
+    checkResults(res, 2);
+    await assert.rejects(co.rerank({ model, query: QUERY, documents: DOCS, priority: 1000 }), (e) => {
+      assert.ok(e instanceof CohereError, "a CohereError");
+      assert.equal(e.statusCode, 422);
+      assert.match(JSON.stringify(e.body), /priority must be between 0 and 999/);
+      return true;
+    });
+  }],
   ["errors arrive as the SDK's typed errors", async () => {
     const co = new CohereClientV2({ ...opts, environment: url });
     await assert.rejects(co.rerank({ model: "no-such-model", query: QUERY, documents: DOCS }), (e) => {
