@@ -7,6 +7,8 @@
 --   luajit bench/eval/eval.lua FILE --config config.yaml --model bm25    one configured model
 --   luajit bench/eval/eval.lua FILE --url http://127.0.0.1:8080 --model bm25   a running daemon (curl)
 --   --strings: send each document as one string (title + text) instead of {title, text}
+--   luajit bench/eval/eval.lua FILE --write-jsonl OUT      the set in `rerankd eval`'s input form
+--       (one query a line, with all the documents), then: rerankd eval -c CONFIG --data OUT
 --
 -- nDCG@10 with linear gains (as trec_eval's ndcg_cut_10), MAP over the full ranking
 -- (documents with grade > 0 are relevant). Run from the repository root (make build first).
@@ -14,7 +16,7 @@ package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = "./?.so;" .. package.cpath
 local cjson = require "cjson"
 
-local file, config, model, url, strings = "bench/eval/med100.jsonl", nil, nil, nil, false
+local file, config, model, url, strings, write = "bench/eval/med100.jsonl", nil, nil, nil, false, nil
 local i = 1
 while arg[i] do
   local a = arg[i]
@@ -22,6 +24,7 @@ while arg[i] do
   elseif a == "--model" then model = arg[i + 1]; i = i + 1
   elseif a == "--url" then url = arg[i + 1]; i = i + 1
   elseif a == "--strings" then strings = true
+  elseif a == "--write-jsonl" then write = arg[i + 1]; i = i + 1
   else file = a end
   i = i + 1
 end
@@ -104,6 +107,16 @@ local function http(base, name)
 end
 
 local title = ("%s: %d documents, %d queries"):format(file, #docs, #queries)
+if write then
+  local f = assert(io.open(write, "w"))
+  local D = documents(strings)
+  for _, q in ipairs(queries) do
+    f:write(cjson.encode({ id = q.query, query = q.text, documents = D, relevant = q.relevant }), "\n")
+  end
+  f:close()
+  print(("%s -> %s"):format(title, write))
+  return
+end
 if url or config then
   local fn = url and http(url, model or "bm25") or library(config, model or "bm25")
   local nd, map = run(fn, strings)
