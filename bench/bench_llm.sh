@@ -47,7 +47,7 @@ MURL="http://127.0.0.1:$MPORT"
 M="slow:$LAT"
 
 cat > "$B/llm.yaml" <<EOF
-server: { listen: "127.0.0.1:0", workers: 1, timeout: 120s }
+server: { auth: none, listen: "127.0.0.1:0", workers: 1, timeout: 120s }
 models:
   - { name: pw1, provider: openai_llm, mode: pointwise, model: "$M", base_url: "$MURL", concurrency: 1 }
   - { name: pw8, provider: openai_llm, mode: pointwise, model: "$M", base_url: "$MURL", concurrency: 8 }

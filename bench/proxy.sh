@@ -184,7 +184,7 @@ load_module $NGINX_MODULES/ngx_http_lua_module.so;"
 # rerankd_start WORKERS -> port in R_PORT, pid in R_PID
 rerankd_start() {
     cat > "$P/rerankd.yaml" <<EOF
-server: { listen: "127.0.0.1:0", max_body: 16m, timeout: 30s }
+server: { auth: none, listen: "127.0.0.1:0", max_body: 16m, timeout: 30s }
 default_model: fast
 models:
   - { name: bm25, provider: bm25 }

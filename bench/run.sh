@@ -60,6 +60,7 @@ if [ "$HTTP" = 1 ]; then
     cat > "$B/bench.yaml" <<EOF
 server:
   listen: "127.0.0.1:8080"
+  auth: none
   workers: $WORKERS
   max_body: 16m
 default_model: bm25

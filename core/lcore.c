@@ -4,11 +4,13 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -127,29 +129,76 @@ static int l_yaml_parse(lua_State *L)
     return rr_yaml_push(L, s, len, name);
 }
 
-/* core.yaml_load(path) -> value, marks | nil, err */
-static int l_yaml_load(lua_State *L)
+/* Reads a whole regular file of at most max bytes and pushes it; on failure pushes nil and
+ * "path: why" and returns -1. Opened non-blocking and checked with fstat before any read:
+ * a FIFO, a device (/dev/zero), a directory or an oversized file is refused at once. */
+static int push_regular_file(lua_State *L, const char *path, size_t max)
 {
-    const char *path = luaL_checkstring(L, 1);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    struct stat st;
+    const char *why = NULL;
+    if (fd < 0) why = strerror(errno);
+    else if (fstat(fd, &st) != 0) why = strerror(errno);
+    else if (!S_ISREG(st.st_mode)) why = S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file";
+    else if ((unsigned long long)st.st_size > max) why = "file too large";
+    if (why) {
+        if (fd >= 0) close(fd);
         lua_pushnil(L);
-        lua_pushfstring(L, "%s: %s", path, strerror(errno));
-        return 2;
+        if (strcmp(why, "file too large") == 0)
+            lua_pushfstring(L, "%s: file too large (%d bytes; at most %d)", path, (int)st.st_size, (int)max);
+        else
+            lua_pushfstring(L, "%s: %s", path, why);
+        return -1;
     }
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     char chunk[4096];
-    size_t r;
-    while ((r = fread(chunk, 1, sizeof chunk, f)) > 0) luaL_addlstring(&b, chunk, r);
-    int failed = ferror(f);
-    fclose(f);
-    if (failed) {
+    size_t total = 0;
+    ssize_t r;
+    while ((r = read(fd, chunk, sizeof chunk)) > 0 && total <= max) {
+        luaL_addlstring(&b, chunk, (size_t)r);
+        total += (size_t)r;
+    }
+    int failed = r < 0 && errno != EAGAIN;
+    close(fd);
+    luaL_pushresult(&b);
+    if (failed || total > max) { /* it grew while we read */
+        lua_pop(L, 1);
         lua_pushnil(L);
-        lua_pushfstring(L, "%s: read error", path);
+        lua_pushfstring(L, "%s: %s", path, failed ? "read error" : "file too large");
+        return -1;
+    }
+    return 0;
+}
+
+/* core.read_file(path [, max = RR_MAX_FILE]) -> text | nil, err (regular files only) */
+static int l_read_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_Number max = luaL_optnumber(L, 2, RR_MAX_FILE);
+    if (!(max >= 0 && max <= RR_MAX_FILE)) max = RR_MAX_FILE;
+    return push_regular_file(L, path, (size_t)max) == 0 ? 1 : 2;
+}
+
+/* core.file_kind(path) -> "file" | "directory" | "other" | nil, err (stat: never opens) */
+static int l_file_kind(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(errno));
         return 2;
     }
-    luaL_pushresult(&b);
+    lua_pushstring(L, S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory" : "other");
+    return 1;
+}
+
+/* core.yaml_load(path) -> value, marks | nil, err */
+static int l_yaml_load(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    if (push_regular_file(L, path, RR_MAX_CONFIG) != 0) return 2;
     size_t len;
     const char *s = lua_tolstring(L, -1, &len);
     return rr_yaml_push(L, s, len, path);
@@ -272,6 +321,8 @@ int luaopen_rerank_core(lua_State *L)
         { "truncate_tokens", l_truncate_tokens },
         { "yaml_parse", l_yaml_parse },
         { "yaml_load", l_yaml_load },
+        { "read_file", l_read_file },
+        { "file_kind", l_file_kind },
         { "listdir", l_listdir },
         { "cwd", l_cwd },
         { "utf8_check", l_utf8_check },

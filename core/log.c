@@ -122,16 +122,125 @@ void rr_log(int level, const char *fmt, ...)
     write_line(error_fd, line, n);
 }
 
-/* {"ts":..., <fields>} where fields is a JSON object body without braces */
-void rr_access_log(const char *fields)
+/* ---- the access log's JSON: every line goes through rr_alog (one encoder) ---- */
+
+void rr_alog_init(rr_alog *b)
 {
-    if (access_fd < 0) return;
-    char line[16384];
+    b->len = 0;
+    b->cut = 0;
+    b->depth = 0;
+    b->first[0] = 1;
+}
+
+static void alog_put(rr_alog *b, const char *s, size_t n)
+{
+    if (b->cut || b->len + n >= sizeof b->p) {
+        b->cut = 1;
+        return;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+/* a JSON string: quotes, backslashes and control bytes escaped; bytes that are not UTF-8
+ * become U+FFFD, so a line is always valid JSON whatever a client sent */
+static void alog_string(rr_alog *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    alog_put(b, "\"", 1);
+    size_t i = 0;
+    while (i < n && !b->cut) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80) { /* one sequence at a time: copied when valid, else U+FFFD */
+            size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+            if (len <= n - i && rr_utf8_invalid_at((const unsigned char *)s + i, len) == len) {
+                alog_put(b, s + i, len);
+                i += len;
+            } else {
+                alog_put(b, "\\ufffd", 6);
+                i++;
+            }
+            continue;
+        }
+        if (c == '"' || c == '\\') {
+            char e[2] = { '\\', (char)c };
+            alog_put(b, e, 2);
+        } else if (c < 0x20 || c == 0x7f) {
+            char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+            alog_put(b, e, 6);
+        } else {
+            alog_put(b, (const char *)&c, 1);
+        }
+        i++;
+    }
+    alog_put(b, "\"", 1);
+}
+
+static void alog_key(rr_alog *b, const char *key)
+{
+    if (!b->first[b->depth]) alog_put(b, ",", 1);
+    b->first[b->depth] = 0;
+    alog_string(b, key, strlen(key));
+    alog_put(b, ":", 1);
+}
+
+void rr_alog_str(rr_alog *b, const char *key, const char *s, size_t n)
+{
+    alog_key(b, key);
+    alog_string(b, s ? s : "", s ? n : 0);
+}
+
+void rr_alog_num(rr_alog *b, const char *key, double v)
+{
+    char num[40];
+    int n;
+    if (v != v || v > 1e300 || v < -1e300) n = snprintf(num, sizeof num, "null");
+    else if (v > -9e15 && v < 9e15 && v == (double)(long long)v) n = snprintf(num, sizeof num, "%lld", (long long)v);
+    else n = snprintf(num, sizeof num, "%.17g", v);
+    alog_key(b, key);
+    alog_put(b, num, (size_t)n);
+}
+
+void rr_alog_bool(rr_alog *b, const char *key, int v)
+{
+    alog_key(b, key);
+    alog_put(b, v ? "true" : "false", v ? 4 : 5);
+}
+
+/* fields is the content of another rr_alog (b2.p, b2.len): encoded already, by this file */
+void rr_alog_fields(rr_alog *b, const char *fields, size_t n)
+{
+    if (!n) return;
+    if (!b->first[b->depth]) alog_put(b, ",", 1);
+    b->first[b->depth] = 0;
+    alog_put(b, fields, n);
+}
+
+void rr_alog_open(rr_alog *b, const char *key)
+{
+    alog_key(b, key);
+    alog_put(b, "{", 1);
+    if (b->depth + 1 < (int)sizeof b->first) b->first[++b->depth] = 1;
+}
+
+void rr_alog_close(rr_alog *b)
+{
+    alog_put(b, "}", 1);
+    if (b->depth > 0) b->depth--;
+}
+
+/* {"ts":"...",<fields>}: one write; a line that did not fit is dropped, never cut */
+void rr_alog_write(rr_alog *b)
+{
+    if (access_fd < 0 || b->cut) return;
+    char line[sizeof b->p + 64];
     size_t n = (size_t)snprintf(line, sizeof line, "{\"ts\":\"");
     n += timestamp(line + n, sizeof line - n);
-    int m = snprintf(line + n, sizeof line - n - 1, "\",%s}", fields);
-    if (m < 0 || n + (size_t)m >= sizeof line - 1) return; /* never write a cut JSON line */
-    n += (size_t)m;
+    line[n++] = '"';
+    if (b->len) line[n++] = ',';
+    memcpy(line + n, b->p, b->len);
+    n += b->len;
+    line[n++] = '}';
     line[n++] = '\n';
     write_line(access_fd, line, n);
 }

@@ -283,18 +283,27 @@ static void set_str(lua_State *L, const char *k, const char *v)
     lua_setfield(L, -2, k);
 }
 
-/* A client-supplied x-request-id is kept when short and printable, else we mint one.
- * Called at request entry (so replies the C core sends itself carry it) and again here:
- * the second call is a no-op. */
+/* A client's x-request-id is kept when it is 1-64 bytes of letters, digits and . _ : -;
+ * anything else is replaced by one we mint, and the original is dropped (never logged or
+ * echoed). Called at request entry (so replies the C core sends itself carry it) and again
+ * here: the second call is a no-op. */
+#define RR_ID_MAX 64
+
+static int id_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+           c == ':' || c == '-';
+}
+
 void rr_req_assign_id(rr_req *r)
 {
     char *id = r->id;
     if (id[0] || !r->conn) return;
     size_t cap = sizeof r->id, len = 0;
     const char *given = rr_hmsg_header(rr_conn_msg(r->conn), "x-request-id", &len);
-    int ok = given && len > 0 && len < cap;
+    int ok = given && len > 0 && len <= RR_ID_MAX && len < cap;
     for (size_t i = 0; ok && i < len; i++)
-        if (given[i] < 0x21 || given[i] > 0x7e) ok = 0;
+        if (!id_char(given[i])) ok = 0;
     if (ok) {
         memcpy(id, given, len);
         id[len] = 0;
@@ -303,6 +312,53 @@ void rr_req_assign_id(rr_req *r)
         snprintf(id, cap, "%02x%06llx%08llx", (unsigned)r->w->id & 0xff,
                  (unsigned long long)(r->t0_us & 0xffffff), ++seq);
     }
+}
+
+/* The handler's access-log fields (a table at idx of co) encoded by rr_alog, in a fixed
+ * order: strings, numbers and booleans; "us" is an object of numbers. Unknown keys are
+ * ignored, so the line's shape is the one documented. Returns a malloc'd string or NULL. */
+static const char *const LOG_KEYS[] = { "id", "method", "path", "route", "worker", "model", "docs", "us",
+                                        "upstream_status", "cache", "degraded", "key" };
+static const char *const US_KEYS[] = { "parse", "upstream", "sort", "serialize" };
+
+static void alog_value(rr_alog *b, lua_State *co, const char *k)
+{
+    size_t n;
+    switch (lua_type(co, -1)) {
+    case LUA_TSTRING: { const char *v = lua_tolstring(co, -1, &n); rr_alog_str(b, k, v, n); break; }
+    case LUA_TNUMBER: rr_alog_num(b, k, lua_tonumber(co, -1)); break;
+    case LUA_TBOOLEAN: rr_alog_bool(b, k, lua_toboolean(co, -1)); break;
+    default: break;
+    }
+}
+
+static char *encode_log_fields(lua_State *co, int idx)
+{
+    if (!lua_istable(co, idx)) return NULL;
+    static _Thread_local rr_alog scratch; /* one per worker thread: no 12 KB block per request */
+    rr_alog *b = &scratch;
+    rr_alog_init(b);
+    for (size_t i = 0; i < sizeof LOG_KEYS / sizeof *LOG_KEYS; i++) {
+        lua_getfield(co, idx, LOG_KEYS[i]);
+        if (lua_istable(co, -1)) {
+            rr_alog_open(b, LOG_KEYS[i]);
+            for (size_t j = 0; j < sizeof US_KEYS / sizeof *US_KEYS; j++) {
+                lua_getfield(co, -1, US_KEYS[j]);
+                alog_value(b, co, US_KEYS[j]);
+                lua_pop(co, 1);
+            }
+            rr_alog_close(b);
+        } else {
+            alog_value(b, co, LOG_KEYS[i]);
+        }
+        lua_pop(co, 1);
+    }
+    char *out = b->cut ? NULL : malloc(b->len + 1);
+    if (out) {
+        memcpy(out, b->p, b->len);
+        out[b->len] = 0;
+    }
+    return out;
 }
 
 /* Builds the ctx table the Lua handler receives, on the coroutine's stack. */
@@ -379,9 +435,7 @@ static void reply_from(rr_req *r, lua_State *co, int base)
         rr_req_reply_error(r, 500, "internal_error", "internal error: invalid handler response");
         return;
     }
-    size_t fl;
-    const char *fields = lua_type(co, base + 3) == LUA_TSTRING ? lua_tolstring(co, base + 3, &fl) : NULL;
-    if (fields && !r->log_fields && (r->log_fields = malloc(fl + 1)) != NULL) memcpy(r->log_fields, fields, fl + 1);
+    if (!r->log_fields) r->log_fields = encode_log_fields(co, base + 3);
     rr_req_reply(r, status, co, base + 1, body, len);
 }
 

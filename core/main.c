@@ -21,6 +21,7 @@ static void usage(FILE *f)
             "usage: rerankd [-c FILE] [-t] [-p PORT] [-w N] [--version] [--help]\n"
             "       rerankd check-provider FILE [FIXTURES_DIR]\n"
             "       rerankd eval -c FILE --data FILE [options]\n"
+            "       rerankd calibrate -c FILE --data FILE --model NAME [options]\n"
             "  -c, --config FILE   configuration file (default ./config.yaml)\n"
             "  -t, --test          validate the configuration and exit (0 ok, 1 invalid)\n"
             "  -p, --port PORT     listen port (overrides server.listen; 0 = any free port)\n"
@@ -29,6 +30,7 @@ static void usage(FILE *f)
             "  -h, --help          this help\n"
             "  check-provider      run a provider's build/parse against fixture files (README: Writing a provider)\n"
             "  eval                rank a judged data set with each model and compare them (rerankd eval --help)\n"
+            "  calibrate           fit a model's Platt calibration on a judged data set (rerankd calibrate --help)\n"
             "env: RERANKD_HOME = directory holding lua/ and providers/ (default: next to the binary)\n");
 }
 
@@ -126,6 +128,7 @@ int main(int argc, char **argv)
     /* subcommands in Lua (core/cli.c): lua/rerank/eval/cli.lua, lua/rerank/check_provider.lua */
     const char *tool = argc > 1 && strcmp(argv[1], "eval") == 0             ? "rerank.eval.cli"
                        : argc > 1 && strcmp(argv[1], "check-provider") == 0 ? "rerank.check_provider"
+                       : argc > 1 && strcmp(argv[1], "calibrate") == 0      ? "rerank.eval.calibrate"
                                                                              : NULL;
     if (tool) {
         char rootbuf[PATH_MAX];

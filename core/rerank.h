@@ -83,6 +83,10 @@ int rr_bm25(const char *query, size_t qlen, const char *const *docs, const size_
  * to "line:col" (1-based) of that node. ${VAR} / ${VAR:-default} / ${VAR:?msg}
  * are interpolated in scalars; plain scalars resolve to bool/null/int/float. */
 int rr_yaml_push(lua_State *L, const char *text, size_t len, const char *name);
+/* Files the configuration names are read whole, regular files only, up to these sizes
+ * (core.yaml_load, core.read_file): a config, and a Lua script (provider, template, fusion). */
+#define RR_MAX_CONFIG (1 << 20)
+#define RR_MAX_FILE (4 << 20)
 
 /* ---- json.c, json_splice.c ---- the request-path JSON (Lua C functions, registered by lcore.c)
  * rr_json_decode: core.json_decode(s [, empty_array_mt]) -> value, spans [, utf8_bad] | nil, msg
@@ -111,6 +115,20 @@ void rr_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 /* error_file/access_file: "stderr", "off" (access only) or a path; -1 if a file can't open */
 int rr_log_open(const char *error_file, const char *access_file);
 int rr_log_reopen(void);
-/* one access-log line: {"ts":"...",<fields>}; fields is JSON object content without braces */
-void rr_access_log(const char *fields);
+/* One access-log line, built field by field: the only JSON encoder of the access log (C and
+ * Lua fields alike), so no value can forge a field. rr_alog_write prepends "ts". */
+typedef struct {
+    char p[12288];
+    size_t len;
+    int cut, depth;
+    char first[4];
+} rr_alog;
+void rr_alog_init(rr_alog *b);
+void rr_alog_str(rr_alog *b, const char *key, const char *s, size_t n);
+void rr_alog_num(rr_alog *b, const char *key, double v);
+void rr_alog_bool(rr_alog *b, const char *key, int v);
+void rr_alog_fields(rr_alog *b, const char *fields, size_t n); /* another rr_alog's content */
+void rr_alog_open(rr_alog *b, const char *key); /* "key":{ ... */
+void rr_alog_close(rr_alog *b);                 /* ... } */
+void rr_alog_write(rr_alog *b);
 #endif

@@ -101,15 +101,17 @@ void rr_req_finish(rr_req *r)
     maybe_exit_drained(w);
 }
 
-/* One access-log line: Lua's fields when the handler returned, else the request id. */
+/* One access-log line: the request id, Lua's fields when the handler returned (encoded by
+ * rr_alog in luahost.c), the status and the total time. */
 static void access_log(rr_req *r, int status, unsigned long long total)
 {
-    char line[12288];
-    if (r->log_fields)
-        snprintf(line, sizeof line, "%s,\"status\":%d,\"total_us\":%llu", r->log_fields, status, total);
-    else
-        snprintf(line, sizeof line, "\"id\":\"%s\",\"status\":%d,\"total_us\":%llu", r->id, status, total);
-    rr_access_log(line);
+    rr_alog b;
+    rr_alog_init(&b);
+    if (r->log_fields) rr_alog_fields(&b, r->log_fields, strlen(r->log_fields));
+    else rr_alog_str(&b, "id", r->id, strlen(r->id));
+    rr_alog_num(&b, "status", status);
+    rr_alog_num(&b, "total_us", (double)total);
+    rr_alog_write(&b);
 }
 
 /* The reply's header lines, on the stack unless they are large. */

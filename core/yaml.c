@@ -27,7 +27,10 @@
 
 #define MAX_DEPTH 64        /* nesting of mappings/sequences */
 #define MAX_INTERP_DEPTH 8  /* ${A:-${B:-...}} nesting */
-#define MAX_COPIED 100000   /* nodes created by alias expansion */
+/* Every node the document expands to counts: parsed ones, each value an alias copies and
+ * each key a merge (<<) copies. An alias or merge-key bomb of a few KB would otherwise
+ * build millions of nodes (seconds of CPU and gigabytes) before any check ran. */
+#define MAX_NODES 100000
 
 #define YAML_MT "rerank.yaml.parser"
 
@@ -41,7 +44,7 @@ typedef struct {
     yaml_state *st;
     const char *name, *text;
     size_t len;
-    size_t copied;
+    size_t nodes;
 } ctx_t;
 
 /* stack slots inside the protected parse */
@@ -255,14 +258,20 @@ static void push_scalar(lua_State *L, ctx_t *c, const yaml_event_t *ev)
 
 /* ---- nodes ---- */
 
+static void count_node(lua_State *L, ctx_t *c, yaml_mark_t m)
+{
+    if (++c->nodes > MAX_NODES)
+        raise_at(L, c, m, "the document expands to more than %d nodes (aliases or merge keys?)", MAX_NODES);
+}
+
 static void copy_value(lua_State *L, ctx_t *c, int idx, int depth, yaml_mark_t m)
 {
+    count_node(L, c, m);
     if (lua_type(L, idx) != LUA_TTABLE) {
         lua_pushvalue(L, idx);
         return;
     }
     if (depth >= MAX_DEPTH) raise_at(L, c, m, "nesting deeper than %d levels", MAX_DEPTH);
-    if (++c->copied > MAX_COPIED) raise_at(L, c, m, "alias expansion produces too many nodes (more than %d)", MAX_COPIED);
     luaL_checkstack(L, 6, "alias");
     idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
     lua_newtable(L);
@@ -284,10 +293,11 @@ static void child_path_key(lua_State *L, int path_idx, int key_idx)
 }
 
 /* Copies keys of the mapping at src into dst where `seen` lacks them. */
-static void merge_into(lua_State *L, int dst, int seen, int src, int path_idx, yaml_mark_t m)
+static void merge_into(lua_State *L, ctx_t *c, int dst, int seen, int src, int path_idx, yaml_mark_t m)
 {
     lua_pushnil(L);
     while (lua_next(L, src)) {
+        count_node(L, c, m);
         lua_pushvalue(L, -2);
         lua_rawget(L, seen);
         int present = !lua_isnil(L, -1);
@@ -383,7 +393,7 @@ static void parse_mapping(lua_State *L, ctx_t *c, int path_idx, int depth)
         size_t n = lua_objlen(L, merges);
         for (size_t i = 1; i <= n; i++) {
             lua_rawgeti(L, merges, (int)i);
-            merge_into(L, t, seen, lua_gettop(L), path_idx, merge_mark);
+            merge_into(L, c, t, seen, lua_gettop(L), path_idx, merge_mark);
             lua_pop(L, 1);
         }
     }
@@ -410,6 +420,7 @@ static void parse_node(lua_State *L, ctx_t *c, int path_idx, int depth)
     luaL_checkstack(L, 12, "YAML nesting");
     yaml_event_t *ev = &c->st->event;
     yaml_mark_t m = ev->start_mark;
+    count_node(L, c, m);
     set_mark(L, path_idx, m);
     const yaml_char_t *anchor = NULL;
     switch (ev->type) {

@@ -2,17 +2,20 @@
 --   config.load(path, overrides)  -> cfg | nil, "file:line:col: path: message"
 --   config.from_table(t, opts)    -> cfg | nil, "config: path: message"
 --                                    opts.dir = base for relative paths (default cwd)
---   overrides (both) = { port = n, workers = n } from the command line.
+--   overrides (both) = { port = n, workers = n } from the command line; serve = true when the
+--   configuration will answer HTTP (the daemon, nginx): then it must not be empty and must
+--   choose its authentication (server.api_keys or server.auth: none).
 -- Helpers others reuse: config.duration(v), config.size(v) -> number | nil;
 -- config.did_you_mean(word, candidates) -> candidate | nil.
 --
 -- The normalised shape (other modules rely on it):
---   cfg.file, cfg.dir
+--   cfg.file, cfg.dir; cfg.source, cfg.marks (config.load: the path as given, path -> "line:col")
 --   cfg.server = { listen ("host:port"), host, port, workers (0 = one per core), max_body (bytes),
 --                  timeout, keepalive, drain_timeout (seconds), max_documents,
---                  api_keys = { non-empty strings }, log_level }
+--                  api_keys = { non-empty strings }, auth? ("keys" | "none"), log_level }
 --   cfg.auth = { keys = { { name, key } }, names = { [name] = true }, open_paths = { "/health",
---                "/metrics" } }  from server.api_keys (strings or {name, key}) and server.open_paths
+--                "/metrics" }, mode? }  from server.api_keys (strings or {name, key}),
+--                server.open_paths and server.auth
 --   cfg.limits = nil | { backend = "local"|"redis", per_key?, keys = { [key name] = lim },
 --                  per_model?, models = { [model] = lim } }
 --                  lim = { requests_per_minute?, documents_per_minute? }     (ratelimit.lua)
@@ -65,6 +68,7 @@ M.direct_name = models.direct_name
 M.MAX_API_KEY_BYTES = ops.MAX_API_KEY_BYTES
 M.check_api_key, M.check_open_path, M.normalize_api_keys = ops.check_api_key, ops.check_open_path,
   ops.normalize_api_keys
+M.check_auth_mode, M.check_serving = ops.check_auth_mode, ops.check_serving
 M.check_operations = ops.check_operations
 
 -- advice for unknown keys people are known to try (schema.check_keys reads ctx.key_hints)
@@ -113,13 +117,17 @@ local SERVER = { type = "record", fields = {
   { "host", { type = "string", nonempty = true } },
   { "port", { type = "integer", min = 0, max = 65535 } },
   { "workers", { check = check_workers, default = 0 } },
-  { "max_body", { type = "size", positive = true, default = 8 * 1024 * 1024 } },
-  { "timeout", { type = "duration", positive = true, default = 30 } },
-  { "keepalive", { type = "duration", default = 75 } },
-  { "header_timeout", { type = "duration", default = 10 } },
-  { "body_min_rate", { type = "size", default = 1024 } },
-  { "drain_timeout", { type = "duration", default = 30 } },
-  { "max_documents", { type = "integer", min = 1, default = 10000 } },
+  -- ranges: a request body up to 1g; no timeout of 0 (that would be none) or above an hour
+  { "max_body", { type = "size", positive = true, max = 1024 ^ 3, default = 8 * 1024 * 1024 } },
+  { "timeout", { type = "duration", positive = true, min = 0.001, max = 3600, default = 30 } },
+  { "keepalive", { type = "duration", positive = true, min = 0.001, max = 3600, default = 75 } },
+  { "header_timeout", { type = "duration", positive = true, min = 0.001, max = 3600, default = 10 } },
+  { "body_min_rate", { type = "size", max = 1024 ^ 3, default = 1024 } },
+  { "drain_timeout", { type = "duration", max = 3600, default = 30 } },
+  { "max_documents", { type = "integer", min = 1, max = 1000000, default = 10000 } },
+  -- "none": serve without API keys, on purpose; "keys" (the default when api_keys is set):
+  -- at least one non-empty key. A daemon needs one or the other (check_serving).
+  { "auth", { type = "string", enum = { "keys", "none" } } },
   { "api_keys", { type = "list", single = true, items = { check = function(...) return M.check_api_key(...) end },
                   default = {} } },
   { "open_paths", { type = "list", single = true, items = { check = function(...) return M.check_open_path(...) end },
@@ -142,7 +150,8 @@ local function check_server(v, ctx)
   -- cfg.auth (lua/rerank/auth.lua) gets the named keys and open paths; server.api_keys stays
   -- the list of key strings
   local entries, names = M.normalize_api_keys(s.api_keys)
-  ctx.auth = { keys = entries, names = names, open_paths = s.open_paths }
+  M.check_auth_mode(s, entries)
+  ctx.auth = { keys = entries, names = names, open_paths = s.open_paths, mode = s.auth }
   s.open_paths = nil
   s.api_keys = {}
   for i, e in ipairs(entries) do s.api_keys[i] = e.key end
@@ -422,6 +431,11 @@ local function apply_overrides(server, overrides)
 end
 
 local function build(root, ctx)
+  local serving = type(ctx.overrides) == "table" and ctx.overrides.serve
+  if serving and (is_null(root) or (is_mapping(root) and next(root) == nil)) then
+    raise("", "the configuration is empty (a truncated or comment-only file?); rerankd needs at least "
+      .. "server.api_keys or server.auth: none, and models")
+  end
   if is_null(root) then root = {} end
   if not is_mapping(root) then fail_type("", "a mapping", root) end
   check_keys(root, "", TOP, ctx)
@@ -465,6 +479,7 @@ local function build(root, ctx)
     end
     cfg.default_model = d
   end
+  if serving then M.check_serving(cfg) end
   return cfg
 end
 
@@ -495,8 +510,10 @@ function M.load(path, overrides)
   local root, marks = core.yaml_load(path)
   if root == nil then return nil, marks end
   local file = paths.abs(path)
-  return run(root, { file = file, dir = paths.dirname(file), marks = marks, overrides = overrides,
-                     providers = {} }, path)
+  local cfg, err = run(root, { file = file, dir = paths.dirname(file), marks = marks, overrides = overrides,
+                               providers = {} }, path)
+  if cfg then cfg.source, cfg.marks = path, marks end -- for later messages (lua/rerank/selftest.lua)
+  return cfg, err
 end
 
 -- Validates YAML text (as if read from a file called name); used by tests and fuzzing.

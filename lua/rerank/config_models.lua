@@ -246,10 +246,16 @@ end
 ---------------------------------------------------------------------------
 -- models
 ---------------------------------------------------------------------------
+-- a URL for messages: the user:password part (anything before an @ in the authority) masked
+local function redact_url(u)
+  return (u:gsub("^([^/]*//?)[^/@]*@", "%1***@"))
+end
+M.redact_url = redact_url
+
 local function check_base_url(_, v, path)
   if type(v) ~= "string" then fail_type(path, "a string", v) end
   if not v:match("^[hH][tT][tT][pP][sS]?://[^/]") then
-    fail(path, ("invalid URL %s (expected http:// or https://...)"):format(describe(v)))
+    fail(path, ("invalid URL %s (expected http:// or https://...)"):format(describe(redact_url(v))))
   end
   return (v:gsub("/+$", ""))
 end

@@ -3,6 +3,7 @@
 -- (cache.lua), redis. Per-model health is a model key: config_models.lua.
 --   M.check_api_key, M.check_open_path: spec check functions for server.api_keys/open_paths
 --   M.normalize_api_keys(list) -> { {name, key} }, { [name] = true }
+--   M.check_auth_mode(server, entries), M.check_serving(cfg): fail closed (server.auth)
 --   M.check_operations(root, cfg, ctx): sets cfg.auth, cfg.redis, cfg.limits, cfg.cache
 local models = require "rerank.config_models"
 local S = require "rerank.schema"
@@ -63,6 +64,29 @@ function M.normalize_api_keys(list)
   return keys, names
 end
 
+-- Fail closed: a list of keys that all came out empty (an unset ${VAR}) is an error, not
+-- an open gateway; server.auth says which of the two the operator meant.
+function M.check_auth_mode(s, entries)
+  if s.auth == "none" and #entries > 0 then
+    fail("server.auth", "auth: none conflicts with the keys in server.api_keys (remove one of them)")
+  end
+  if #entries == 0 and #s.api_keys > 0 then
+    fail("server.api_keys", ("every API key is empty (%d entr%s; an unset environment variable?): the gateway "
+      .. "would be open; set a key, or server.auth: none to serve without keys"):format(#s.api_keys,
+      #s.api_keys == 1 and "y" or "ies"))
+  end
+  if s.auth == "keys" and #entries == 0 then
+    fail("server.auth", "auth: keys needs at least one key in server.api_keys")
+  end
+end
+
+-- A configuration that will answer HTTP chooses: API keys, or none on purpose.
+function M.check_serving(cfg)
+  if #cfg.auth.keys == 0 and cfg.auth.mode ~= "none" then
+    fail("server", "no API keys: set server.api_keys, or server.auth: none to serve every route without a key")
+  end
+end
+
 local LIMIT = { type = "record", fields = {
   { "requests_per_minute", { type = "integer", min = 1 } },
   { "documents_per_minute", { type = "integer", min = 1 } },
@@ -80,7 +104,7 @@ local CACHE = { type = "record", fields = {
   { "enabled", { type = "boolean", default = true } },
   { "backend", { type = "string", enum = { "memory", "redis", "shared_dict" } } },
   { "size", { type = "size", positive = true, default = 64 * 1024 * 1024 } },
-  { "ttl", { type = "duration", default = 3600 } },
+  { "ttl", { type = "duration", max = 30 * 86400, default = 3600 } },
   { "models", { type = "list", single = true, items = { type = "string", nonempty = true } } },
   { "shared_dict", { type = "string", nonempty = true } },
 } }
@@ -100,10 +124,7 @@ local function unescape_url(s)
   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
 end
 
--- a URL for error messages: the password (anything before an @) masked
-local function redact_url(u)
-  return (u:gsub("^(.-//?)[^/@]*@", "%1***@"))
-end
+local redact_url = models.redact_url -- the password (anything before an @) masked
 
 -- redis://[[user]:password@]host[:port][/db]
 local function parse_redis_url(u, path)

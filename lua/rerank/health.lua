@@ -6,6 +6,7 @@
 --                             irrelevant, latency_ms, error?, last_error?, last_error_at? } | { name,
 --                             provider, skipped = true } }
 --   health.wants_deep(query_string) -> bool     ("deep=1", "deep=true", "deep")
+--   health.admit(now?)     -> nil | seconds to wait (one deep check per worker per DEEP_INTERVAL)
 --   health.triple(model)   -> the model's { query, relevant, irrelevant } (or the default)
 --
 -- A model's `health:` config entry replaces any of the three texts, or `health: false` skips
@@ -24,6 +25,19 @@ M.DEFAULT = {
 }
 
 local last_errors = {} -- model name -> { message, at (unix seconds) }, per worker
+
+-- A deep check calls every upstream (and may cost money): each worker starts at most one
+-- every M.DEEP_INTERVAL seconds. M.admit(now) -> nil (go) | seconds to wait.
+M.DEEP_INTERVAL = 5
+local last_deep
+function M.admit(now)
+  now = now or core.now_us() / 1e6
+  if last_deep and now - last_deep < M.DEEP_INTERVAL and now >= last_deep then
+    return math.max(1, math.ceil(M.DEEP_INTERVAL - (now - last_deep)))
+  end
+  last_deep = now
+  return nil
+end
 
 function M.wants_deep(q)
   if type(q) ~= "string" or q == "" then return false end

@@ -124,7 +124,7 @@ function Instance:score(model, req)
     ok, out, perr = xpcall(p.score, errors.traceback, model, req)
     if not ok then return errors.script_error(model, "score", out, req.id) end
     if out == nil then
-      return fail(502, ("provider %q failed: %s"):format(model.provider, tostring(perr)))
+      return fail(502, ("provider %q failed: %s"):format(model.provider, upstream.redact(model, tostring(perr))))
     end
   else
     if not self.transport then

@@ -24,10 +24,13 @@ function M.init(cfg, opts)
   if type(cfg) ~= "string" and type(cfg) ~= "table" then
     error("rerank.nginx.init: expected a config file path or a config table", 2)
   end
-  opts = opts or {}
   local rerank = require "rerank"
   local server = require "rerank.server"
-  local r, err = rerank.new(cfg, opts)
+  -- it answers HTTP: the configuration must choose its authentication (server.auth)
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.overrides = server.serving(o.overrides)
+  local r, err = rerank.new(cfg, o)
   if not r then
     error("rerank: " .. (type(err) == "table" and tostring(err.message) or tostring(err)), 2)
   end

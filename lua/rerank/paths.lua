@@ -60,7 +60,19 @@ function M.basename(p)
   return (p:gsub("/+$", ""):match("[^/]*$"))
 end
 
+-- rerank.core when loaded (its stat and bounded reads), else nil: plain Lua falls back to io
+local function core_mod()
+  local ok, core = pcall(require, "rerank.core")
+  return ok and type(core) == "table" and core.read_file and core or nil
+end
+
+-- Whether something other than a directory is at file (stat only: opening a FIFO blocks).
 function M.exists(file)
+  local core = core_mod()
+  if core then
+    local kind = core.file_kind(file)
+    return kind ~= nil and kind ~= "directory"
+  end
   local f = io.open(file, "rb")
   if f then
     f:close()
@@ -69,14 +81,26 @@ function M.exists(file)
   return false
 end
 
+-- The whole text of a regular file of bounded size (core.read_file: FIFOs, devices and
+-- files over 4 MB are refused at once) | nil, err.
+function M.read(file)
+  local core = core_mod()
+  if core then return core.read_file(file) end
+  local f, err = io.open(file, "rb")
+  if not f then return nil, err end
+  local src = f:read("*a")
+  f:close()
+  return src
+end
+
 -- Runs the Lua file `file`, which must return a table: the table | nil, message. `what`
 -- words the messages, each caller keeping its own:
 --   a string (e.g. "fusion file"): "<what> <file> failed to load: <error>" and
 --     "<what> <file> must return a table (got <type>)";
 --   a table { load = fmt(file, error) or nil (Lua's own error as it is),
 --     type = fmt(file, type) }.
--- chunkname: read the file with io.open and load it under this name (Lua shortens long
--- chunk names to "...tail"); without it, loadfile.
+-- chunkname: load it under this name (Lua shortens long chunk names to "...tail"); without
+-- it, "@file" as loadfile would. The file is read with M.read (regular files, bounded size).
 function M.load_table(file, what, chunkname)
   local load_fmt, type_fmt
   if type(what) == "table" then
@@ -88,16 +112,9 @@ function M.load_table(file, what, chunkname)
     if load_fmt == nil then return nil, err end
     return nil, load_fmt:format(file, tostring(err))
   end
-  local chunk, err
-  if chunkname then
-    local f, oerr = io.open(file, "rb")
-    if not f then return failed(oerr) end
-    local src = f:read("*a")
-    f:close()
-    chunk, err = loadstring(src, chunkname)
-  else
-    chunk, err = loadfile(file)
-  end
+  local src, rerr = M.read(file)
+  if not src then return failed(rerr) end
+  local chunk, err = loadstring(src, chunkname or ("@" .. file))
   if not chunk then return failed(err) end
   local ok, t = pcall(chunk)
   if not ok then return failed(t) end

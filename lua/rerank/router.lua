@@ -584,7 +584,7 @@ function R:run(name, req)
   if tonumber(e.upstream_status) == 429 then
     e.status, e.type = 429, "rate_limit_error"
     local w = error_wait(e)
-    e.retry_after = w and tostring(ceil(w)) or e.retry_after
+    e.retry_after = w and w >= 0 and w < 1e10 and tostring(ceil(w)) or nil -- only a valid one goes out
   end
   return nil, e
 end

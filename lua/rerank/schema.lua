@@ -3,7 +3,7 @@
 --   S.check(spec, value, path, ctx) -> normalised value; raises S.raise/S.fail errors
 --     spec = { type = "string"|"integer"|"number"|"boolean"|"duration"|"size"|"table"|
 --              "mapping"|"list"|"map"|"record", ... } or { check = function(spec, v, path, ctx) }
---     string: nonempty, enum; integer/number: min, max; duration/size: positive;
+--     string: nonempty, enum; integer/number: min, max; duration/size: positive, min, max (default max 24h / 64g);
 --     list: items, single (a lone value is a list of one); map: values;
 --     record: fields = { {name, spec (required?, default?)}, ... }, unknown keys rejected
 --   S.check_keys(t, path, allowed, ctx): the first unknown key, with "did you mean"
@@ -283,13 +283,39 @@ function TYPES.boolean(_, v, path)
   return v
 end
 
+-- Every duration and size has a range (spec.min/spec.max, else these): a config cannot ask
+-- for a 999999999999h timeout or a 99999999999g body.
+S.MAX_DURATION = 86400             -- 24h
+S.MAX_SIZE = 64 * 1024 ^ 3         -- 64g
+
+local function human_duration(d)
+  if d >= 3600 and d % 3600 == 0 then return ("%dh"):format(d / 3600) end
+  if d >= 60 and d % 60 == 0 then return ("%dm"):format(d / 60) end
+  if d >= 1 and d % 1 == 0 then return ("%ds"):format(d) end
+  return ("%gms"):format(d * 1000)
+end
+
+local function human_size(n)
+  for _, u in ipairs({ { "g", 1024 ^ 3 }, { "m", 1024 ^ 2 }, { "k", 1024 } }) do
+    if n >= u[2] and n % u[2] == 0 then return ("%d%s"):format(n / u[2], u[1]) end
+  end
+  return ("%d"):format(n)
+end
+
+local function check_bounds(spec, x, v, path, default_max, human)
+  local min, max = spec.min, spec.max or default_max
+  if spec.positive and x <= 0 then fail(path, ("must be greater than 0 (got %s)"):format(describe(v))) end
+  if min and x < min then fail(path, ("must be at least %s (got %s)"):format(human(min), describe(v))) end
+  if x > max then fail(path, ("must be at most %s (got %s)"):format(human(max), describe(v))) end
+end
+
 function TYPES.duration(spec, v, path)
   local d = S.duration(v)
   if not d then
     if type(v) == "string" then fail(path, ("invalid duration %s (use e.g. 250ms, 10s)"):format(describe(v))) end
     fail_type(path, "a duration such as 250ms or 10s", v)
   end
-  if spec.positive and d <= 0 then fail(path, ("must be greater than 0 (got %s)"):format(describe(v))) end
+  check_bounds(spec, d, v, path, S.MAX_DURATION, human_duration)
   return d
 end
 
@@ -299,7 +325,7 @@ function TYPES.size(spec, v, path)
     if type(v) == "string" then fail(path, ("invalid size %s (use e.g. 512k, 8m)"):format(describe(v))) end
     fail_type(path, "a size such as 512k or 8m", v)
   end
-  if spec.positive and n <= 0 then fail(path, ("must be greater than 0 (got %s)"):format(describe(v))) end
+  check_bounds(spec, n, v, path, S.MAX_SIZE, human_size)
   return n
 end
 

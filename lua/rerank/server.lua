@@ -2,7 +2,6 @@
 -- core/luahost.c calls init() once per worker and handle(ctx) in a fresh coroutine per request.
 local core = require "rerank.core"
 local rerank = require "rerank"
-local config = require "rerank.config"
 local json = require "rerank.json"
 local api = require "rerank.api"
 local shapes = require "rerank.shapes" -- client shapes (Cohere v1/v2, Jina, Voyage, TEI) + detection
@@ -20,8 +19,44 @@ local M = {}
 local instance -- this worker's rerank instance
 local gate, limiter -- API keys (auth.lua) and rate limits (ratelimit.lua); nil when not configured
 
+-- The daemon's configurations answer HTTP: config.lua then refuses an empty one and one
+-- that does not choose its authentication (server.api_keys or server.auth: none).
+local function serving(overrides)
+  local o = { serve = true }
+  for k, v in pairs(overrides or {}) do o[k] = v end
+  return o
+end
+M.serving = serving
+
+-- The configuration check before the daemon serves a file (start, SIGHUP; core/luahost.c):
+-- validation, then the self-test (lua/rerank/selftest.lua) on an instance that cannot reach
+-- the network.
+local NO_NETWORK = {
+  request = function() return nil, "no network during the self-test" end,
+  request_all = function(list)
+    local out = {}
+    for i = 1, #list do out[i] = { error = "no network during the self-test" } end
+    return out
+  end,
+}
+
 function M.load_config(path, overrides)
-  return config.load(path, overrides)
+  local r, err = rerank.new(path, { overrides = serving(overrides), transport = NO_NETWORK })
+  if not r then return nil, err end
+  local ok, terr = require("rerank.selftest").run(r)
+  if not ok then return nil, terr end
+  return r.cfg
+end
+
+-- One line at start and at each reload (worker 0): how clients authenticate.
+local function log_auth(cfg)
+  local keys = cfg.auth and #cfg.auth.keys or 0
+  if keys > 0 then
+    core.log("info", ("auth: %d API key%s; open paths: %s"):format(keys, keys == 1 and "" or "s",
+      table.concat(cfg.auth.open_paths or {}, " ")))
+  else
+    core.log("warn", "auth: none (server.auth: none): every route answers without an API key")
+  end
 end
 
 -- Serves an existing instance (nginx builds one for its library API and shares it).
@@ -34,8 +69,9 @@ function M.adopt(r)
 end
 
 function M.init(path, overrides)
-  local r, err = rerank.new(path, { overrides = overrides })
+  local r, err = rerank.new(path, { overrides = serving(overrides) })
   if not r then return nil, err end
+  if not overrides or (overrides.worker or 0) == 0 then log_auth(r.cfg) end
   return M.adopt(r)
 end
 
@@ -81,7 +117,8 @@ end
 -- An error in the shape the client spoke, with Retry-After when there is one.
 local function shape_error(shape, err, cache_status)
   local headers = { ["content-type"] = "application/json" }
-  if err.retry_after then headers["retry-after"] = tostring(err.retry_after) end
+  local ra = err.retry_after and upstream.valid_retry_after(tostring(err.retry_after))
+  if ra then headers["retry-after"] = ra end
   if cache_status then headers["x-rerankd-cache"] = cache_status end -- the cache was consulted
   return err.status or 500, headers, shapes.render_error(shape, err)
 end
@@ -208,6 +245,14 @@ end
 local function handle_health(ctx)
   local up = ctx.workers_up >= ctx.workers and instance ~= nil
   if up and health.wants_deep(ctx.query) then -- GET /health?deep=1 (lua/rerank/health.lua)
+    -- it calls the upstreams and shows their error text: dispatch asked for a key (when keys
+    -- are configured), and each worker runs one per health.DEEP_INTERVAL
+    local wait = health.admit()
+    if wait then
+      return 429, { ["content-type"] = "application/json", ["retry-after"] = tostring(wait) },
+        json.error_body(429, "rate_limit_error",
+          ("GET /health?deep=1 runs at most once every %ds per worker; retry later"):format(health.DEEP_INTERVAL))
+    end
     local ok, report = health.deep(instance)
     return ok and 200 or 503, JSON, json.encode({ status = ok and "ok" or "failing", deep = true,
       workers = ctx.workers, workers_up = ctx.workers_up, version = core.version, models = json.array(report),
@@ -254,30 +299,18 @@ local routes = {
   ["/v1/fuse"] = { POST = handle_fuse },
 }
 
--- cjson escapes "/" as "\/": valid, but noisy in paths. Every "\/" it emits is that escape.
-local function jstr(s)
-  return (json.string(s):gsub("\\/", "/"))
-end
-
--- The access-log fields of one request (core/log.c adds ts, status and total_us).
+-- The access-log fields of one request, as a table: core/luahost.c encodes them (with the
+-- status and total_us core/server.c adds) through the access log's one JSON encoder.
 local function log_fields(ctx)
   local info = ctx.info or {}
   local t = info.timing
-  local f = {
-    '"id":', jstr(ctx.id), ',"method":', jstr(ctx.method), ',"path":', jstr(ctx.path),
-    ',"route":', jstr(ctx.route or ""), ',"worker":', tostring(ctx.worker),
+  return {
+    id = ctx.id, method = ctx.method, path = ctx.path, route = ctx.route or "", worker = ctx.worker,
+    model = info.model, docs = info.docs,
+    us = t and { parse = t.parse or 0, upstream = t.upstream or 0, sort = t.sort or 0, serialize = t.serialize or 0 },
+    upstream_status = tonumber(info.upstream_status), cache = info.cache, degraded = info.degraded or nil,
+    key = ctx.key_name, -- the key's name, never the key
   }
-  if info.model then f[#f + 1] = ',"model":' .. jstr(info.model) end
-  if info.docs then f[#f + 1] = ',"docs":' .. info.docs end
-  if t then
-    f[#f + 1] = (',"us":{"parse":%d,"upstream":%d,"sort":%d,"serialize":%d}'):format(
-      t.parse or 0, t.upstream or 0, t.sort or 0, t.serialize or 0)
-  end
-  if info.upstream_status then f[#f + 1] = ',"upstream_status":' .. tonumber(info.upstream_status) end
-  if info.cache then f[#f + 1] = ',"cache":' .. json.string(info.cache) end
-  if info.degraded then f[#f + 1] = ',"degraded":true' end
-  if ctx.key_name then f[#f + 1] = ',"key":' .. jstr(ctx.key_name) end -- the key's name, never the key
-  return table.concat(f)
 end
 
 local function dispatch(ctx)
@@ -297,7 +330,10 @@ local function dispatch(ctx)
       nil, { ["content-type"] = "application/json", allow = allow })
   end
   ctx.route = path
-  local key, why = auth.check(gate, ctx, path) -- API keys, except on server.open_paths
+  -- API keys, except on server.open_paths; /health?deep=1 calls every upstream, so it is not
+  -- open with /health
+  local auth_path = (path == "/health" and health.wants_deep(ctx.query)) and "/health?deep" or path
+  local key, why = auth.check(gate, ctx, auth_path)
   if not key then
     local status, headers, err = auth.reply(why)
     return early_error(path, status, err.type, err.message, nil, headers)

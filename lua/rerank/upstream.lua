@@ -1,6 +1,7 @@
 -- Upstream calls for HTTP providers: build → transport → parse, with the error mapping
 -- every provider shares. The transport is injected (daemon: rerank.core.fetch; library:
 -- libcurl or nginx cosockets; tests: a double) and has request(opts) and request_all(list, n).
+local core = require "rerank.core"
 local json = require "rerank.json"
 local probe = require "rerank.probe"
 local token = require "rerank.token"
@@ -10,7 +11,24 @@ local M = {}
 local errors = require "rerank.errors"
 local fail = errors.fail
 
--- A short, key-free description of what the upstream said.
+-- Upstream text made safe to put in a JSON answer or a log line: bytes that are not UTF-8
+-- become U+FFFD (lua-cjson would copy them into the JSON as they are).
+local REPLACEMENT = "\239\191\189"
+local function clean_utf8(s)
+  local parts = {}
+  while true do
+    local at = core.utf8_check(s)
+    if not at then break end
+    parts[#parts + 1] = s:sub(1, at) .. REPLACEMENT
+    s = s:sub(at + 2)
+  end
+  if #parts == 0 then return s end
+  parts[#parts + 1] = s
+  return table.concat(parts)
+end
+M.clean_utf8 = clean_utf8
+
+-- A short description of what the upstream said (secrets are removed by the caller).
 local function upstream_message(body)
   if type(body) ~= "string" or body == "" then return "" end
   local j = json.decode(body)
@@ -23,10 +41,29 @@ local function upstream_message(body)
     if type(msg) == "table" then msg = json.encode(msg) end
   end
   msg = tostring(msg or body)
-  if #msg > 300 then msg = msg:sub(1, 300) .. "…" end
-  return msg
+  if #msg > 300 then msg = msg:sub(1, 300) .. "…" end -- a cut character becomes U+FFFD below
+  return clean_utf8(msg)
 end
 M.upstream_message = upstream_message
+
+-- Retry-After as the upstream sent it, when it is valid: delta-seconds (digits only) or an
+-- HTTP-date; anything else (abc, -5, 1e9) is dropped rather than passed to the client.
+function M.valid_retry_after(v)
+  if type(v) == "number" then
+    return v >= 0 and v < 1e10 and v == math.floor(v) and tostring(v) or nil
+  end
+  if type(v) ~= "string" then return nil end
+  v = v:match("^%s*(.-)%s*$")
+  if v:match("^%d+$") and #v <= 10 then return v end
+  if v:match("^%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$") then return v end
+  return nil
+end
+
+local function valid_retry_after_ms(v)
+  if type(v) ~= "string" then return nil end
+  local ms = v:match("^%s*(%d+)%s*$")
+  return ms and #ms <= 12 and ms or nil
+end
 
 -- Encodes a built request: body tables become JSON. Returns transport options.
 function M.prepare(model, spec)
@@ -57,17 +94,78 @@ function M.prepare(model, spec)
 end
 
 -- Upstream messages sometimes quote the credential they rejected: never pass it on.
-local function redact(model, msg)
-  for _, key in ipairs({ model.api_key or false, model.access_token }) do -- access_token: lua/rerank/token.lua
-    if type(key) == "string" and #key >= 4 then
-      local at = msg:find(key, 1, true)
-      while at do
-        msg = msg:sub(1, at - 1) .. "[redacted]" .. msg:sub(at + #key)
-        at = msg:find(key, at + 10, true)
-      end
-    end
+-- A model's secrets: its api_key, every value under headers: (secret by default: they carry
+-- tokens), the user:password of its base_url, and provider options whose name says key,
+-- secret, token or password. Each is masked in any letter case, URL-encoded and JSON-escaped.
+local SECRET_NAME = { "key", "secret", "token", "password", "credential" }
+
+local function secret_name(k)
+  k = tostring(k):lower()
+  for _, w in ipairs(SECRET_NAME) do
+    if k:find(w, 1, true) then return true end
+  end
+  return false
+end
+
+local function secrets_of(model)
+  local out = {}
+  local function add(v)
+    if type(v) == "string" and #v >= 4 then out[#out + 1] = v end
+  end
+  add(model.api_key)
+  add(model.access_token) -- an exchanged bearer token (lua/rerank/token.lua)
+  for _, v in pairs(type(model.headers) == "table" and model.headers or {}) do
+    add(v)
+    -- "Bearer <token>", "Basic <creds>": the credential alone may be quoted back too
+    if type(v) == "string" then add(v:match("^%S+%s+(%S+)$")) end
+  end
+  local userinfo = type(model.base_url) == "string" and model.base_url:match("^%a[%w+.-]*://([^/@]*)@")
+  if userinfo then
+    add(userinfo)
+    add(userinfo:match(":(.*)$"))
+  end
+  for k, v in pairs(type(model.options) == "table" and model.options or {}) do
+    if secret_name(k) then add(v) end
+  end
+  return out
+end
+M.secrets_of = secrets_of
+
+local function url_encode(s)
+  return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+-- msg with every case-insensitive occurrence of needle replaced by [redacted]
+local function mask(msg, needle)
+  local lower, low = msg:lower(), needle:lower()
+  local at = lower:find(low, 1, true)
+  if not at then return msg end
+  local parts, pos = {}, 1
+  while at do
+    parts[#parts + 1] = msg:sub(pos, at - 1)
+    parts[#parts + 1] = "[redacted]"
+    pos = at + #low
+    at = lower:find(low, pos, true)
+  end
+  parts[#parts + 1] = msg:sub(pos)
+  return table.concat(parts)
+end
+
+function M.redact_secrets(secrets, msg)
+  msg = tostring(msg)
+  for _, s in ipairs(secrets) do
+    msg = mask(msg, s)
+    local enc = url_encode(s)
+    if enc ~= s then msg = mask(msg, enc) end
+    local esc = s:gsub("/", "\\/")
+    if esc ~= s then msg = mask(msg, esc) end
   end
   return msg
+end
+
+-- A message about this model made safe for a client and a log: no secret, valid UTF-8.
+local function redact(model, msg)
+  return clean_utf8(M.redact_secrets(secrets_of(model), msg))
 end
 M.redact = redact
 
@@ -75,16 +173,17 @@ M.redact = redact
 function M.error_for(model, res, err)
   local who = ("upstream %q (model %q)"):format(model.provider, model.name)
   if not res then
-    err = tostring(err)
+    err = redact(model, tostring(err))
     if err:find("^timeout") then return fail(504, who .. " timed out: " .. err) end
     return fail(502, who .. " unreachable: " .. err)
   end
   local msg = redact(model, upstream_message(res.body))
   local auth = res.status == 401 or res.status == 403
+  local h = type(res.headers) == "table" and res.headers or {}
   local e = { status = 502, type = auth and "upstream_auth_error" or "upstream_error",
               message = ("%s returned HTTP %d%s"):format(who, res.status, msg ~= "" and (": " .. msg) or ""),
-              upstream_status = res.status, retry_after = res.headers and res.headers["retry-after"],
-              retry_after_ms = res.headers and res.headers["retry-after-ms"] }
+              upstream_status = res.status, retry_after = M.valid_retry_after(h["retry-after"]),
+              retry_after_ms = valid_retry_after_ms(h["retry-after-ms"]) }
   return nil, e
 end
 
@@ -226,7 +325,7 @@ local function call_planned(transport, model, p, req)
   end
   local ok, out, perr = xpcall(p.combine, errors.traceback, model, req, state)
   if not ok then return errors.script_error(model, "combine", out, req.id) end
-  if not out then return fail(502, ("provider %q: %s"):format(model.provider, tostring(perr))) end
+  if not out then return fail(502, ("provider %q: %s"):format(model.provider, redact(model, tostring(perr)))) end
   return out
 end
 

@@ -7,7 +7,7 @@ describe("client abort and deadline", function()
   setup(function()
     mock = d.start_mock()
     srv = assert(d.start(([[
-server: { timeout: 1s }
+server: { auth: none, timeout: 1s }
 models:
   - { name: slow, provider: cohere, base_url: "%s/fault/slow:3000/cohere", api_key: test-key, timeout: 10s }
   - { name: bm25, provider: bm25 }
@@ -53,6 +53,7 @@ describe("rerank.http from a script in the daemon", function()
   it("request and request_all yield the request coroutine and return answers or errors", function()
     local mock = d.start_mock()
     local srv = assert(d.start(([[
+server: { auth: none }
 paths: { providers: [%s/tests/fixtures/providers] }
 models:
   - { name: probe, provider: http_probe }

@@ -37,7 +37,7 @@ describe("acceptance: core, providers, wire shapes", function()
     mock = d.start_mock()
     local m = mock.url
     srv = assert(d.start(([[
-server: { max_body: 1k }
+server: { auth: none, max_body: 1k }
 models:
   - { name: bm25, provider: bm25 }
   - { name: mal, provider: cohere, base_url: "%s/fault/malformed/cohere", api_key: test-key }

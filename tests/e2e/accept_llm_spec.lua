@@ -74,6 +74,7 @@ describe("acceptance: LLM rerankers over HTTP", function()
     d.writefile(tdir .. "/accept_graded.lua", TEMPLATE)
     local u = mock.url
     local cfg = ([[
+server: { auth: none }
 paths: { templates: [%s] }
 default_model: ldb
 models:

@@ -20,6 +20,7 @@ describe("access log: upstream status", function()
     mock = d.start_mock()
     access = d.tmpname(".access")
     srv = assert(d.start(([[
+server: { auth: none }
 log: { access: %s }
 default_model: co
 models:

@@ -8,6 +8,7 @@
 local d = require "support.daemon"
 local proc = require "support.proc"
 local cjson = require "cjson"
+local core = require "rerank.core"
 
 -- the fault models' API key: it must never appear in an answer or a log line
 local SECRET = "sk-chaos-7f3a9c1e5b2d4068"
@@ -37,6 +38,13 @@ local function matrix(mock)
     { model = "e503", base = "/cohere", extra = 'headers: { x-mock-fault: "503" }', want = 502,
       etype = "upstream_error", msg = "HTTP 503", n = 6 },
     { model = "malformed", base = "/fault/malformed/cohere", want = 502, etype = "upstream_error", msg = "invalid JSON", n = 6 },
+    -- upstream text that is not UTF-8 still gives a valid JSON answer; an invalid Retry-After
+    -- (abc, -5) is dropped, never passed on (issue 14)
+    { model = "badutf8", base = "/fault/badutf8/cohere", want = 502, etype = "upstream_error", msg = "HTTP 500", n = 3 },
+    { model = "badutf8json", base = "/fault/badutf8:json/cohere", want = 502, etype = "upstream_error",
+      msg = "upstream broke", n = 3 },
+    { model = "retryabc", base = "/fault/429:abc/cohere", want = 429, msg = "HTTP 429", n = 3 },
+    { model = "retryneg", base = "/fault/429:-5/cohere", want = 429, msg = "HTTP 429", n = 3 },
     -- truncated and drip bite on the answer, after the mock checked the key: the real one
     { model = "truncated", base = "/fault/truncated/cohere", key = "test-key", want = 502, etype = "upstream_error", n = 6 },
     { model = "reset", base = "/fault/reset/cohere", want = 502, etype = "upstream_error", n = 6 },
@@ -62,7 +70,7 @@ end
 
 local function config(mock, rows)
   local lines = {
-    'server: { listen: "127.0.0.1:0", timeout: 5s, keepalive: 5s }',
+    'server: { auth: none, listen: "127.0.0.1:0", timeout: 5s, keepalive: 5s }',
     "routing: { breaker: { failures: 0 } }",
     "default_model: bm25",
     "models:",
@@ -146,6 +154,7 @@ local function check(s)
   if s.status == 0 then return nil end -- client hang-up: nothing to read
   local ok, j = pcall(cjson.decode, s.body)
   if not ok or type(j) ~= "table" then return "answer is not JSON; " .. what end
+  if core.utf8_check(s.body) then return "answer is not UTF-8 (so not JSON); " .. what end
   if s.status == 200 then
     if type(j.results) ~= "table" or #j.results == 0 then return "no results; " .. what end
     if row.served_by and s.headers["x-rerankd-model"] ~= row.served_by then

@@ -19,7 +19,7 @@ describe("client shapes end to end", function()
   setup(function()
     mock = d.start_mock()
     local cfg = ([[
-server: { listen: "127.0.0.1:0", timeout: 20s }
+server: { auth: none, listen: "127.0.0.1:0", timeout: 20s }
 default_model: bm25
 models:
   - { name: bm25, provider: bm25 }

@@ -153,7 +153,7 @@ describe("rerankd limits and containment", function()
   local srv
   setup(function()
     srv = assert(d.start(([[
-server: { listen: "127.0.0.1:8080", max_body: 2k, timeout: 300ms }
+server: { auth: none, listen: "127.0.0.1:8080", max_body: 2k, timeout: 300ms }
 paths: { providers: [%s/tests/fixtures/providers] }
 default_model: bm25
 models:
@@ -234,6 +234,7 @@ end)
 describe("examples/providers/overlap.lua through the daemon", function()
   it("scores by query-word overlap with its declared option", function()
     local srv = assert(d.start(([[
+server: { auth: none }
 models:
   - { name: overlap, provider_file: %s/examples/providers/overlap.lua, min_len: 2 }
 ]]):format(d.root)))
@@ -251,6 +252,7 @@ end)
 describe("GET /v1/models", function()
   it("lists models, aliases (groups) and pipelines: every name a client may send", function()
     local srv = assert(d.start([[
+server: { auth: none }
 models:
   - { name: a, provider: bm25, aliases: [fast] }
   - { name: b, provider: bm25, aliases: [fast] }

@@ -50,6 +50,7 @@ return {
 }
 ]=])
     local cfg = ([[
+server: { auth: none }
 paths: { templates: [%s] }
 models:
   - { name: bm25, provider: bm25 }
@@ -143,6 +144,7 @@ describe("provider script errors", function()
   setup(function()
     mock = d.start_mock()
     srv = assert(d.start(([[
+server: { auth: none }
 log: { format: json }
 models:
   - { name: bm25, provider: bm25 }
@@ -321,6 +323,7 @@ describe("small truths", function()
 
   it("never asks a client to wait longer than the 60 s window", function()
     local srv = assert(d.start([[
+server: { auth: none }
 limits: { per_key: { requests_per_minute: 1 } }
 models:
   - { name: bm25, provider: bm25 }
@@ -338,6 +341,7 @@ models:
   it("says x-rerankd-cache on every answer that consulted the cache, with Redis down", function()
     local mock = d.start_mock()
     local srv = assert(d.start(([[
+server: { auth: none }
 redis: { url: "redis://127.0.0.1:1/0", timeout: 200ms }
 cache: { backend: redis }
 models:
@@ -401,15 +405,16 @@ describe("typed fusion parameters", function()
     local good = assert(d.readfile(root .. "/tests/fixtures/fusion/my_fusion.lua"))
     d.writefile(dir .. "/good.lua", good)
     d.writefile(dir .. "/bad.lua", (good:gsub('type = "number"', 'type = "numbr"')))
-    d.writefile(dir .. "/bad.yaml", "models:\n  - { name: bm25, provider: bm25 }\nfusion: [./bad.lua]\n")
-    d.writefile(dir .. "/good.yaml", "models:\n  - { name: bm25, provider: bm25 }\nfusion: [./good.lua]\n")
+    local head = "server: { auth: none }\nmodels:\n  - { name: bm25, provider: bm25 }\n"
+    d.writefile(dir .. "/bad.yaml", head .. "fusion: [./bad.lua]\n")
+    d.writefile(dir .. "/good.yaml", head .. "fusion: [./good.lua]\n")
   end)
   teardown(function() d.sh("rm -rf " .. dir) end)
 
   it("rerankd -t rejects an unknown type with the parameter's place", function()
     local rc, out = sh_rc(("%s -t -c %s/bad.yaml"):format(d.bin, dir))
     assert.are.equal(1, rc, out)
-    assert.truthy(out:find(dir .. "/bad.yaml:3:10: fusion[0]: fusion file " .. dir .. "/bad.lua: "
+    assert.truthy(out:find(dir .. "/bad.yaml:4:10: fusion[0]: fusion file " .. dir .. "/bad.lua: "
       .. 'params.boost.type: unknown type "numbr" (did you mean "number"?)', 1, true), out)
   end)
 

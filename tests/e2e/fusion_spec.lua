@@ -5,7 +5,7 @@ local cjson = require "cjson"
 local FIX = d.root .. "/tests/fixtures/fusion"
 
 local CONFIG = ([[
-server: { listen: "127.0.0.1:8080" }
+server: { auth: none, listen: "127.0.0.1:8080" }
 default_model: bm25
 models:
   - { name: bm25, provider: bm25 }

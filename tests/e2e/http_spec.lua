@@ -6,7 +6,7 @@ local raw = require "support.rawtcp"
 local cjson = require "cjson"
 
 local CONFIG = [[
-server: { max_body: 64k, keepalive: 1s, header_timeout: 1s, body_min_rate: 100k, timeout: 5s }
+server: { auth: none, max_body: 64k, keepalive: 1s, header_timeout: 1s, body_min_rate: 100k, timeout: 5s }
 default_model: bm25
 models:
   - { name: bm25, provider: bm25 }
@@ -286,7 +286,7 @@ end)
 describe("HTTP/1.1 drain on SIGTERM", function()
   it("answers in-flight requests with Connection: close and closes idle connections", function()
     local srv = assert(d.start(([[
-server: { drain_timeout: 10s }
+server: { auth: none, drain_timeout: 10s }
 models:
   - { name: slow, provider_file: "%s/tests/fixtures/providers/sleepy.lua", seconds: 1 }
 ]]):format(d.root)))

@@ -4,6 +4,7 @@ local d = require "support.daemon"
 local cjson = require "cjson"
 
 local BASE = [[
+server: { auth: none }
 log: { access: %s }
 models:
   - { name: bm25, provider: bm25, k1: %s }

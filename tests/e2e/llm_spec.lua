@@ -79,7 +79,7 @@ local function yaml(mock)
   add({ name = "lw-prose", provider = "openai_listwise", model = "prose" })
   add({ name = "lw-fail", provider = "openai_listwise", model = "500" })
   add({ name = "badkey", provider = "openai_llm", api_key = "wrong-key" })
-  return "server: { timeout: 20s }\nmodels:\n" .. table.concat(lines, "\n") .. "\n"
+  return "server: { auth: none, timeout: 20s }\nmodels:\n" .. table.concat(lines, "\n") .. "\n"
 end
 
 describe("LLM rerankers over HTTP (mock OpenAI chat)", function()

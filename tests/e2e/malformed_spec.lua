@@ -20,7 +20,7 @@ local VERBOSE = os.getenv("MALFORMED_VERBOSE") == "1" -- print every answer
 -- keepalive 500ms: idle and slow connections are closed fast; max_body 1m: the 413 cases;
 -- header_timeout 2s: a request head trickling in under the keepalive is cut off
 local CONFIG = [[
-server: { listen: "127.0.0.1:0", max_body: 1m, keepalive: 500ms, timeout: 5s, header_timeout: 2s }
+server: { auth: none, listen: "127.0.0.1:0", max_body: 1m, keepalive: 500ms, timeout: 5s, header_timeout: 2s }
 default_model: bm25
 models:
   - { name: bm25, provider: bm25 }
@@ -164,6 +164,11 @@ local function check(expect, res)
     if r.status >= 500 and not (r.status == 501 and expect:find("501", 1, true)) then
       return "a 5xx: " .. describe_result(res)
     end
+    -- a client's x-request-id comes back only when safe (1-64 of letters, digits . _ : -)
+    local id = r.headers and r.headers["x-request-id"]
+    if id and not (#id <= 64 and id:match("^[%w._:-]+$")) then
+      return "an unsafe x-request-id came back: " .. id
+    end
   end
   return nil
 end
@@ -264,6 +269,18 @@ describe("malformed client input", function()
       d.sleep(0.1)
     end
     assert.is_true(after.fds <= before.fds + 1, ("descriptors %d before the corpus, %d after"):format(before.fds, after.fds))
+    -- every access-log line (stderr here) is one JSON object, whatever the cases sent: no
+    -- forged field (no keys are configured, so no line may carry "key")
+    local lines = 0
+    for line in d.logtext(srv):gmatch("[^\n]+") do
+      if line:sub(1, 1) == "{" then
+        lines = lines + 1
+        local ok, j = pcall(cjson.decode, line)
+        assert.is_true(ok and type(j) == "table", "not one JSON object: " .. line:sub(1, 300))
+        assert.is_nil(j.key, "a forged field: " .. line:sub(1, 300))
+      end
+    end
+    assert.is_true(lines >= #files, lines .. " access-log lines")
     print(("\n# malformed: %d cases; fds %d -> %d; RSS %d kB -> %d kB"):format(#files, before.fds, after.fds,
       before.rss_kb, after.rss_kb))
   end)

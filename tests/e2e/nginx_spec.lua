@@ -37,6 +37,7 @@ describe("nginx + rerank library (examples/nginx/nginx.conf) vs the daemon", fun
     mock = assert(nginx.start_mock())
     local m = mock.url
     local cfg = table.concat({
+      "server: { auth: none }",
       "default_model: bm25",
       "cache: { shared_dict: rerank_cache, ttl: 10m, models: [cached] }",
       "models:",

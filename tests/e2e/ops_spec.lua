@@ -205,6 +205,7 @@ describe("rate limits shared through Redis", function()
   setup(function()
     redis = start_redis({ password = "redis-pass-1" })
     local cfg = ([[
+server: { auth: none }
 redis: { url: "redis://:redis-pass-1@127.0.0.1:%d/3", prefix: "ops-test:" }
 limits:
   per_key: { requests_per_minute: 10 }
@@ -245,6 +246,7 @@ describe("score cache", function()
   setup(function()
     mock = d.start_mock()
     srv = assert(d.start(([[
+server: { auth: none }
 cache: { size: 1m, ttl: 10m }
 models:
   - { name: cohere, provider: cohere, model: rerank-v3.5, api_key: test-key, base_url: "%s/cohere" }
@@ -310,6 +312,7 @@ describe("score cache in Redis", function()
     mock = d.start_mock()
     redis = start_redis()
     local cfg = ([[
+server: { auth: none }
 redis: { host: 127.0.0.1, port: %d }
 cache: { ttl: 1m }
 models:
@@ -357,6 +360,7 @@ describe("GET /metrics", function()
   setup(function()
     mock = d.start_mock()
     srv = assert(d.start(([[
+server: { auth: none }
 models:
   - name: cohere
     provider: cohere
@@ -433,6 +437,7 @@ describe("GET /health?deep=1", function()
 
   it("200 when every model ranks the relevant document first", function()
     local srv = assert(d.start(([[
+server: { auth: none }
 models:
   - { name: bm25, provider: bm25 }
   - name: cohere
@@ -464,6 +469,7 @@ models:
 
   it("503 naming the failing model and its last error", function()
     local srv = assert(d.start(([[
+server: { auth: none }
 models:
   - { name: bm25, provider: bm25 }
   - { name: down, provider: cohere, api_key: test-key, base_url: "http://127.0.0.1:1", timeout: 2s }
@@ -490,7 +496,7 @@ end)
 describe("SIGTERM", function()
   it("drain completes in-flight slow requests, refuses new connections, exits 0", function()
     local cfgpath = d.writefile(d.tmpname(".yaml"), ([[
-server: { drain_timeout: 10s }
+server: { auth: none, drain_timeout: 10s }
 models:
   - { name: slow, provider_file: "%s", seconds: 1.5 }
 ]]):format(SLEEPY))

@@ -23,7 +23,7 @@ describe("2026 providers and image documents through the daemon", function()
     mock = d.start_mock()
     local function model(s) return "  - " .. s:gsub("{mock}", mock.url) end
     local cfg = table.concat({
-      'server: { listen: "127.0.0.1:8080", timeout: 30s }',
+      'server: { auth: none, listen: "127.0.0.1:8080", timeout: 30s }',
       "documents: { max_image_bytes: 1k }",
       "cache: { size: 1m, ttl: 10m, models: [jina-m0] }",
       "default_model: bm25",

@@ -53,7 +53,7 @@ describe("providers end to end through the mock upstreams", function()
 
   setup(function()
     mock = d.start_mock()
-    local cfg = ("server: { listen: \"127.0.0.1:8080\", timeout: 30s }\ndefault_model: bm25\nmodels:\n%s\n")
+    local cfg = ("server: { auth: none, listen: \"127.0.0.1:8080\", timeout: 30s }\ndefault_model: bm25\nmodels:\n%s\n")
       :format(yaml_models(mock))
     srv = assert(d.start(cfg, { workers = 1 }))
   end)

@@ -9,6 +9,7 @@ describe("rerank.core.redis", function()
   setup(function()
     redis = start_redis("s3cret")
     srv = assert(d.start(([[
+server: { auth: none }
 paths: { providers: [%s/tests/fixtures/providers] }
 models:
   - { name: probe, provider: redis_probe, port: %d, password: s3cret }

@@ -36,7 +36,7 @@ local MODELS = {
 
 local function config(mock)
   local lines = {
-    'server: { listen: "127.0.0.1:0", timeout: 20s }',
+    'server: { auth: none, listen: "127.0.0.1:0", timeout: 20s }',
     "default_model: bm25",
     "direct_models:",
     ('  cohere: { base_url: "%s/cohere", price: { per_request: 0.5 } }'):format(mock.url),

@@ -54,7 +54,7 @@ describe("scores, instructions and the 2026 API shapes", function()
 
   setup(function()
     mock = d.start_mock()
-    srv = assert(d.start(("server: { listen: \"127.0.0.1:8080\" }\ndefault_model: bm25\nmodels:\n%s\n")
+    srv = assert(d.start(("server: { auth: none, listen: \"127.0.0.1:8080\" }\ndefault_model: bm25\nmodels:\n%s\n")
       :format(models_yaml(mock)), { workers = 1 }))
   end)
 

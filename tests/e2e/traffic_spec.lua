@@ -9,7 +9,8 @@ local rerank = d.rerank
 -- returning YAML lines; pipelines: may follow)
 local function serve(lines)
   local mock = d.start_mock()
-  local cfg = { 'server: { listen: "127.0.0.1:0" }', "log: { access: off }", "models:", "  - { name: bm25, provider: bm25 }" }
+  local cfg = { 'server: { auth: none, listen: "127.0.0.1:0" }', "log: { access: off }", "models:",
+                "  - { name: bm25, provider: bm25 }" }
   for _, l in ipairs(lines(mock)) do cfg[#cfg + 1] = l end
   return mock, assert(d.start(table.concat(cfg, "\n") .. "\n"))
 end

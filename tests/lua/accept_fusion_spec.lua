@@ -358,7 +358,7 @@ local ok_d, d = pcall(require, "support.daemon")
 describe("acceptance: POST /v1/fuse against the reference", function()
   local srv
   setup(function()
-    srv = assert(d.start("models:\n  - name: bm25\n    provider: bm25\n"))
+    srv = assert(d.start("server: { auth: none }\nmodels:\n  - name: bm25\n    provider: bm25\n"))
   end)
   teardown(function() if srv then d.stop(srv) end end)
 

@@ -51,7 +51,7 @@ describe("library acceptance", function()
     assert.truthy(out:find("rc=0", 1, true), out)
     local cfg = prefix .. "/test.yaml"
     local f = assert(io.open(cfg, "wb"))
-    f:write("models:\n  - { name: bm25, provider: bm25 }\n")
+    f:write("server: { auth: none }\nmodels:\n  - { name: bm25, provider: bm25 }\n")
     f:close()
     out = sh(("cd / && env -u RERANKD_HOME -u LUA_PATH -u LUA_CPATH %s/bin/rerankd -t -c %s 2>&1; echo rc=$?")
       :format(prefix, cfg))

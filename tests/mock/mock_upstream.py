@@ -32,6 +32,9 @@ Faults, per request: header "x-mock-fault: KIND" or a path prefix /fault/KIND/..
   reset     close the connection without answering (RST)
   drip      the normal answer, 1 byte per 100 ms
   flaky:N   the first N requests carrying this fault string get 503, then normal answers
+  badutf8   500 whose body is not UTF-8 (badutf8:json: JSON whose message holds raw bytes)
+  echo      401 quoting every request header back: upper-cased, URL-encoded and as sent
+            (an upstream that echoes credentials)
 
 Control: GET /_mock/requests -> every request received [{method, path, headers, body, json}]
 (headers lower-cased); POST /_mock/reset clears it and the flaky counters; POST /_mock/revoke
@@ -709,6 +712,8 @@ class Handler(BaseHTTPRequestHandler):
     def send(self, status, obj, headers=None, raw=None, fault=""):
         if obj is MALFORMED:
             raw = b'{"results": [{"index": 0, "relevance_score": 0.5}, {"index": 1, "rel'
+        if isinstance(obj, bytes):
+            raw = obj
         body = raw if raw is not None else json.dumps(obj).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -808,6 +813,16 @@ class Handler(BaseHTTPRequestHandler):
                 p.fail(503, "mock flaky fault")
         elif kind == "malformed":
             raise Reply(200, MALFORMED)
+        elif kind == "badutf8":
+            if arg == "json":
+                raise Reply(500, b'{"message": "upstream broke: \xff\xfe bytes \xc0\xaf and a cut \xe2\x82"}')
+            raise Reply(500, b'\xff\xfe<html>upstream \xc0\xaf broke \xed\xa0\x80</html>')
+        elif kind == "echo":
+            vals = [v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "content-type",
+                                                                              "accept", "user-agent", "expect")]
+            msg = "rejected credentials: " + " | ".join(
+                [v.upper() for v in vals] + [quote(v, safe="") for v in vals] + vals)
+            raise Reply(401, {"message": msg})
         elif kind == "reset":
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True

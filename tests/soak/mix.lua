@@ -38,6 +38,10 @@ local kinds = {
   { 1, rerank("no-such-model") },
   { 1, wrk.format("POST", "/v1/rerank", JSON, '{"query": 5, "documents": "x"}') },
   { 1, wrk.format("GET", "/health", { Host = JSON.Host }) },
+  -- issue 14: upstream text that is not UTF-8 (502), a forged x-request-id (replaced)
+  { 1, rerank("badutf8") },
+  { 1, wrk.format("POST", "/v1/rerank", { ["Content-Type"] = "application/json", Host = JSON.Host,
+      ["x-request-id"] = 'soak","key":"admin' }, cjson.encode({ query = "cats", documents = docs })) },
 }
 
 local cycle = {}

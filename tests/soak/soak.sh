@@ -3,7 +3,8 @@
 # and open descriptors every SOAK_INTERVAL seconds; exits non-zero on a growth trend.
 #
 # Load: wrk (tests/soak/mix.lua: bm25, a mock upstream, /v1/fuse, a fusion pipeline, upstream
-# 500s with and without fallback, client errors, /health) plus a curl loop of clients that hang
+# 500s with and without fallback, client errors, /health, upstream text that is not UTF-8, a
+# forged x-request-id) plus a curl loop of clients that hang
 # up while the upstream is busy, libevent-level rejects (huge header) and odd methods.
 # Upstream: tests/mock/mock_upstream.py. Everything on 127.0.0.1.
 #
@@ -57,7 +58,7 @@ MOCK_PORT=$(wait_port "$W/mock.log") || { echo "soak: the mock upstream did not 
 M="http://127.0.0.1:$MOCK_PORT"
 
 cat > "$W/soak.yaml" <<EOF
-server: { listen: "127.0.0.1:0", timeout: 10s, keepalive: 5s }
+server: { auth: none, listen: "127.0.0.1:0", timeout: 10s, keepalive: 5s }
 routing: { breaker: { failures: 0 } }
 default_model: bm25
 models:
@@ -66,6 +67,7 @@ models:
   - { name: broken, provider: cohere, api_key: test-key, base_url: "$M/fault/500/cohere" }
   - { name: fallback, provider: cohere, api_key: test-key, base_url: "$M/fault/500/cohere", fallbacks: [bm25] }
   - { name: slow, provider: cohere, api_key: test-key, base_url: "$M/fault/slow:400/cohere", timeout: 5s }
+  - { name: badutf8, provider: cohere, api_key: test-key, base_url: "$M/fault/badutf8/cohere" }
 pipelines:
   - name: hybrid
     stages:
@@ -133,6 +135,19 @@ if ! kill -0 "$D_PID" 2>/dev/null; then
 fi
 hc=$(curl -s -o /dev/null -w '%{http_code}' "$URL/health")
 [ "$hc" = 200 ] || { echo "soak: FAIL: /health answered $hc"; fail=1; }
+# every access-log line (stderr) is one JSON object; a forged x-request-id added no field
+badlog=$(python3 -c '
+import json, sys
+bad = 0
+for line in open(sys.argv[1], "rb"):
+    if line.startswith(b"{"):
+        try:
+            j = json.loads(line.decode("utf-8"))
+            bad += "key" in j
+        except ValueError:
+            bad += 1
+print(bad)' "$W/rerankd.log")
+[ "$badlog" = 0 ] || { echo "soak: FAIL: $badlog access-log lines are not JSON or carry a forged field"; fail=1; }
 se=$(curl -s "$URL/metrics" | awk '/^rerankd_script_errors_total/ { print $2 }')
 [ "${se:-0}" = 0 ] || { echo "soak: FAIL: rerankd_script_errors_total $se"; fail=1; }
 
