@@ -17,7 +17,7 @@ local README = {
 }
 
 local CONFIG = [[
-server: { listen: "127.0.0.1:0" }
+server: { listen: "127.0.0.1:0", auth: none }
 default_model: en
 models:
   - { name: en, provider: bm25, language: english }
