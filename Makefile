@@ -17,11 +17,11 @@ CFLAGS   ?=
 CFLAGS   += -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -DRERANKD_VERSION='"$(VERSION)"' \
             -DRERANKD_DATADIR='"$(PREFIX)/share/rerankd"' $(PKG_CFLAGS)
 LDFLAGS  ?=
-LDLIBS   += $(PKG_LIBS) -levent_pthreads -lpthread -lm -ldl
+LDLIBS   += $(PKG_LIBS) -lstemmer -levent_pthreads -lpthread -lm -ldl
 BUILD    ?= build
 
 # Sources shared by the daemon and the Lua C module rerank/core.so.
-LIB_SRC    := core/topk.c core/bm25.c core/json.c core/json_splice.c core/yaml.c core/yaml_scalar.c core/lcore.c core/log.c core/curlx.c core/lfetch.c
+LIB_SRC    := core/topk.c core/tokenize.c core/analyzer.c core/bm25.c core/bm25_prf.c core/lbm25.c core/json.c core/json_splice.c core/yaml.c core/yaml_scalar.c core/lcore.c core/log.c core/curlx.c core/lfetch.c
 DAEMON_SRC := core/main.c core/cli.c core/server.c core/http.c core/http_parse.c core/luahost.c core/fetch.c core/ldaemon.c core/redis.c core/deadline.c
 LIB_OBJ    := $(LIB_SRC:core/%.c=$(BUILD)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:core/%.c=$(BUILD)/%.o)
@@ -45,7 +45,7 @@ $(BIN): $(DAEMON_OBJ) $(LIB_OBJ)
 # The Lua module resolves lua_* from the host (luajit or nginx), so it does not link libluajit.
 $(MODULE): $(PIC_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $^ $(shell pkg-config --libs libcurl yaml-0.1) -lm
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $^ $(shell pkg-config --libs libcurl yaml-0.1) -lstemmer -lm
 
 $(BUILD)/%.o: core/%.c core/*.h
 	@mkdir -p $(dir $@)
@@ -55,10 +55,14 @@ $(BUILD)/pic/%.o: core/%.c core/*.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fPIC -DRERANK_LUA_MODULE -c -o $@ $<
 
-# tests/c/test_X.c unit-tests core/X.c alone.
+# tests/c/test_X.c unit-tests core/X.c alone (bm25 with the tokenizer and analyzer it scores through).
 $(BUILD)/tests/test_%: tests/c/test_%.c $(BUILD)/%.o tests/c/ctest.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icore -o $@ $< $(BUILD)/$*.o $(LDLIBS)
+BM25_OBJ := $(BUILD)/bm25.o $(BUILD)/bm25_prf.o $(BUILD)/tokenize.o $(BUILD)/analyzer.o
+$(BUILD)/tests/test_bm25 $(BUILD)/tests/test_analyzer: $(BUILD)/tests/test_%: tests/c/test_%.c $(BM25_OBJ) tests/c/ctest.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icore -o $@ $< $(BM25_OBJ) $(LDLIBS)
 
 # make run [CONFIG=file.yaml] [PORT=n]: PORT overrides server.listen's port (0 = any free port)
 CONFIG   ?= config.yaml

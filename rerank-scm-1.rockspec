@@ -34,6 +34,7 @@ dependencies = {
 external_dependencies = {
   CURL = { library = "curl" }, -- Debian keeps curl/curl.h in a multiarch include dir
   YAML = { header = "yaml.h", library = "yaml" },
+  STEMMER = { header = "libstemmer.h", library = "stemmer" }, -- Debian libstemmer-dev
 }
 
 build = {

@@ -2,7 +2,8 @@
 -- same documents and query as the in-process and FTS5 rows).
 -- usage: luajit bench/gen.lua DIR [SETS]   reads DIR/docs.txt, DIR/query.txt and
 -- writes DIR/body_100_<s>.json and DIR/body_1000_<s>.json for s = 1..SETS (10):
--- disjoint document sets, so the load does not replay one body.
+-- disjoint document sets, so the load does not replay one body; DIR/body_en_*.json are the
+-- same bodies for the model "bm25-en" (English stemming and stopwords).
 local cjson = require "cjson"
 
 local dir = assert(arg[1], "usage: luajit bench/gen.lua DIR [SETS]")
@@ -16,9 +17,11 @@ for _, n in ipairs({ 100, 1000 }) do
   for s = 1, sets do
     local sub = {}
     for i = 1, n do sub[i] = docs[(s - 1) * n + i] end
-    local body = cjson.encode({ model = "bm25", query = query, documents = sub, top_n = 10 })
-    local f = assert(io.open(("%s/body_%d_%d.json"):format(dir, n, s), "w"))
-    f:write(body)
-    f:close()
+    for prefix, model in pairs({ body = "bm25", body_en = "bm25-en" }) do
+      local body = cjson.encode({ model = model, query = query, documents = sub, top_n = 10 })
+      local f = assert(io.open(("%s/%s_%d_%d.json"):format(dir, prefix, n, s), "w"))
+      f:write(body)
+      f:close()
+    end
   end
 end

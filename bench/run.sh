@@ -27,7 +27,7 @@ trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
 
 # ---- in-process kernels ----
-make -s build/topk.o build/bm25.o >&2
+make -s build/topk.o build/tokenize.o build/analyzer.o build/bm25.o build/bm25_prf.o >&2
 SQL_DEF="" SQL_LIB=""
 if printf '#include <sqlite3.h>\n' | $CC -E - >/dev/null 2>&1; then
     SQL_DEF="-DHAVE_SQLITE" SQL_LIB="-lsqlite3"
@@ -36,7 +36,7 @@ else
 fi
 # shellcheck disable=SC2046,SC2086 # flags are word lists
 $CC -std=c11 -O2 -Wall -Wextra -D_GNU_SOURCE $SQL_DEF $(pkg-config --cflags luajit) -Icore \
-    -o "$B/bench_kernels" bench/bench_kernels.c build/topk.o build/bm25.o $SQL_LIB -lm
+    -o "$B/bench_kernels" bench/bench_kernels.c build/topk.o build/tokenize.o build/analyzer.o build/bm25.o build/bm25_prf.o $SQL_LIB -lstemmer -lm
 "$B/bench_kernels" --dump "$B"
 echo "bench: kernels..." >&2
 "$B/bench_kernels" > "$B/kernels.txt"
@@ -67,6 +67,9 @@ default_model: bm25
 models:
   - name: bm25
     provider: bm25
+  - name: bm25-en
+    provider: bm25
+    language: english
   # shadow traffic's cost: every request scored again by bm25 after its answer
   - name: bm25-shadowed
     provider: bm25
@@ -115,6 +118,8 @@ if [ "$HTTP" = 1 ]; then
     B1000=$(echo "$B"/body_1000_*.json)
     L100=$(run_wrk lat100 "$B100" 1 1 "$LAT_SECS" /v1/rerank)
     L1000=$(run_wrk lat1000 "$B1000" 1 1 "$LAT_SECS" /v1/rerank)
+    L100EN=$(run_wrk lat100en "$(echo "$B"/body_en_100_*.json)" 1 1 "$LAT_SECS" /v1/rerank)
+    L1000EN=$(run_wrk lat1000en "$(echo "$B"/body_en_1000_*.json)" 1 1 "$LAT_SECS" /v1/rerank)
     T100=$(run_wrk rps100 "$B100" 2 32 "$SECS" /v1/rerank)
     # the same bodies naming the shadowed model (shadow: {model: bm25, sample: 1.0})
     BS100=""
@@ -169,11 +174,14 @@ echo "| top-k, k=10 of 1,000 (one request, top_n 10) | $(fmt "$(kv topk_1k_k10_u
 echo "| top-k, all 1,000 in order (one request, no top_n) | $(fmt "$(kv topk_1k_full_us)") µs | | | |"
 for n in 100 1000; do
     echo "| BM25 in-process, $n docs × ~$(kv doc_bytes_avg) B, p50 / p99 | $(fmt "$(kv bm25_${n}_p50_us)") / $(fmt "$(kv bm25_${n}_p99_us)") µs | SQLite FTS5: build index + bm25() top 10, p50 | $(fmt "$(kv fts5_${n}_total_p50_us)") µs (query alone $(fmt "$(kv fts5_${n}_rank_p50_us)")) | $(ratio "$(kv bm25_${n}_p50_us)" "$(kv fts5_${n}_total_p50_us)") faster |"
+    echo "| BM25 in-process, English stemming (Snowball), $n docs, p50 / p99 | $(fmt "$(kv bm25en_${n}_p50_us)") / $(fmt "$(kv bm25en_${n}_p99_us)") µs | SQLite FTS5 \`porter\` tokenizer: build index + bm25() top 10, p50 | $(fmt "$(kv fts5porter_${n}_total_p50_us)") µs (query alone $(fmt "$(kv fts5porter_${n}_rank_p50_us)")) | $(ratio "$(kv bm25en_${n}_p50_us)" "$(kv fts5porter_${n}_total_p50_us)") faster |"
 done
 if [ "$HTTP" = 1 ]; then
     for n in 100 1000; do
         if [ "$n" = 100 ]; then r=$L100; else r=$L1000; fi
         echo "| HTTP POST /v1/rerank bm25, $n docs, top_n 10, 1 connection, p50 / p99 | $(fmt "$(field "$r" p50)") / $(fmt "$(field "$r" p99)") µs | in-process BM25 p50 (above) | $(fmt "$(kv bm25_${n}_p50_us)") µs | HTTP+JSON overhead $(awk -v a="$(field "$r" p50)" -v b="$(kv bm25_${n}_p50_us)" 'BEGIN { printf "%.0f µs", a - b }') |"
+        if [ "$n" = 100 ]; then r=$L100EN; else r=$L1000EN; fi
+        echo "| HTTP POST /v1/rerank bm25 \`language: english\`, $n docs, top_n 10, 1 connection, p50 / p99 | $(fmt "$(field "$r" p50)") / $(fmt "$(field "$r" p99)") µs | SQLite FTS5 \`porter\` build+rank p50 (in-process, above) | $(fmt "$(kv fts5porter_${n}_total_p50_us)") µs | $(ratio "$(field "$r" p50)" "$(kv fts5porter_${n}_total_p50_us)") faster |"
     done
     echo "| HTTP req/s, 100 docs, wrk -t2 -c32 -d${SECS}s | $(fmt "$(field "$T100" rps)") req/s (p99 $(fmt "$(field "$T100" p99)") µs, errors $(field "$T100" errors)) | GET /health, same wrk settings | $(fmt "$(field "$THEALTH" rps)") req/s | $(awk -v a="$(field "$T100" rps)" -v b="$(field "$THEALTH" rps)" 'BEGIN { if (b > 0) printf "%.2f of /health", a / b; else print "n/a" }') |"
     echo "| shadow traffic: primary req/s with \`shadow: {model: bm25, sample: 1.0, max_inflight: 64}\`, 100 docs, wrk -t2 -c32 -d${SECS}s (shadows: $SHADOW_RUNS) | $(fmt "$(field "$TSH100" rps)") req/s (p99 $(fmt "$(field "$TSH100" p99)") µs, errors $(field "$TSH100" errors)) | the same model without shadow (row above) | $(fmt "$(field "$T100" rps)") req/s | $(awk -v a="$(field "$TSH100" rps)" -v b="$(field "$T100" rps)" 'BEGIN { if (b > 0) printf "%.2f of no shadow", a / b; else print "n/a" }') |"
@@ -243,6 +251,11 @@ f1k=$(kv fts5_1000_total_p50_us)
 h1k_x=$(awk -v a="$h1k" -v b="$f1k" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.3f", a / b }')
 echo "| **goal**: BM25 HTTP 1000 docs p50 ≤ 1/10 of FTS5 build+rank p50 | $(fmt "$h1k") µs vs FTS5 $(fmt "$f1k") µs (${h1k_x:-n/a} of it) | | | $(verdict "$h1k_x" "<=" 0.1) |"
 echo "| **goal**: BM25 HTTP 100 docs p50 ≤ 200 µs | $(fmt "$h100") µs | | | $(verdict "$h100" "<=" 200) |"
+# issue 19: stemmed BM25 over HTTP against FTS5 with its porter stemmer, same docs, same run
+e1k=""; [ "$HTTP" = 1 ] && e1k=$(field "$L1000EN" p50)
+p1k=$(kv fts5porter_1000_total_p50_us)
+e1k_x=$(awk -v a="$e1k" -v b="$p1k" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.3f", a / b }')
+echo "| **goal**: BM25 \`language: english\` HTTP 1000 docs p50 ≤ 1/10 of FTS5 \`porter\` build+rank p50 | $(fmt "$e1k") µs vs FTS5 porter $(fmt "$p1k") µs (${e1k_x:-n/a} of it) | | | $(verdict "$e1k_x" "<=" 0.1) |"
 echo
 q=$(awk '$1 == "query" { sub(/^query /, ""); print }' "$B/kernels.txt")
 echo "Query \"$q\"; documents: Zipf(1.0) over a 20,000-word vocabulary from a seeded PRNG (bench/bench_kernels.c); in-process rows cycle through disjoint sets of all 10,000 docs, HTTP rows through 10 request bodies (docs 1-1,000 or 1-10,000)."

@@ -1,384 +1,10 @@
-/* BM25 tokenizer and Okapi BM25 scoring over one request's documents.
- * Tokens: maximal runs of word characters (ASCII alnum, and non-ASCII letters,
- * digits and marks), split on ASCII punctuation/space/control, common Unicode
- * punctuation/symbol blocks and invalid UTF-8 bytes. Tokens are lower-cased for
- * ASCII, Latin-1, Latin Extended-A, Greek, Cyrillic and fullwidth Latin. */
-#include "rerank.h"
+/* Okapi BM25 / BM25F over one request's documents (idf from those documents), after the
+ * analyzer's stopwords and stems, with optional pseudo-relevance feedback.
+ * One pass over every document counts the query terms (tf per field, weighted) into
+ * postings; feedback adds a second pass with the expanded query. */
+#include "bm25_int.h"
 
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
-
-/* ---- UTF-8 ---- */
-
-/* Strict decode (no overlongs, surrogates or > U+10FFFF); 0 = invalid byte. */
-static inline size_t utf8_decode(const unsigned char *s, size_t rem, uint32_t *cp)
-{
-    unsigned c = s[0];
-    if (c < 0xC2) return 0; /* ASCII is handled by callers; 80-C1 never lead */
-    if (c < 0xE0) {
-        if (rem < 2 || (s[1] & 0xC0) != 0x80) return 0;
-        *cp = ((c & 0x1Fu) << 6) | (s[1] & 0x3Fu);
-        return 2;
-    }
-    if (c < 0xF0) {
-        if (rem < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
-        if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] > 0x9F)) return 0;
-        *cp = ((c & 0x0Fu) << 12) | ((s[1] & 0x3Fu) << 6) | (s[2] & 0x3Fu);
-        return 3;
-    }
-    if (c < 0xF5) {
-        if (rem < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
-            return 0;
-        if ((c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] > 0x8F)) return 0;
-        *cp = ((c & 0x07u) << 18) | ((s[1] & 0x3Fu) << 12) | ((s[2] & 0x3Fu) << 6) | (s[3] & 0x3Fu);
-        return 4;
-    }
-    return 0;
-}
-
-size_t rr_utf8_invalid_at(const unsigned char *s, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        while (i + 8 <= len) { /* ASCII runs 8 bytes at a time (most request text) */
-            uint64_t w;
-            memcpy(&w, s + i, 8);
-            if (w & 0x8080808080808080ull) break;
-            i += 8;
-        }
-        if (i >= len) break;
-        if (s[i] < 0x80) {
-            i++;
-            continue;
-        }
-        uint32_t cp;
-        size_t n = utf8_decode(s + i, len - i, &cp);
-        if (n == 0) return i;
-        i += n;
-    }
-    return len;
-}
-
-static inline size_t utf8_encode(uint32_t cp, unsigned char *o)
-{
-    if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
-    size_t n = cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
-    static const unsigned char lead[5] = { 0, 0, 0xC0, 0xE0, 0xF0 };
-    for (size_t i = n - 1; i > 0; i--, cp >>= 6) o[i] = (unsigned char)(0x80 | (cp & 0x3F));
-    o[0] = (unsigned char)(lead[n] | cp);
-    return n;
-}
-
-/* ---- character classes ---- */
-
-/* Non-ASCII word characters: everything except the punctuation, symbol, space,
- * control, private-use and emoji ranges we can recognise with a few compares. */
-static int is_word_cp(uint32_t cp)
-{
-    if (cp < 0x100) {
-        if (cp < 0xC0) return cp == 0xAA || cp == 0xB5 || cp == 0xBA; /* ª µ º */
-        return cp != 0xD7 && cp != 0xF7;                               /* × ÷ */
-    }
-    if (cp < 0x2000) { /* scattered script punctuation: Greek, Armenian, Hebrew, Arabic, Indic, Thai */
-        static const uint16_t punct[] = { 0x37E, 0x387, 0x55A, 0x55B, 0x55C, 0x55D, 0x55E, 0x55F,
-            0x589, 0x5BE, 0x5C0, 0x5C3, 0x5C6, 0x5F3, 0x5F4, 0x60C, 0x60D, 0x61B, 0x61F, 0x66A,
-            0x66B, 0x66C, 0x66D, 0x6D4, 0x964, 0x965, 0x970, 0xE4F, 0xE5A, 0xE5B, 0x1680 };
-        for (size_t i = 0; i < sizeof punct / sizeof *punct; i++)
-            if (cp == punct[i]) return 0;
-        return 1;
-    }
-    if (cp < 0x2100) return 0;   /* general punctuation, super/subscripts, currency */
-    if (cp < 0x2190) return 1;   /* letterlike symbols, number forms (ℕ, Ⅻ) */
-    if (cp < 0x2C00) return 0;   /* arrows, math, technical, boxes, shapes, dingbats */
-    if (cp < 0x2E00) return 1;   /* Glagolitic, Coptic, Georgian, Tifinagh, ... */
-    if (cp < 0x2E80) return 0;   /* supplemental punctuation */
-    if (cp < 0x3000) return cp < 0x2FF0; /* radicals yes, ideographic description no */
-    if (cp < 0x3040)             /* CJK symbols and punctuation: a few are letters */
-        return (cp >= 0x3005 && cp <= 0x3007) || (cp >= 0x3021 && cp <= 0x3029) ||
-               (cp >= 0x3031 && cp <= 0x3035) || (cp >= 0x3038 && cp <= 0x303C);
-    if (cp < 0xD800) return cp != 0x30A0 && cp != 0x30FB && !(cp >= 0x4DC0 && cp <= 0x4DFF);
-    if (cp < 0xF900) return 0;   /* private use */
-    if (cp < 0xFE00) return cp != 0xFD3E && cp != 0xFD3F;
-    if (cp < 0xFE10) return 1;   /* variation selectors stay inside words */
-    if (cp < 0xFE20) return 0;   /* vertical forms */
-    if (cp < 0xFE30) return 1;   /* combining half marks */
-    if (cp < 0xFE70) return 0;   /* CJK compatibility / small form punctuation */
-    if (cp < 0xFF00) return cp != 0xFEFF;
-    if (cp < 0xFFF0)             /* fullwidth digits/letters, halfwidth kana/hangul */
-        return (cp >= 0xFF10 && cp <= 0xFF19) || (cp >= 0xFF21 && cp <= 0xFF3A) ||
-               (cp >= 0xFF41 && cp <= 0xFF5A) || (cp >= 0xFF66 && cp <= 0xFFDC);
-    if (cp < 0x10000) return 0;  /* specials */
-    if (cp >= 0x1F000 && cp < 0x1FB00) return 0; /* emoji, cards, enclosed symbols */
-    return cp < 0xE0000;         /* tags and supplementary private use are not */
-}
-
-static uint32_t lower_cp(uint32_t cp)
-{
-    if (cp < 0x100) return (cp >= 0xC0 && cp <= 0xDE && cp != 0xD7) ? cp + 0x20 : cp;
-    if (cp < 0x180) { /* Latin Extended-A: upper/lower pairs */
-        if (cp == 0x130) return 'i';
-        if (cp == 0x178) return 0xFF;
-        if ((cp <= 0x137 || (cp >= 0x14A && cp <= 0x177)) && !(cp & 1)) return cp + 1;
-        if (((cp >= 0x139 && cp <= 0x148) || (cp >= 0x179 && cp <= 0x17E)) && (cp & 1))
-            return cp + 1;
-        return cp;
-    }
-    if (cp >= 0x386 && cp <= 0x3A9) { /* Greek */
-        if (cp >= 0x391) return cp == 0x3A2 ? cp : cp + 0x20;
-        if (cp == 0x386) return 0x3AC;
-        if (cp >= 0x388 && cp <= 0x38A) return cp + 0x25;
-        if (cp == 0x38C) return 0x3CC;
-        if (cp == 0x38E || cp == 0x38F) return cp + 0x3F;
-        return cp;
-    }
-    if (cp >= 0x400 && cp <= 0x42F) return cp < 0x410 ? cp + 0x50 : cp + 0x20; /* Cyrillic */
-    if (cp >= 0xFF21 && cp <= 0xFF3A) return cp + 0x20; /* fullwidth A-Z */
-    return cp;
-}
-
-/* ASCII class: 0 separator, 1 word, 2 upper-case word, 3 non-ASCII (decode). */
-enum { C_SEP, C_WORD, C_UPPER, C_HIGH };
-static const unsigned char cls[256] = {
-#define R16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
-    R16(0), R16(0), R16(0),
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,           /* 0-9 */
-    0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,           /* @A-O */
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0,           /* P-Z */
-    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,           /* `a-o */
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0,           /* p-z */
-    R16(3), R16(3), R16(3), R16(3), R16(3), R16(3), R16(3), R16(3),
-#undef R16
-};
-
-/* ---- tokenizer core ---- */
-
-typedef struct {
-    unsigned char stack[256];
-    unsigned char *heap;
-    size_t cap;
-} lbuf;
-
-/* Lower-cased copy of a token in b (lower-casing never grows a token); on
- * malloc failure the token as written. */
-static const char *lower_token(const unsigned char *t, size_t len, lbuf *b, size_t *olen)
-{
-    unsigned char *o = b->stack;
-    *olen = len;
-    if (len > sizeof b->stack) {
-        if (len > b->cap) {
-            unsigned char *nh = realloc(b->heap, len);
-            if (!nh) return (const char *)t;
-            b->heap = nh;
-            b->cap = len;
-        }
-        o = b->heap;
-    }
-    size_t i = 0, w = 0;
-    while (i < len) {
-        unsigned c = t[i];
-        if (c < 0x80) {
-            o[w++] = (unsigned char)(cls[c] == C_UPPER ? c | 0x20 : c);
-            i++;
-        } else {
-            uint32_t cp = 0;
-            size_t n = utf8_decode(t + i, len - i, &cp); /* valid: the scanner checked */
-            w += utf8_encode(lower_cp(cp), o + w);
-            i += n;
-        }
-    }
-    *olen = w;
-    return (const char *)o;
-}
-
-/* Internal per-token hook: raw bytes s[from..to), whether lower-casing changes
- * them, whether they are all ASCII. Inlined into each scan() instance. */
-typedef void (*tok_fn)(const unsigned char *s, size_t from, size_t to, int lower, int ascii, void *ud);
-
-#ifdef __SSE2__
-#include <emmintrin.h>
-/* Bit masks over 64 bytes: ASCII alnum, ASCII upper-case, bytes >= 0x80. */
-typedef struct { uint64_t word, upper, high; } masks64;
-static inline __m128i in_range(__m128i v, char lo, char hi)
-{
-    /* signed compares: bytes >= 0x80 are negative, so never inside a range */
-    return _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8((char)(lo - 1))),
-                         _mm_cmplt_epi8(v, _mm_set1_epi8((char)(hi + 1))));
-}
-static inline masks64 classify64(const unsigned char *p)
-{
-    masks64 m = { 0, 0, 0 };
-    for (int j = 0; j < 4; j++) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + 16 * j));
-        __m128i alpha = in_range(_mm_or_si128(v, _mm_set1_epi8(0x20)), 'a', 'z');
-        __m128i w = _mm_or_si128(alpha, in_range(v, '0', '9'));
-        m.word |= (uint64_t)(unsigned)_mm_movemask_epi8(w) << (16 * j);
-        m.upper |= (uint64_t)(unsigned)_mm_movemask_epi8(in_range(v, 'A', 'Z')) << (16 * j);
-        m.high |= (uint64_t)(unsigned)_mm_movemask_epi8(v) << (16 * j);
-    }
-    return m;
-}
-#endif
-
-/* Counts a token; hands tokens skip+1 .. skip+limit to the hook, then stops. */
-#define TOKEN(from, to, lower, ascii)                                  \
-    do {                                                               \
-        count++;                                                       \
-        if (count > skip) {                                            \
-            if (fn) fn(s, (from), (to), (lower), (ascii), ud);         \
-            if (count - skip >= limit) return count;                   \
-        }                                                              \
-    } while (0)
-
-/* Returns the number of tokens seen (all of them when limit is not reached).
- * Pure-ASCII 64-byte blocks take the bit-mask path (token bounds from the word
- * mask's edges: one step per token, not per byte); the byte loop below is the
- * definition and handles non-ASCII, block tails and tokens crossing into them. */
-static inline __attribute__((always_inline)) size_t
-scan(const char *text, size_t len, size_t skip, size_t limit, tok_fn fn, void *ud)
-{
-    const unsigned char *s = (const unsigned char *)text;
-    size_t i = 0, count = 0;
-#ifdef __SSE2__
-    size_t slow_until = 0;
-#endif
-    for (;;) {
-#ifdef __SSE2__
-        size_t tstart = 0; /* token carried over from the previous block */
-        int in_tok = 0, tlower = 0;
-        while (i >= slow_until && i + 64 <= len) {
-            masks64 m = classify64(s + i);
-            if (m.high) { slow_until = i + 64; break; }
-            uint64_t prev = (m.word << 1) | (uint64_t)in_tok;
-            uint64_t starts = m.word & ~prev, ends = ~m.word & prev;
-            if (!fn && limit == (size_t)-1) { /* count only */
-                count += (size_t)__builtin_popcountll(starts);
-                if (m.word >> 63) {
-                    if (starts) tstart = i + 63 - (size_t)__builtin_clzll(starts);
-                    in_tok = 1;
-                } else {
-                    in_tok = 0;
-                }
-                i += 64;
-                continue;
-            }
-            if (in_tok) {
-                if (!ends) { tlower |= m.upper != 0; i += 64; continue; }
-                unsigned e = (unsigned)__builtin_ctzll(ends);
-                ends &= ends - 1;
-                tlower |= (m.upper & ((1ull << e) - 1)) != 0;
-                in_tok = 0;
-                TOKEN(tstart, i + e, tlower, 1);
-            }
-            while (starts) {
-                unsigned st = (unsigned)__builtin_ctzll(starts);
-                starts &= starts - 1;
-                if (!ends) { /* runs into the next block */
-                    in_tok = 1;
-                    tstart = i + st;
-                    tlower = (m.upper >> st) != 0;
-                    break;
-                }
-                unsigned e = (unsigned)__builtin_ctzll(ends);
-                ends &= ends - 1;
-                TOKEN(i + st, i + e, ((m.upper >> st) & ((1ull << (e - st)) - 1)) != 0, 1);
-            }
-            i += 64;
-        }
-        if (in_tok) { /* finish it the slow way (it may continue with non-ASCII) */
-            i = tstart;
-            if (!fn && limit == (size_t)-1) count--; /* counted by popcount already */
-        }
-#endif
-        /* one token the slow way: skip separators, then the maximal word run */
-        unsigned k;
-        while (i < len && cls[s[i]] == C_SEP) i++;
-        if (i >= len) break;
-        if (cls[s[i]] == C_HIGH) {
-            uint32_t cp = 0;
-            size_t n = utf8_decode(s + i, len - i, &cp);
-            if (n == 0) { i++; continue; }
-            if (!is_word_cp(cp)) { i += n; continue; }
-        }
-        size_t start = i;
-        int lower = 0, ascii = 1;
-        for (;;) {
-            while (i < len && (k = cls[s[i]]) != C_SEP && k != C_HIGH) {
-                lower |= k == C_UPPER;
-                i++;
-            }
-            if (i >= len || k != C_HIGH) break;
-            uint32_t cp = 0;
-            size_t n = utf8_decode(s + i, len - i, &cp);
-            if (n == 0 || !is_word_cp(cp)) break;
-            lower |= lower_cp(cp) != cp;
-            ascii = 0;
-            i += n;
-        }
-        TOKEN(start, i, lower, ascii);
-    }
-    return count;
-}
-
-typedef struct { rr_token_fn emit; void *ud; lbuf b; } tok_ctx;
-
-static inline __attribute__((always_inline)) void
-user_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, void *ud)
-{
-    (void)ascii;
-    tok_ctx *t = ud;
-    size_t len = to - from;
-    const char *tok = lower ? lower_token(s + from, len, &t->b, &len) : (const char *)s + from;
-    t->emit(tok, len, from, t->ud);
-}
-
-size_t rr_tokenize(const char *text, size_t len, rr_token_fn emit, void *ud)
-{
-    if (!emit) return scan(text, len, 0, (size_t)-1, NULL, NULL);
-    tok_ctx t = { emit, ud, { { 0 }, NULL, 0 } };
-    size_t n = scan(text, len, 0, (size_t)-1, user_token, &t);
-    free(t.b.heap);
-    return n;
-}
-
-/* ---- BM25 ---- */
-
-typedef struct {
-    uint64_t hash;
-    const char *str; /* lower-cased term, owned by the query arena */
-    uint32_t len;
-} term;
-
-typedef struct {
-    /* distinct query terms: open addressing, slots hold term id + 1 (0 = empty) */
-    term *terms;
-    uint32_t nterms, mask;
-    uint32_t *slots;
-    char *arena;
-    size_t arena_used;
-    /* Prefilter over ASCII terms keyed by (first byte, last byte, length): most
-     * document tokens are rejected by one rarely-taken branch, before lower-casing
-     * or hashing. Non-ASCII tokens skip it. */
-    uint64_t filter[16];
-    lbuf b;
-    /* current document */
-    uint32_t *tf;      /* per term, reset after each doc */
-    uint32_t *touched; /* term ids with tf > 0 in the current doc */
-    uint32_t ntouched;
-    size_t dl;
-} bm25_ctx;
-
-static inline unsigned filter_slot(unsigned first, unsigned last, size_t len)
-{
-    return ((first << 16 ^ last << 8 ^ (unsigned)len) * 0x9E3779B1u) >> 22; /* 0..1023 */
-}
-
-static inline uint64_t hash_bytes(const char *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a: tokens are short */
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 0x100000001b3ull;
-    return h;
-}
 
 static inline int32_t find_term(const bm25_ctx *c, const char *tok, size_t len, uint64_t h)
 {
@@ -386,34 +12,169 @@ static inline int32_t find_term(const bm25_ctx *c, const char *tok, size_t len, 
         uint32_t s = c->slots[i];
         if (!s) return -1;
         const term *t = &c->terms[s - 1];
-        if (t->hash == h && t->len == len && memcmp(t->str, tok, len) == 0) return (int32_t)(s - 1);
+        if (t->hash == h && t->len == len && memcmp(c->arena + t->off, tok, len) == 0) return (int32_t)(s - 1);
     }
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap) return 0;
+    size_t nc = *cap ? *cap : 16;
+    while (nc < need) nc *= 2;
+    void *np = realloc(*p, nc * size);
+    if (!np) return -1;
+    *p = np;
+    *cap = nc;
+    return 0;
+}
+
+/* The id of term tok (added with weight 0 when new); -1 when out of memory. */
+int32_t rr_bm25_add_term(bm25_ctx *c, const char *tok, size_t len, uint64_t h)
+{
+    int32_t id = find_term(c, tok, len, h);
+    if (id >= 0 || c->oom) return id;
+    size_t tcap = c->tcap, acap = c->acap;
+    if (c->nterms >= UINT32_MAX / 4 || len > UINT32_MAX) goto oom;
+    if (c->nterms == tcap) {
+        size_t t1 = tcap, t2 = tcap, t3 = tcap;
+        if (grow((void **)&c->terms, &t1, tcap + 1, sizeof *c->terms) ||
+            grow((void **)&c->tf, &t2, tcap + 1, sizeof *c->tf) ||
+            grow((void **)&c->touched, &t3, tcap + 1, sizeof *c->touched))
+            goto oom;
+        for (size_t i = tcap; i < t2; i++) c->tf[i] = 0;
+        c->tcap = (uint32_t)t1;
+    }
+    if (2 * ((size_t)c->nterms + 1) > (size_t)c->mask + 1) { /* rehash into twice the slots */
+        size_t cap = ((size_t)c->mask + 1) * 2;
+        uint32_t *ns = calloc(cap, sizeof *ns);
+        if (!ns) goto oom;
+        for (uint32_t t = 0; t < c->nterms; t++) {
+            uint32_t i = (uint32_t)c->terms[t].hash & (uint32_t)(cap - 1);
+            while (ns[i]) i = (i + 1) & (uint32_t)(cap - 1);
+            ns[i] = t + 1;
+        }
+        free(c->slots);
+        c->slots = ns;
+        c->mask = (uint32_t)(cap - 1);
+    }
+    if (grow((void **)&c->arena, &acap, c->aused + len + 1, 1)) goto oom;
+    c->acap = acap;
+    memcpy(c->arena + c->aused, tok, len);
+    term *t = &c->terms[c->nterms];
+    t->hash = h;
+    t->off = (uint32_t)c->aused;
+    t->len = (uint32_t)len;
+    t->w = 0;
+    t->fw = 0;
+    c->aused += len;
+    uint32_t i = (uint32_t)h & c->mask;
+    while (c->slots[i]) i = (i + 1) & c->mask;
+    c->slots[i] = ++c->nterms;
+    return (int32_t)(c->nterms - 1);
+oom:
+    c->oom = 1;
+    return -1;
+}
+
+static inline unsigned filter_slot(unsigned first, unsigned last, size_t len)
+{
+    return ((first << 16 ^ last << 8 ^ (unsigned)len) * 0x9E3779B1u) >> 22; /* 0..1023 */
+}
+
+/* The prefilters for the terms now in the table (every pass builds them anew). */
+static void build_filters(bm25_ctx *c)
+{
+    memset(c->filter, 0, sizeof c->filter);
+    memset(c->pf3, 0, sizeof c->pf3);
+    c->pf = c->stem && rr_analyzer_prefix_stable(c->an);
+    for (uint32_t t = 0; t < c->nterms; t++) {
+        const unsigned char *s = (const unsigned char *)c->arena + c->terms[t].off;
+        size_t len = c->terms[t].len, j, ascii = 1;
+        if (!c->stem) {
+            for (j = 0; j < len; j++) ascii &= s[j] < 0x80;
+            if (ascii) SETBIT(c->filter, filter_slot(s[0], s[len - 1], len)); /* İ lowers to ASCII */
+            continue;
+        }
+        for (j = 0; j < len && j < 3; j++) ascii &= s[j] < 0x80;
+        if (!ascii) c->pf = 0; /* words of non-ASCII stems need not start like them */
+        if (!rr_alnum_idx[s[0]]) c->pf = 0; /* cannot happen for ASCII stems of words */
+        /* y -> i: dying -> die, and a 3rd-letter y of a longer word */
+        unsigned s1 = len > 1 ? s[1] : 0, y1 = s1 == 'i' ? 'y' : s1 == 'y' ? 'i' : s1;
+        if (len >= 3) {
+            SETBIT(c->pf3, rr_key3(s[0], s1, s[2]));
+            if (s[2] == 'i') SETBIT(c->pf3, rr_key3(s[0], s1, 'y')); /* cry -> cri */
+            if (s[2] == 'y') SETBIT(c->pf3, rr_key3(s[0], s1, 'i')); /* skies -> sky */
+        }
+        /* stems of 1-2 letters, and 3 letters ending in an added e (using -> use) or
+         * with an i or y second letter (dying -> die): any third letter */
+        if (len >= 4 || (len == 3 && s[2] != 'e' && s1 != y1)) continue;
+        for (unsigned x = 0; x < 37; x++) {       /* any third byte (x 0: none) */
+            unsigned b2 = x == 0 ? 0 : x <= 10 ? '0' + x - 1 : 'a' + x - 11;
+            if (len == 1) {
+                for (unsigned z = 0; z < 37; z++)  /* and any second */
+                    SETBIT(c->pf3, rr_key3(s[0], z == 0 ? 0 : z <= 10 ? '0' + z - 1 : 'a' + z - 11, b2));
+            } else {
+                SETBIT(c->pf3, rr_key3(s[0], s1, b2));
+                SETBIT(c->pf3, rr_key3(s[0], y1, b2));
+            }
+        }
+    }
+}
+
+
+/* The term id of a lower-cased document word through its stem, -1 for none. */
+static inline int32_t stem_id(bm25_ctx *c, const char *tok, size_t len, uint64_t h)
+{
+    rr_acache_entry *e = rr_analyzer_entry(c->an, tok, len, h);
+    if (e) {
+        if (e->epoch == c->epoch) return e->qid;
+        int32_t id = e->stop ? -1 : find_term(c, e->stem, e->slen, e->shash);
+        e->epoch = c->epoch;
+        e->qid = id;
+        return id;
+    }
+    const char *st;
+    size_t sl;
+    if (!rr_analyze(c->an, tok, len, &st, &sl)) return -1;
+    return find_term(c, st, sl, rr_hash_bytes(st, sl));
 }
 
 static void query_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, void *ud)
 {
+    (void)ascii;
     bm25_ctx *c = ud;
     size_t len = to - from;
     const char *tok = lower ? lower_token(s + from, len, &c->b, &len) : (const char *)s + from;
-    uint64_t h = hash_bytes(tok, len);
-    if (find_term(c, tok, len, h) >= 0) return; /* repeated query terms count once */
-    char *dst = c->arena + c->arena_used;       /* arena holds qlen bytes: enough */
-    memcpy(dst, tok, len);
-    c->arena_used += len;
-    term *t = &c->terms[c->nterms];
-    t->hash = h;
-    t->str = dst;
-    t->len = (uint32_t)len;
-    uint32_t i = (uint32_t)h & c->mask;
-    while (c->slots[i]) i = (i + 1) & c->mask;
-    c->slots[i] = ++c->nterms;
-    (void)ascii; /* of the raw token; the filter needs the lower-cased one */
-    int all_ascii = 1;
-    for (size_t j = 0; j < len; j++) all_ascii &= (unsigned char)tok[j] < 0x80;
-    if (all_ascii) { /* İ lowers to ASCII: matching doc tokens are non-ASCII, no filter */
-        unsigned f = filter_slot((unsigned char)tok[0], (unsigned char)tok[len - 1], len);
-        c->filter[f >> 6] |= 1ull << (f & 63);
+    if (c->an && !rr_analyze(c->an, tok, len, &tok, &len)) return; /* a stopword */
+    int32_t id = rr_bm25_add_term(c, tok, len, rr_hash_bytes(tok, len)); /* repeated terms count once */
+    if (id >= 0) c->terms[id].w = 1.0;
+}
+
+/* Is this document token a stopword? ASCII tokens of up to 16 bytes (nearly all) are
+ * packed into two words and looked up branch-free; others take the analyzer's set. */
+static inline int stop_token(bm25_ctx *c, const unsigned char *s, size_t from, size_t len, int lower, int ascii)
+{
+    const rr_stoptab *t = c->st;
+    if (ascii && len <= 16) {
+        uint64_t x, y;
+        if (c->cur_end - from >= 16) {
+            memcpy(&x, s + from, 8);
+            memcpy(&y, s + from + 8, 8);
+        } else {
+            unsigned char b[16] = { 0 };
+            memcpy(b, s + from, len);
+            memcpy(&x, b, 8);
+            memcpy(&y, b + 8, 8);
+        }
+        uint64_t mx = len >= 8 ? ~0ull : (1ull << (8 * len)) - 1;
+        uint64_t my = len >= 16 ? ~0ull : len <= 8 ? 0 : (1ull << (8 * (len - 8))) - 1;
+        /* ASCII letters and digits | 0x20 are their lower case */
+        return rr_stop_packed(t, (x | 0x2020202020202020ull) & mx, (y | 0x2020202020202020ull) & my);
     }
+    if (ascii ? !t->other_ascii : !t->other_nonascii) return 0;
+    size_t l = len;
+    const char *tok = lower ? lower_token(s + from, len, &c->b, &l) : (const char *)s + from;
+    return rr_analyzer_is_stop(c->an, tok, l, rr_hash_bytes(tok, l));
 }
 
 static inline __attribute__((always_inline)) void
@@ -421,43 +182,172 @@ doc_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, 
 {
     bm25_ctx *c = ud;
     size_t len = to - from;
-    c->dl++;
-    if (ascii) { /* ASCII alnum | 0x20 is its lower case */
-        unsigned f = filter_slot(s[from] | 0x20u, s[to - 1] | 0x20u, len);
-        if (!((c->filter[f >> 6] >> (f & 63)) & 1)) return;
+    c->ntok++; /* dl: the field's tokens but stopwords, times its weight (scan_doc) */
+    if (ascii) {
+        /* stopwords and stems are looked for only where the first three letters could start one */
+        unsigned k = (c->st || c->pf) ? rr_key3_token(s + from, len) : 0;
+        if (c->st && HASBIT(c->st->prefix, k)) c->nstop += (size_t)stop_token(c, s, from, len, lower, ascii);
+        if (!c->stem) {
+            unsigned f = filter_slot(s[from] | 0x20u, s[to - 1] | 0x20u, len);
+            if (!HASBIT(c->filter, f)) return;
+        } else if (c->pf && !HASBIT(c->pf3, k)) {
+            return;
+        }
+    } else if (c->st) {
+        c->nstop += (size_t)stop_token(c, s, from, len, lower, ascii);
     }
     const char *tok = lower ? lower_token(s + from, len, &c->b, &len) : (const char *)s + from;
-    int32_t id = find_term(c, tok, len, hash_bytes(tok, len));
+    uint64_t h = rr_hash_bytes(tok, len);
+    int32_t id = c->stem ? stem_id(c, tok, len, h) : find_term(c, tok, len, h);
     if (id < 0) return;
-    if (c->tf[id]++ == 0) c->touched[c->ntouched++] = (uint32_t)id;
+    if (c->tf[id] == 0) c->touched[c->ntouched++] = (uint32_t)id;
+    c->tf[id] += c->w;
 }
 
-typedef struct { uint32_t term, tf; } posting;
+/* Token window of field 0 (the text) under max_tokens: skip, limit. */
+void rr_bm25_window(const char *d, size_t len, const rr_bm25_params *p, int text, size_t *skip, size_t *limit)
+{
+    *skip = 0;
+    *limit = (size_t)-1;
+    if (!text || p->max_tokens == 0) return;
+    *limit = p->max_tokens;
+    if (p->keep_end) {
+        size_t total = scan(d, len, 0, (size_t)-1, NULL, NULL);
+        if (total > *limit) *skip = total - *limit;
+    }
+}
 
-/* Tokens of one document, truncated per the params; fills c->dl, c->tf, c->touched. */
-static void scan_doc(bm25_ctx *c, const char *d, size_t len, const rr_bm25_params *p)
+/* Every field of document i: fills c->dl, c->ntok, c->tf, c->touched. */
+static void scan_doc(bm25_ctx *c, const char *const *docs, const size_t *lens, size_t i, size_t nf,
+                     const rr_bm25_params *p)
 {
     c->dl = 0;
+    c->ntok = 0;
+    c->nstop = 0;
     c->ntouched = 0;
-    size_t skip = 0, limit = (size_t)-1;
-    if (p->max_tokens > 0) {
-        limit = p->max_tokens;
-        if (p->keep_end) {
-            size_t total = scan(d, len, 0, (size_t)-1, NULL, NULL);
-            if (total > limit) skip = total - limit;
+    for (size_t f = 0; f < nf; f++) {
+        const char *d = docs[i * nf + f];
+        size_t len = lens[i * nf + f], skip, limit;
+        if (!d || !len) continue;
+        rr_bm25_window(d, len, p, f == 0, &skip, &limit);
+        c->w = field_weight(p, f);
+        if (c->w > 0) {
+            size_t before = c->ntok, stops = c->nstop;
+            c->cur_end = len;
+            scan(d, len, skip, limit, doc_token, c);
+            c->dl += c->w * (double)((c->ntok - before) - (c->nstop - stops));
+        } else { /* not scored, still counted for usage */
+            size_t t = scan(d, len, 0, (size_t)-1, NULL, NULL) - skip;
+            c->ntok += t < limit ? t : limit;
         }
     }
-    scan(d, len, skip, limit, doc_token, c);
 }
 
-static void sort_u32(uint32_t *a, size_t n)
+/* One pass over every document with the current term table: postings, lengths, idf.
+ * Returns -1 when out of memory. */
+int rr_bm25_run_pass(bm25_ctx *c, const char *const *docs, const size_t *lens, size_t n, size_t nf,
+                    const rr_bm25_params *p, pass_out *o)
 {
-    for (size_t i = 1; i < n; i++) {
-        uint32_t v = a[i];
-        size_t j = i;
-        while (j > 0 && a[j - 1] > v) { a[j] = a[j - 1]; j--; }
-        a[j] = v;
+    if (c->oom) return -1;
+    if (c->stem) c->epoch = rr_analyzer_next_epoch(c->an);
+    build_filters(c);
+    size_t nd = o->ndf;
+    if (grow((void **)&o->df, &nd, c->nterms, sizeof *o->df)) return -1;
+    nd = o->ndf;
+    if (grow((void **)&o->idf, &nd, c->nterms, sizeof *o->idf)) return -1;
+    o->ndf = nd;
+    for (uint32_t t = 0; t < c->nterms; t++) o->df[t] = 0;
+    o->npost = 0;
+    o->tokens = 0;
+    double total_dl = 0;
+    for (size_t i = 0; i < n; i++) {
+        scan_doc(c, docs, lens, i, nf, p);
+        if (!c->keep_dl) o->dls[i] = c->dl;
+        total_dl += c->dl;
+        o->tokens += c->ntok;
+        if (grow((void **)&o->post, &o->cap, o->npost + c->ntouched, sizeof *o->post)) return -1;
+        /* canonical term order so equal documents get bit-identical scores */
+        if (c->ntouched <= 32) {
+            sort_u32(c->touched, c->ntouched);
+        } else {
+            uint32_t m = 0;
+            for (uint32_t t = 0; t < c->nterms; t++)
+                if (c->tf[t] != 0) c->touched[m++] = t;
+        }
+        for (uint32_t j = 0; j < c->ntouched; j++) {
+            uint32_t t = c->touched[j];
+            o->post[o->npost].term = t;
+            o->post[o->npost].tf = c->tf[t];
+            o->npost++;
+            o->df[t] += 1;
+            c->tf[t] = 0;
+        }
+        o->post_end[i] = o->npost;
     }
+    if (!c->keep_dl) o->avgdl = total_dl / (double)n;
+    double N = (double)n;
+    for (uint32_t t = 0; t < c->nterms; t++)
+        o->idf[t] = log(1.0 + (N - o->df[t] + 0.5) / (o->df[t] + 0.5));
+    return 0;
+}
+
+static void score_all(const bm25_ctx *c, const pass_out *o, size_t n, const rr_bm25_params *p, double *scores)
+{
+    double k1 = p->k1, bb = p->b;
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        double norm = k1 * (1.0 - bb + bb * o->dls[i] / o->avgdl);
+        double sc = 0;
+        for (; j < o->post_end[i]; j++) {
+            double tf = o->post[j].tf, w = c->terms[o->post[j].term].w;
+            if (w != 0) sc += w * o->idf[o->post[j].term] * tf * (k1 + 1.0) / (tf + norm);
+        }
+        scores[i] = sc;
+    }
+}
+
+static int fill_matches(const bm25_ctx *c, const pass_out *o, size_t n, rr_bm25_matches *m)
+{
+    size_t count = 0;
+    for (size_t j = 0; j < o->npost; j++) count += c->terms[o->post[j].term].w != 0;
+    m->doc_end = malloc(n * sizeof *m->doc_end);
+    m->term = malloc((count ? count : 1) * sizeof *m->term);
+    m->tf = malloc((count ? count : 1) * sizeof *m->tf);
+    m->str = calloc(c->nterms ? c->nterms : 1, sizeof *m->str);
+    m->len = calloc(c->nterms ? c->nterms : 1, sizeof *m->len);
+    m->arena = malloc(c->aused + c->nterms + 1);
+    if (!m->doc_end || !m->term || !m->tf || !m->str || !m->len || !m->arena) return -1;
+    m->nterms = c->nterms;
+    size_t at = 0;
+    for (uint32_t t = 0; t < c->nterms; t++) {
+        m->str[t] = m->arena + at;
+        m->len[t] = c->terms[t].len;
+        memcpy(m->arena + at, c->arena + c->terms[t].off, c->terms[t].len);
+        at += c->terms[t].len;
+        m->arena[at++] = 0;
+    }
+    size_t k = 0, j = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (; j < o->post_end[i]; j++) {
+            if (c->terms[o->post[j].term].w == 0) continue;
+            m->term[k] = o->post[j].term;
+            m->tf[k++] = o->post[j].tf;
+        }
+        m->doc_end[i] = k;
+    }
+    return 0;
+}
+
+void rr_bm25_matches_free(rr_bm25_matches *m)
+{
+    if (!m) return;
+    free(m->doc_end);
+    free(m->term);
+    free(m->tf);
+    free(m->str);
+    free(m->len);
+    free(m->arena);
+    memset(m, 0, sizeof *m);
 }
 
 int rr_bm25(const char *query, size_t qlen, const char *const *docs, const size_t *lens,
@@ -466,94 +356,60 @@ int rr_bm25(const char *query, size_t qlen, const char *const *docs, const size_
     for (size_t i = 0; i < n; i++) scores_out[i] = 0.0;
     if (p->doc_tokens) *p->doc_tokens = 0;
     if (n == 0) return 0;
-    size_t nq = rr_tokenize(query, qlen, NULL, NULL);
-    if (nq == 0) { /* nothing to score; the token count is still wanted for usage */
-        for (size_t i = 0; p->doc_tokens && i < n; i++) {
-            size_t t = rr_tokenize(docs[i], lens[i], NULL, NULL);
-            *p->doc_tokens += p->max_tokens > 0 && t > p->max_tokens ? p->max_tokens : t;
-        }
-        return 0;
-    }
-    if (nq > UINT32_MAX / 4) return -1;
-
-    /* one zeroed block, 8-byte members first: terms, dls, post_end, idf | df, tf,
-     * touched, slots | query arena (lower-cased terms never outgrow the query) */
-    size_t cap = 8;
-    while (cap < 2 * nq) cap <<= 1;
-    size_t bytes = nq * (sizeof(term) + sizeof(double) + 3 * sizeof(uint32_t)) +
-                   2 * n * sizeof(size_t) + cap * sizeof(uint32_t) + qlen;
-    char *block = calloc(1, bytes);
-    if (!block) return -1;
+    size_t nf = p->nfields ? p->nfields : 1;
     bm25_ctx c;
     memset(&c, 0, sizeof c);
-    c.mask = (uint32_t)(cap - 1);
-    c.terms = (term *)(void *)block;
-    size_t *dls = (size_t *)(void *)(c.terms + nq), *post_end = dls + n;
-    double *idf = (double *)(void *)(post_end + n);
-    uint32_t *df = (uint32_t *)(void *)(idf + nq);
-    c.tf = df + nq;
-    c.touched = c.tf + nq;
-    c.slots = c.touched + nq;
-    c.arena = (char *)(c.slots + cap);
-    posting *post = NULL;
-    size_t npost = 0, post_cap = 0;
+    c.an = p->analyzer;
+    c.stem = rr_analyzer_stems(c.an);
+    c.st = rr_analyzer_stoptab(c.an);
+    pass_out o;
+    memset(&o, 0, sizeof o);
     int rc = -1;
+    c.slots = calloc(16, sizeof *c.slots);
+    o.post_end = malloc(n * sizeof *o.post_end);
+    o.dls = malloc(n * sizeof *o.dls);
+    if (!c.slots || !o.post_end || !o.dls) goto done;
+    c.mask = 15;
     scan(query, qlen, 0, (size_t)-1, query_token, &c);
-
-    /* one pass per document: dl, and tf of query terms only, kept as postings */
-    double total_dl = 0;
-    for (size_t i = 0; i < n; i++) {
-        scan_doc(&c, docs[i], lens[i], p);
-        dls[i] = c.dl;
-        total_dl += (double)c.dl;
-        if (npost + c.ntouched > post_cap) {
-            size_t nc = post_cap ? post_cap * 2 : 256;
-            while (nc < npost + c.ntouched) nc *= 2;
-            posting *np = realloc(post, nc * sizeof *np);
-            if (!np) goto done;
-            post = np;
-            post_cap = nc;
-        }
-        /* canonical term order so equal documents get bit-identical scores */
-        if (c.ntouched <= 32) {
-            sort_u32(c.touched, c.ntouched);
-        } else {
-            uint32_t m = 0;
-            for (uint32_t t = 0; t < c.nterms; t++)
-                if (c.tf[t]) c.touched[m++] = t;
-        }
-        for (uint32_t j = 0; j < c.ntouched; j++) {
-            uint32_t t = c.touched[j];
-            post[npost].term = t;
-            post[npost].tf = c.tf[t];
-            npost++;
-            df[t]++;
-            c.tf[t] = 0;
-        }
-        post_end[i] = npost;
+    if (c.oom) goto done;
+    if (c.nterms == 0) { /* nothing to score; the token count is still wanted for usage */
+        for (size_t i = 0; p->doc_tokens && i < n; i++)
+            for (size_t f = 0; f < nf; f++) {
+                size_t skip, limit, t;
+                if (!docs[i * nf + f]) continue;
+                rr_bm25_window(docs[i * nf + f], lens[i * nf + f], p, f == 0, &skip, &limit);
+                t = scan(docs[i * nf + f], lens[i * nf + f], 0, (size_t)-1, NULL, NULL) - skip;
+                *p->doc_tokens += t < limit ? t : limit;
+            }
+        rc = 0;
+        goto done;
     }
-
+    if (rr_bm25_run_pass(&c, docs, lens, n, nf, p, &o) != 0) goto done;
+    if (p->doc_tokens) *p->doc_tokens = o.tokens;
+    if (o.avgdl <= 0) { rc = 0; goto done; } /* every document empty: all scores stay 0 */
+    score_all(&c, &o, n, p, scores_out);
+    if (p->fb_docs > 0 && p->fb_terms > 0 && p->fb_weight > 0) {
+        if (rr_bm25_feedback(&c, docs, lens, n, nf, p, &o, scores_out) != 0) goto done;
+        score_all(&c, &o, n, p, scores_out);
+    }
+    if (p->matches && fill_matches(&c, &o, n, p->matches) != 0) {
+        rr_bm25_matches_free(p->matches);
+        goto done;
+    }
     rc = 0;
-    if (p->doc_tokens) *p->doc_tokens = (size_t)total_dl;
-    double avgdl = total_dl / (double)n;
-    if (avgdl <= 0) goto done; /* every document empty: all scores stay 0 */
-    double N = (double)n, k1 = p->k1, bb = p->b;
-    for (uint32_t t = 0; t < c.nterms; t++)
-        idf[t] = log(1.0 + (N - df[t] + 0.5) / (df[t] + 0.5));
-    size_t j = 0;
-    for (size_t i = 0; i < n; i++) {
-        double norm = k1 * (1.0 - bb + bb * (double)dls[i] / avgdl);
-        double sc = 0;
-        for (; j < post_end[i]; j++) {
-            double tf = (double)post[j].tf;
-            sc += idf[post[j].term] * tf * (k1 + 1.0) / (tf + norm);
-        }
-        scores_out[i] = sc;
-    }
-
 done:
     free(c.b.heap);
-    free(post);
-    free(block);
+    free(c.terms);
+    free(c.tf);
+    free(c.touched);
+    free(c.slots);
+    free(c.arena);
+    free(o.post);
+    free(o.post_end);
+    free(o.dls);
+    free(o.df);
+    free(o.idf);
+    if (rc != 0)
+        for (size_t i = 0; i < n; i++) scores_out[i] = 0.0;
     return rc;
 }

@@ -53,52 +53,6 @@ static int l_topk(lua_State *L)
     return 1;
 }
 
-static void bm25_params(lua_State *L, int idx, rr_bm25_params *p)
-{
-    p->k1 = 1.2; p->b = 0.75; p->max_tokens = 0; p->keep_end = 0; p->doc_tokens = NULL;
-    if (lua_isnoneornil(L, idx)) return;
-    luaL_checktype(L, idx, LUA_TTABLE);
-    lua_getfield(L, idx, "k1");
-    if (!lua_isnil(L, -1)) p->k1 = luaL_checknumber(L, -1);
-    lua_getfield(L, idx, "b");
-    if (!lua_isnil(L, -1)) p->b = luaL_checknumber(L, -1);
-    lua_getfield(L, idx, "max_tokens");
-    if (!lua_isnil(L, -1)) p->max_tokens = (size_t)luaL_checkinteger(L, -1);
-    lua_getfield(L, idx, "keep_end");
-    p->keep_end = lua_toboolean(L, -1);
-    lua_pop(L, 4);
-}
-
-/* core.bm25(query, docs, {k1=1.2, b=0.75, max_tokens=, keep_end=}) -> { scores }, tokens
- * tokens: the documents' tokens as scored (after max_tokens), for usage */
-static int l_bm25(lua_State *L)
-{
-    size_t qlen;
-    const char *q = luaL_checklstring(L, 1, &qlen);
-    size_t n = array_len(L, 2);
-    rr_bm25_params p;
-    bm25_params(L, 3, &p);
-    const char **docs = scratch(L, n * sizeof(char *));
-    size_t *lens = scratch(L, n * sizeof(size_t));
-    double *scores = scratch(L, n * sizeof(double));
-    for (size_t i = 0; i < n; i++) {
-        lua_rawgeti(L, 2, (int)i + 1);
-        if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "docs[%d] is not a string", (int)i + 1);
-        docs[i] = lua_tolstring(L, -1, &lens[i]);
-        lua_pop(L, 1); /* still referenced by the docs table */
-    }
-    size_t doc_tokens = 0;
-    p.doc_tokens = &doc_tokens;
-    if (rr_bm25(q, qlen, docs, lens, n, &p, scores) != 0) return luaL_error(L, "bm25: out of memory");
-    lua_createtable(L, (int)n, 0);
-    for (size_t i = 0; i < n; i++) {
-        lua_pushnumber(L, scores[i]);
-        lua_rawseti(L, -2, (int)i + 1);
-    }
-    lua_pushnumber(L, (lua_Number)doc_tokens);
-    return 2;
-}
-
 static void push_token(const char *tok, size_t len, size_t offset, void *ud)
 {
     (void)offset;
@@ -362,7 +316,6 @@ int luaopen_rerank_core(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         { "topk", l_topk },
-        { "bm25", l_bm25 },
         { "tokenize", l_tokenize },
         { "count_tokens", l_count_tokens },
         { "truncate_tokens", l_truncate_tokens },
@@ -385,6 +338,7 @@ int luaopen_rerank_core(lua_State *L)
     luaL_register(L, NULL, fns);
     lua_pushstring(L, RERANKD_VERSION);
     lua_setfield(L, -2, "version");
+    rr_lbm25_register(L);
 #ifdef RERANK_LUA_MODULE
     rr_lfetch_register(L); /* the daemon's workers must never block: they use rerank.core.fetch */
     lua_pushboolean(L, 0);

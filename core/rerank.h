@@ -12,12 +12,51 @@
  * scratch must hold n uint32_t (no allocation inside the kernel). */
 size_t rr_topk(const double *scores, size_t n, size_t k, uint32_t *out, uint32_t *scratch);
 
-/* ---- bm25.c ---- */
+/* ---- analyzer.c ----
+ * What a lower-cased token becomes before BM25 matches it: nothing (a stopword), itself
+ * (language "none") or its Snowball stem. Not thread-safe: one per worker / Lua state. */
+typedef struct rr_analyzer rr_analyzer;
+/* language: a name from rr_analyzer_languages(), or NULL / "none" for exact words;
+ * stop: nstop lower-cased stopwords. NULL with errno ENOENT (unknown language) or ENOMEM. */
+rr_analyzer *rr_analyzer_new(const char *language, const char *const *stop, const size_t *lens, size_t nstop);
+void rr_analyzer_free(rr_analyzer *a);
+const char **rr_analyzer_languages(void); /* libstemmer's algorithms, NULL-terminated */
+/* The term of a lower-cased token: 0 for a stopword, else 1 with *out / *olen (valid
+ * until the next call on a). */
+int rr_analyze(rr_analyzer *a, const char *tok, size_t len, const char **out, size_t *olen);
+
+/* ---- tokenize.c, bm25.c ---- */
+/* Matched query terms per document (return_score "all"): document i's are
+ * term[doc_end[i-1] .. doc_end[i]) (doc_end[-1] = 0), with their (field-weighted) tf;
+ * str[t] / len[t] is term t. Filled by rr_bm25 when params.matches is set; release with
+ * rr_bm25_matches_free. */
+typedef struct {
+    size_t *doc_end;
+    uint32_t *term;
+    double *tf;
+    char **str;
+    uint32_t *len;
+    size_t nterms;
+    char *arena; /* holds the strings */
+} rr_bm25_matches;
+void rr_bm25_matches_free(rr_bm25_matches *m);
+
 typedef struct {
     double k1, b;
     size_t max_tokens;   /* 0 = no truncation; else score only this many tokens per doc */
     int keep_end;        /* with max_tokens: 1 = keep the last tokens (truncate "start") */
     size_t *doc_tokens;  /* out, optional: the documents' tokens as scored (after truncation) */
+    rr_analyzer *analyzer;   /* NULL = exact words, no stopwords */
+    /* BM25F: docs[i * nfields + f] is field f of document i (0 = text, the one truncated);
+     * tf and length of field f count weights[f] each. nfields 0 = 1 field of weight 1. */
+    size_t nfields;
+    const double *weights;
+    /* pseudo-relevance feedback (fb_docs 0 = off): the fb_terms best terms of the first
+     * pass's fb_docs top documents join the query, weighted fb_weight * (their score /
+     * the best one's) */
+    size_t fb_docs, fb_terms;
+    double fb_weight;
+    rr_bm25_matches *matches; /* out, optional (zeroed by the caller) */
 } rr_bm25_params;
 
 /* Tokenizer: UTF-8 aware, lower-cases ASCII and common Unicode letters (Latin-1,
@@ -31,7 +70,7 @@ size_t rr_tokenize(const char *text, size_t len, rr_token_fn emit, void *ud);
  * surrogates or > U+10FFFF, no truncated sequence), or len when all of it is valid. */
 size_t rr_utf8_invalid_at(const unsigned char *s, size_t len);
 
-/* Okapi BM25 of query against docs[0..n) (idf over these docs):
+/* Okapi BM25 (BM25F with several fields) of query against docs[0..n) (idf over these docs):
  * idf = ln(1 + (N - n_t + 0.5)/(n_t + 0.5)); repeated query terms count once.
  * Returns 0 on success, -1 on allocation failure. */
 int rr_bm25(const char *query, size_t qlen, const char *const *docs, const size_t *lens,
@@ -58,6 +97,9 @@ int rr_json_concat(lua_State *L);
 
 /* ---- lcore.c ---- */
 int luaopen_rerank_core(lua_State *L);
+
+/* ---- lbm25.c ---- adds core.bm25, core.analyzer, core.terms, core.stem_languages */
+void rr_lbm25_register(lua_State *L);
 
 /* ---- lfetch.c ---- adds core.http_request / http_request_all (blocking; module build only) */
 void rr_lfetch_register(lua_State *L);

@@ -2,7 +2,7 @@
 # Install the Debian packages rerankd needs (build + tests), only those missing.
 # Non-interactive; uses sudo when not root. DESIGN.md §11 lists why luajit2 (not luajit).
 set -e
-BUILD="pkg-config make gcc luajit2 libluajit2-5.1-dev libcurl4-openssl-dev lua-cjson lua-cjson-dev libyaml-dev libevent-dev libhttp-parser-dev ca-certificates"
+BUILD="pkg-config make gcc luajit2 libluajit2-5.1-dev libcurl4-openssl-dev lua-cjson lua-cjson-dev libyaml-dev libevent-dev libhttp-parser-dev libstemmer-dev ca-certificates"
 TEST="curl lua-busted lua-check clang wrk sqlite3 libsqlite3-dev redis-server python3 nodejs npm nginx libnginx-mod-http-lua openssl"
 case "$1" in
   build) PKGS="$BUILD" ;;

@@ -65,7 +65,7 @@ local function load_provider(file, ppath, ctx)
     if type(p.options) ~= "table" then bad("declares options that are not a table") end
     for k, decl in pairs(p.options) do
       local o = type(decl) == "table" and decl or { type = decl }
-      if type(k) ~= "string" or not OPTION_TYPES[o.type] then
+      if type(k) ~= "string" or not (OPTION_TYPES[o.type] or type(o.check) == "function") then
         bad(("declares option %s with unknown type %s (use number, integer, string, boolean, table, duration or size)")
           :format(tostring(k), describe(o.type)))
       end
@@ -412,7 +412,10 @@ local function check_model(v, path, ctx)
   for k, o in pairs(decls) do
     if not MODEL_KEYS[k] then
       if has(k) then
-        m.options[k] = check({ type = o.type, min = o.min, max = o.max, enum = o.enum }, v[k], key_path(path, k), ctx)
+        -- a provider may check its own option (check = function(spec, v, path, ctx), schema.lua)
+        local spec = type(o.check) == "function" and { check = o.check }
+          or { type = o.type, min = o.min, max = o.max, enum = o.enum }
+        m.options[k] = check(spec, v[k], key_path(path, k), ctx)
       elseif o.default ~= nil then
         m.options[k] = copy(o.default)
       elseif defaults[k] ~= nil then

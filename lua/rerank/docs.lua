@@ -224,7 +224,9 @@ end
 M.native_truncation = native_truncation
 
 function M.prepare(req, p, s)
-  local rf = useful_fields(req.rank_fields) and req.rank_fields or nil
+  -- a provider that reads rank_fields itself (`handles = { rank_fields = true }`, bm25) gets them as sent
+  local own_rf = type(p) == "table" and type(p.handles) == "table" and p.handles.rank_fields
+  local rf = not own_rf and useful_fields(req.rank_fields) and req.rank_fields or nil
   local limits = type(p) == "table" and p.limits or nil
   local max_tok = req.max_tokens_per_document or (limits and limits.max_tokens_per_document)
   local from = req.truncate or "end"

@@ -192,6 +192,19 @@ function M.fuse(lists, opts)
   return require("rerank.fuse").run(lists, opts)
 end
 
+-- return_score "all" with a provider that reports matched terms (bm25: per document
+-- { { term, tf }, ... }): each result's `extra` JSON members carry the score members
+-- (api.score_members) and matched_terms { term: tf } in the provider's term order
+-- (library_results below turns them into fields for library callers).
+local function matched_terms(results, per_doc)
+  for _, r in ipairs(results) do
+    local list = per_doc[r.index + 1] or {}
+    local parts = {}
+    for j, m in ipairs(list) do parts[j] = json.string(m[1]) .. ":" .. json.number(m[2]) end
+    r.extra = require("rerank.api").score_members(r) .. ',"matched_terms":{' .. table.concat(parts, ",") .. "}"
+  end
+end
+
 -- The fields the HTTP answer has, as Lua values: a pipeline's per-stage members (kept as a
 -- JSON fragment in `extra` for the daemon's one-pass serialiser) become fields of each result
 -- (id, _distance, score, _fused_score, _relevance_score, ranks, scores); return_score "all"
@@ -277,6 +290,9 @@ function Instance:rerank(req, timing)
     if min_score and s < min_score then break end -- sorted: the rest score lower
     results[i] = { index = idx - 1, relevance_score = s, raw_score = raw,
                    calibrated_score = cal and s or nil, score_kind = kind }
+  end
+  if req.return_score == "all" and out and type(out.matched_terms) == "table" then
+    matched_terms(results, out.matched_terms)
   end
   if timing then
     timing.upstream = t1 - t0

@@ -46,7 +46,7 @@ static int tokens_are(const char *s, size_t len, const char *want)
 }
 #define TOKS(s, want, name) CHECK(tokens_are(s, strlen(s), want), name)
 
-static const rr_bm25_params P = { 1.2, 0.75, 0, 0, NULL };
+static const rr_bm25_params P = { .k1 = 1.2, .b = 0.75 };
 
 static int bm25(const char *q, const char *const *docs, size_t n, const rr_bm25_params *p, double *out)
 {
@@ -114,15 +114,6 @@ static void ref_bm25(const char *q, const char *const *docs, size_t n, const rr_
     for (size_t i = 0; i < n; i++) tl_free(&dl[i]);
 }
 
-static uint64_t rng = 12345;
-static uint64_t next(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
 int main(void)
 {
     /* ---- tokenizer ---- */
@@ -184,17 +175,17 @@ int main(void)
         static char text[4096], want[64][4096];
         size_t tl = 0, nw = 0, woff[64];
         int prev_word = 0;
-        size_t target = next() % 1500;
+        size_t target = ct_next() % 1500;
         while (tl < target && nw < 60) {
-            if (next() % 10 < 6) {
-                size_t w = next() % (sizeof words / sizeof *words);
+            if (ct_next() % 10 < 6) {
+                size_t w = ct_next() % (sizeof words / sizeof *words);
                 if (!prev_word) { woff[nw] = tl; want[nw][0] = 0; nw++; }
                 strcat(want[nw - 1], lowered[w]);
                 memcpy(text + tl, words[w], strlen(words[w]));
                 tl += strlen(words[w]);
                 prev_word = 1;
             } else {
-                const char *sp = seps[next() % (sizeof seps / sizeof *seps)];
+                const char *sp = seps[ct_next() % (sizeof seps / sizeof *seps)];
                 memcpy(text + tl, sp, strlen(sp));
                 tl += strlen(sp);
                 prev_word = 0;
@@ -223,10 +214,10 @@ int main(void)
     /* fuzz: random bytes in exactly-sized buffers (ASan would catch overreads) */
     int fuzz_ok = 1;
     for (int r = 0; r < 2000; r++) {
-        size_t len = next() % 64;
+        size_t len = ct_next() % 64;
         unsigned char *buf = malloc(len ? len : 1);
         for (size_t i = 0; i < len; i++) {
-            uint64_t v = next();
+            uint64_t v = ct_next();
             buf[i] = (unsigned char)(v % 3 == 0 ? 0x80 | (v >> 8) % 0x80 : (v >> 8));
         }
         tlist l = { 0 };
@@ -292,14 +283,14 @@ int main(void)
     CHECK(s[0] > 0 && s[1] == 0 && s[2] > s[0], "CJK tokens match");
 
     /* k1 / b respected: b = 0 ignores length */
-    rr_bm25_params nob = { 2.0, 0.0, 0, 0, NULL };
+    rr_bm25_params nob = { .k1 = 2.0, .b = 0.0 };
     const char *lens[] = { "cat", "cat x y z w v u", "dog" };
     bm25("cat", lens, 3, &nob, s);
     CHECK(s[0] == s[1] && s[0] > 0, "b=0: length ignored");
     CHECK_NEAR(s[0], log(1 + 1.5 / 2.5), 1e-12, "b=0, tf=1: score = idf");
 
     /* truncation: dl and tf on the kept tokens only */
-    rr_bm25_params head = { 1.2, 0.75, 2, 0, NULL }, tail = { 1.2, 0.75, 2, 1, NULL };
+    rr_bm25_params head = { .k1 = 1.2, .b = 0.75, .max_tokens = 2 }, tail = { .k1 = 1.2, .b = 0.75, .max_tokens = 2, .keep_end = 1 };
     const char *tr[] = { "cat dog x y z", "x y z dog cat", "cat" };
     bm25("cat", tr, 3, &head, s);
     /* kept: "cat dog" | "x y" | "cat": df 2, avgdl 5/3 */
@@ -312,7 +303,7 @@ int main(void)
 
     /* doc_tokens: the documents' tokens as scored (for usage), also with nothing to score */
     size_t dt = 0;
-    rr_bm25_params counted = { 1.2, 0.75, 2, 0, &dt };
+    rr_bm25_params counted = { .k1 = 1.2, .b = 0.75, .max_tokens = 2, .doc_tokens = &dt };
     bm25("cat", tr, 3, &counted, s);
     CHECK(dt == 2 + 2 + 1, "doc_tokens counts the kept tokens");
     counted.max_tokens = 0;
@@ -320,7 +311,7 @@ int main(void)
     CHECK(dt == 5 + 5 + 1, "doc_tokens without truncation");
     bm25("?!", tr, 3, &counted, s);
     CHECK(dt == 11 && s[0] == 0, "doc_tokens when the query has no tokens");
-    rr_bm25_params big = { 1.2, 0.75, 100, 1, NULL };
+    rr_bm25_params big = { .k1 = 1.2, .b = 0.75, .max_tokens = 100, .keep_end = 1 };
     bm25("cat dog", corpus, 3, &big, s);
     bm25("cat dog", corpus, 3, &P, s2);
     CHECK(s[0] == s2[0] && s[1] == s2[1] && s[2] == s2[2], "max_tokens above dl changes nothing");
@@ -339,21 +330,22 @@ int main(void)
     for (int r = 0; r < 300; r++) {
         char qb[256] = "", db[40][2048];
         const char *docs[40];
-        size_t n = 1 + next() % 40;
-        for (int w = (int)(next() % 6); w >= 0; w--) {
-            strcat(qb, vocab[next() % nv]);
-            strcat(qb, next() % 2 ? " " : ", ");
+        size_t n = 1 + ct_next() % 40;
+        for (int w = (int)(ct_next() % 6); w >= 0; w--) {
+            strcat(qb, vocab[ct_next() % nv]);
+            strcat(qb, ct_next() % 2 ? " " : ", ");
         }
         for (size_t i = 0; i < n; i++) {
             db[i][0] = 0;
-            for (int w = (int)(next() % 100); w > 0; w--) {
-                strcat(db[i], vocab[next() % nv]);
-                strcat(db[i], next() % 3 ? " " : "; ");
+            for (int w = (int)(ct_next() % 100); w > 0; w--) {
+                strcat(db[i], vocab[ct_next() % nv]);
+                strcat(db[i], ct_next() % 3 ? " " : "; ");
             }
             docs[i] = db[i];
         }
-        rr_bm25_params p = { 0.5 + (double)(next() % 20) / 10, (double)(next() % 11) / 10,
-                             next() % 3 ? 0 : next() % 8, (int)(next() % 2), NULL };
+        rr_bm25_params p = { .k1 = 0.5 + (double)(ct_next() % 20) / 10, .b = (double)(ct_next() % 11) / 10 };
+        p.max_tokens = ct_next() % 3 ? 0 : ct_next() % 8;
+        p.keep_end = (int)(ct_next() % 2);
         double got[40], want[40];
         if (bm25(qb, docs, n, &p, got) != 0) agree = 0;
         ref_bm25(qb, docs, n, &p, want);
