@@ -22,13 +22,7 @@ local function denull(v)
 end
 M.denull = denull
 
-local function read(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = require("rerank.paths").read -- fixtures: regular files of bounded size
 M.read = read
 
 -- compare as JSON values: no metatables, no functions

@@ -3,15 +3,7 @@
 local d = require "support.daemon"
 local cjson = require "cjson"
 
-local function run(args)
-  local err = d.tmpname(".err")
-  local out = d.sh(("cd %s && %s calibrate %s 2>%s; echo \"rc=$?\""):format(d.root, d.bin, args, err))
-  local rc = tonumber(out:match("rc=(%d+)\n?$"))
-  out = out:gsub("rc=%d+\n?$", "")
-  local e = d.readfile(err) or ""
-  os.remove(err)
-  return rc, out, e
-end
+local function run(args) return d.cli("calibrate", args) end
 
 -- relevant documents share the query's words; the others do not: a clear positive slope
 local SET = table.concat({

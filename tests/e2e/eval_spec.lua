@@ -4,16 +4,7 @@
 local d = require "support.daemon"
 local cjson = require "cjson"
 
-local function run(args)
-  local err = d.tmpname(".err")
-  local cmd = ("cd %s && %s eval %s 2>%s; echo \"rc=$?\""):format(d.root, d.bin, args, err)
-  local out = d.sh(cmd)
-  local rc = tonumber(out:match("rc=(%d+)\n?$"))
-  out = out:gsub("rc=%d+\n?$", "")
-  local e = d.readfile(err) or ""
-  os.remove(err)
-  return rc, out, e
-end
+local function run(args) return d.cli("eval", args) end
 
 -- Hand-computed: q1 ranks 0 (grade 2), 2 (grade 1), 1 (0): perfect, nDCG 1, AP 1.
 -- q2 ranks b (grade 1) first; "zz" (grade 1) is judged but not a candidate:

@@ -176,4 +176,15 @@ function M.request(d, path, opts)
   return status, out, headers, ok and decoded or nil
 end
 
+-- `rerankd SUBCOMMAND ARGS` from the source tree: exit status, stdout, stderr.
+function M.cli(subcommand, args)
+  local err = tmpname(".err")
+  local out = sh(("cd %s && %s %s %s 2>%s; echo \"rc=$?\""):format(root, M.bin, subcommand, args, err))
+  local rc = tonumber(out:match("rc=(%d+)\n?$"))
+  out = out:gsub("rc=%d+\n?$", "")
+  local e = readfile(err) or ""
+  os.remove(err)
+  return rc, out, e
+end
+
 return M

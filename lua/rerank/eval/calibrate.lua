@@ -26,25 +26,10 @@ local function usage_error(msg)
 end
 
 function M.parse_args(args)
-  local o = { config = "config.yaml", min_grade = 1, format = "yaml" }
-  local takes = { ["-c"] = "config", ["--config"] = "config", ["--data"] = "data", ["--model"] = "model",
-    ["--min-grade"] = "min_grade", ["--format"] = "format", ["--split"] = "split" }
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    local name, val = a:match("^(%-%-[%w-]+)=(.*)$")
-    name = name or a
-    if name == "-h" or name == "--help" then return nil, "help" end
-    local key = takes[name]
-    if not key then return nil, ("unknown option %q"):format(a) end
-    if val == nil then
-      i = i + 1
-      val = args[i]
-      if val == nil then return nil, name .. " needs a value" end
-    end
-    o[key] = val
-    i = i + 1
-  end
+  local o, err = require("rerank.eval.cli").parse_flags(args, { ["-c"] = "config", ["--config"] = "config",
+    ["--data"] = "data", ["--model"] = "model", ["--min-grade"] = "min_grade", ["--format"] = "format",
+    ["--split"] = "split" }, { config = "config.yaml", min_grade = 1, format = "yaml" })
+  if not o then return nil, err end
   local g = tonumber(o.min_grade)
   if not g or g ~= g or g == math.huge or g == -math.huge then return nil, "--min-grade must be a number" end
   o.min_grade = g

@@ -29,11 +29,9 @@ local function usage_error(msg)
   return 2
 end
 
-function M.parse_args(args)
-  local o = { config = "config.yaml", k = 10, gain = "linear", concurrency = 1, format = "table" }
-  local takes = { ["-c"] = "config", ["--config"] = "config", ["--data"] = "data", ["--models"] = "models",
-    ["--k"] = "k", ["--gain"] = "gain", ["--concurrency"] = "concurrency", ["--format"] = "format",
-    ["--split"] = "split", ["--candidates"] = "candidates", ["--write-jsonl"] = "write_jsonl" }
+-- Options of a Lua subcommand (`--name value`, `--name=value`, `-h`): o with takes[name] set
+-- for each | nil, "help" | nil, message. Shared with `rerankd calibrate`.
+function M.parse_flags(args, takes, o)
   local i = 1
   while i <= #args do
     local a = args[i]
@@ -50,6 +48,15 @@ function M.parse_args(args)
     o[key] = val
     i = i + 1
   end
+  return o
+end
+
+function M.parse_args(args)
+  local o, err = M.parse_flags(args, { ["-c"] = "config", ["--config"] = "config", ["--data"] = "data",
+    ["--models"] = "models", ["--k"] = "k", ["--gain"] = "gain", ["--concurrency"] = "concurrency",
+    ["--format"] = "format", ["--split"] = "split", ["--candidates"] = "candidates", ["--write-jsonl"] = "write_jsonl" },
+    { config = "config.yaml", k = 10, gain = "linear", concurrency = 1, format = "table" })
+  if not o then return nil, err end
   for _, key in ipairs({ "k", "concurrency" }) do
     local n = tonumber(o[key])
     if not n or n < 1 or n ~= math.floor(n) or n > 100000 then
