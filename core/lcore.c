@@ -80,46 +80,6 @@ static int l_count_tokens(lua_State *L)
     return 1;
 }
 
-typedef struct { size_t n, want, cut; int keep_end; size_t *ring; } trunc_state;
-
-static void trunc_token(const char *tok, size_t len, size_t offset, void *ud)
-{
-    (void)tok;
-    trunc_state *t = ud;
-    if (!t->keep_end) {
-        /* keep the first `want` tokens: cut right after the want-th token */
-        if (t->n < t->want) t->cut = offset + len;
-    } else {
-        t->ring[t->n % t->want] = offset; /* start offsets of the last `want` tokens */
-    }
-    t->n++;
-}
-
-/* core.truncate_tokens(text, max, keep_end) -> text, truncated
- * Cuts at token boundaries of the BM25 tokenizer (the approximate token budget). */
-static int l_truncate_tokens(lua_State *L)
-{
-    size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
-    lua_Integer max = luaL_checkinteger(L, 2);
-    luaL_argcheck(L, max > 0, 2, "max must be > 0");
-    trunc_state t = { 0, (size_t)max, 0, lua_toboolean(L, 3), NULL };
-    if (t.keep_end) t.ring = scratch(L, t.want * sizeof(size_t));
-    rr_tokenize(s, len, trunc_token, &t);
-    if (t.n <= t.want) {
-        lua_pushvalue(L, 1);
-        lua_pushboolean(L, 0);
-    } else if (!t.keep_end) {
-        lua_pushlstring(L, s, t.cut);
-        lua_pushboolean(L, 1);
-    } else {
-        size_t start = t.ring[t.n % t.want];
-        lua_pushlstring(L, s + start, len - start);
-        lua_pushboolean(L, 1);
-    }
-    return 2;
-}
-
 /* core.yaml_parse(text, name) -> value, marks | nil, "name:line:col: msg" */
 static int l_yaml_parse(lua_State *L)
 {
@@ -318,7 +278,6 @@ int luaopen_rerank_core(lua_State *L)
         { "topk", l_topk },
         { "tokenize", l_tokenize },
         { "count_tokens", l_count_tokens },
-        { "truncate_tokens", l_truncate_tokens },
         { "yaml_parse", l_yaml_parse },
         { "yaml_load", l_yaml_load },
         { "read_file", l_read_file },

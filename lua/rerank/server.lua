@@ -362,7 +362,6 @@ end
 
 -- Called by the worker about once a second (core/server.c): periodic housekeeping.
 function M.tick()
-  if instance and instance.tick then instance:tick() end
   metrics.publish() -- this worker's snapshot for GET /metrics on any worker
 end
 

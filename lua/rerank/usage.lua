@@ -2,7 +2,6 @@
 --
 --   usage.add(total, u)              -> total    sums the numeric fields of u into total
 --   usage.cost(price, u, extra)      -> USD number | nil (nil when price sets nothing)
---   usage.priced(price, u, extra)    -> u with u.cost = usage.cost(price, u, extra)
 --   usage.check_price(price, suggest) -> true | nil, key, suggestion  (the first unknown key;
 --                                       suggest(word, candidates) -> a did-you-mean or nil)
 --   usage.PRICE_KEYS                 the keys a model's `price` accepts (below)
@@ -85,12 +84,6 @@ function M.cost(price, u, extra)
   end
   if not any then return nil end
   return tonumber(("%.12g"):format(cost))
-end
-
--- u with u.cost set from price (when price sets anything); returns u
-function M.priced(price, u, extra)
-  u.cost = M.cost(price, u, extra)
-  return u
 end
 
 return M

@@ -222,7 +222,6 @@ local function cohere_client(headers)
   local ua = headers["user-agent"]
   return type(ua) == "string" and find(lower(ua), "^cohere") ~= nil
 end
-M.cohere_client = cohere_client
 
 function M.detect(route, body, headers)
   if route == "v2" then return "cohere_v2" end
