@@ -301,7 +301,7 @@ local builtin_cache = {}
 local function builtin(name)
   local m = builtin_cache[name]
   if m == nil then
-    m = require("rerank.fusion." .. name)
+    m = require("rerank.fusion.comb")[name] or require("rerank.fusion." .. name) -- comb: one registry file
     builtin_cache[name] = m
   end
   return m
