@@ -19,7 +19,7 @@ local P = {
 }
 
 -- NIM truncates at the end or not at all, so "start" also truncates at the end
-local TRUNCATE = { none = "NONE", ["end"] = "END", start = "END" }
+local TRUNCATE = U.TRUNCATE_NONE_END
 
 function P.build(model, req)
   return U.post(model, P, req, {

@@ -14,7 +14,7 @@ local P = {
 }
 
 -- the API truncates at the end or not at all, so "start" also truncates at the end
-local TRUNCATE = { none = "NONE", ["end"] = "END", start = "END" }
+local TRUNCATE = U.TRUNCATE_NONE_END
 
 function P.build(model, req)
   local rf = U.param(model, req, "rank_fields")

@@ -25,6 +25,9 @@ local U = { null = null }
 
 -- option declarations shared by providers (config validates values against the enum)
 U.TRUNCATE_OPTION = { type = "string", enum = { "none", "start", "end" } }
+-- rerankd's truncate values in the NONE/END form (NVIDIA NIM, Pinecone: they keep the start,
+-- so "start" maps to the nearest they have)
+U.TRUNCATE_NONE_END = { none = "NONE", ["end"] = "END", start = "END" }
 
 -- value or nil: JSON null and absent are the same to a parser
 local function val(v)
