@@ -218,8 +218,7 @@ M.useful_fields = useful_fields
 -- `handles = { max_tokens_per_document = true }` (bm25 truncates in C).
 local function native_truncation(p)
   if type(p) ~= "table" then return false end
-  if type(p.handles) == "table" and p.handles.max_tokens_per_document then return true end
-  return p.name == "bm25"
+  return type(p.handles) == "table" and p.handles.max_tokens_per_document == true
 end
 M.native_truncation = native_truncation
 
