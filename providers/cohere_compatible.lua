@@ -14,14 +14,12 @@ local P = {
   parse = U.parser,
 }
 
+local build = U.rerank_build(P, {
+  model = "model", query = "query", documents = "texts", top_n = "top_n", return_documents = "return_documents",
+})
+
 function P.build(model, req)
-  local spec = U.post(model, P, req, {
-    model = U.model_id(model, P),
-    query = req.query,
-    documents = U.texts(req, U.param(model, req, "rank_fields")),
-    top_n = U.top_n(req),
-    return_documents = req.return_documents == true,
-  })
+  local spec = build(model, req)
   if U.path(model, P) == nil then spec.url = U.join(U.base_url(model, P), P.probe_paths[1]) end
   return spec
 end

@@ -27,18 +27,18 @@ end
 
 local DIRECTION = { start = "Left", ["end"] = "Right" }
 
-function P.build(model, req)
-  local t = U.param(model, req, "truncate")
-  local truncate
-  if t == "none" then truncate = false elseif DIRECTION[t] then truncate = true end
-  return U.post(model, P, req, {
-    query = req.query,
-    texts = U.texts(req, U.param(model, req, "rank_fields")),
-    raw_scores = raw_scores(model, req),
-    return_text = req.return_documents == true,
-    truncate = truncate,
-    truncation_direction = DIRECTION[t],
-  })
-end
+P.build = U.rerank_build(P, {
+  query = "query",
+  texts = "texts",
+  raw_scores = raw_scores,
+  return_text = "return_documents",
+  truncate = function(model, req) -- "none": off; start/end: on, in that direction
+    local t = U.param(model, req, "truncate")
+    if t == "none" then return false end
+    if DIRECTION[t] then return true end
+    return nil
+  end,
+  truncation_direction = function(model, req) return DIRECTION[U.param(model, req, "truncate")] end,
+})
 
 return P

@@ -26,15 +26,13 @@ end
 
 local TRUNCATION = { none = false, start = true, ["end"] = true }
 
-function P.build(model, req)
-  return U.post(model, P, req, {
-    model = U.model_id(model, P),
-    query = U.instructed_query(req.query, U.instruction(model, req)),
-    documents = U.texts(req, U.param(model, req, "rank_fields")),
-    top_k = U.top_n(req),
-    return_documents = req.return_documents == true,
-    truncation = U.truncate(model, req, TRUNCATION),
-  })
-end
+P.build = U.rerank_build(P, {
+  model = "model",
+  query = function(model, req) return U.instructed_query(req.query, U.instruction(model, req)) end,
+  documents = "texts",
+  top_k = "top_n",
+  return_documents = "return_documents",
+  truncation = function(model, req) return U.truncate(model, req, TRUNCATION) end,
+})
 
 return P
