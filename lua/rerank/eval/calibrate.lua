@@ -4,7 +4,6 @@
 -- Pairs: every document the model scored, labelled relevant when its grade >= --min-grade
 -- (a document without a judgement is not relevant, as in trec_eval).
 local json = require "rerank.json"
-local data = require "rerank.eval.data"
 local score = require "rerank.score"
 
 local M = {}
@@ -88,19 +87,8 @@ function M.render(r, format)
 end
 
 function M.main(args)
-  local o, err = M.parse_args(args)
-  if not o then
-    if err == "help" then
-      io.stdout:write(M.USAGE)
-      return 0
-    end
-    return usage_error(err)
-  end
-  local queries, derr = data.load(o.data, { split = o.split })
-  if not queries then
-    io.stderr:write("rerankd calibrate: ", tostring(derr), "\n")
-    return 1
-  end
+  local o, queries = require("rerank.eval.cli").start("calibrate", M, args)
+  if not o then return queries end
   local inst, ierr = require("rerank").new(o.config)
   if not inst then
     io.stderr:write("rerankd calibrate: ", tostring(ierr), "\n")

@@ -395,20 +395,29 @@ end
 
 ---------------------------------------------------------------------------------------------
 
-function M.main(args)
-  local o, err = M.parse_args(args)
+-- The start every data-set subcommand shares: its options (tool.parse_args), --help, usage
+-- errors (exit 2), then the judged set: o, queries | nil, exit status.
+function M.start(name, tool, args)
+  local o, err = tool.parse_args(args)
   if not o then
     if err == "help" then
-      io.stdout:write(M.USAGE)
-      return 0
+      io.stdout:write(tool.USAGE)
+      return nil, 0
     end
-    return usage_error(err)
+    io.stderr:write("rerankd ", name, ": ", err, "\n", tool.USAGE)
+    return nil, 2
   end
   local queries, derr = data.load(o.data, { split = o.split, candidates = o.candidates })
   if not queries then
-    io.stderr:write("rerankd eval: ", tostring(derr), "\n")
-    return 1
+    io.stderr:write("rerankd ", name, ": ", tostring(derr), "\n")
+    return nil, 1
   end
+  return o, queries
+end
+
+function M.main(args)
+  local o, queries = M.start("eval", M, args)
+  if not o then return queries end
   if o.write_jsonl then
     local f, ferr = io.open(o.write_jsonl, "wb")
     if not f then
