@@ -184,7 +184,8 @@ models:
       assert.truthy(found, d.logtext(srv))
       assert.truthy(found:find("stack traceback", 1, true), found)
       -- the frame that raised is in the traceback, not only in the message
-      local frame = "\n\t" .. root:gsub("%p", "%%%0") .. "/tests/fixtures/providers/raising%.lua:%d+: in function"
+      -- (from the file name on: Lua shortens long chunk names to "...tail")
+      local frame = "\n\t[^\n]*/tests/fixtures/providers/raising%.lua:%d+: in function"
       assert.truthy(found:find(frame), found)
     end)
   end
