@@ -25,7 +25,12 @@ typedef struct {
  * the analyzer does not stem or the word or its stem is too long for the cache. Valid
  * until the next call. */
 rr_acache_entry *rr_analyzer_entry(rr_analyzer *a, const char *tok, size_t len, uint64_t h);
-uint32_t rr_analyzer_next_epoch(rr_analyzer *a); /* a new scoring pass: cached qids go stale */
+uint32_t rr_analyzer_next_epoch(rr_analyzer *a);
+/* The cache (RR_ACACHE entries, allocated here on first use; NULL when the analyzer does
+ * not stem or is out of memory) and a word's slot in it: bm25.c looks up short ASCII
+ * words itself, comparing them as two words (an entry's word is zero past wlen). */
+rr_acache_entry *rr_analyzer_cache(rr_analyzer *a);
+static inline size_t rr_acache_slot(uint64_t h) { return (size_t)(h ^ (h >> 29)) & (RR_ACACHE - 1); } /* a new scoring pass: cached qids go stale */
 int rr_analyzer_is_stop(const rr_analyzer *a, const char *tok, size_t len, uint64_t h);
 int rr_analyzer_stems(const rr_analyzer *a);
 int rr_analyzer_prefix_stable(const rr_analyzer *a);

@@ -32,6 +32,7 @@ typedef struct {
     uint64_t pf3[RR_KEY3_N / 64];
     int pf, stem;
     rr_analyzer *an;
+    rr_acache_entry *cache; /* the analyzer's word -> stem cache (this pass), NULL: none */
     uint32_t epoch;
     uint32_t norig;    /* the query's own terms are ids below this */
     int keep_dl;       /* a second pass: the lengths (and avgdl) of the first stand */

@@ -321,4 +321,24 @@ static inline uint64_t rr_hash_bytes(const char *p, size_t n)
     return h ^ (h >> 29);
 }
 
+/* rr_hash_bytes of a token of n <= 16 bytes given as two little-endian words, zero past n */
+static inline uint64_t rr_hash_packed(uint64_t x, uint64_t y, size_t n)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)n, w = x;
+    if (n >= 8) {
+        h = (h ^ x) * 0xBF58476D1CE4E5B9ull;
+        h ^= h >> 31;
+        w = y;
+        if (n == 16) {
+            h = (h ^ y) * 0xBF58476D1CE4E5B9ull;
+            h ^= h >> 31;
+            w = 0;
+        }
+    }
+    h = (h ^ w) * 0x94D049BB133111EBull;
+    h ^= h >> 32;
+    h *= 0xD6E8FEB86659FD93ull;
+    return h ^ (h >> 29);
+}
+
 #endif
