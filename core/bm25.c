@@ -188,7 +188,7 @@ static inline int stop_token(bm25_ctx *c, const unsigned char *s, size_t from, s
 
 /* stem_id of an ASCII token of up to 16 bytes: a cached word is found without copying,
  * lower-casing or hashing it byte by byte */
-static inline int32_t stem_id16(bm25_ctx *c, const unsigned char *s, size_t from, size_t len)
+static inline __attribute__((always_inline)) int32_t stem_id16(bm25_ctx *c, const unsigned char *s, size_t from, size_t len)
 {
     uint64_t x, y, ex, ey;
     pack16(c, s, from, len, &x, &y);
