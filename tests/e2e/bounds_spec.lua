@@ -68,8 +68,10 @@ describe("the self-test is bounded too", function()
     local out = d.sh(("%s -t -c %s 2>&1; echo rc=$?"):format(d.bin, cfg))
     d.sh("rm -rf " .. dir)
     assert.truthy(out:find("rc=1", 1, true), out)
-    assert.truthy(out:find("c.yaml:4:10: fusion[0]: fusion method failed its self-test: " .. dir
-      .. "/always.lua:1: did not finish within", 1, true), out)
+    -- Lua shortens a long script path to ".../tail" (LUA_IDSIZE), so the line is matched
+    -- from the script's file name on: the checkout's path length must not matter
+    assert.truthy(out:find("c.yaml:4:10: fusion[0]: fusion method failed its self-test: ", 1, true), out)
+    assert.truthy(out:find("/always.lua:1: did not finish within", 1, true), out)
     assert.truthy(os.time() - t0 < 30, "the self-test took too long")
   end)
 end)
