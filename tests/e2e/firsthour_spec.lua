@@ -90,7 +90,8 @@ pipelines:
     local at = log:find('template "buggy" (model "buggy") raised in parse: ', 1, true)
     assert.truthy(at, log)
     assert.truthy(log:find("buggy.lua:6: attempt to index local 't'", at, true), log)
-    assert.truthy(log:find("stack traceback:\n\t" .. tpldir .. "/buggy.lua:6: in function", at, true), log)
+    -- Lua shortens long chunk names ("...tail"), so match from the file name on
+    assert.truthy(log:find("stack traceback:\n\t[^\n]*/buggy%.lua:6: in function", at), log)
   end)
 
   local LISTS = {
