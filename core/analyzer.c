@@ -172,14 +172,16 @@ static const char *stem_word(rr_analyzer *a, const char *tok, size_t len, size_t
     return (const char *)r;
 }
 
+rr_acache_entry *rr_analyzer_cache(rr_analyzer *a)
+{
+    if (a->st && !a->cache) a->cache = calloc(RR_ACACHE, sizeof *a->cache);
+    return a->st ? a->cache : NULL;
+}
+
 rr_acache_entry *rr_analyzer_entry(rr_analyzer *a, const char *tok, size_t len, uint64_t h)
 {
-    if (!a->st || len > RR_AC_WORD) return NULL;
-    if (!a->cache) {
-        a->cache = calloc(RR_ACACHE, sizeof *a->cache);
-        if (!a->cache) return NULL;
-    }
-    rr_acache_entry *e = &a->cache[(h ^ (h >> 29)) & (RR_ACACHE - 1)];
+    if (!a->st || len > RR_AC_WORD || !rr_analyzer_cache(a)) return NULL;
+    rr_acache_entry *e = &a->cache[rr_acache_slot(h)];
     if (e->wlen == len && e->hash == h && memcmp(e->word, tok, len) == 0) return e;
     /* a miss: this word replaces whatever was in its slot (direct-mapped, bounded) */
     size_t slen;
@@ -192,6 +194,7 @@ rr_acache_entry *rr_analyzer_entry(rr_analyzer *a, const char *tok, size_t len, 
     }
     e->hash = h;
     e->wlen = (uint8_t)len;
+    memset(e->word, 0, sizeof e->word);
     memcpy(e->word, tok, len);
     e->slen = (uint8_t)slen;
     memcpy(e->stem, st, slen);

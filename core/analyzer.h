@@ -25,7 +25,12 @@ typedef struct {
  * the analyzer does not stem or the word or its stem is too long for the cache. Valid
  * until the next call. */
 rr_acache_entry *rr_analyzer_entry(rr_analyzer *a, const char *tok, size_t len, uint64_t h);
-uint32_t rr_analyzer_next_epoch(rr_analyzer *a); /* a new scoring pass: cached qids go stale */
+uint32_t rr_analyzer_next_epoch(rr_analyzer *a);
+/* The cache (RR_ACACHE entries, allocated here on first use; NULL when the analyzer does
+ * not stem or is out of memory) and a word's slot in it: bm25.c looks up short ASCII
+ * words itself, comparing them as two words (an entry's word is zero past wlen). */
+rr_acache_entry *rr_analyzer_cache(rr_analyzer *a);
+static inline size_t rr_acache_slot(uint64_t h) { return (size_t)(h ^ (h >> 29)) & (RR_ACACHE - 1); } /* a new scoring pass: cached qids go stale */
 int rr_analyzer_is_stop(const rr_analyzer *a, const char *tok, size_t len, uint64_t h);
 int rr_analyzer_stems(const rr_analyzer *a);
 int rr_analyzer_prefix_stable(const rr_analyzer *a);
@@ -34,9 +39,10 @@ int rr_analyzer_has_stopwords(const rr_analyzer *a);
 /* Stopwords of up to 16 ASCII letters and digits as two little-endian words (zero-padded),
  * in open addressing: a document's length leaves stopwords out at ~2 ns a token (bm25.c
  * rr_stop_packed). other: some stopword is longer or not ASCII alnum (checked the slow way). */
+#define RR_KEY3_N 32768 /* rr_key3's range */
 typedef struct { uint64_t a, b; } rr_stopkey;
 typedef struct {
-    uint64_t prefix[(37 * 37 * 37 + 63) / 64]; /* rr_key3 of every packed stopword */
+    uint64_t prefix[RR_KEY3_N / 64]; /* rr_key3 of every packed stopword */
     rr_stopkey *keys;  /* mask + 1 slots; { 0, 0 } = empty */
     uint32_t mask, probes; /* probes: the longest probe sequence any key needs */
     int other_ascii, other_nonascii;
@@ -54,18 +60,20 @@ static const uint8_t rr_alnum_idx[256] = {
     ['p'] = 26, ['q'] = 27, ['r'] = 28, ['s'] = 29, ['t'] = 30, ['u'] = 31, ['v'] = 32, ['w'] = 33,
     ['x'] = 34, ['y'] = 35, ['z'] = 36,
 };
-/* (first, second, third) lower-case letter or digit, 0 for none -> 0 .. 37^3 - 1 */
+/* (first, second, third) lower-case letter or digit, 0 for none -> 0 .. RR_KEY3_N - 1:
+ * five bits of each (no table, no multiply: one step per token). Only digits and the
+ * letters p-y share keys, which makes a prefilter built on it looser, never wrong. */
 static inline unsigned rr_key3(unsigned b0, unsigned b1, unsigned b2)
 {
-    return (rr_alnum_idx[b0] * 37u + rr_alnum_idx[b1]) * 37u + rr_alnum_idx[b2];
+    return (b0 & 31u) << 10 | (b1 & 31u) << 5 | (b2 & 31u);
 }
 /* the same of an ASCII alnum token as written; branch-free: lengths 2 / 3+ mix
  * unpredictably (reads stay inside the token) */
 static inline unsigned rr_key3_token(const unsigned char *s, size_t len)
 {
-    unsigned b1 = (s[len > 1] | 0x20u) & -(unsigned)(len > 1);
-    unsigned b2 = (s[(len > 2) * 2] | 0x20u) & -(unsigned)(len > 2);
-    return rr_key3(s[0] | 0x20u, b1, b2);
+    unsigned b1 = s[len > 1] & -(unsigned)(len > 1);
+    unsigned b2 = s[(len > 2) * 2] & -(unsigned)(len > 2);
+    return rr_key3(s[0], b1, b2);
 }
 
 static inline uint32_t rr_stop_slot(uint64_t a, uint64_t b, uint32_t mask)

@@ -150,6 +150,26 @@ static void query_token(const unsigned char *s, size_t from, size_t to, int lowe
     if (id >= 0) c->terms[id].w = 1.0;
 }
 
+/* An ASCII token of len <= 16 bytes at s + from, lower-cased (ASCII letters and digits
+ * | 0x20 are their lower case), as two little-endian words, zero past len. */
+static inline void pack16(const bm25_ctx *c, const unsigned char *s, size_t from, size_t len, uint64_t *px, uint64_t *py)
+{
+    uint64_t x, y;
+    if (c->cur_end - from >= 16) {
+        memcpy(&x, s + from, 8);
+        memcpy(&y, s + from + 8, 8);
+    } else {
+        unsigned char b[16] = { 0 };
+        memcpy(b, s + from, len);
+        memcpy(&x, b, 8);
+        memcpy(&y, b + 8, 8);
+    }
+    uint64_t mx = len >= 8 ? ~0ull : (1ull << (8 * len)) - 1;
+    uint64_t my = len >= 16 ? ~0ull : len <= 8 ? 0 : (1ull << (8 * (len - 8))) - 1;
+    *px = (x | 0x2020202020202020ull) & mx;
+    *py = (y | 0x2020202020202020ull) & my;
+}
+
 /* Is this document token a stopword? ASCII tokens of up to 16 bytes (nearly all) are
  * packed into two words and looked up branch-free; others take the analyzer's set. */
 static inline int stop_token(bm25_ctx *c, const unsigned char *s, size_t from, size_t len, int lower, int ascii)
@@ -157,24 +177,30 @@ static inline int stop_token(bm25_ctx *c, const unsigned char *s, size_t from, s
     const rr_stoptab *t = c->st;
     if (ascii && len <= 16) {
         uint64_t x, y;
-        if (c->cur_end - from >= 16) {
-            memcpy(&x, s + from, 8);
-            memcpy(&y, s + from + 8, 8);
-        } else {
-            unsigned char b[16] = { 0 };
-            memcpy(b, s + from, len);
-            memcpy(&x, b, 8);
-            memcpy(&y, b + 8, 8);
-        }
-        uint64_t mx = len >= 8 ? ~0ull : (1ull << (8 * len)) - 1;
-        uint64_t my = len >= 16 ? ~0ull : len <= 8 ? 0 : (1ull << (8 * (len - 8))) - 1;
-        /* ASCII letters and digits | 0x20 are their lower case */
-        return rr_stop_packed(t, (x | 0x2020202020202020ull) & mx, (y | 0x2020202020202020ull) & my);
+        pack16(c, s, from, len, &x, &y);
+        return rr_stop_packed(t, x, y);
     }
     if (ascii ? !t->other_ascii : !t->other_nonascii) return 0;
     size_t l = len;
     const char *tok = lower ? lower_token(s + from, len, &c->b, &l) : (const char *)s + from;
     return rr_analyzer_is_stop(c->an, tok, l, rr_hash_bytes(tok, l));
+}
+
+/* stem_id of an ASCII token of up to 16 bytes: a cached word is found without copying,
+ * lower-casing or hashing it byte by byte */
+static inline __attribute__((always_inline)) int32_t stem_id16(bm25_ctx *c, const unsigned char *s, size_t from, size_t len)
+{
+    uint64_t x, y, ex, ey;
+    pack16(c, s, from, len, &x, &y);
+    uint64_t h = rr_hash_packed(x, y, len);
+    rr_acache_entry *e = &c->cache[rr_acache_slot(h)];
+    memcpy(&ex, e->word, 8);
+    memcpy(&ey, e->word + 8, 8);
+    if (e->wlen == len && ex == x && ey == y && e->epoch == c->epoch) return e->qid;
+    unsigned char b[16];
+    memcpy(b, &x, 8);
+    memcpy(b + 8, &y, 8);
+    return stem_id(c, (const char *)b, len, h);
 }
 
 static inline __attribute__((always_inline)) void
@@ -196,9 +222,14 @@ doc_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, 
     } else if (c->st) {
         c->nstop += (size_t)stop_token(c, s, from, len, lower, ascii);
     }
-    const char *tok = lower ? lower_token(s + from, len, &c->b, &len) : (const char *)s + from;
-    uint64_t h = rr_hash_bytes(tok, len);
-    int32_t id = c->stem ? stem_id(c, tok, len, h) : find_term(c, tok, len, h);
+    int32_t id;
+    if (c->cache && ascii && len <= 16) {
+        id = stem_id16(c, s, from, len);
+    } else {
+        const char *tok = lower ? lower_token(s + from, len, &c->b, &len) : (const char *)s + from;
+        uint64_t h = rr_hash_bytes(tok, len);
+        id = c->stem ? stem_id(c, tok, len, h) : find_term(c, tok, len, h);
+    }
     if (id < 0) return;
     if (c->tf[id] == 0) c->touched[c->ntouched++] = (uint32_t)id;
     c->tf[id] += c->w;
@@ -250,6 +281,7 @@ int rr_bm25_run_pass(bm25_ctx *c, const char *const *docs, const size_t *lens, s
 {
     if (c->oom) return -1;
     if (c->stem) c->epoch = rr_analyzer_next_epoch(c->an);
+    c->cache = c->stem ? rr_analyzer_cache(c->an) : NULL;
     build_filters(c);
     size_t nd = o->ndf;
     if (grow((void **)&o->df, &nd, c->nterms, sizeof *o->df)) return -1;

@@ -26,12 +26,13 @@ typedef struct {
      * or hashing. Non-ASCII tokens skip it. */
     uint64_t filter[16];
     /* Stems: the same idea on a word's first three bytes (a Snowball stem keeps the
-     * word's first letters, but for y -> i): pf3 has a bit per (first, second, third)
+     * word's first letters, but for y -> i): pf3 has a bit per rr_key3 of (first, second, third)
      * ASCII letter or digit (or none, for shorter words): a stem of 4+ bytes sets its own
      * three, a shorter one every third after its first one or two. pf 0: no prefilter. */
-    uint64_t pf3[(37 * 37 * 37 + 63) / 64];
+    uint64_t pf3[RR_KEY3_N / 64];
     int pf, stem;
     rr_analyzer *an;
+    rr_acache_entry *cache; /* the analyzer's word -> stem cache (this pass), NULL: none */
     uint32_t epoch;
     uint32_t norig;    /* the query's own terms are ids below this */
     int keep_dl;       /* a second pass: the lengths (and avgdl) of the first stand */

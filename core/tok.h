@@ -298,12 +298,47 @@ scan(const char *text, size_t len, size_t skip, size_t limit, tok_fn fn, void *u
     return count;
 }
 
-/* FNV-1a: tokens are short */
+/* Hash of a token (tables and caches only; never part of a score or an order): eight
+ * bytes per multiply, so a short token costs one or two dependent multiplies instead of
+ * one per byte. */
 static inline uint64_t rr_hash_bytes(const char *p, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 0x100000001b3ull;
-    return h;
+    const unsigned char *s = (const unsigned char *)p;
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)n;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
+        h ^= h >> 31;
+        s += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++) w |= (uint64_t)s[i] << (8 * i);
+    h = (h ^ w) * 0x94D049BB133111EBull;
+    h ^= h >> 32;
+    h *= 0xD6E8FEB86659FD93ull;
+    return h ^ (h >> 29);
+}
+
+/* rr_hash_bytes of a token of n <= 16 bytes given as two little-endian words, zero past n */
+static inline uint64_t rr_hash_packed(uint64_t x, uint64_t y, size_t n)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)n, w = x;
+    if (n >= 8) {
+        h = (h ^ x) * 0xBF58476D1CE4E5B9ull;
+        h ^= h >> 31;
+        w = y;
+        if (n == 16) {
+            h = (h ^ y) * 0xBF58476D1CE4E5B9ull;
+            h ^= h >> 31;
+            w = 0;
+        }
+    }
+    h = (h ^ w) * 0x94D049BB133111EBull;
+    h ^= h >> 32;
+    h *= 0xD6E8FEB86659FD93ull;
+    return h ^ (h >> 29);
 }
 
 #endif

@@ -4,6 +4,7 @@
  * feedback and the matched terms. */
 #include "ctest.h"
 #include "rerank.h"
+#include "tok.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -195,6 +196,20 @@ int main(void)
     ok = ok && strcmp(m.str[m.term[0]], "deploy") == 0 && strcmp(m.str[m.term[1]], "model") == 0 && m.tf[0] == 1;
     CHECK(ok, "matches: document 0 matched deploy and model once each, the others nothing");
     rr_bm25_matches_free(&m);
+
+    /* bm25.c hashes short ASCII words from their two packed words: the same hash as the
+     * analyzer's, or a cached word would never be found again */
+    int same = 1;
+    const char *w = "abcdefghijklmnopq";
+    for (size_t n = 0; n <= 16; n++) {
+        unsigned char b[16] = { 0 };
+        uint64_t x, y;
+        memcpy(b, w, n);
+        memcpy(&x, b, 8);
+        memcpy(&y, b + 8, 8);
+        same &= rr_hash_packed(x, y, n) == rr_hash_bytes(w, n);
+    }
+    CHECK(same, "rr_hash_packed equals rr_hash_bytes for 0 to 16 bytes");
 
     rr_analyzer_free(en);
     rr_analyzer_free(none);
