@@ -7,7 +7,7 @@
  * reports the first bad byte only when the text is otherwise valid JSON (what the API did
  * when it decoded first and checked UTF-8 second). Stricter than lua-cjson 2.1.0 where the
  * RFC is: unescaped control characters in strings, leading zeros, "1." and "-" are refused. */
-#include "rerank.h"
+#include "json_int.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -19,31 +19,6 @@
 #include <emmintrin.h>
 #endif
 
-#define MAX_DEPTH 64
-#define MAX_SPAN_KEYS 4
-
-typedef struct {
-    lua_State *L;
-    const unsigned char *s;
-    size_t len, pos;
-    int depth;
-    int mt_idx;               /* stack index of the empty-array metatable (0: none) */
-    size_t utf8_bad;          /* first invalid UTF-8 byte inside a string, or len */
-    char err[200];
-    char *buf;                /* unescape scratch: grows, owned by a userdata at buf_idx */
-    size_t cap;
-    int buf_idx;
-    /* document spans: for each top-level key whose value is an array, the [start, end]
-     * (1-based, inclusive, quotes included) of each element's string, or of its "text"
-     * member when the element is an object; 0 0 when neither */
-    int span_keys, want_spans;
-    struct { size_t kpos, klen, first, count; } keys[MAX_SPAN_KEYS];
-    size_t *spans;            /* pairs; scratch owned by a userdata at spans_idx */
-    size_t nspans, spans_cap;
-    int spans_idx;
-} jdec;
-
-enum { OK = 0, FAIL = -1 };
 
 static const char *token_name(const jdec *d, size_t at)
 {
@@ -64,27 +39,19 @@ static const char *token_name(const jdec *d, size_t at)
     }
 }
 
-static int expected(jdec *d, const char *what)
+int jd_expected(jdec *d, const char *what)
 {
     snprintf(d->err, sizeof d->err, "Expected %s but found %s at character %zu", what, token_name(d, d->pos),
              d->pos + 1);
     return FAIL;
 }
 
-static int found(jdec *d, const char *what, const char *thing, size_t at)
+int jd_found(jdec *d, const char *what, const char *thing, size_t at)
 {
     snprintf(d->err, sizeof d->err, "Expected %s but found %s at character %zu", what, thing, at + 1);
     return FAIL;
 }
 
-static inline void skip_ws(jdec *d)
-{
-    while (d->pos < d->len) {
-        unsigned char c = d->s[d->pos];
-        if (c != ' ' && c != '\n' && c != '\r' && c != '\t') return;
-        d->pos++;
-    }
-}
 
 static void *grow(jdec *d, int idx, void *old, size_t bytes)
 {
@@ -155,41 +122,41 @@ static inline size_t plain_run(const unsigned char *p, size_t n)
 }
 
 /* The string opening at d->pos: validated, pushed (push != 0), d->pos after the quote. */
-static int parse_string(jdec *d, int push, const char *ctx)
+int jd_string(jdec *d, int push, const char *ctx)
 {
     const unsigned char *s = d->s;
     size_t open = d->pos, i = open + 1, len = d->len;
     int escapes = 0, high = 0;
     for (;;) {
         i += plain_run(s + i, len - i);
-        if (i >= len) return found(d, ctx, "unexpected end of string", open);
+        if (i >= len) return jd_found(d, ctx, "unexpected end of string", open);
         unsigned char c = s[i];
         if (c == '"') break;
         if (c == '\\') {
             escapes = 1;
-            if (i + 1 >= len) return found(d, ctx, "unexpected end of string", open);
+            if (i + 1 >= len) return jd_found(d, ctx, "unexpected end of string", open);
             unsigned char e = s[i + 1];
             if (e == 'u') {
                 unsigned cp;
-                if (i + 6 > len || hex4(s + i + 2, &cp) != 0) return found(d, ctx, "invalid unicode escape code", open);
+                if (i + 6 > len || hex4(s + i + 2, &cp) != 0) return jd_found(d, ctx, "invalid unicode escape code", open);
                 if (cp >= 0xD800 && cp <= 0xDBFF) {
                     unsigned lo;
                     if (i + 12 > len || s[i + 6] != '\\' || s[i + 7] != 'u' || hex4(s + i + 8, &lo) != 0 ||
                         lo < 0xDC00 || lo > 0xDFFF)
-                        return found(d, ctx, "invalid unicode escape code", open);
+                        return jd_found(d, ctx, "invalid unicode escape code", open);
                     i += 12;
                 } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                    return found(d, ctx, "invalid unicode escape code", open);
+                    return jd_found(d, ctx, "invalid unicode escape code", open);
                 } else {
                     i += 6;
                 }
                 continue;
             }
-            if (!strchr("\"\\/bfnrt", e) || e == 0) return found(d, ctx, "invalid escape code", open);
+            if (!strchr("\"\\/bfnrt", e) || e == 0) return jd_found(d, ctx, "invalid escape code", open);
             i += 2;
             continue;
         }
-        if (c < 0x20) return found(d, ctx, "unescaped control character in string", i);
+        if (c < 0x20) return jd_found(d, ctx, "unescaped control character in string", i);
         if (c >= 0x80) { /* validated below, in one pass over the whole string */
             high = 1;
             while (i < len && s[i] >= 0x80) i++;
@@ -284,27 +251,27 @@ static int fast_number(const unsigned char *p, size_t n, double *out)
     return 1;
 }
 
-static int parse_number(jdec *d)
+int jd_number(jdec *d, double *out)
 {
     const unsigned char *s = d->s;
     size_t start = d->pos, i = start, len = d->len;
     if (i < len && s[i] == '-') i++;
-    if (i >= len || s[i] < '0' || s[i] > '9') return found(d, "value", "invalid number", start);
+    if (i >= len || s[i] < '0' || s[i] > '9') return jd_found(d, "value", "invalid number", start);
     if (s[i] == '0') i++;
     else while (i < len && s[i] >= '0' && s[i] <= '9') i++;
     if (i < len && s[i] == '.') {
         i++;
-        if (i >= len || s[i] < '0' || s[i] > '9') return found(d, "value", "invalid number", start);
+        if (i >= len || s[i] < '0' || s[i] > '9') return jd_found(d, "value", "invalid number", start);
         while (i < len && s[i] >= '0' && s[i] <= '9') i++;
     }
     if (i < len && (s[i] == 'e' || s[i] == 'E')) {
         i++;
         if (i < len && (s[i] == '+' || s[i] == '-')) i++;
-        if (i >= len || s[i] < '0' || s[i] > '9') return found(d, "value", "invalid number", start);
+        if (i >= len || s[i] < '0' || s[i] > '9') return jd_found(d, "value", "invalid number", start);
         while (i < len && s[i] >= '0' && s[i] <= '9') i++;
     }
     if (i < len && ((s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == 'x' || s[i] == 'X'))
-        return found(d, "value", "invalid number", start); /* "01", "0x1" */
+        return jd_found(d, "value", "invalid number", start); /* "01", "0x1" */
     double v;
     size_t n = i - start;
     if (!fast_number(s + start, n, &v)) {
@@ -317,19 +284,27 @@ static int parse_number(jdec *d)
         p[n] = 0;
         v = strtod(p, NULL);
     }
-    lua_pushnumber(d->L, v);
+    *out = v;
     d->pos = i;
+    return OK;
+}
+
+static int parse_number(jdec *d)
+{
+    double v;
+    if (jd_number(d, &v) != OK) return FAIL;
+    lua_pushnumber(d->L, v);
     return OK;
 }
 
 static int literal(jdec *d, const char *word, size_t n)
 {
-    if (d->len - d->pos < n || memcmp(d->s + d->pos, word, n) != 0) return found(d, "value", "invalid token", d->pos);
+    if (d->len - d->pos < n || memcmp(d->s + d->pos, word, n) != 0) return jd_found(d, "value", "invalid token", d->pos);
     d->pos += n;
     return OK;
 }
 
-static int parse_value(jdec *d, size_t *span, int spanned);
+
 
 static void add_span(jdec *d, size_t a, size_t b)
 {
@@ -356,12 +331,12 @@ static int parse_object(jdec *d, int top, size_t *span)
     }
     for (;;) {
         skip_ws(d);
-        if (d->pos >= d->len || d->s[d->pos] != '"') return expected(d, "object key string");
+        if (d->pos >= d->len || d->s[d->pos] != '"') return jd_expected(d, "object key string");
         size_t kpos = d->pos;
-        if (parse_string(d, 1, "object key string") != OK) return FAIL;
+        if (jd_string(d, 1, "object key string") != OK) return FAIL;
         size_t klen = d->pos - kpos;
         skip_ws(d);
-        if (d->pos >= d->len || d->s[d->pos] != ':') return expected(d, "colon");
+        if (d->pos >= d->len || d->s[d->pos] != ':') return jd_expected(d, "colon");
         d->pos++;
         skip_ws(d);
         int spanned = 0;
@@ -376,15 +351,27 @@ static int parse_object(jdec *d, int top, size_t *span)
             d->keys[d->span_keys].first = d->nspans;
             d->span_keys++;
         }
+        if (top && d->n_scores >= 0 && jd_is_list_key(d, kpos, klen)) {
+            int list = d->pos < d->len && d->s[d->pos] == '[';
+            if (list && ++d->depth > MAX_DEPTH) return jd_found(d, "value", "too many nested data structures", d->pos);
+            if ((list ? jd_score_list(d) : jd_value(d, NULL, 0)) != OK) return FAIL;
+            d->depth -= list;
+            /* the last of repeated keys wins: clear the key where the other kind went */
+            lua_pushvalue(L, -2);
+            lua_pushnil(L);
+            lua_rawset(L, list ? -5 : d->lists_idx);
+            lua_rawset(L, list ? d->lists_idx : -3);
+        } else {
         int is_text = span && klen == 6 && memcmp(d->s + kpos, "\"text\"", 6) == 0;
-        if (parse_value(d, is_text ? span : NULL, spanned) != OK) return FAIL;
+        if (jd_value(d, is_text ? span : NULL, spanned) != OK) return FAIL;
         if (spanned) d->keys[d->span_keys - 1].count = (d->nspans - d->keys[d->span_keys - 1].first) / 2;
         lua_rawset(L, -3);
+        }
         skip_ws(d);
-        if (d->pos >= d->len) return expected(d, "comma or object end");
+        if (d->pos >= d->len) return jd_expected(d, "comma or object end");
         if (d->s[d->pos] == ',') { d->pos++; continue; }
         if (d->s[d->pos] == '}') { d->pos++; return OK; }
-        return expected(d, "comma or object end");
+        return jd_expected(d, "comma or object end");
     }
 }
 
@@ -405,27 +392,27 @@ static int parse_array(jdec *d, int spanned)
     for (int n = 1;; n++) {
         skip_ws(d);
         size_t span[2] = { 0, 0 };
-        if (parse_value(d, spanned ? span : NULL, 0) != OK) return FAIL;
+        if (jd_value(d, spanned ? span : NULL, 0) != OK) return FAIL;
         if (spanned) add_span(d, span[0], span[1]);
         lua_rawseti(L, -2, n);
         skip_ws(d);
-        if (d->pos >= d->len) return expected(d, "comma or array end");
+        if (d->pos >= d->len) return jd_expected(d, "comma or array end");
         if (d->s[d->pos] == ',') { d->pos++; continue; }
         if (d->s[d->pos] == ']') { d->pos++; return OK; }
-        return expected(d, "comma or array end");
+        return jd_expected(d, "comma or array end");
     }
 }
 
 /* span != NULL: record where this string (or an object's "text" member) lies;
  * spanned: this is an array whose elements get spans */
-static int parse_value(jdec *d, size_t *span, int spanned)
+int jd_value(jdec *d, size_t *span, int spanned)
 {
-    if (d->pos >= d->len) return expected(d, "value");
+    if (d->pos >= d->len) return jd_expected(d, "value");
     unsigned char c = d->s[d->pos];
     switch (c) {
     case '"': {
         size_t at = d->pos;
-        if (parse_string(d, 1, "value") != OK) return FAIL;
+        if (jd_string(d, 1, "value") != OK) return FAIL;
         if (span) { span[0] = at + 1; span[1] = d->pos; }
         return OK;
     }
@@ -449,11 +436,14 @@ static int parse_value(jdec *d, size_t *span, int spanned)
     case 'n': if (literal(d, "null", 4) != OK) return FAIL; lua_pushlightuserdata(d->L, NULL); return OK;
     default:
         if (c == '-' || (c >= '0' && c <= '9')) return parse_number(d);
-        return expected(d, "value");
+        return jd_expected(d, "value");
     }
 }
 
-/* core.json_decode(s [, empty_array_mt [, want_spans = true]]) -> value, spans|nil [, utf8_bad] | nil, message
+/* core.json_decode(s [, empty_array_mt [, want_spans = true [, n]]]) -> value, spans|nil [, utf8_bad] | nil, message
+ * With n (a rerank answer over n documents): -> value, lists, where each top-level array
+ * under "results", "data" or "rankings" is in lists (not in value) as { [index + 1] = score }
+ * or false (see parse_score_list).
  * Empty arrays get empty_array_mt; null is lightuserdata NULL (cjson.null). spans, when the
  * value is an object with array members: { [key] = { s1, e1, s2, e2, ... } }, 1-based
  * inclusive byte ranges of each element's JSON string (quotes included) or of an object
@@ -472,20 +462,32 @@ int rr_json_decode(lua_State *L)
     d.utf8_bad = len;
     if (lua_istable(L, 2)) d.mt_idx = 2;
     d.want_spans = lua_isnoneornil(L, 3) || lua_toboolean(L, 3);
+    d.n_scores = -1;
+    if (lua_type(L, 4) == LUA_TNUMBER) { /* answer mode: no spans, score lists */
+        lua_Number n = lua_tonumber(L, 4);
+        d.n_scores = n > 0 ? (n < 1e7 ? (long)n : 10000000) : 0;
+        d.want_spans = 0;
+    }
     lua_settop(L, 2);
     lua_pushnil(L); /* 3: unescape scratch */
     lua_pushnil(L); /* 4: spans scratch */
+    lua_newtable(L); /* 5: score lists (answer mode) */
     d.buf_idx = 3;
     d.spans_idx = 4;
+    d.lists_idx = 5;
     skip_ws(&d);
-    int rc = parse_value(&d, NULL, 0);
+    int rc = jd_value(&d, NULL, 0);
     if (rc == OK) {
         skip_ws(&d);
-        if (d.pos < d.len) rc = expected(&d, "the end");
+        if (d.pos < d.len) rc = jd_expected(&d, "the end");
     }
     if (rc != OK) {
         lua_pushnil(L);
         lua_pushstring(L, d.err);
+        return 2;
+    }
+    if (d.n_scores >= 0) {
+        lua_pushvalue(L, d.lists_idx);
         return 2;
     }
     if (d.span_keys == 0) lua_pushnil(L);

@@ -68,10 +68,24 @@ function M.req_of(n)
   return M.make_req({ query = "q", documents = docs })
 end
 
-function M.pairs_of(results)
-  local out = {}
-  for i, r in ipairs(results or {}) do out[i] = { r.index, r.score } end
-  return out
+-- The { index, score } pairs of a parse result in index order, whichever form it has:
+-- { results = { {index, score}, ... } } or { scores = { [index + 1] = score } } (U.parser's
+-- C fast path). A list of pairs (a fixture's "results") is put in the same order.
+local function by_index(a, b) return a[1] < b[1] end
+function M.pairs_of(out)
+  local list = {}
+  if type(out) ~= "table" then return list end
+  if out[1] ~= nil then
+    for i, p in ipairs(out) do list[i] = { p[1], p[2] } end
+  elseif type(out.results) == "table" then
+    for i, r in ipairs(out.results) do list[i] = { r.index, r.score } end
+  elseif type(out.scores) == "table" then
+    for i = 1, table.maxn(out.scores) do
+      if out.scores[i] ~= nil then list[#list + 1] = { i - 1, out.scores[i] } end
+    end
+  end
+  table.sort(list, by_index)
+  return list
 end
 
 -- a transport answering every request with one response
@@ -212,7 +226,7 @@ function M.parse_case(P, name, e, body)
   if denull(e.scores) then
     want.scores, got.scores = e.scores, plain(out.scores)
   else
-    want.results, got.results = denull(e.results) or {}, M.pairs_of(out.results)
+    want.results, got.results = M.pairs_of(denull(e.results)), M.pairs_of(out)
   end
   if not same(want, got) then return false, M.diff(want, got) end
   return true

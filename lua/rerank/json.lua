@@ -11,6 +11,9 @@
 --   json.number(x)      -> string             shortest of %.15g/%.16g/%.17g that reads back as x
 --   json.string(s)      -> string             a quoted, escaped JSON string
 --   json.null                                 cjson.null
+--   json.decode_scores(s, n) -> value, lists | nil
+--                                             a rerank answer's item lists read as scores in C
+--                                             (U.parser, lua/rerank/provider_util.lua)
 --   json.decode_request(s) -> value, spans, utf8_bad | nil, err
 --                                             the request-path decoder (core/json.c): one strict
 --                                             pass (RFC 8259, UTF-8), spans of each document's
@@ -341,6 +344,14 @@ function json.decode(s)
     end
   end
   return cj_decode(s)
+end
+
+-- A rerank answer over n documents in one C pass: the value without its top-level arrays
+-- under results/data/rankings, and lists { [key] = { [index + 1] = score } | false } for
+-- them (false: an item the full reader must judge). nil when the text is not strict JSON.
+function json.decode_scores(s, n)
+  if type(s) ~= "string" or type(n) ~= "number" then return nil end
+  return core_decode(s, array_mt, false, n)
 end
 
 -- Request bodies: strict JSON (RFC 8259) and UTF-8 in one C pass; empty arrays marked.

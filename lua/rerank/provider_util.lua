@@ -15,6 +15,8 @@
 --   U.text_image(req, rank_fields) one {text?, image?} object per document
 --   U.parse(body, headers, n)      tolerant results parser -> { results|scores, usage? } | nil, err
 --   U.read(j, headers, n)          the same over a decoded answer
+--   U.parse_scores(body, headers, n) the common answer read in C -> { scores, usage } | nil
+--   U.parser                       parse() for providers whose answer needs nothing special
 local json = require "rerank.json"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
@@ -474,9 +476,31 @@ function U.read(j, headers, n)
   return { results = results, usage = U.usage(j, headers) }
 end
 
--- parse() for providers whose answer needs nothing special
+-- The common answer (an object whose results/data/rankings list holds items with a
+-- numeric index and score) read in one C pass into { scores = { [index + 1] = score },
+-- usage }, without a table per item; nil when U.parse must read it (any other shape, a
+-- string number, an item it refuses: its messages stay the only ones).
+function U.parse_scores(body, headers, n)
+  if type(body) ~= "string" or body == "" or not n or n < 1 then return nil end
+  local j, lists = json.decode_scores(body, n)
+  if type(j) ~= "table" or type(lists) ~= "table" then return nil end
+  for _, k in ipairs(LISTS) do
+    local s = lists[k]
+    if s ~= nil then
+      if not s then return nil end
+      return { scores = s, usage = U.usage(j, headers) }
+    end
+    if type(val(j[k])) == "table" then return nil end
+  end
+  return nil
+end
+
+-- parse() for providers whose answer needs nothing special: { scores | results, usage }
 function U.parser(_, req, _, headers, body)
-  return U.parse(body, headers, #req.documents)
+  local n = #req.documents
+  local out = U.parse_scores(body, headers, n)
+  if out then return out end
+  return U.parse(body, headers, n)
 end
 
 return U

@@ -112,6 +112,30 @@ function M.provider(s)
   end
 end
 
+-- Upstream answer -> U.parse_scores (core/json_answer.c) against U.parse: where the fast
+-- path answers, U.parse accepts the answer with the same scores and usage.
+local U = require "rerank.provider_util"
+function M.answer(s)
+  for n = 1, 4, 3 do
+    local fast = U.parse_scores(s, {}, n)
+    if fast then
+      local full, err = U.parse(s, {}, n)
+      assert(full, "the fast path accepts what U.parse refuses: " .. tostring(err))
+      local m = {}
+      if full.scores then
+        for i = 1, n do m[i] = full.scores[i] end
+      else
+        for _, r in ipairs(full.results) do m[r.index + 1] = r.score end
+      end
+      for i = 1, n do
+        local a, b = fast.scores[i], m[i]
+        assert(a == b or (a ~= a and b ~= b), ("score of document %d: %s vs %s"):format(i - 1, tostring(a), tostring(b)))
+      end
+      same(fast.usage or {}, full.usage or {}, "usage")
+    end
+  end
+end
+
 -- JSON lists -> fusion input checking and every method.
 local fuse_ok, fuse = pcall(require, "rerank.fuse")
 function M.fusion(s)

@@ -112,7 +112,7 @@ for _, file in ipairs(PROVIDERS) do
           if denull(e.scores) then
             assert.are.same(e.scores, out.scores)
           else
-            assert.are.same(e.results, pairs_of(out.results))
+            assert.are.same(pairs_of(e.results), pairs_of(out))
           end
           assert.are.same(denull(e.usage), out.usage)
         end)
@@ -234,7 +234,7 @@ describe("probe (cohere_compatible path discovery)", function()
     local t = transport({ ["/rerank"] = 405, ["/v2/rerank"] = 200 })
     local out = assert(run(t, model))
     assert.are.same({ "/v1/rerank", "/rerank", "/v2/rerank" }, t.calls)
-    assert.are.same({ { 1, 0.9 }, { 2, 0.5 }, { 0, 0.1 } }, pairs_of(out.results))
+    assert.are.same({ { 0, 0.1 }, { 1, 0.9 }, { 2, 0.5 } }, pairs_of(out))
     t.calls = {}
     assert(run(t, model))
     assert.are.same({ "/v2/rerank" }, t.calls)
