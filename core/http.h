@@ -24,6 +24,8 @@ typedef struct {
     int nhdr, in_value;
     char *body;                /* decoded body; reused across messages */
     size_t body_len, body_cap;
+    const char *body_in;       /* or: a Content-Length body that arrived whole, in place in
+                                * the caller's input (valid until it reads on: rr_hmsg_body) */
     size_t body_expected;      /* Content-Length, else 0 */
     int started;               /* bytes of this message seen */
     int headers_done, complete, expect_continue, is_head, keepalive, chunked;
@@ -37,6 +39,10 @@ void rr_hmsg_free(rr_hmsg *m);
 size_t rr_hmsg_feed(rr_hmsg *m, const char *data, size_t len);
 /* Forgets the completed message and resumes the parser for the next one. */
 void rr_hmsg_next(rr_hmsg *m);
+/* The body's bytes (body_len of them): in the input fed to rr_hmsg_feed when a
+ * Content-Length body arrived in one piece (no copy; valid until the caller moves or reads
+ * more input), else the decoded copy. */
+static inline const char *rr_hmsg_body(const rr_hmsg *m) { return m->body_in ? m->body_in : m->body; }
 /* Frees a large body buffer once its bytes were copied (ctx.body); body_len stays. */
 void rr_hmsg_drop_body(rr_hmsg *m);
 /* First header named `name` (case-insensitive), or NULL. */

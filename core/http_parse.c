@@ -141,15 +141,6 @@ static int on_headers_complete(http_parser *p)
             return reject(m, 413, "request body is %llu bytes; the limit is %zu (server.max_body)",
                           (unsigned long long)p->content_length, m->max_body);
         m->body_expected = (size_t)p->content_length;
-        /* room for the whole body at once, up to BODY_KEEP: a client announcing a large
-         * length does not get that memory before it sends the bytes */
-        size_t want = m->body_expected < BODY_KEEP ? m->body_expected : BODY_KEEP;
-        if (want > m->body_cap) {
-            char *b = realloc(m->body, want);
-            if (!b) return reject(m, 503, "out of memory");
-            m->body = b;
-            m->body_cap = want;
-        }
     }
     const rr_hfield *f = NULL;
     for (int i = 0; i < m->nhdr && !f; i++)
@@ -166,7 +157,16 @@ static int on_body(http_parser *p, const char *at, size_t len)
     rr_hmsg *m = msg_of(p);
     if (len > m->max_body - m->body_len)
         return reject(m, 413, "request body exceeds %zu bytes (server.max_body)", m->max_body);
-    if (rr_buf_reserve(&m->body, &m->body_cap, m->body_len + len, 16384, m->max_body) != 0)
+    if (m->body_len == 0 && !m->chunked && len == m->body_expected) { /* whole: no copy */
+        m->body_in = at;
+        m->body_len = len;
+        return 0;
+    }
+    /* room for the whole body at once, up to BODY_KEEP: a client announcing a large length
+     * does not get that memory before it sends the bytes */
+    size_t want = m->body_len + len;
+    if (!m->body_len && m->body_expected > want) want = m->body_expected < BODY_KEEP ? m->body_expected : want;
+    if (rr_buf_reserve(&m->body, &m->body_cap, want, 16384, m->max_body) != 0)
         return reject(m, 503, "out of memory");
     memcpy(m->body + m->body_len, at, len);
     m->body_len += len;
@@ -218,6 +218,7 @@ void rr_hmsg_drop_body(rr_hmsg *m)
 void rr_hmsg_next(rr_hmsg *m)
 {
     m->head_len = m->url_len = m->body_len = m->body_expected = 0;
+    m->body_in = NULL;
     m->nhdr = m->in_value = 0;
     m->started = m->headers_done = m->complete = m->expect_continue = m->is_head = m->keepalive = m->chunked = 0;
     m->status = 0;

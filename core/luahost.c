@@ -399,7 +399,8 @@ static void push_ctx(lua_State *co, rr_req *r, const char *id)
         lua_rawset(co, -3);
     }
     lua_setfield(co, -2, "headers");
-    lua_pushlstring(co, m->body ? m->body : "", m->body_len);
+    const char *body = rr_hmsg_body(m); /* in place in the connection's input: read it now */
+    lua_pushlstring(co, body ? body : "", m->body_len);
     lua_setfield(co, -2, "body");
     rr_conn_drop_body(r->conn); /* Lua holds the copy: one body-sized buffer fewer while it runs */
 }
