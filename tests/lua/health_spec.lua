@@ -73,3 +73,13 @@ describe("health", function()
     assert.are.same({ "rr", health.DEFAULT.irrelevant }, { seen.documents[1].text, seen.documents[2].text })
   end)
 end)
+
+describe("GET /health?deep=1 rate limit", function()
+  it("lets one deep check start per interval", function()
+    local t = 1e6
+    assert.is_nil(health.admit(t))
+    local wait = health.admit(t + 1)
+    assert.is_true(wait >= 1 and wait <= health.DEEP_INTERVAL)
+    assert.is_nil(health.admit(t + health.DEEP_INTERVAL + 0.1))
+  end)
+end)
