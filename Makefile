@@ -64,6 +64,19 @@ $(BUILD)/tests/test_bm25 $(BUILD)/tests/test_analyzer: $(BUILD)/tests/test_%: te
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icore -o $@ $< $(BM25_OBJ) $(LDLIBS)
 
+# http_parse frames requests over http_parser (linked by the daemon only).
+$(BUILD)/tests/test_http_parse: tests/c/test_http_parse.c $(BUILD)/http_parse.o tests/c/ctest.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icore -o $@ $< $(BUILD)/http_parse.o $(LDLIBS) -lhttp_parser
+
+# json and yaml push Lua values: a bare lua_State from libluajit (in LDLIBS) drives them.
+$(BUILD)/tests/test_json: tests/c/test_json.c $(BUILD)/json.o $(BUILD)/json_answer.o $(BUILD)/tokenize.o tests/c/ctest.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icore -o $@ $< $(BUILD)/json.o $(BUILD)/json_answer.o $(BUILD)/tokenize.o $(LDLIBS)
+$(BUILD)/tests/test_yaml: tests/c/test_yaml.c $(BUILD)/yaml.o $(BUILD)/yaml_scalar.o tests/c/ctest.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icore -o $@ $< $(BUILD)/yaml.o $(BUILD)/yaml_scalar.o $(LDLIBS)
+
 # make run [CONFIG=file.yaml] [PORT=n]: PORT overrides server.listen's port (0 = any free port)
 CONFIG   ?= config.yaml
 PORT     ?=

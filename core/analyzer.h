@@ -1,7 +1,7 @@
 /* analyzer.c's internals for bm25.c: the per-worker word -> stem cache, read on the
  * document path without copying the stem. */
-#ifndef RR_ANALYZER_H
-#define RR_ANALYZER_H
+#ifndef RERANKD_ANALYZER_H
+#define RERANKD_ANALYZER_H
 #include <stdint.h>
 #include <stddef.h>
 

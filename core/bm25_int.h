@@ -1,7 +1,7 @@
 /* bm25.c's internals shared with bm25_prf.c (pseudo-relevance feedback): the term table,
  * the per-request context, postings and one pass's output. */
-#ifndef RR_BM25_INT_H
-#define RR_BM25_INT_H
+#ifndef RERANKD_BM25_INT_H
+#define RERANKD_BM25_INT_H
 #include "rerank.h"
 #include "analyzer.h"
 #include "tok.h"

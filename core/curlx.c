@@ -218,6 +218,37 @@ int rr_curl_setup(lua_State *L, int idx, rr_transfer *t, const rr_curl_opts *o, 
     return 0;
 }
 
+rr_curl_opts *rr_curl_read_call(lua_State *L, int idx, int n, int single)
+{
+    rr_curl_opts *opts = lua_newuserdata(L, sizeof(rr_curl_opts) * (size_t)(n ? n : 1));
+    for (int i = 0; i < n; i++) {
+        if (single) rr_curl_read_opts(L, idx, &opts[i]);
+        else {
+            lua_rawgeti(L, idx, i + 1);
+            rr_curl_read_opts(L, lua_gettop(L), &opts[i]);
+            lua_pop(L, 1);
+        }
+    }
+    return opts;
+}
+
+int rr_curl_setup_call(lua_State *L, int idx, int n, int single, rr_transfer *t, const rr_curl_opts *opts,
+                       double deadline_left, void *owner, int *set_up)
+{
+    for (int i = 0; i < n; i++) {
+        t[i].owner = owner;
+        int tidx = idx;
+        if (!single) {
+            lua_rawgeti(L, idx, i + 1);
+            tidx = lua_gettop(L);
+        }
+        if (set_up) *set_up = i + 1;
+        int rc = rr_curl_setup(L, tidx, &t[i], &opts[i], deadline_left);
+        if (!single) lua_pop(L, 1);
+        if (rc != 0) return -1;
+    }
+    return 0;
+}
 
 rr_transfer *rr_curl_next_done(CURLM *multi)
 {

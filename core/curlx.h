@@ -1,8 +1,8 @@
 /* Shared libcurl plumbing for the daemon's non-blocking fetch (fetch.c) and the Lua
  * module's own transport (lfetch.c): request options from Lua, easy-handle setup,
  * response buffering, and results pushed back to Lua. */
-#ifndef RERANK_CURLX_H
-#define RERANK_CURLX_H
+#ifndef RERANKD_CURLX_H
+#define RERANKD_CURLX_H
 #include <stddef.h>
 #include <curl/curl.h>
 #include <lua.h>
@@ -40,6 +40,14 @@ void rr_curl_read_opts(lua_State *L, int idx, rr_curl_opts *o);
  * rr_curl_transfer_free (the daemon holds a registry reference; the blocking module keeps
  * the options on its stack for the whole call). */
 int rr_curl_setup(lua_State *L, int idx, rr_transfer *t, const rr_curl_opts *o, double deadline_left);
+/* The options of one call (request: the table at idx; request_all: its elements 1..n), each
+ * checked by rr_curl_read_opts, in an array held by a userdata left on the stack. */
+rr_curl_opts *rr_curl_read_call(lua_State *L, int idx, int n, int single);
+/* rr_curl_setup for each of those transfers t[0..n) with one deadline, t[i].owner = owner;
+ * *set_up (when given) counts the transfers that may hold something to free. 0, or -1 when a
+ * setup failed (out of memory). */
+int rr_curl_setup_call(lua_State *L, int idx, int n, int single, rr_transfer *t, const rr_curl_opts *opts,
+                       double deadline_left, void *owner, int *set_up);
 /* Pushes {status, headers, body, done_us}, or nil, "kind: message" (single) / {error, done_us}
  * (batch); done_us (when it finished, core.now_us's clock) lets a caller that ran several
  * transfers together time each one (rerankd eval --concurrency). */

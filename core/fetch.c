@@ -258,15 +258,7 @@ static rr_req *current_req(lua_State *L)
 static int start_batch(lua_State *L, int idx, int n, int single, int concurrency, double hedge_after)
 {
     rr_req *r = current_req(L);
-    rr_curl_opts *opts = lua_newuserdata(L, sizeof(rr_curl_opts) * (size_t)(n ? n : 1));
-    for (int i = 0; i < n; i++) {
-        if (single) rr_curl_read_opts(L, idx, &opts[i]);
-        else {
-            lua_rawgeti(L, idx, i + 1);
-            rr_curl_read_opts(L, lua_gettop(L), &opts[i]);
-            lua_pop(L, 1);
-        }
-    }
+    rr_curl_opts *opts = rr_curl_read_call(L, idx, n, single);
     batch *b = calloc(1, sizeof *b + sizeof(rr_transfer) * (size_t)n);
     if (!b) return luaL_error(L, "http request: out of memory");
     b->fs = r->w->fetch;
@@ -278,19 +270,9 @@ static int start_batch(lua_State *L, int idx, int n, int single, int concurrency
     b->n = b->remaining = n;
     b->concurrency = concurrency > 0 ? concurrency : n;
     double left = r->w->opt->timeout - (double)(rr_now_us() - r->t0_us) / 1e6;
-    for (int i = 0; i < n; i++) {
-        b->t[i].owner = b;
-        int tidx = idx;
-        if (!single) {
-            lua_rawgeti(L, idx, i + 1);
-            tidx = lua_gettop(L);
-        }
-        int rc = rr_curl_setup(L, tidx, &b->t[i], &opts[i], left > 0 ? left : 0.001);
-        if (!single) lua_pop(L, 1);
-        if (rc != 0) {
-            batch_free(b);
-            return luaL_error(L, "http request: cannot set up the transfer");
-        }
+    if (rr_curl_setup_call(L, idx, n, single, b->t, opts, left > 0 ? left : 0.001, b, NULL) != 0) {
+        batch_free(b);
+        return luaL_error(L, "http request: cannot set up the transfer");
     }
     if (hedge_after >= 0) {
         b->race = 1;

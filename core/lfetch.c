@@ -103,27 +103,10 @@ static void run_all(set_box *s, int concurrency)
 static int start(lua_State *L, int n, int single, int concurrency)
 {
     CURLM *multi = get_multi(L);
-    rr_curl_opts *opts = lua_newuserdata(L, sizeof(rr_curl_opts) * (size_t)(n ? n : 1));
-    for (int i = 0; i < n; i++) {
-        if (single) rr_curl_read_opts(L, 1, &opts[i]);
-        else {
-            lua_rawgeti(L, 1, i + 1);
-            rr_curl_read_opts(L, lua_gettop(L), &opts[i]);
-            lua_pop(L, 1);
-        }
-    }
+    rr_curl_opts *opts = rr_curl_read_call(L, 1, n, single);
     set_box *s = new_set(L, n, multi);
-    for (int i = 0; i < n; i++) {
-        int idx = 1;
-        if (!single) {
-            lua_rawgeti(L, 1, i + 1);
-            idx = lua_gettop(L);
-        }
-        s->n = i + 1;
-        int rc = rr_curl_setup(L, idx, &s->t[i], &opts[i], 0);
-        if (!single) lua_pop(L, 1);
-        if (rc != 0) return luaL_error(L, "http: cannot set up the transfer");
-    }
+    if (rr_curl_setup_call(L, 1, n, single, s->t, opts, 0, NULL, &s->n) != 0)
+        return luaL_error(L, "http: cannot set up the transfer");
     run_all(s, concurrency > 0 ? concurrency : n);
     if (single) return rr_curl_push_result(L, &s->t[0], 1);
     lua_createtable(L, n, 0);

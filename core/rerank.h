@@ -1,7 +1,7 @@
 /* rerankd internal C API: the kernels shared by the daemon and rerank/core.so.
  * One responsibility per file; the Lua glue for all of them lives in lcore.c. */
-#ifndef RERANK_H
-#define RERANK_H
+#ifndef RERANKD_RERANK_H
+#define RERANKD_RERANK_H
 #include <stddef.h>
 #include <stdint.h>
 #include <lua.h>

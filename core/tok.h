@@ -4,8 +4,8 @@
  * digits and marks), split on ASCII punctuation/space/control, common Unicode
  * punctuation/symbol blocks and invalid UTF-8 bytes. Tokens are lower-cased for
  * ASCII, Latin-1, Latin Extended-A, Greek, Cyrillic and fullwidth Latin. */
-#ifndef RR_TOK_H
-#define RR_TOK_H
+#ifndef RERANKD_TOK_H
+#define RERANKD_TOK_H
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,7 @@
 -- End to end: POST /v1/fuse and pipelines inside /v1/rerank on the real daemon.
 local d = require "support.daemon"
 local cjson = require "cjson"
+local R = require "support.fusion_reference"
 
 local FIX = d.root .. "/tests/fixtures/fusion"
 
@@ -175,5 +176,108 @@ describe("rerankd fusion and pipelines over HTTP", function()
       assert.are.equal(c[2], status, raw)
       assert.are.equal(c[3], j.error.param, raw)
     end
+  end)
+end)
+
+describe("POST /v1/fuse against the reference (tests/support/fusion_reference.lua)", function()
+  local srv
+  setup(function()
+    srv = assert(d.start("server: { auth: none }\nmodels:\n  - name: bm25\n    provider: bm25\n"))
+  end)
+  teardown(function() if srv then d.stop(srv) end end)
+
+  it("every method over random lists", function()
+    math.randomseed(66)
+    for _, method in ipairs(R.METHODS) do
+      for trial = 1, 8 do
+        local lists = R.random_lists()
+        local params = R.random_params(lists, method)
+        local body = { method = method, params = params, lists = {} }
+        if next(params) == nil then body.params = nil end
+        for i, l in ipairs(lists) do
+          local items = {}
+          for j, it in ipairs(l.items) do items[j] = it end
+          body.lists[i] = { name = l.name, kind = l.kind, weight = l.weight,
+                            items = setmetatable(items, cjson.array_mt) }
+        end
+        setmetatable(body.lists, cjson.array_mt)
+        if math.random() < 0.2 then body.top_n = math.random(1, 5) end
+        local exp = R.reference(lists, method, { k = params.k, rank_base = params.rank_base,
+          weights = params.weights, normalize = params.normalize, std = params.std, top_n = body.top_n })
+        local st, raw, _, js = d.request(srv, "/v1/fuse", { body = body })
+        assert(st == 200, method .. ": " .. tostring(st) .. " " .. raw .. " for " .. R.dump(body))
+        R.compare(exp, js.results, method .. " http trial " .. trial .. " body " .. R.dump(body))
+      end
+    end
+  end)
+
+  it("inline pipelines: fuse -> rerank (candidates) -> threshold -> top_n, return_score all", function()
+    math.randomseed(67)
+    local WORDS = { "cat", "sleep", "dog", "run", "fish", "swim", "day", "night" }
+    local methods = { "rrf", "linear", "combsum", "relative_score", "borda", "dbsf" }
+    for trial = 1, 15 do
+      local lists = R.random_lists({ nonempty = true })
+      local texts = {}
+      for _, l in ipairs(lists) do
+        for _, it in ipairs(l.items) do
+          if not texts[it.id] then
+            local w = {}
+            for k = 1, math.random(1, 4) do w[k] = WORDS[math.random(#WORDS)] end
+            texts[it.id] = table.concat(w, " ")
+            it.text = texts[it.id] -- the first occurrence carries the text
+          end
+        end
+      end
+      local method = methods[math.random(#methods)]
+      local fused = R.reference(lists, method, {})
+      local cand = math.random(1, 5)
+      local min_score = math.random(0, 3) / 4
+      local top = math.random(1, 4)
+      local body = { query = "cat sleep night", return_score = "all", lists = {},
+        pipeline = { { fuse = { method = method } }, { rerank = { model = "bm25", candidates = cand } },
+                     { threshold = { min_score = min_score } }, { top_n = top } } }
+      for i, l in ipairs(lists) do
+        body.lists[i] = { name = l.name, kind = l.kind, weight = l.weight,
+                          items = setmetatable(l.items, cjson.array_mt) }
+      end
+      -- expected: the plain model over the top `cand` fused documents, in fused order
+      local docs, fs = {}, {}
+      for t = 1, math.min(cand, #fused) do docs[t] = texts[fused[t].id]; fs[t] = fused[t] end
+      local _, raw0, _, plain = d.request(srv, "/v1/rerank", { body = { model = "bm25", query = body.query,
+        documents = docs } })
+      assert(plain, raw0)
+      local exp = {}
+      for _, r in ipairs(plain.results) do
+        if r.relevance_score >= min_score and #exp < top then
+          exp[#exp + 1] = { id = fs[r.index + 1].id, rel = r.relevance_score, fused = fs[r.index + 1] }
+        end
+      end
+      local st, raw, _, js = d.request(srv, "/v1/rerank", { body = body })
+      assert(st == 200, raw)
+      local ctx = method .. " trial " .. trial .. " " .. R.dump(body) .. "\n" .. raw
+      assert(#exp == #js.results, ctx)
+      for t, e in ipairs(exp) do
+        local g = js.results[t]
+        assert(g.id == e.id, ctx)
+        assert(g.relevance_score == e.rel and g._relevance_score == e.rel, ctx)
+        assert(R.close(g._fused_score, e.fused.score), ctx)
+        local dist, sim
+        for i, l in ipairs(lists) do
+          local sc = e.fused.scores[l.name]
+          if sc ~= nil then
+            if l.kind == "distance" then dist = dist or sc else sim = sim or sc end
+          end
+          assert(i)
+        end
+        assert(R.close(g._distance or -1, dist or -1) and R.close(g.score or -1, sim or -1), ctx)
+        assert.are.same(e.fused.ranks, g.ranks)
+      end
+    end
+  end)
+
+  it("all-empty gives {\"results\":[]}", function()
+    local st, raw = d.request(srv, "/v1/fuse", { body = '{"method":"borda","lists":[{"items":[]},[]]}' })
+    assert.are.equal(200, st)
+    assert.are.equal('{"results":[]}', raw)
   end)
 end)

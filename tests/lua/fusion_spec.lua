@@ -2,6 +2,7 @@
 local fuse = require "rerank.fuse"
 local rerank = require "rerank"
 local paths = require "rerank.paths"
+local R = require "support.fusion_reference"
 
 local HERE = paths.dirname(paths.abs(debug.getinfo(1, "S").source:sub(2)))
 local FIX = paths.normalize(HERE .. "/../fixtures/fusion")
@@ -510,5 +511,58 @@ describe("fuse.normalize", function()
   end)
   it("max of a list whose max is 0 gives 0", function()
     assert.are.same({ 0, 0 }, fuse.normalize(list({ 0, -1 }), "max"))
+  end)
+end)
+
+describe("fusion methods against an independent reference (tests/support/fusion_reference.lua)", function()
+  math.randomseed(tonumber(os.getenv("FUSION_SEED") or "") or 6)
+
+  for _, method in ipairs(R.METHODS) do
+    it(method .. " (library, random inputs)", function()
+      for trial = 1, 300 do
+        local lists = R.random_lists()
+        local params = R.random_params(lists, method)
+        local opts = { method = method }
+        for k, v in pairs(params) do opts[k] = v end
+        if math.random() < 0.2 then opts.top_n = math.random(1, 5) end
+        local exp = R.reference(lists, method, { k = params.k, rank_base = params.rank_base,
+          weights = params.weights, normalize = params.normalize, std = params.std, top_n = opts.top_n })
+        local got, err = rerank.fuse(R.to_lib(lists), opts)
+        assert(got, method .. " trial " .. trial .. ": " .. R.dump(err))
+        R.compare(exp, got, method .. " trial " .. trial .. " lists " .. R.dump(lists) .. " opts " .. R.dump(opts))
+      end
+    end)
+  end
+
+  it("all-empty input gives [] and empty lists are allowed", function()
+    for _, method in ipairs(R.METHODS) do
+      local got = assert(rerank.fuse({}, { method = method }))
+      assert.are.equal(0, #got)
+      got = assert(rerank.fuse({ { items = {} }, { items = {} } }, { method = method }))
+      assert.are.equal(0, #got)
+    end
+  end)
+
+  it("documents with a fused score of 0 are still returned", function()
+    local got = assert(rerank.fuse({ { { id = "a", score = 0 }, { id = "b", score = 0 } } },
+      { method = "combsum" }))
+    assert.are.equal(2, #got)
+    assert.are.equal(0, got[1].score)
+    got = assert(rerank.fuse({ { weight = 0, { id = "a" }, { id = "b" } } }, { method = "rrf" }))
+    assert.are.equal(2, #got)
+  end)
+
+  it("borda: n = distinct documents, top gets n, left-out share (n - m + 1) / 2", function()
+    -- l1: a b (m=2), l2: c (m=1); n = 3. l1: a 3, b 2, c 1. l2: c 3, a,b share (2+1)/2 = 1.5
+    local got = assert(rerank.fuse({ { { id = "a" }, { id = "b" } }, { { id = "c" } } }, { method = "borda" }))
+    local s = {}
+    for _, r in ipairs(got) do s[r.id] = r.score end
+    assert.are.same({ a = 4.5, b = 3.5, c = 4 }, s)
+  end)
+
+  it("rank-based methods take distance lists in the order given", function()
+    local got = assert(rerank.fuse({ { kind = "distance", { id = "a", score = 0.9 }, { id = "b", score = 0.1 } } },
+      { method = "rrf" }))
+    assert.are.equal("a", got[1].id)
   end)
 end)

@@ -1,8 +1,7 @@
 -- lua/rerank/router.lua (aliases, groups, fallbacks, retries, Retry-After, deadlines, circuit
--- breakers, direct provider/model names, local cost) and lua/rerank/docs.lua (truncation,
--- chunking, rank_fields), with a fake clock and a scripted score function: no I/O.
+-- breakers, direct provider/model names, local cost), with a fake clock and a scripted score
+-- function: no I/O. Document preparation is in docs_spec.lua, batch splitting in upstream_spec.lua.
 local router = require "rerank.router"
-local docs = require "rerank.docs"
 
 local ROOT = os.getenv("PWD") or "."
 
@@ -395,73 +394,6 @@ describe("router helpers", function()
   end)
 end)
 
-describe("rerank.docs", function()
-  local s4 = { chars_per_token = 4 }
-  local sw = { chars_per_token = "whitespace" }
-
-  it("estimates tokens from bytes or words", function()
-    assert.are.equal(3, docs.estimate("0123456789", s4))
-    assert.are.equal(0, docs.estimate("", s4))
-    assert.are.equal(2, docs.estimate("  hello   world ", sw))
-  end)
-
-  it("truncates at the end or the start without splitting UTF-8", function()
-    assert.are.equal("abcdefgh", (docs.truncate("abcdefghijkl", 2, "end", s4)))
-    assert.are.equal("efghijkl", (docs.truncate("abcdefghijkl", 2, "start", s4)))
-    local t, cut = docs.truncate("short", 10, "end", s4)
-    assert.are.equal("short", t)
-    assert.is_false(cut)
-    local u = docs.truncate(("é"):rep(10), 1, "end", s4) -- 4 bytes: two whole é
-    assert.are.equal("éé", u)
-    assert.are.equal("éé", (docs.truncate(("é"):rep(10), 1, "start", s4)))
-    assert.are.equal("one two", (docs.truncate("one two three four", 2, "end", sw)))
-    assert.are.equal("three four", (docs.truncate("one two three four", 2, "start", sw)))
-  end)
-
-  it("splits into at most max chunks, preferring whitespace", function()
-    local text = ("word "):rep(40) -- 200 bytes
-    local c = docs.chunks(text, 10, 3, s4) -- 40-byte chunks
-    assert.are.equal(3, #c)
-    for _, part in ipairs(c) do assert.is_true(#part <= 40) end
-    assert.are.same({ "tiny" }, docs.chunks("tiny", 10, 3, s4))
-    assert.are.same({ "a b", "c d", "e" }, docs.chunks("a b c d e", 2, 10, sw))
-  end)
-
-  it("joins rank_fields as key: value lines in order", function()
-    assert.are.equal("title: T\nyear: 2020\ntags: [\"x\"]",
-      docs.rank_text({ title = "T", year = 2020, tags = { "x" }, other = "o" }, { "title", "year", "missing", "tags" }))
-  end)
-
-  it("prepares documents: rank_fields flattened, raw documents untouched", function()
-    local raw = { title = "T", body = "B" }
-    local req = { query = "q", rank_fields = { "body", "title" }, documents = { { index = 0, text = "", raw = raw } } }
-    local preq, owners = docs.prepare(req, { name = "x" }, s4)
-    assert.is_nil(owners)
-    assert.are.equal("body: B\ntitle: T", preq.documents[1].text)
-    assert.are.equal(preq.documents[1].text, preq.documents[1].raw)
-    assert.is_nil(preq.rank_fields)
-    assert.are.equal(raw, req.documents[1].raw)
-  end)
-
-  it("truncates locally unless the provider handles it", function()
-    local req = { query = "q", max_tokens_per_document = 1, documents = { { index = 0, text = "abcdefgh", raw = "abcdefgh" } } }
-    assert.are.equal("abcd", docs.prepare(req, { name = "x" }, s4).documents[1].text)
-    -- the declaration counts, not the name (providers/bm25.lua declares handles)
-    assert.are.equal("abcd", docs.prepare(req, { name = "bm25" }, s4).documents[1].text)
-    assert.are.equal(req, docs.prepare(req, { name = "y", handles = { max_tokens_per_document = true } }, s4))
-    req.truncate = "none"
-    assert.are.equal(req, docs.prepare(req, { name = "x" }, s4))
-    req.truncate = "start"
-    assert.are.equal("efgh", docs.prepare(req, { name = "x" }, s4).documents[1].text)
-  end)
-
-  it("collapses chunk scores to the max per document", function()
-    assert.are.same({ 0.9, 0.2 }, docs.collapse({ 0.1, 0.9, 0.2 }, { 1, 1, 2 }, 2))
-    local s = { 1, 2 }
-    assert.are.equal(s, docs.collapse(s, nil, 2))
-  end)
-end)
-
 describe("config: routing keys", function()
   local cfgmod = require "rerank.config"
   local function load(yaml) return cfgmod.load_string(yaml, "test.yaml") end
@@ -523,52 +455,4 @@ models:
       assert.truthy(err:find(c[2], 1, true), err)
     end)
   end
-end)
-
-describe("upstream splitting", function()
-  local upstream = require "rerank.upstream"
-  local cjson = require "cjson"
-
-  -- a provider over a fake transport: each batch scores its documents by their number
-  local function run(comparable, scale)
-    local P = { name = "fake", limits = { max_documents = 3 }, comparable_scores = comparable,
-      build = function(_, req)
-        local texts = {}
-        for i, d in ipairs(req.documents) do texts[i] = d.text end
-        return { method = "POST", url = "http://x/rerank", body = { texts = texts } }
-      end,
-      parse = function(_, _, _, _, body) return { scores = cjson.decode(body) } end,
-    }
-    local batches = {}
-    local transport = { request_all = function(list)
-      local out = {}
-      for i, o in ipairs(list) do
-        local texts = cjson.decode(o.body).texts
-        batches[i] = #texts
-        local s = {}
-        for j, t in ipairs(texts) do s[j] = tonumber(t) * (scale[i] or 1) end
-        out[i] = { status = 200, headers = {}, body = cjson.encode(s) }
-      end
-      return out
-    end }
-    local list = {}
-    for i = 1, 7 do list[i] = { index = i - 1, text = tostring(i), raw = tostring(i) } end
-    local out = assert(upstream.call(transport, { name = "m", provider = "fake" }, P,
-      { query = "q", documents = list, top_n = 2 }))
-    return out.scores, batches
-  end
-
-  it("calls batches of max_documents and merges the scores by position", function()
-    local scores, batches = run(nil, {})
-    assert.are.same({ 3, 3, 1 }, batches)
-    assert.are.same({ 1, 2, 3, 4, 5, 6, 7 }, scores)
-  end)
-
-  it("merges by rank within each batch when scores are not comparable", function()
-    -- batch 2 scores 100x higher: by position it would win outright
-    local scores = run(false, { 1, 100, 1 })
-    local want = { 1 - 2 / 3, 1 - 1 / 3, 1, 1 - 2 / 3, 1 - 1 / 3, 1, 1 }
-    for i = 1, 7 do assert.is_true(math.abs(want[i] - scores[i]) < 1e-12, i .. ": " .. scores[i]) end
-    assert.are.same({ [1] = 1, [3] = 1 - 1 / 3 }, upstream.rank_scores({ 5, nil, 2 }, 3))
-  end)
 end)

@@ -38,17 +38,15 @@ Control: GET /stats -> {requests, inflight, max_inflight}; POST /stats/reset (al
 GET /_mock/requests -> [{path, headers, json}] and POST /_mock/reset: both reset everything).
 With --key K, requests must carry "Authorization: Bearer K" (else 401, OpenAI's error shape).
 """
-import argparse, ast, json, math, re, socket, sys, threading, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import ast, json, math, re, sys, threading, time
+
+import mock_common
+from mock_common import Reply, words
 
 LOCK = threading.Lock()
 STATS = {"requests": 0, "inflight": 0, "max_inflight": 0}
 LOG, FLAKY = [], {}
 KEY = None
-
-
-def words(s):
-    return re.findall(r"\w+", str(s).lower())
 
 
 def share(q, d):
@@ -62,12 +60,6 @@ def text_of(content):
     if isinstance(content, list):
         return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
     return ""
-
-
-class Reply(Exception):
-    def __init__(self, status, body, headers=None):
-        super().__init__(status)
-        self.status, self.body, self.headers = status, body, headers or {}
 
 
 def oa_error(status, msg, etype="invalid_request_error", code=None):
@@ -204,17 +196,7 @@ def fault_tokens(model, header):
     return toks
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *a):
-        pass
-
-    def setup(self):
-        super().setup()
-        # no Nagle: with delayed ACKs a reply written in two pieces would stall ~40 ms
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+class Handler(mock_common.Handler):
     def send(self, status, body, headers=None):
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
@@ -227,10 +209,6 @@ class Handler(BaseHTTPRequestHandler):
         data = b"".join(self._headers_buffer) + raw
         self._headers_buffer = []
         self.wfile.write(data)
-
-    def read_body(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
 
     def do_GET(self):
         if self.path == "/stats":
@@ -330,26 +308,15 @@ class Handler(BaseHTTPRequestHandler):
         return 200, out, {}
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class Server(mock_common.Server):
     request_queue_size = 256
 
 
 def main():
-    global KEY
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--key", default=None)
-    a = ap.parse_args()
-    KEY = a.key
-    srv = Server((a.host, a.port), Handler)
-    print("listening on %s:%d" % srv.server_address[:2], flush=True)
-    try:
-        srv.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    def configure(a):
+        global KEY
+        KEY = a.key
+    mock_common.main(__doc__, Server, Handler, lambda ap: ap.add_argument("--key", default=None), configure)
 
 
 if __name__ == "__main__":

@@ -44,24 +44,16 @@ Control: GET /_mock/requests -> every request received [{method, path, headers, 
 (headers lower-cased); POST /_mock/reset clears it and the flaky counters; POST /_mock/revoke
 invalidates every IAM token issued so far.
 """
-import argparse, hashlib, hmac, json, re, select, socket, struct, sys, threading, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import hashlib, hmac, json, re, select, socket, struct, sys, threading, time
 from urllib.parse import parse_qs, quote, unquote
+
+import mock_common
+from mock_common import Reply, words
 
 KEY, AWS_KEY, AWS_SECRET = "test-key", "test-key", "test-secret"
 LOCK = threading.Lock()
 LOG, FLAKY = [], {}
 MALFORMED = object()  # a 200 whose body is cut-off JSON
-
-
-class Reply(Exception):
-    def __init__(self, status, body, headers=None):
-        super().__init__(status)
-        self.status, self.body, self.headers = status, body, headers or {}
-
-
-def words(s):
-    return re.findall(r"\w+", str(s).lower())
 
 
 def share(q, d):
@@ -702,17 +694,7 @@ PROVIDERS = {"cohere": Cohere(), "azure": Azure(), "jina": Jina(), "voyage": Voy
              "iam": Iam(), "watsonx": Watsonx()}
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *a):
-        pass
-
-    def setup(self):
-        super().setup()
-        # no Nagle: with delayed ACKs a reply written in two pieces would stall ~40 ms
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+class Handler(mock_common.Handler):
     def send(self, status, obj, headers=None, raw=None, fault=""):
         if obj is MALFORMED:
             raw = b'{"results": [{"index": 0, "relevance_score": 0.5}, {"index": 1, "rel'
@@ -748,8 +730,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send(404, {"detail": "Not Found"})
 
     def do_POST(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n else b""
+        raw = self.read_body()
         if self.path.startswith("/_mock/reset"):
             with LOCK:
                 LOG.clear(); FLAKY.clear()
@@ -861,26 +842,12 @@ def answer_fault(kind, out):
     return json.dumps(out).encode()
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def handle_error(self, request, client_address):
-        if not isinstance(sys.exc_info()[1], (_Reset, ConnectionError, BrokenPipeError)):
-            super().handle_error(request, client_address)
+class Server(mock_common.Server):
+    quiet_errors = (_Reset, ConnectionError, BrokenPipeError)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--host", default="127.0.0.1")
-    a = ap.parse_args()
-    srv = Server((a.host, a.port), Handler)
-    print("listening on %s:%d" % srv.server_address[:2], flush=True)
-    try:
-        srv.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    mock_common.main(__doc__, Server, Handler)
 
 
 if __name__ == "__main__":

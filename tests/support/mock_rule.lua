@@ -26,4 +26,23 @@ function M.nwords(s)
   return #list
 end
 
+-- The query and generated documents the LLM specs score against the mock: document i has
+-- "doc<i>", then "red" when i % 2 == 0, "apple" when i % 3 == 0, "pie" when i % pie_every
+-- == 0 (default 7), then `filler` when given.
+M.QUERY = "red apple pie"
+
+function M.make_docs(n, pie_every, filler)
+  pie_every = pie_every or 7
+  local docs = {}
+  for i = 0, n - 1 do
+    local w = { "doc" .. i }
+    if i % 2 == 0 then w[#w + 1] = "red" end
+    if i % 3 == 0 then w[#w + 1] = "apple" end
+    if i % pie_every == 0 then w[#w + 1] = "pie" end
+    if filler then w[#w + 1] = filler end
+    docs[#docs + 1] = table.concat(w, " ")
+  end
+  return docs
+end
+
 return M

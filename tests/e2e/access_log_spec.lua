@@ -1,5 +1,5 @@
--- Acceptance checks of production operations (issue 9) that an independent checker found
--- failing: the real daemon, the mock upstream, curl.
+-- The access log (issue 9): the upstream status and the fields operators read, on the real
+-- daemon with the mock upstream, over curl.
 local d = require "support.daemon"
 local cjson = require "cjson"
 
