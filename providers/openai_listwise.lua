@@ -37,12 +37,7 @@ local P = {
   },
 }
 
-local function opt(model, k, default)
-  local o = model.options
-  local v = o and o[k]
-  if v == nil then return default end
-  return v
-end
+local opt = require("rerank.provider_util").opt -- model.options[k], else default
 
 local function setup(model, req, state)
   local tpl, err = llm.template(model, "rankgpt")

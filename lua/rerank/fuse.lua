@@ -1,6 +1,6 @@
 -- Fusion of ranked lists (DESIGN §3, §7): input checking, the method registry, the final
--- order, and POST /v1/fuse's wire shape; the shared normalisations are in fuse_scores.lua
--- (re-exported here). Why one file over ~500 lines: every section reads and writes the
+-- order, and POST /v1/fuse's wire shape; the shared normalisations are in fuse_scores.lua.
+-- Why one file over ~500 lines: every section reads and writes the
 -- prepared lists P described below, and splitting them would spread that layout over files.
 --
 --   fuse.check_lists(v, param, opts) -> P | nil, err
@@ -301,7 +301,9 @@ local builtin_cache = {}
 local function builtin(name)
   local m = builtin_cache[name]
   if m == nil then
-    m = require("rerank.fusion.comb")[name] or require("rerank.fusion." .. name) -- comb: one registry file
+    -- two registries of small entries: score-based and rank-based methods
+    m = require("rerank.fusion.score")[name] or require("rerank.fusion.rank")[name]
+        or error("fusion: no built-in method " .. tostring(name))
     builtin_cache[name] = m
   end
   return m
@@ -539,11 +541,9 @@ function M.check_params(method, params, prefix)
 end
 
 ---------------------------------------------------------------------------------------------
--- per-list scores: similarities, normalisations (lua/rerank/fuse_scores.lua)
+-- per-list scores: similarities, normalisations (lua/rerank/fuse_scores.lua, which the
+-- method registries in fusion/ require themselves)
 local fs = require "rerank.fuse_scores"
-M.sims, M.minmax, M.mean_std, M.normalize = fs.sims, fs.minmax, fs.mean_std, fs.normalize
-M.add_normalized, M.zeros, M.sum_normalized = fs.add_normalized, fs.zeros, fs.sum_normalized
-M.add_reciprocal_ranks, M.comb, M.scaled = fs.add_reciprocal_ranks, fs.comb, fs.scaled
 
 ---------------------------------------------------------------------------------------------
 -- compute
@@ -608,7 +608,7 @@ function M.compute(P, method, params, pprefix)
             or (l.param .. ".items[" .. (l.missing - 1) .. "]")
         return fail(400, ('%s.score is required by method "%s"'):format(ip, method.name), ip .. ".score")
       end
-      M.sims(l)
+      fs.sims(l)
     end
   end
   local F = method.fuse(P, params)

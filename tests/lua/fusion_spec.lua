@@ -486,7 +486,8 @@ describe("operator fusion files", function()
   end)
 end)
 
-describe("fuse.normalize", function()
+describe("fuse_scores.normalize", function()
+  local fs = require "rerank.fuse_scores"
   local function list(scores, kind)
     local items = {}
     for i, s in ipairs(scores) do items[i] = { id = i, score = s } end
@@ -495,22 +496,22 @@ describe("fuse.normalize", function()
   end
   it("every variant on 2, 4, 6", function()
     local l = list({ 2, 4, 6 })
-    assert.are.same({ 2, 4, 6 }, fuse.normalize(l, "none"))
-    assert.are.same({ 0, 0.5, 1 }, fuse.normalize(l, "min_max"))
-    assert.are.same({ 2 / 6, 4 / 6, 1 }, fuse.normalize(l, "max"))
-    assert.are.same({ 0, 2 / 6, 4 / 6 }, fuse.normalize(l, "sum"))    -- (s - 2) / (0 + 2 + 4)
+    assert.are.same({ 2, 4, 6 }, fs.normalize(l, "none"))
+    assert.are.same({ 0, 0.5, 1 }, fs.normalize(l, "min_max"))
+    assert.are.same({ 2 / 6, 4 / 6, 1 }, fs.normalize(l, "max"))
+    assert.are.same({ 0, 2 / 6, 4 / 6 }, fs.normalize(l, "sum"))    -- (s - 2) / (0 + 2 + 4)
     local sp = math.sqrt(8 / 3)                                         -- population
-    assert.are.same({ -2 / sp, 0, 2 / sp }, fuse.normalize(l, "z_score"))
-    assert.are.same({ -1, 0, 1 }, fuse.normalize(l, "z_score", { std = "sample" })) -- sqrt(8/2) = 2
-    assert.are.same({ 1, 1 - 1 / 3, 1 - 2 / 3 }, fuse.normalize(l, "rank"))
+    assert.are.same({ -2 / sp, 0, 2 / sp }, fs.normalize(l, "z_score"))
+    assert.are.same({ -1, 0, 1 }, fs.normalize(l, "z_score", { std = "sample" })) -- sqrt(8/2) = 2
+    assert.are.same({ 1, 1 - 1 / 3, 1 - 2 / 3 }, fs.normalize(l, "rank"))
   end)
   it("distance lists use 1 - d", function()
     local l = list({ 0.25, 0.5 }, "distance")
-    assert.are.same({ 0.75, 0.5 }, fuse.normalize(l, "none"))
-    assert.are.same({ 1, 0 }, fuse.normalize(l, "min_max"))
+    assert.are.same({ 0.75, 0.5 }, fs.normalize(l, "none"))
+    assert.are.same({ 1, 0 }, fs.normalize(l, "min_max"))
   end)
   it("max of a list whose max is 0 gives 0", function()
-    assert.are.same({ 0, 0 }, fuse.normalize(list({ 0, -1 }), "max"))
+    assert.are.same({ 0, 0 }, fs.normalize(list({ 0, -1 }), "max"))
   end)
 end)
 
