@@ -2,7 +2,7 @@
 --
 --   pipeline.parse_fields(body, req, opts) -> nil | err   the pipeline fields of a rerankd-shape
 --       request: pipeline (a configured name or inline stages), lists (replacing documents),
---       return_score. Called by api.lua.
+--       return_score. Called by the rerankd shape (lua/rerank/shapes/rerankd.lua).
 --   pipeline.check_stages(v, param) -> stages | nil, err  inline stages, checked like config's
 --   pipeline.resolve(inst, req) -> stages, name | nil, err | nil   does req run a pipeline?
 --   pipeline.run(inst, req, stages, name, timing) -> result | nil, err
@@ -197,10 +197,9 @@ function M.check_stages(v, param)
 end
 
 ---------------------------------------------------------------------------------------------
--- request fields (api.lua's rerankd shape)
+-- request fields (the rerankd shape: lua/rerank/shapes/rerankd.lua)
 
 function M.parse_fields(b, req, opts)
-  local api = require "rerank.api"
   local p = b.pipeline
   if present(p) then
     if type(p) == "string" then
@@ -230,8 +229,10 @@ function M.parse_fields(b, req, opts)
     req.lists = P
     req.documents = {}
   elseif present(b.documents) then
-    local docs, err = api.check.documents(b.documents, "documents", opts.max_documents or api.DEFAULT_MAX_DOCUMENTS,
-                                          nil, nil, opts.max_image_bytes)
+    local R = require "rerank.shapes.rerankd"
+    local dopts = R.documents_opts(b, opts)
+    dopts.body, dopts.spans = nil, nil -- a pipeline's documents are not spliced
+    local docs, err = R.documents(b.documents, "documents", dopts)
     if not docs then return err end
     req.documents = docs
   else

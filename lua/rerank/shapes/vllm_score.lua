@@ -26,9 +26,8 @@ local S = { name = "vllm_score" }
 -- the pair fields, in vLLM's order of preference
 local PAIRS = { { "queries", "documents" }, { "queries", "items" }, { "text_1", "text_2" }, { "data_1", "data_2" } }
 
-local function is_list(v) return type(v) == "table" and check.is_array(v) end
-
 function S.parse(b, opts)
+  local function is_list(v) return type(v) == "table" and check.is_array(v, opts.from_json) end
   local req = { shape = S.name, return_documents = false }
   local v, err = C.model(b.model)
   if err then return nil, err end
@@ -73,7 +72,7 @@ function S.parse(b, opts)
   if err then return nil, err end
   req.query = v
   local docs = right
-  local dopts = { max = opts.max_documents, strings_only = true }
+  local dopts = { max = opts.max_documents, strings_only = true, from_json = opts.from_json }
   if type(right) == "string" then
     docs = json.array({ right })
   else
