@@ -45,7 +45,9 @@ M.NAMES = { "cohere_v1", "cohere_v2", "jina", "voyage", "tei", "vllm_score", "ni
 ---------------------------------------------------------------------------------------------
 -- fields every shape accepts
 
-local function common(req, b, from_json)
+-- (fallbacks and rank_fields here take an empty {} as an empty list even from JSON text, as
+-- they always have; a shape that reads rank_fields itself, Cohere's, is strict)
+local function common(req, b)
   local v, err
   if C.present(b.timeout) then
     v = C.parse_timeout(b.timeout)
@@ -57,12 +59,12 @@ local function common(req, b, from_json)
     req.timeout = v
   end
   if C.present(b.fallbacks) then
-    v, err = C.string_list(b.fallbacks, "fallbacks", true, from_json)
+    v, err = C.string_list(b.fallbacks, "fallbacks", true)
     if err then return nil, err end
     req.fallbacks = v
   end
   if req.rank_fields == nil and C.present(b.rank_fields) then
-    v, err = C.string_list(b.rank_fields, "rank_fields", false, from_json)
+    v, err = C.string_list(b.rank_fields, "rank_fields")
     if err then return nil, err end
     req.rank_fields = v
   end
@@ -135,7 +137,7 @@ function M.parse(shape, body, opts)
   local req, err = sh.parse(b, o)
   if not req then return nil, err end
   if tf ~= "text" then req.text_field = tf end
-  return common(req, b, from_json)
+  return common(req, b)
 end
 
 function M.render(shape, result, req)
