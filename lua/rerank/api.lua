@@ -2,11 +2,14 @@
 --
 --   api.parse(shape, body, opts) -> req | nil, err
 --       body: the request body (a JSON string), or an already-decoded table (library callers).
---       opts: { max_documents = 10000, max_image_bytes = 5 MiB }
+--       opts: { max_documents = 10000, max_image_bytes = 5 MiB, text_field = "text",
+--               from_json = bool (a decoded table that was JSON text; a string body is) }
+--       The shape's parse gets a copy of opts with from_json set (check.is_array below).
 --       err:  { status = 400|413|415|422, type = "invalid_request_error", message =, param = }
 --   api.render(shape, result, req) -> JSON string in the shape the client spoke
 --   api.render_error(shape, err) -> JSON error body in that shape
---   api.register(shape, { parse = fn(body_table, opts) -> req | nil, err,
+--   api.register(shape, { parse = fn(body_table, opts) -> req | nil, err,   (one module a shape:
+--                                                                        lua/rerank/shapes/)
 --                         render = fn(result, req) -> string, render_error = fn(err)? })
 --
 -- The internal request every shape normalises to (others rely on it):
@@ -35,12 +38,9 @@
 local json = require "rerank.json"
 
 local type, next, floor, find, lower, sub, tostring = type, next, math.floor, string.find, string.lower, string.sub, tostring
-local concat, huge = table.concat, math.huge
+local huge, pairs = math.huge, pairs
 local null, kind, number = json.null, json.kind, json.number
 local jstring, jencode = json.string, json.encode
-
-local ok_tnew, table_new = pcall(require, "table.new")
-if not ok_tnew then table_new = function() return {} end end
 
 local api = {}
 api.DEFAULT_MAX_DOCUMENTS = 10000
@@ -59,10 +59,10 @@ local function present(v) return v ~= nil and v ~= null end
 local function is_object(v) return type(v) == "table" and kind(v) == "object" end
 
 -- Arrays: a marked or [1]-holding table, or an empty unmarked one from a Lua caller. For
--- JSON text, json.decode marks every empty [] (so an unmarked empty table was {}): strict.
-local strict_arrays = false
-local function is_array(v)
-  return type(v) == "table" and (kind(v) == "array" or (not strict_arrays and next(v) == nil))
+-- JSON text (from_json: the parse's opts.from_json), json.decode marks every empty [] (so an
+-- unmarked empty table was {}): strict.
+local function is_array(v, from_json)
+  return type(v) == "table" and (kind(v) == "array" or (not from_json and next(v) == nil))
 end
 
 local function check_string(v, param)
@@ -149,126 +149,14 @@ local function check_image(v, p, max_bytes)
 end
 api.check_image = check_image
 
--- documents: strings or {text, id?, title?, metadata?} objects -> internal documents.
--- With src/spans (doc_spans), a document whose text is a JSON string of the body records
--- its bytes: d.src, d.js, d.je (json.encode and responses splice them).
--- An object with `image` needs no text: the document's text is then "" (d.image set).
-local function check_documents(v, param, max_docs, src, spans, max_image)
-  if not present(v) then return fail(400, param .. " is required", param) end
-  if not is_array(v) then return fail(400, param .. " must be an array", param) end
-  local n = #v
-  if n > max_docs then
-    return fail(422, param .. " has " .. n .. " items; the maximum is " .. max_docs, param)
-  end
-  local docs = table_new(n, 0)
-  for i = 1, n do
-    local d = v[i]
-    local td = type(d)
-    if td == "string" then
-      local js, je = doc_span(spans, i)
-      docs[i] = { index = i - 1, text = d, raw = d, src = js and src, js = js, je = je }
-    elseif td == "table" and kind(d) == "object" then
-      local p = param .. "[" .. (i - 1) .. "]"
-      local text, id, title, md = d.text, d.id, d.title, d.metadata
-      local image, err = d.image
-      if present(image) then
-        image, err = check_image(image, p, max_image)
-        if err then return nil, err end
-        if not present(text) then text = "" end
-      else
-        image = nil
-      end
-      if not present(text) then return fail(400, p .. ".text is required", p .. ".text") end
-      if type(text) ~= "string" then return fail(400, p .. ".text must be a string", p .. ".text") end
-      if id == null then
-        id = nil
-      elseif id ~= nil and type(id) ~= "string" and type(id) ~= "number" then
-        return fail(400, p .. ".id must be a string or a number", p .. ".id")
-      elseif type(id) == "number" and not (id > -huge and id < huge) then
-        return fail(422, p .. ".id must be a finite number", p .. ".id")
-      end
-      if title ~= nil then
-        title, err = check_string(title, p .. ".title")
-        if err then return nil, err end
-      end
-      if md ~= nil then
-        md, err = check_object(md, p .. ".metadata")
-        if err then return nil, err end
-      end
-      local js, je = doc_span(spans, i) -- the span of the "text" member
-      docs[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d,
-                  src = js and src, js = js, je = je, image = image }
-    else
-      local p = param .. "[" .. (i - 1) .. "]"
-      return fail(400, p .. " must be a string or an object with a text field", p)
-    end
-  end
-  return docs
-end
-
 api.check = {
   present = present, is_object = is_object, is_array = is_array,
   string = check_string, bool = check_bool, object = check_object, int = check_int,
-  truncate = check_truncate, query = check_query, documents = check_documents,
+  truncate = check_truncate, query = check_query,
 }
 
 ---------------------------------------------------------------------------------------------
--- rerankd's own POST /v1/rerank (reference/002_6e2ab227ad9244fd.txt)
-
-local function parse_rerankd(b, opts)
-  local req = { shape = "rerankd", return_documents = false }
-  local v, err
-  -- model
-  v, err = check_string(b.model, "model")
-  if err then return nil, err end
-  if v == "" then return fail(422, "model must not be empty", "model") end
-  req.model = v
-  -- pipeline / lists (lua/rerank/pipeline.lua): query optional until a rerank stage needs it
-  local piped = present(b.pipeline) or present(b.lists)
-  if not (piped and not present(b.query)) then
-    v, err = check_query(b.query, "query")
-    if err then return nil, err end
-    req.query = v
-  end
-  if piped then
-    err = require("rerank.pipeline").parse_fields(b, req, opts)
-    if err then return nil, err end
-  else
-    local src, spans = doc_spans(opts, "documents")
-    v, err = check_documents(b.documents, "documents", opts.max_documents or api.DEFAULT_MAX_DOCUMENTS,
-                             src, spans, opts.max_image_bytes)
-    if err then return nil, err end
-    req.documents = v
-  end
-  v, err = check_string(b.return_score, "return_score")
-  if err then return nil, err end
-  if v ~= nil and v ~= "relevance" and v ~= "all" then
-    return fail(422, 'return_score must be one of "relevance", "all"', "return_score")
-  end
-  req.return_score = v
-  v, err = check_int(b.top_n, "top_n", 1)
-  if err then return nil, err end
-  req.top_n = v
-  v, err = check_bool(b.return_documents, "return_documents")
-  if err then return nil, err end
-  if v ~= nil then req.return_documents = v end
-  v, err = check_truncate(b.truncate, "truncate")
-  if err then return nil, err end
-  req.truncate = v
-  v, err = check_int(b.max_tokens_per_document, "max_tokens_per_document", 1)
-  if err then return nil, err end
-  req.max_tokens_per_document = v
-  v, err = check_object(b.metadata, "metadata")
-  if err then return nil, err end
-  req.metadata = v
-  v, err = check_string(b.user, "user")
-  if err then return nil, err end
-  req.user = v
-  v, err = check_object(b.extra_body, "extra_body")
-  if err then return nil, err end
-  req.extra_body = v
-  return req
-end
+-- answer helpers the shapes share (lua/rerank/shapes/)
 
 -- The client's document for a result: its original value (string or object) as decoded.
 local function document_json(req, index)
@@ -284,12 +172,6 @@ local function document_json(req, index)
 end
 api.document_json = document_json
 
-local function value_json(v)
-  if v == nil then return "null" end
-  if type(v) == "number" then return number(v) end
-  return jencode(v)
-end
-
 -- return_score "all": the model's raw score, the calibrated one (null without a calibration)
 -- and the score's kind, after the relevance_score every answer carries
 function api.score_members(r)
@@ -301,48 +183,6 @@ function api.score_members(r)
   if r.score_kind then s = s .. ',"score_kind":' .. jstring(r.score_kind) end
   return s
 end
-
--- {"id":..,"object":"list","model":..,"results":[{"index":..,"relevance_score":..,
--- "document":..?}],"usage":{"prompt_tokens":..,"total_tokens":..},"degraded":true?}
--- relevance_score goes through json.number (exact, shortest; a non-finite score, which the
--- runtime never produces, would print as null rather than break the JSON).
-local function render_rerankd(result, req)
-  local results = result.results or {}
-  local n = #results
-  local with_docs = req and req.return_documents
-  local buf = table_new(n + 2, 0)
-  buf[1] = '{"id":' .. value_json(result.id) .. ',"object":"list","model":'
-      .. value_json(result.model or (req and req.model)) .. ',"results":['
-  local all = req and req.return_score == "all"
-  for i = 1, n do
-    local r = results[i]
-    local idx = r.index
-    -- pipeline results carry their extra members (id, stage scores) as a JSON fragment
-    local extra = r.extra or (all and api.score_members(r)) or ""
-    if with_docs then
-      buf[i + 1] = (i > 1 and ',{"index":' or '{"index":') .. number(idx) .. ',"relevance_score":'
-          .. number(r.relevance_score) .. extra .. ',"document":' .. document_json(req, idx) .. '}'
-    else
-      buf[i + 1] = (i > 1 and ',{"index":' or '{"index":') .. number(idx) .. ',"relevance_score":'
-          .. number(r.relevance_score) .. extra .. '}'
-    end
-  end
-  local u = result.usage or {}
-  local pt = u.prompt_tokens or 0
-  -- optional members only when known: completion tokens (LLMs), search units, cost (USD
-  -- from config prices), score_kind ("rank" for listwise), repairs (LLM answers fixed up)
-  buf[n + 2] = '],"usage":{"prompt_tokens":' .. number(pt)
-      .. (u.completion_tokens and (',"completion_tokens":' .. number(u.completion_tokens)) or '')
-      .. ',"total_tokens":' .. number(u.total_tokens or pt)
-      .. (u.search_units and (',"search_units":' .. number(u.search_units)) or '')
-      .. (u.cost and (',"cost":' .. number(u.cost)) or '') .. '}'
-      .. (result.score_kind and result.score_kind ~= "relevance" and (',"score_kind":' .. jstring(result.score_kind)) or '')
-      .. (result.repairs and result.repairs > 0 and (',"repairs":' .. number(result.repairs)) or '')
-      .. (result.degraded and ',"degraded":true}' or '}')
-  return concat(buf)
-end
-
-shapes.rerankd = { parse = parse_rerankd, render = render_rerankd }
 
 ---------------------------------------------------------------------------------------------
 
@@ -369,17 +209,16 @@ function api.parse(shape, body, opts)
     if b == nil then return fail(400, "invalid JSON body: " .. tostring(err)) end
   end
   if not is_object(b) then return fail(400, "request body must be a JSON object") end
-  return api.parse_decoded(sh.parse, b, opts, b ~= body)
+  return sh.parse(b, api.parse_opts(opts, b ~= body))
 end
 
--- Runs a shape's parse over a decoded body. from_json: the body was JSON text, so an
--- unmarked empty table was {} (json.decode marks every []) and is not an array.
-function api.parse_decoded(parse, b, opts, from_json)
-  strict_arrays = from_json and true or false -- parse never yields: the flag cannot leak
-  local ok, req, err = pcall(parse, b, opts or {})
-  strict_arrays = false
-  if not ok then error(req, 0) end
-  return req, err
+-- The opts a shape's parse gets: a copy of the caller's, from_json set when the body was
+-- JSON text (then an unmarked empty table was {}, not an array: check.is_array).
+function api.parse_opts(opts, from_json)
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.from_json = (from_json or o.from_json) and true or nil
+  return o
 end
 
 -- HTTP bodies must be UTF-8: json.decode_request reports the first bad byte (0-based).
@@ -396,5 +235,9 @@ function api.render_error(shape, err)
   if sh.render_error then return sh.render_error(err) end
   return json.error_body(err.status or 500, err.type, err.message, err.param)
 end
+
+-- rerankd's own shape is always there (lua/rerank/shapes/rerankd.lua; it requires this module)
+package.loaded["rerank.api"] = api
+shapes.rerankd = require "rerank.shapes.rerankd"
 
 return api

@@ -7,12 +7,13 @@
 --                     none), models = { names } | nil, shared_dict = NAME (nginx) }
 --       opts: { redis = module (default require "rerank.core.redis"), redis_opts, prefix,
 --               clock = fn() -> seconds, log = fn(level, msg) }
---   cache.score(inst, model, req) -> scores, usage, degraded, out | nil, err
---       the engine's Instance:score goes through here (it calls inst:score(model, sub) with
---       sub.cache_bypass = true for the real work); it also feeds the per-model upstream
---       metrics, so it runs whether or not a cache is configured
---   cache.status()                -> "hit" | "partial" | "miss" | nil for this request
---                                    (coroutine) so far, and forgets it
+--   cache.wrap(inst, score)       -> cached(model, req, report) -> scores, usage, degraded, out | nil, err
+--       score(model, req, report) is the provider call (Instance:score); the router calls the
+--       wrapped one. It asks the cache first (inst.cache, nil without one), calls score with
+--       the missing documents only, stores what came back, and feeds the per-model upstream
+--       metrics, so it wraps whether or not a cache is configured. report (the caller's
+--       table, or nil): report.cache becomes "hit" | "partial" | "miss", merged over the
+--       calls made with the same report (cache.merge_status)
 --   cache.hash(s[, seed])         -> 16 hex digits (64-bit, not cryptographic)
 --   cache.lru(max_bytes)          -> the in-process store (get_many/set_many/entries/bytes)
 --   c:keys(model, req)            -> one key per document
@@ -315,7 +316,7 @@ end
 -- Request fields that do not change scores (everything else is part of the key).
 local REQ_SKIP = {
   documents = true, query = true, top_n = true, return_documents = true, id = true, metadata = true,
-  user = true, shape = true, model = true, cache_bypass = true, cache_status = true, return_score = true,
+  user = true, shape = true, model = true, return_score = true,
   return_text = true, raw = true, timeout = true, fallbacks = true, pipeline = true, lists = true,
   health_check = true, min_score = true, score_as = true, priority = true,
 }
@@ -351,9 +352,7 @@ function Cache.keys(_, model, req) -- c:keys(model, req)
 end
 
 ---------------------------------------------------------------------------------------------
--- per-request status ("hit" | "partial" | "miss"), merged over the request's scoring calls
-
-local statuses = setmetatable({}, { __mode = "k" })
+-- a request's status ("hit" | "partial" | "miss"), merged over its scoring calls
 
 local function merge_status(a, b)
   if not a then return b end
@@ -362,22 +361,12 @@ local function merge_status(a, b)
 end
 M.merge_status = merge_status
 
-local function note(req, st)
-  req.cache_status = merge_status(req.cache_status, st)
-  local co = coroutine.running()
-  if co then statuses[co] = merge_status(statuses[co], st) end
-end
-
-function M.status()
-  local co = coroutine.running()
-  if not co then return nil end
-  local s = statuses[co]
-  statuses[co] = nil
-  return s
+local function note(report, st)
+  if report then report.cache = merge_status(report.cache, st) end
 end
 
 ---------------------------------------------------------------------------------------------
--- the engine hook
+-- the wrapper the router calls
 
 local function finite(x)
   return type(x) == "number" and x == x and x ~= huge and x ~= -huge
@@ -397,20 +386,18 @@ local function repaired(r)
   return r ~= nil and r ~= false
 end
 
-local function direct(inst, model, req)
+local function direct(score, model, req, report)
   local t0 = core.now_us()
-  req.cache_bypass = true
-  local scores, usage, degraded, out = inst:score(model, req)
-  req.cache_bypass = nil
+  local scores, usage, degraded, out = score(model, req, report)
   observe(model, t0, scores ~= nil, degraded)
   return scores, usage, degraded, out
 end
 
-function M.score(inst, model, req)
+local function cached(inst, score, model, req, report)
   local c = inst.cache
   local n = #req.documents
   if not c or n == 0 or not c:applies(model, inst.providers and inst.providers[model.name]) then
-    return direct(inst, model, req)
+    return direct(score, model, req, report)
   end
   local keys = c:keys(model, req)
   local vals, hits = c.store:get_many(keys)
@@ -418,7 +405,7 @@ function M.score(inst, model, req)
   if hits > 0 then metrics.inc("rerankd_cache_documents_total", { model = model.name, result = "hit" }, hits) end
   if hits < n then metrics.inc("rerankd_cache_documents_total", { model = model.name, result = "miss" }, n - hits) end
   if hits == n then
-    note(req, "hit")
+    note(report, "hit")
     l.result = "hit"
     metrics.inc("rerankd_cache_requests_total", l)
     local scores = {}
@@ -426,7 +413,7 @@ function M.score(inst, model, req)
     return scores, { prompt_tokens = 0, total_tokens = 0, search_units = 0 }, false, nil
   end
   local st = hits == 0 and "miss" or "partial"
-  note(req, st)
+  note(report, st)
   l.result = st
   metrics.inc("rerankd_cache_requests_total", l)
 
@@ -445,9 +432,8 @@ function M.score(inst, model, req)
     end
     sub.documents = todo
     sub.top_n = nil -- every missing document needs a score
-    sub.cache_status = nil
   end
-  local s2, usage, degraded, out = direct(inst, model, sub)
+  local s2, usage, degraded, out = direct(score, model, sub, report)
   if not s2 then return nil, usage end
   local o = type(out) == "table" and out or {}
   -- o.served_by: a hedge target answered (lua/rerank/hedge.lua): not the primary's scores
@@ -470,6 +456,10 @@ function M.score(inst, model, req)
     usage = u
   end
   return scores, usage, degraded, out
+end
+
+function M.wrap(inst, score)
+  return function(model, req, report) return cached(inst, score, model, req, report) end
 end
 
 return M

@@ -74,7 +74,7 @@ local function check(inst, model)
   local req = {
     shape = "rerankd", model = model.name, query = t.query, return_documents = false,
     documents = { { index = 0, text = t.relevant, raw = t.relevant }, { index = 1, text = t.irrelevant, raw = t.irrelevant } },
-    cache_bypass = true, health_check = true,
+    health_check = true,
   }
   local t0 = core.now_us()
   local ok, scores, err, degraded = pcall(inst.score, inst, model, req)

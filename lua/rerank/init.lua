@@ -61,10 +61,11 @@ function M.new(cfg, opts)
     self.providers[m.name] = p
   end
   self.cache = cache.new(c) -- score cache (lua/rerank/cache.lua); nil unless `cache:` is configured
-  -- aliases, fallbacks, retries, deadlines, breakers, direct provider/model names
+  -- aliases, fallbacks, retries, deadlines, breakers, direct provider/model names; each call
+  -- goes through the score cache and the per-model upstream metrics to the provider
   local sleep = self.transport and self.transport.sleep
   self.router = router.new(c, { providers = self.providers, load_provider = load_provider, sleep = sleep,
-    score = function(model, req) return self:score(model, req) end })
+    score = cache.wrap(self, function(model, req, report) return self:score(model, req, report) end) })
   return self
 end
 
@@ -136,10 +137,10 @@ local function collect_scores(out, n, pname)
   return scores, missing
 end
 
--- Runs the model's provider; returns scores, usage, degraded | nil, err.
-function Instance:score(model, req)
-  -- through the score cache and the per-model metrics first (lua/rerank/cache.lua)
-  if not req.cache_bypass then return cache.score(self, model, req) end
+-- Runs the model's provider (no cache, no metrics: the router calls it through cache.wrap;
+-- GET /health?deep=1 calls it directly); returns scores, usage, degraded, out | nil, err.
+-- report (optional table): report.upstream_status, the last upstream answer's HTTP status.
+function Instance:score(model, req, report)
   local p = self.providers[model.name]
   local n = #req.documents
   if n == 0 then return {}, {}, false end
@@ -159,7 +160,7 @@ function Instance:score(model, req)
     local h = model.hedge and hedge.plan(self, model, req) -- a second deployment when slow
     local t0 = core.now_us()
     local race
-    out, perr, race = upstream.call(self.transport, model, p, req, h)
+    out, perr, race = upstream.call(self.transport, model, p, req, h, report)
     if h then hedge.done(h, race) end
     if not out then return nil, perr end
     if model.hedge and not (race and race.index == 2) then hedge.observe(hedge.owner(model), (core.now_us() - t0) / 1e6) end
@@ -229,7 +230,20 @@ local function library_results(res, r)
   end
 end
 
+-- A failed rerank's error with what the request's report saw: the last upstream answer's
+-- HTTP status (when the error has none of its own) and the cache status.
+local function reported(err, report)
+  if type(err) == "table" then
+    if err.upstream_status == nil then err.upstream_status = report.upstream_status end
+    err.cache = report.cache
+  end
+  return err
+end
+
 -- Accepts an internal request (from api.parse) or a wire-shaped table from a library user.
+-- Returns result | nil, err; both carry what the request's upstream calls and cache saw:
+-- upstream_status (the last upstream answer's HTTP status, nil without one) and cache
+-- ("hit" | "partial" | "miss", nil when the cache was not consulted).
 function Instance:rerank(req, timing)
   if type(req) ~= "table" then error("rerank: request must be a table", 2) end
   if not req.shape then
@@ -251,8 +265,9 @@ function Instance:rerank(req, timing)
   local name = req.model or self.cfg.default_model
   local t0 = core.now_us()
   -- lua/rerank/router.lua: the deployment, fallbacks, retries, deadline; route.cost is local
-  local scores, usage, degraded, route = self.router:run(name, req)
-  if not scores then return nil, usage end
+  local report = {} -- filled by the calls below (upstream.lua, cache.lua)
+  local scores, usage, degraded, route = self.router:run(name, req, report)
+  if not scores then return nil, reported(usage, report) end
   local out = route.out
   local t1 = core.now_us()
   local n = #req.documents
@@ -321,6 +336,8 @@ function Instance:rerank(req, timing)
     score_kind = out and out.score_kind, -- "rank" for listwise LLM rerankers
     scoring = { kind = kind, calibration = cal }, -- the score layer that applied
     repairs = out and out.repairs,       -- LLM answers fixed up (clamped, missing, ...)
+    upstream_status = report.upstream_status, -- the last upstream answer's HTTP status (access log)
+    cache = report.cache,                     -- hit | partial | miss (x-rerankd-cache, access log)
   }
 end
 

@@ -2,7 +2,7 @@
 --
 --   pipeline.parse_fields(body, req, opts) -> nil | err   the pipeline fields of a rerankd-shape
 --       request: pipeline (a configured name or inline stages), lists (replacing documents),
---       return_score. Called by api.lua.
+--       return_score. Called by the rerankd shape (lua/rerank/shapes/rerankd.lua).
 --   pipeline.check_stages(v, param) -> stages | nil, err  inline stages, checked like config's
 --   pipeline.resolve(inst, req) -> stages, name | nil, err | nil   does req run a pipeline?
 --   pipeline.run(inst, req, stages, name, timing) -> result | nil, err
@@ -197,10 +197,9 @@ function M.check_stages(v, param)
 end
 
 ---------------------------------------------------------------------------------------------
--- request fields (api.lua's rerankd shape)
+-- request fields (the rerankd shape: lua/rerank/shapes/rerankd.lua)
 
 function M.parse_fields(b, req, opts)
-  local api = require "rerank.api"
   local p = b.pipeline
   if present(p) then
     if type(p) == "string" then
@@ -230,8 +229,10 @@ function M.parse_fields(b, req, opts)
     req.lists = P
     req.documents = {}
   elseif present(b.documents) then
-    local docs, err = api.check.documents(b.documents, "documents", opts.max_documents or api.DEFAULT_MAX_DOCUMENTS,
-                                          nil, nil, opts.max_image_bytes)
+    local R = require "rerank.shapes.rerankd"
+    local dopts = R.documents_opts(b, opts)
+    dopts.body, dopts.spans = nil, nil -- a pipeline's documents are not spliced
+    local docs, err = R.documents(b.documents, "documents", dopts)
     if not docs then return err end
     req.documents = docs
   else
@@ -416,6 +417,14 @@ local function run_fuse(inst, P, spec, sp, st)
   return true
 end
 
+-- What a rerank stage's call saw (its result or error): the last upstream HTTP status and
+-- the cache status, kept for the request's (Instance:rerank's result fields).
+local function saw(st, r)
+  if type(r) ~= "table" then return end
+  if r.upstream_status ~= nil then st.upstream_status = r.upstream_status end
+  st.cache = require("rerank.cache").merge_status(st.cache, r.cache)
+end
+
 local function run_rerank(inst, req, P, spec, sp, st)
   local cfg = inst.cfg
   if req.query == nil then
@@ -468,6 +477,7 @@ local function run_rerank(inst, req, P, spec, sp, st)
   if m > 0 then
     local timing = {}
     res, err = inst:rerank(sub, timing)
+    saw(st, res or err)
     st.upstream = st.upstream + (timing.upstream or 0)
     -- the model's fallbacks, unless the engine already walked them (err.fallbacks_tried)
     if not res and not (type(err) == "table" and err.fallbacks_tried) then
@@ -476,6 +486,7 @@ local function run_rerank(inst, req, P, spec, sp, st)
           sub.model = f
           timing = {}
           local r2, e2 = inst:rerank(sub, timing)
+          saw(st, r2 or e2)
           st.upstream = st.upstream + (timing.upstream or 0)
           if r2 then res = r2; break end
           err = e2
@@ -558,7 +569,12 @@ function M.run(inst, req, stages, name, timing)
         for t = #st.order, n + 1, -1 do st.order[t] = nil end
       end
     end
-    if not ok then return nil, err end
+    if not ok then
+      if type(err) == "table" then -- what the stages before saw, for the access log
+        err.upstream_status, err.cache = err.upstream_status or st.upstream_status, st.cache
+      end
+      return nil, err
+    end
   end
   local order = st.order
   if req.min_score then -- the request's cut, on the final (calibrated) score
@@ -586,7 +602,9 @@ function M.run(inst, req, stages, name, timing)
     timing.upstream = st.upstream
     timing.sort = (now_us() - t0) - st.upstream
   end
-  st.usage.search_units = st.usage.search_units or 0 -- fusion alone bills nothing
+  -- search units: the rerank stages' (add_usage), by the one rule of a rerank call (the
+  -- router's: an upstream API's billing; a local scorer and fusion bill none, so a pipeline
+  -- of those has none, as the same request over documents has none)
   local rid = req.id
   if not rid then
     local ok, core = pcall(require, "rerank.core")
@@ -604,6 +622,8 @@ function M.run(inst, req, stages, name, timing)
     repairs = st.repairs,
     pipeline = true,
     stages = st.stages,        -- each rerank stage's model and usage (metrics count them per model)
+    upstream_status = st.upstream_status, -- the last upstream answer's HTTP status, over the stages
+    cache = st.cache,                     -- the stages' cache statuses merged
   }
 end
 

@@ -5,7 +5,7 @@
 -- forgotten and the others are tried again. Everything else (error mapping, parse) is
 -- upstream.call_one's.
 --   probe.applies(model, p) -> bool
---   probe.call(transport, model, p, req, spec) -> parse's result | nil, err
+--   probe.call(transport, model, p, req, spec, report) -> parse's result | nil, err
 --   probe.resolve(model, p, spec) -> spec, its url on the remembered path (for batched calls)
 local U = require "rerank.provider_util"
 
@@ -24,7 +24,7 @@ function M.resolve(model, p, spec)
   return spec
 end
 
-function M.call(transport, model, p, req, spec)
+function M.call(transport, model, p, req, spec, report)
   local upstream = require "rerank.upstream"
   local base = U.base_url(model, p)
   local key = key_of(model, base)
@@ -50,7 +50,7 @@ function M.call(transport, model, p, req, spec)
       return res, err
     end,
   }, { __index = transport })
-  return upstream.call_one(proxy, model, p, req, spec)
+  return upstream.call_one(proxy, model, p, req, spec, report)
 end
 
 return M

@@ -1,13 +1,15 @@
 -- Routing (DESIGN §3): which deployment answers a model name, and what happens when it fails.
 --
 --   local r = router.new(cfg, {
---     score = function(model, req) -> scores, usage, degraded | nil, err   (required: one call)
+--     score = function(model, req, report) -> scores, usage, degraded, out | nil, err   (required:
+--             one call; Instance:score through cache.wrap; report is run's, passed through)
 --     providers = { [model name] = provider table },  (shared: direct models are added to it)
 --     sleep = function(seconds),      non-blocking in the daemon (rerank.core.fetch.sleep)
 --     now = function() -> seconds,    random = function() -> [0, 1),
 --     load_provider = function(path) -> provider | nil, err,  getenv = os.getenv,
 --   })
---   r:run(name, req) -> scores, usage, degraded, info | nil, err
+--   r:run(name, req, report) -> scores, usage, degraded, info | nil, err
+--       report: the caller's table each call fills in (upstream_status, cache), or nil
 --       scores: one per req.documents entry (1-based), usage from the upstream;
 --       info = { model = the name of the deployment that answered, entry = its model table,
 --                out = the provider's raw output, provider, attempts, fallback = bool,
@@ -290,7 +292,7 @@ function R:direct(name)
   local key = over.api_key
   if (key == nil or key == "") and type(p.env_key) == "string" then key = self.getenv(p.env_key) end
   if key == "" then key = nil end
-  if not key and type(p.env_key) == "string" and not p.key_optional and not is_local_url(base_url) then
+  if not key and type(p.env_key) == "string" and not is_local_url(base_url) then
     return fail(400, ('model "%s": provider "%s" needs an API key: set %s in rerankd\'s environment')
       :format(name, pname, p.env_key), "model")
   end
@@ -496,7 +498,7 @@ local function with_instruction(model, p, req, preq)
   return preq
 end
 
-function R:attempt(model, req, deadline)
+function R:attempt(model, req, deadline, report)
   local p = self.providers[model.name]
   local img_err = docs.check_images(model, p, req) -- 422 for image documents a model cannot take
   if img_err then return nil, img_err end
@@ -515,7 +517,7 @@ function R:attempt(model, req, deadline)
     timeout = m.timeout
   end
   local token = inflight_add(self, model.name, now + timeout + 1)
-  local ok, scores, usage, degraded, out = xpcall(self.score, errors.traceback, m, preq)
+  local ok, scores, usage, degraded, out = xpcall(self.score, errors.traceback, m, preq, report)
   inflight_done(self, model.name, token)
   if not ok then return errors.script_error(model, "scoring", scores, req.id) end
   if not scores then return nil, usage end
@@ -574,7 +576,7 @@ function R:chain(name, req)
   return chain
 end
 
-function R:run(name, req)
+function R:run(name, req, report)
   local chain, cerr = self:chain(name, req)
   if not chain then return nil, cerr end
   local start = self.now()
@@ -601,7 +603,7 @@ function R:run(name, req)
             attempts = attempts + 1
             st.attempts = st.attempts + 1
             if try > 0 then st.retries = st.retries + 1 end
-            local scores, usage, degraded, preq, out = self:attempt(group_hedged(model, group), req, deadline)
+            local scores, usage, degraded, preq, out = self:attempt(group_hedged(model, group), req, deadline, report)
             if scores then
               self:breaker_result(model, true, self.now())
               local acct = self:account(model, preq)

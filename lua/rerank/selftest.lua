@@ -51,10 +51,8 @@ local function first_line(e)
 end
 
 local function request(cfg)
-  local req = assert(shapes.parse("rerankd", { query = M.QUERY, documents = M.DOCUMENTS },
+  return assert(shapes.parse("rerankd", { query = M.QUERY, documents = M.DOCUMENTS },
     { max_documents = cfg.server and cfg.server.max_documents }))
-  req.cache_bypass = true
-  return req
 end
 
 -- One call spec: a URL, and a body the runtime can encode.

@@ -5,10 +5,9 @@ local rerank = require "rerank"
 local json = require "rerank.json"
 local api = require "rerank.api"
 local shapes = require "rerank.shapes" -- client shapes (Cohere v1/v2, Jina, Voyage, TEI) + detection
--- operations: API keys, rate limits, score cache status, metrics, semantic health
+-- operations: API keys, rate limits, metrics, semantic health
 local auth = require "rerank.auth"
 local ratelimit = require "rerank.ratelimit"
-local cache = require "rerank.cache"
 local upstream = require "rerank.upstream"
 local waits = require "rerank.waits"
 local shadow = require "rerank.shadow"
@@ -170,20 +169,19 @@ local function handle_rerank(ctx, route)
     local ok, denial = limiter:admit(ctx.key_name, info.model, info.docs)
     if not ok then return shape_error(shape, ratelimit.error(denial)) end
   end
-  upstream.last_status() -- forget a stale one: the access log's upstream_status is this request's
   -- shadow traffic sees the request as parsed (a pipeline replaces req.documents with its results)
   local shadow_name = type(req.pipeline) == "string" and req.pipeline or info.model
   local pristine = ctx.reply_early and shadow.configured(instance.cfg, shadow_name) and shadow.copy(req)
-  local result, rerr = shapes.run(shape, instance, req, timing) -- instance:rerank, or the shape's own run
-  local ustatus = upstream.last_status()
+  -- instance:rerank, or the shape's own run; the result or the error says what the request's
+  -- upstream calls answered (upstream_status: the last HTTP status) and what the cache did
+  local result, rerr = shapes.run(shape, instance, req, timing)
   info.upstream_wait = waits.take() -- µs parked on upstream transfers (gateway overhead = total - this)
   if not result then
-    info.upstream_status = rerr.upstream_status or ustatus
-    info.cache = cache.status()
+    info.upstream_status, info.cache = rerr.upstream_status, rerr.cache
     return shape_error(shape, rerr, info.cache)
   end
-  info.degraded, info.upstream_status = result.degraded, ustatus
-  info.usage, info.cache = result.usage, cache.status()
+  info.degraded, info.upstream_status = result.degraded, result.upstream_status
+  info.usage, info.cache = result.usage, result.cache
   if result.pipeline then info.model, info.stages = result.model, result.stages end
   local t1 = core.now_us()
   local body, shape_headers = shapes.render(shape, result, req)

@@ -187,26 +187,17 @@ function M.error_for(model, res, err)
   return nil, e
 end
 
--- The HTTP status of the last upstream answer in this coroutine (one request), for the
--- access log's upstream_status: M.last_status() returns and forgets it.
-local statuses = setmetatable({}, { __mode = "k" })
-local function note_status(res)
-  local co = coroutine.running()
-  if co and type(res) == "table" and tonumber(res.status) then statuses[co] = tonumber(res.status) end
-end
-
-function M.last_status()
-  local co = coroutine.running()
-  if not co then return nil end
-  local s = statuses[co]
-  statuses[co] = nil
-  return s
+-- report (optional, the caller's table): report.upstream_status is set to the HTTP status
+-- of each upstream answer as it arrives, so it ends as the last one's (the access log's
+-- upstream_status; Instance:rerank returns it in its result or error).
+local function note_status(report, res)
+  if report and type(res) == "table" and tonumber(res.status) then report.upstream_status = tonumber(res.status) end
 end
 
 -- Parses one transport result with the provider; returns its output | nil, err.
-local function parse_result(model, p, req, res, terr)
-  note_status(res)
-  if not res or res.status >= 400 and not p.parse_errors then return M.error_for(model, res, terr) end
+local function parse_result(model, p, req, res, terr, report)
+  note_status(report, res)
+  if not res or res.status >= 400 then return M.error_for(model, res, terr) end -- parse sees answers only
   local ok, out, perr = xpcall(p.parse, errors.traceback, model, req, res.status, res.headers, res.body)
   -- a raise is the script's bug (500, traceback logged); nil, err is an answer it cannot use (502)
   if not ok then return errors.script_error(model, "parse", out, req.id) end
@@ -220,9 +211,9 @@ local function parse_result(model, p, req, res, terr)
 end
 
 -- One call: returns parse's result table | nil, err.
-function M.call_one(transport, model, p, req, spec)
+function M.call_one(transport, model, p, req, spec, report)
   local res, terr = transport.request(M.prepare(model, spec))
-  return parse_result(model, p, req, res, terr)
+  return parse_result(model, p, req, res, terr, report)
 end
 
 local function build(model, p, req)
@@ -269,7 +260,7 @@ end
 
 -- Above the provider's max_documents: batches called concurrently, scores merged by position
 -- (by rank when the provider says comparable_scores = false).
-local function call_split(transport, model, p, req, max_docs)
+local function call_split(transport, model, p, req, max_docs, report)
   local n = #req.documents
   local subs, opts = {}, {}
   for first = 1, n, max_docs do
@@ -286,7 +277,7 @@ local function call_split(transport, model, p, req, max_docs)
   local by_rank = p.comparable_scores == false or model.comparable_scores == false
   for i, sub in ipairs(subs) do
     local r = responses[i]
-    local out, err = parse_result(model, p, sub.req, r and not r.error and r or nil, r and r.error)
+    local out, err = parse_result(model, p, sub.req, r and not r.error and r or nil, r and r.error, report)
     if not out then return nil, err end
     local bs, nb = {}, #sub.req.documents
     if out.scores then
@@ -309,7 +300,7 @@ end
 -- calls of the next round (nil or {} when done), absorb(model, req, state, calls, responses)
 -- takes their answers ({status, headers, body} or {error=msg} each), combine(model, req, state)
 -- returns the final output. The provider does no I/O; the runtime runs each round concurrently.
-local function call_planned(transport, model, p, req)
+local function call_planned(transport, model, p, req, report)
   local state = {}
   for _ = 1, 1000 do
     local ok, calls = xpcall(p.plan, errors.traceback, model, req, state)
@@ -318,7 +309,7 @@ local function call_planned(transport, model, p, req)
     local opts = {}
     for i, spec in ipairs(calls) do opts[i] = M.prepare(model, spec) end
     local responses = transport.request_all(opts, model.concurrency or p.concurrency or 8)
-    for _, r in ipairs(responses) do note_status(r) end
+    for _, r in ipairs(responses) do note_status(report, r) end
     local aok, aerr = xpcall(p.absorb, errors.traceback, model, req, state, calls, responses)
     if not aok then return errors.script_error(model, "absorb", aerr, req.id) end
     if state.error then return nil, state.error end
@@ -333,39 +324,41 @@ end
 -- after } (lua/rerank/hedge.lua): transport.hedge sends the second when the first has not
 -- answered after h.after; the first 2xx wins. Returns out (out.served_by names a winning
 -- target), plus the race's report { index, hedged }.
-local function call_hedged(transport, model, p, req, spec, h)
+local function call_hedged(transport, model, p, req, spec, h, report)
   local hspec = build(h.model, h.provider, req)
-  if not hspec or probe.applies(h.model, h.provider) then return M.call_one(transport, model, p, req, spec) end
+  if not hspec or probe.applies(h.model, h.provider) then return M.call_one(transport, model, p, req, spec, report) end
   local r = transport.hedge(M.prepare(model, spec), M.prepare(h.model, hspec), h.after)
   local res = r.result
   local who, wp = model, p
   if r.index == 2 then who, wp = h.model, h.provider end
-  local out, err = parse_result(who, wp, req, not res.error and res or nil, res.error)
+  local out, err = parse_result(who, wp, req, not res.error and res or nil, res.error, report)
   if out and r.index == 2 then out.served_by = h.model.name end
   return out, err, r
 end
 
 -- The engine's entry for providers without score(): returns scores-or-results table.
-function M.call(transport, model, p, req, hedge)
+-- report: a table for the last answer's HTTP status (note_status above), or nil.
+function M.call(transport, model, p, req, hedge, report)
   if type(p.token) == "table" then -- a bearer token from an exchange first (lua/rerank/token.lua); not hedged
-    local out, err = token.call(M.call_with_token, transport, model, p, req)
+    local out, err = token.call(function(t, m, pp, r) return M.call_with_token(t, m, pp, r, nil, report) end,
+                                transport, model, p, req)
     return out, err
   end
-  return M.call_with_token(transport, model, p, req, hedge)
+  return M.call_with_token(transport, model, p, req, hedge, report)
 end
 
 -- hedge: an armed hedge (lua/rerank/hedge.lua) or nil; the third return is the race's report.
-function M.call_with_token(transport, model, p, req, hedge)
-  if type(p.plan) == "function" then return call_planned(transport, model, p, req) end
+function M.call_with_token(transport, model, p, req, hedge, report)
+  if type(p.plan) == "function" then return call_planned(transport, model, p, req, report) end
   local max_docs = model.max_documents or (p.limits and p.limits.max_documents)
   -- a provider limited by bytes per call says how many of these documents fit in one
   if type(p.batch_size) == "function" then max_docs = p.batch_size(model, req, max_docs) end
-  if max_docs and #req.documents > max_docs then return call_split(transport, model, p, req, max_docs) end
+  if max_docs and #req.documents > max_docs then return call_split(transport, model, p, req, max_docs, report) end
   local spec, err = build(model, p, req)
   if not spec then return nil, err end
-  if probe.applies(model, p) then return probe.call(transport, model, p, req, spec) end
-  if hedge then return call_hedged(transport, model, p, req, spec, hedge) end
-  return M.call_one(transport, model, p, req, spec)
+  if probe.applies(model, p) then return probe.call(transport, model, p, req, spec, report) end
+  if hedge then return call_hedged(transport, model, p, req, spec, hedge, report) end
+  return M.call_one(transport, model, p, req, spec, report)
 end
 
 return M

@@ -74,17 +74,17 @@ describe("cache.lru", function()
   end)
 end)
 
-describe("cache.score (the engine hook)", function()
+describe("cache.wrap (what the router calls)", function()
   local model = { name = "m", provider = "http", model = "up-1", options = {}, extra_body = {} }
   local upstream_calls
 
-  -- an instance double: scores are the text length; `degrade` marks answers degraded
+  -- an instance double: scores are the text length; `degrade` marks answers degraded.
+  -- inst:score(model, req, report) is the wrapped call (the router's); report.cache its status.
   local function instance(cfg, opts)
     opts = opts or {}
     local inst = { providers = { m = opts.provider or { build = function() end, parse = function() end } } }
     inst.cache = cache.new(cfg, opts.cache_opts)
-    function inst:score(mdl, req)
-      if not req.cache_bypass then return cache.score(self, mdl, req) end
+    local cached = cache.wrap(inst, function(_, req)
       local texts, scores = {}, {}
       for i, d in ipairs(req.documents) do
         texts[i] = d.text
@@ -93,7 +93,8 @@ describe("cache.score (the engine hook)", function()
       upstream_calls[#upstream_calls + 1] = texts
       if opts.fail then return nil, { status = 502, message = "down" } end
       return scores, { prompt_tokens = #texts, search_units = 1 }, opts.degrade or false, opts.out
-    end
+    end)
+    function inst.score(_, mdl, req, report) return cached(mdl, req, report) end
     return inst
   end
 
@@ -123,23 +124,23 @@ describe("cache.score (the engine hook)", function()
 
   it("miss, hit, partial: the upstream sees only missing documents", function()
     local inst = instance({ cache = { size = 1e6, ttl = 60 } })
-    local r1 = req("q", { "a", "bb", "ccc" })
-    local s, u = inst:score(model, r1)
+    local r1, rep1 = req("q", { "a", "bb", "ccc" }), {}
+    local s, u = inst:score(model, r1, rep1)
     assert.are.same({ 1, 2, 3 }, s)
     assert.are.equal(3, u.prompt_tokens)
-    assert.are.equal("miss", r1.cache_status)
+    assert.are.equal("miss", rep1.cache)
 
-    local r2 = req("q", { "ccc", "a", "bb" })
-    s, u = inst:score(model, r2)
+    local r2, rep2 = req("q", { "ccc", "a", "bb" }), {}
+    s, u = inst:score(model, r2, rep2)
     assert.are.same({ 3, 1, 2 }, s)
-    assert.are.equal("hit", r2.cache_status)
+    assert.are.equal("hit", rep2.cache)
     assert.are.equal(0, u.total_tokens)
     assert.are.equal(1, #upstream_calls)
 
-    local r3 = req("q", { "dddd", "a", "eeeee" }, { top_n = 1 })
-    s, u = inst:score(model, r3)
+    local r3, rep3 = req("q", { "dddd", "a", "eeeee" }, { top_n = 1 }), {}
+    s, u = inst:score(model, r3, rep3)
     assert.are.same({ 4, 1, 5 }, s)
-    assert.are.equal("partial", r3.cache_status)
+    assert.are.equal("partial", rep3.cache)
     assert.are.same({ "dddd", "eeeee" }, upstream_calls[2])
     assert.are.equal(2, u.prompt_tokens)
     assert.are.equal(1, r3.top_n) -- the caller's request is untouched
@@ -226,19 +227,16 @@ describe("cache.score (the engine hook)", function()
     assert.are.equal(2, #upstream_calls)
   end)
 
-  it("reports the request's status per coroutine, merged over scoring calls", function()
+  it("reports the status in the caller's report, merged over the calls made with it", function()
     local inst = instance({ cache = { size = 1e6 } })
-    local co = coroutine.create(function()
-      inst:score(model, req("q", { "a" }))
-      local first = cache.status()
-      inst:score(model, req("q", { "a" }))
-      inst:score(model, req("q", { "b" }))
-      return first, cache.status(), cache.status()
-    end)
-    local _, first, merged, after = coroutine.resume(co)
-    assert.are.equal("miss", first)
-    assert.are.equal("partial", merged)
-    assert.is_nil(after)
+    local first, merged, none = {}, {}, {}
+    inst:score(model, req("q", { "a" }), first)
+    inst:score(model, req("q", { "a" }), merged)
+    inst:score(model, req("q", { "b" }), merged)
+    inst:score(model, req("q", { "c" })) -- no report: nothing to fill in
+    assert.are.equal("miss", first.cache)
+    assert.are.equal("partial", merged.cache)
+    assert.is_nil(none.cache)
     assert.are.equal("partial", cache.merge_status("hit", "miss"))
     assert.are.equal("hit", cache.merge_status(nil, "hit"))
   end)
@@ -261,20 +259,20 @@ describe("cache.score (the engine hook)", function()
     assert.are.equal(2, n)
     local last = r.calls[#r.calls]
     assert.are.same({ "PIPELINE", 2 }, last)
-    local r2 = req("q", { "bb", "a", "ccc" })
-    local s = inst:score(model, r2)
+    local r2, rep2 = req("q", { "bb", "a", "ccc" }), {}
+    local s = inst:score(model, r2, rep2)
     assert.are.same({ 2, 1, 3 }, s)
-    assert.are.equal("partial", r2.cache_status)
+    assert.are.equal("partial", rep2.cache)
     assert.are.same({ "ccc" }, upstream_calls[2])
     -- a second instance (another worker) sees the same entries
     local other = instance(cfg, { cache_opts = quiet })
-    local r3 = req("q", { "a", "bb", "ccc" })
-    other:score(model, r3)
-    assert.are.equal("hit", r3.cache_status)
+    local rep3 = {}
+    other:score(model, req("q", { "a", "bb", "ccc" }), rep3)
+    assert.are.equal("hit", rep3.cache)
     r.fail = "timeout: redis did not answer in time"
-    local r4 = req("q", { "a" })
-    assert.are.same({ 1 }, (other:score(model, r4)))
-    assert.are.equal("miss", r4.cache_status)
+    local rep4 = {}
+    assert.are.same({ 1 }, (other:score(model, req("q", { "a" }), rep4)))
+    assert.are.equal("miss", rep4.cache)
     assert.is_true(metrics.get("rerankd_redis_errors_total", { use = "cache" }) >= 1)
     assert.truthy(logs[1]:find("redis did not answer", 1, true))
   end)

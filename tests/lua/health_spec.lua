@@ -3,8 +3,8 @@ local health = require "rerank.health"
 
 describe("health", function()
   local function inst(models, scorer)
-    return { cfg = { models = models }, score = function(_, model, req)
-      assert.is_true(req.cache_bypass)
+    return { cfg = { models = models }, score = function(_, model, req, report)
+      assert.is_nil(report) -- the provider alone: no cache, no request report
       return scorer(model, req)
     end }
   end

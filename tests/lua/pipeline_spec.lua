@@ -394,3 +394,50 @@ pipelines:
     assert.truthy(err:find('did you mean "z_score"', 1, true), err)
   end)
 end)
+
+describe("usage: one search-unit rule, whatever the request form", function()
+  -- the same request over `documents` and over `lists` (the implicit fuse → rerank pipeline)
+  local DOCS = { "cats sleep all day", "dogs bark at night", "a cat naps in the sun" }
+  local function forms(model)
+    local items = {}
+    for i, t in ipairs(DOCS) do items[i] = { id = "d" .. i, text = t } end
+    return { model = model, query = "cats sleep", documents = DOCS },
+           { model = model, query = "cats sleep", lists = { { name = "l", items = items } } }
+  end
+  local function bill(inst, shape, b)
+    local shapes = require "rerank.shapes"
+    local req = assert(shapes.parse(shape, json.encode(b)))
+    local res = assert(shapes.run(shape, inst, req, {}))
+    return json.decode(shapes.render(shape, res, req))
+  end
+
+  it("bills a local scorer (bm25) none either way", function()
+    local d, l = forms("bm25")
+    local a, b = bill(r, "rerankd", d), bill(r, "rerankd", l)
+    assert.is_nil(a.usage.search_units)
+    assert.is_nil(b.usage.search_units)
+    assert.are.equal(0, bill(r, "rerankd_v1", d).meta.billed_units.search_units)
+    assert.are.equal(0, bill(r, "rerankd_v1", l).meta.billed_units.search_units)
+  end)
+
+  it("bills an upstream API's call the same either way (Cohere's counting)", function()
+    local t = {}
+    function t.request()
+      return { status = 200, headers = {}, body = '{"results":[{"index":0,"relevance_score":0.9},'
+        .. '{"index":1,"relevance_score":0.1},{"index":2,"relevance_score":0.5}]}' }
+    end
+    function t.request_all(list)
+      local out = {}
+      for i = 1, #list do out[i] = t.request() end
+      return out
+    end
+    local inst = assert(rerank.new({ models = { { name = "co", provider = "cohere", api_key = "k",
+                                                  base_url = "http://up" } } }, { transport = t }))
+    local d, l = forms("co")
+    local a, b = bill(inst, "rerankd", d), bill(inst, "rerankd", l)
+    assert.are.equal(1, a.usage.search_units)
+    assert.are.equal(a.usage.search_units, b.usage.search_units)
+    assert.are.equal(a.usage.prompt_tokens, b.usage.prompt_tokens)
+    assert.are.equal(1, bill(inst, "rerankd_v1", l).meta.billed_units.search_units)
+  end)
+end)

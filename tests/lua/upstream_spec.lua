@@ -173,34 +173,31 @@ describe("upstream.error_for", function()
   end)
 end)
 
-describe("upstream.call_one and last_status", function()
+describe("upstream.call_one and its report", function()
   local model = { provider = "fake", name = "m" }
   local function transport(res, err) return { request = function() return res, err end } end
   local req = { query = "q", documents = {} }
 
-  it("returns parse's result, and notes the status for the access log (per coroutine)", function()
+  it("returns parse's result, and notes the status in the caller's report (the access log's)", function()
     local P = { parse = function(_, _, status, _, body) return { scores = { status, #body } } end }
-    local co = coroutine.create(function()
-      local out = assert(upstream.call_one(transport({ status = 200, headers = {}, body = "abc" }), model, P, req,
-        { url = "http://h" }))
-      return out, upstream.last_status(), upstream.last_status()
-    end)
-    local _, out, first, second = coroutine.resume(co)
+    local report = {}
+    local out = assert(upstream.call_one(transport({ status = 200, headers = {}, body = "abc" }), model, P, req,
+      { url = "http://h" }, report))
     assert.are.same({ 200, 3 }, out.scores)
-    assert.are.equal(200, first)
-    assert.is_nil(second) -- read once
-    assert.is_nil(upstream.last_status()) -- outside a coroutine: none
+    assert.are.equal(200, report.upstream_status)
+    assert(upstream.call_one(transport({ status = 200, headers = {}, body = "" }), model, P, req, { url = "http://h" }))
   end)
 
-  it("an error status goes to error_for unless the provider parses errors itself", function()
-    local P = { parse = function() return { scores = {} } end }
+  it("an error status goes to error_for: parse never sees HTTP >= 400", function()
+    local seen = false
+    local P = { parse = function() seen = true; return { scores = {} } end }
+    local report = {}
     local out, err = upstream.call_one(transport({ status = 429, headers = { ["retry-after"] = "3" }, body = "" }),
-      model, P, req, { url = "http://h" })
+      model, P, req, { url = "http://h" }, report)
     assert.is_nil(out)
     assert.are.same({ 502, 429, "3" }, { err.status, err.upstream_status, err.retry_after })
-    P.parse_errors = true
-    assert.truthy(upstream.call_one(transport({ status = 429, headers = {}, body = "" }), model, P, req,
-      { url = "http://h" }))
+    assert.are.equal(429, report.upstream_status)
+    assert.is_false(seen)
   end)
 
   it("a parse that refuses is a 502 naming the status; one that raises is the script's 500", function()

@@ -24,12 +24,12 @@ function S.parse_fields(b, opts, req)
   v, err = check.query(b.query, "query")
   if err then return nil, err end
   req.query = v
-  v, err = C.string_list(b.rank_fields, "rank_fields")
+  v, err = C.string_list(b.rank_fields, "rank_fields", false, opts.from_json)
   if err then return nil, err end
   req.rank_fields = v
   v, err = C.documents(b.documents, "documents", { max = opts.max_documents, text_field = opts.text_field,
                                                     rank_fields = req.rank_fields, strings_only = opts.strings_only,
-                                                    body = opts.body, spans = opts.spans,
+                                                    body = opts.body, spans = opts.spans, from_json = opts.from_json,
                                                     max_image_bytes = opts.max_image_bytes })
   if err then return nil, err end
   req.documents = v

@@ -17,11 +17,12 @@ local M = {}
 local function present(v) return v ~= nil and v ~= null end
 M.present = present
 
--- list of non-empty strings (a single string counts as a list of one when `single`)
-function M.string_list(v, param, single)
+-- list of non-empty strings (a single string counts as a list of one when `single`);
+-- from_json: the parse's opts.from_json (api.check.is_array)
+function M.string_list(v, param, single, from_json)
   if not present(v) then return nil end
   if type(v) == "string" and single then v = { v } end
-  if not check.is_array(v) then return fail(400, param .. " must be an array of strings", param) end
+  if not check.is_array(v, from_json) then return fail(400, param .. " must be an array of strings", param) end
   local out = {}
   for i = 1, #v do
     local s = v[i]
@@ -36,10 +37,11 @@ end
 -- Documents: strings or objects. An object's text is its `text_field` (default "text"), else
 -- its `text`; with rank_fields, an object without either is ranked on the named fields alone.
 -- An object with `image` (api.check_image) needs no text.
--- opts: { max = n, text_field = "text", rank_fields = {...}, strings_only = bool, max_image_bytes = n }
+-- opts: { max = n, text_field = "text", rank_fields = {...}, strings_only = bool, max_image_bytes = n,
+--         from_json = bool (api.check.is_array), body =, spans = (json.decode_request) }
 function M.documents(v, param, opts)
   if not present(v) then return fail(400, param .. " is required", param) end
-  if not check.is_array(v) then return fail(400, param .. " must be an array", param) end
+  if not check.is_array(v, opts.from_json) then return fail(400, param .. " must be an array", param) end
   local n = #v
   local max_docs = opts.max or api.DEFAULT_MAX_DOCUMENTS
   if n > max_docs then

@@ -1,5 +1,6 @@
 -- Client wire shapes on one port (DESIGN §6): registration, detection, and the request
--- fields every shape shares. One file per shape in this folder; helpers in common.lua.
+-- fields every shape shares. One file per shape in this folder (rerankd's own in rerankd.lua,
+-- registered by api.lua); helpers in common.lua.
 --
 --   shapes.detect(route, body, headers) -> shape name
 --       route: "v1" (POST /v1/rerank), "v2" (/v2/rerank), "rerank" (/rerank), or a shape name
@@ -8,8 +9,10 @@
 --   shapes.parse(shape, body, opts) -> req | nil, err
 --       the shape's parser plus the fields every shape accepts: timeout, fallbacks,
 --       text_field, rank_fields, max_chunks_per_doc, max_tokens_per_doc.
---       opts: { max_documents = n, text_field = the configured default,
+--       opts: { max_documents = n, text_field = the configured default, from_json = bool,
 --               body = the request's JSON text, spans = its document spans (json.decode_request) }
+--       The shape's parse gets opts with text_field resolved (the body's, else the default)
+--       and from_json set (api.parse_opts); it reads its documents with them.
 --   shapes.render(shape, result, req) -> body, extra_headers | nil
 --   shapes.render_error(shape, err) -> body
 --
@@ -27,10 +30,9 @@
 -- is served too; its documents are objects ({"text": s} for a string document).
 local api = require "rerank.api"
 local json = require "rerank.json"
-local docs = require "rerank.docs"
 local C = require "rerank.shapes.common"
 
-local type, ipairs, pairs, tostring = type, ipairs, pairs, tostring
+local type, ipairs, tostring = type, ipairs, tostring
 local find, lower = string.find, string.lower
 local null = json.null
 local check = api.check
@@ -43,6 +45,8 @@ M.NAMES = { "cohere_v1", "cohere_v2", "jina", "voyage", "tei", "vllm_score", "ni
 ---------------------------------------------------------------------------------------------
 -- fields every shape accepts
 
+-- (fallbacks and rank_fields here take an empty {} as an empty list even from JSON text, as
+-- they always have; a shape that reads rank_fields itself, Cohere's, is strict)
 local function common(req, b)
   local v, err
   if C.present(b.timeout) then
@@ -111,76 +115,26 @@ local function text_field(b, default)
 end
 M.text_field = text_field
 
--- rerankd's own parser wants `text` on object documents: with text_field or rank_fields the
--- documents are rewritten for it, and their raw values restored afterwards.
-local function rerankd_pre(b, tf)
-  local rf = b.rank_fields
-  if not (type(rf) == "table" and docs.useful_fields(rf)) then rf = nil end
-  local list = b.documents
-  if (tf == "text" and not rf) or type(list) ~= "table" then return b end
-  local copy, originals, nd = {}, {}, {}
-  for k, x in pairs(b) do copy[k] = x end
-  for i = 1, #list do
-    local d = list[i]
-    if type(d) == "table" and json.kind(d) == "object" then
-      local text = tf ~= "text" and docs.field_text(d, tf) or nil
-      if text == nil and type(d.text) == "string" then text = d.text end -- text_field absent: text
-      if text == nil and rf then text = docs.rank_text(d, rf) or "" end
-      if text == nil and not C.present(d.image) then -- an image document needs no text
-        local p = ("documents[%d].%s"):format(i - 1, tf)
-        return fail(400, p .. " is required", p)
-      end
-      local dc = {}
-      for k, x in pairs(d) do dc[k] = x end
-      dc.text = text
-      nd[i] = dc
-      originals[i] = d
-    else
-      nd[i] = d
-    end
-  end
-  copy.documents = json.array(nd)
-  return copy, originals
-end
-
+-- Each shape's parse reads its own fields, documents included (text_field arrives resolved
+-- in opts.text_field, from_json in opts.from_json: api.parse_opts); the fields below are
+-- read here for every shape.
 function M.parse(shape, body, opts)
   opts = opts or {}
-  local b = body
-  if type(b) == "string" and not opts.from_json then
+  local b, from_json = body, opts.from_json
+  if type(b) == "string" and not from_json then
     local err
     b, err = json.decode(body)
     if b == nil then return fail(400, "invalid JSON body: " .. tostring(err)) end
+    from_json = true
   end
   if not check.is_object(b) then return fail(400, "request body must be a JSON object") end
   local sh = api.shapes[shape]
   if not sh then error("unknown API shape " .. tostring(shape), 2) end
-  local from_json = opts.from_json or b ~= body
   local tf, terr = text_field(b, opts.text_field)
   if not tf then return nil, terr end
-  local req, err
-  if sh.native_extras then
-    local o = {}
-    for k, v in pairs(opts) do o[k] = v end
-    o.text_field = tf
-    req, err = api.parse_decoded(sh.parse, b, o, from_json)
-  else
-    -- rerankd's parser (and any shape registered elsewhere): text_field handled here
-    local pb, originals = rerankd_pre(b, tf)
-    if not pb then return nil, originals end
-    local o = opts
-    if pb ~= b and opts.spans then -- rewritten documents: their texts are no longer the body's
-      o = {}
-      for k, v in pairs(opts) do o[k] = v end
-      o.spans = nil
-    end
-    req, err = api.parse_decoded(sh.parse, pb, o, from_json)
-    if req and originals then
-      for i, d in pairs(originals) do
-        local doc = req.documents[i]
-        if doc then doc.raw = d end
-      end
-    end
-  end
+  local o = api.parse_opts(opts, from_json)
+  o.text_field = tf
+  local req, err = sh.parse(b, o)
   if not req then return nil, err end
   if tf ~= "text" then req.text_field = tf end
   return common(req, b)
@@ -251,14 +205,7 @@ local function render_rerankd_v1(result, req)
   return body:sub(1, -2) .. ',"meta":' .. C.cohere_meta("1", result) .. '}'
 end
 
-for _, name in ipairs(M.NAMES) do
-  local sh = require("rerank.shapes." .. name)
-  sh.native_extras = true
-  api.register(name, sh)
-end
-api.register("rerankd_v1", {
-  parse = function(b, opts) return api.shapes.rerankd.parse(b, opts) end,
-  render = render_rerankd_v1,
-})
+for _, name in ipairs(M.NAMES) do api.register(name, require("rerank.shapes." .. name)) end
+api.register("rerankd_v1", { parse = api.shapes.rerankd.parse, render = render_rerankd_v1 })
 
 return M

@@ -16,7 +16,7 @@ local S = { name = "jina" }
 function S.parse(b, opts)
   local req, err = C.model_query_documents(b, { shape = S.name, return_documents = true }, "documents",
                                            { max = opts.max_documents, text_field = opts.text_field,
-                                             body = opts.body, spans = opts.spans,
+                                             body = opts.body, spans = opts.spans, from_json = opts.from_json,
                                              max_image_bytes = opts.max_image_bytes })
   if not req then return nil, err end
   local v

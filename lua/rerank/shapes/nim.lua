@@ -35,7 +35,7 @@ function S.parse(b, opts)
   if err then return nil, err end
   req.query = v
   v, err = C.documents(b.passages, "passages", { max = opts.max_documents, text_field = "text",
-                                                 body = opts.body, spans = opts.spans })
+                                                 body = opts.body, spans = opts.spans, from_json = opts.from_json })
   if err then return nil, err end
   req.documents = v
   v, err = check.string(b.truncate, "truncate")

@@ -20,7 +20,7 @@ local S = { name = "tei" }
 function S.parse(b, opts)
   local req, err = C.model_query_documents(b, { shape = S.name, return_documents = false }, "texts",
                                            { max = opts.max_documents, strings_only = true,
-                                             body = opts.body, spans = opts.spans })
+                                             body = opts.body, spans = opts.spans, from_json = opts.from_json })
   if not req then return nil, err end
   local v
   v, err = check.bool(b.return_text, "return_text")

@@ -26,9 +26,8 @@ local S = { name = "vllm_score" }
 -- the pair fields, in vLLM's order of preference
 local PAIRS = { { "queries", "documents" }, { "queries", "items" }, { "text_1", "text_2" }, { "data_1", "data_2" } }
 
-local function is_list(v) return type(v) == "table" and check.is_array(v) end
-
 function S.parse(b, opts)
+  local function is_list(v) return type(v) == "table" and check.is_array(v, opts.from_json) end
   local req = { shape = S.name, return_documents = false }
   local v, err = C.model(b.model)
   if err then return nil, err end
@@ -73,7 +72,7 @@ function S.parse(b, opts)
   if err then return nil, err end
   req.query = v
   local docs = right
-  local dopts = { max = opts.max_documents, strings_only = true }
+  local dopts = { max = opts.max_documents, strings_only = true, from_json = opts.from_json }
   if type(right) == "string" then
     docs = json.array({ right })
   else
@@ -119,11 +118,14 @@ function S.parse(b, opts)
 end
 
 -- N:N pairs with several distinct queries: one rerank per query over its documents, the
--- results mapped back to the request's positions (usage summed; the first error answers).
+-- results mapped back to the request's positions (usage summed; the first error answers;
+-- upstream_status the last answer's, cache the statuses merged, as Instance:rerank reports).
 function S.run(instance, req, timing)
   local groups = req.groups
   if not groups then return instance:rerank(req, timing) end
+  local merge_status = require("rerank.cache").merge_status
   local merged, usage, degraded, first = {}, {}, false, nil
+  local ustatus, cstatus
   timing = timing or {}
   local up, srt = 0, 0
   for _, g in ipairs(groups) do
@@ -141,7 +143,15 @@ function S.run(instance, req, timing)
     sub.documents = docs
     local t = {}
     local res, err = instance:rerank(sub, t)
-    if not res then return nil, err end
+    local saw = res or err
+    if type(saw) == "table" then
+      if saw.upstream_status ~= nil then ustatus = saw.upstream_status end
+      cstatus = merge_status(cstatus, saw.cache)
+    end
+    if not res then
+      if type(err) == "table" then err.upstream_status, err.cache = ustatus, cstatus end
+      return nil, err
+    end
     up, srt = up + (t.upstream or 0), srt + (t.sort or 0)
     first = first or res
     degraded = degraded or res.degraded
@@ -161,6 +171,7 @@ function S.run(instance, req, timing)
   for k, x in pairs(first) do out[k] = x end
   out.results, out.usage, out.degraded = merged, usage, degraded or nil
   out.cost = usage.cost
+  out.upstream_status, out.cache = ustatus, cstatus
   return out
 end
 
