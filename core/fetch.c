@@ -24,8 +24,11 @@ typedef struct batch batch;
 struct batch {
     fetch_state *fs;
     rr_req *r;
-    lua_State *L;                 /* the host state holding keep_ref */
+    lua_State *L;                 /* the host state holding the refs */
     int keep_ref;                 /* the options: curl sends their body strings in place */
+    int self_ref;                 /* this batch (a userdata) while it is pending */
+    int live;                     /* transfers and timer not yet released */
+    CURLM *multi;                 /* fs->multi, copied: __gc may run after fs is gone */
     int single;                   /* request() vs request_all() */
     int n, next, running, remaining, concurrency;
     /* hedge(): t[1] starts when t[0] has not answered after a delay; the first 2xx wins */
@@ -38,12 +41,44 @@ typedef struct {
     struct event *ev;
 } sock_info;
 
+/* A batch is a userdata, so nothing malloc'd is held across the Lua calls that set it up or
+ * push its results: a raise there leaves it unreferenced and its __gc releases the transfers.
+ * While pending it is referenced from the registry (self_ref). */
+#define BATCH_MT "rerank.fetch.batch"
+
+static void batch_release(batch *b)
+{
+    if (!b->live) return;
+    b->live = 0;
+    if (b->hedge_ev) event_free(b->hedge_ev);
+    b->hedge_ev = NULL;
+    for (int i = 0; i < b->n; i++) rr_curl_transfer_free(b->multi, &b->t[i]);
+}
+
+static int batch_gc(lua_State *L)
+{
+    batch_release(lua_touserdata(L, 1));
+    return 0;
+}
+
+/* Releases the transfers and drops the refs; the memory goes with the next collection. */
 static void batch_free(batch *b)
 {
-    if (b->hedge_ev) event_free(b->hedge_ev);
-    for (int i = 0; i < b->n; i++) rr_curl_transfer_free(b->fs->multi, &b->t[i]);
+    batch_release(b);
     luaL_unref(b->L, LUA_REGISTRYINDEX, b->keep_ref); /* after the transfers: they read the bodies */
-    free(b);
+    luaL_unref(b->L, LUA_REGISTRYINDEX, b->self_ref);
+    b->keep_ref = b->self_ref = LUA_NOREF;
+}
+
+/* Results are pushed with the batch anchored on co's stack and its refs dropped first: a
+ * raise while pushing leaves the batch to its __gc. Returns the anchor's stack index. */
+static int batch_anchor(batch *b, lua_State *co)
+{
+    lua_rawgeti(co, LUA_REGISTRYINDEX, b->self_ref);
+    int at = lua_gettop(co);
+    luaL_unref(b->L, LUA_REGISTRYINDEX, b->self_ref);
+    b->self_ref = LUA_NOREF;
+    return at;
 }
 
 /* the request's cleanup hook: client abort, deadline, or shutdown */
@@ -76,7 +111,7 @@ static int push_batch(rr_req *r, lua_State *co)
     batch *b = r->pending;
     r->pending = NULL;
     r->cancel = NULL;
-    int n;
+    int anchor = batch_anchor(b, co), n;
     if (b->single) {
         n = rr_curl_push_result(co, &b->t[0], 1);
     } else {
@@ -88,6 +123,7 @@ static int push_batch(rr_req *r, lua_State *co)
         n = 1;
     }
     batch_free(b);
+    lua_remove(co, anchor);
     return n;
 }
 
@@ -96,6 +132,7 @@ static int push_race(rr_req *r, lua_State *co)
     batch *b = r->pending;
     r->pending = NULL;
     r->cancel = NULL;
+    int anchor = batch_anchor(b, co);
     lua_createtable(co, 0, 3);
     rr_curl_push_result(co, &b->t[b->winner], 0);
     lua_setfield(co, -2, "result");
@@ -104,6 +141,7 @@ static int push_race(rr_req *r, lua_State *co)
     lua_pushboolean(co, b->hedged);
     lua_setfield(co, -2, "hedged");
     batch_free(b); /* the loser, still running, is cancelled here */
+    lua_remove(co, anchor);
     return 1;
 }
 
@@ -259,11 +297,22 @@ static int start_batch(lua_State *L, int idx, int n, int single, int concurrency
 {
     rr_req *r = current_req(L);
     rr_curl_opts *opts = rr_curl_read_call(L, idx, n, single);
-    batch *b = calloc(1, sizeof *b + sizeof(rr_transfer) * (size_t)n);
-    if (!b) return luaL_error(L, "http request: out of memory");
+    size_t size = sizeof(batch) + sizeof(rr_transfer) * (size_t)n;
+    batch *b = lua_newuserdata(L, size); /* raises on OOM with nothing to free */
+    memset(b, 0, size);
+    b->keep_ref = b->self_ref = LUA_NOREF;
     b->fs = r->w->fetch;
+    b->multi = b->fs->multi;
     b->r = r;
     b->L = r->host->L;
+    b->live = 1;
+    if (luaL_newmetatable(L, BATCH_MT)) {
+        lua_pushcfunction(L, batch_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    b->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, idx);
     b->keep_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     b->single = single;
