@@ -1,5 +1,5 @@
 /* The daemon's internal API: workers (server.c), Lua hosting (luahost.c),
- * upstream HTTP (fetch.c), process lifecycle (main.c). */
+ * upstream HTTP (fetch_loop.c), process lifecycle (main.c). */
 #ifndef RERANKD_DAEMON_H
 #define RERANKD_DAEMON_H
 #include <pthread.h>
@@ -60,7 +60,7 @@ struct rr_worker {
     int mem_dirty;             /* a large request ran: give memory back when idle (server.c) */
     unsigned mem_wait;         /* ticks since mem_dirty was set */
     int lua_kb_base;           /* the Lua heap after the last full collection, KB */
-    void *fetch;               /* fetch.c per-worker state */
+    void *fetch;               /* fetch_loop.c per-worker state */
     void *redis;               /* redis.c connection pool */
 };
 
@@ -129,7 +129,7 @@ void rr_daemon_open(lua_State *L, rr_worker *w);
 int rr_redis_open(lua_State *L);
 void rr_redis_free(rr_worker *w);
 
-/* fetch.c */
+/* fetch_loop.c */
 int rr_fetch_init(rr_worker *w);
 void rr_fetch_free(rr_worker *w);
 int rr_fetch_open(lua_State *L);

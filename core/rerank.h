@@ -101,7 +101,7 @@ int luaopen_rerank_core(lua_State *L);
 /* ---- lbm25.c ---- adds core.bm25, core.analyzer, core.terms, core.stem_languages */
 void rr_lbm25_register(lua_State *L);
 
-/* ---- lfetch.c ---- adds core.http_request / http_request_all (blocking; module build only) */
+/* ---- fetch_blocking.c ---- adds core.http_request / http_request_all (blocking; module build only) */
 void rr_lfetch_register(lua_State *L);
 
 /* ---- cli.c ---- rerankd subcommands: require(module).main({args...}) -> exit status */

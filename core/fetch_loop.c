@@ -3,7 +3,7 @@
  * yields; completions are recorded in C and the coroutine is resumed from a loop
  * callback (never from inside a libcurl callback). Connections are reused per worker. */
 #include "daemon.h"
-#include "curlx.h"
+#include "curl_call.h"
 #include "rerank.h"
 
 #include <stdlib.h>

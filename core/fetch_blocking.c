@@ -1,8 +1,8 @@
 /* The Lua module's own upstream transport (plain LuaJIT, no event loop): libcurl multi
  * driven with curl_multi_poll until the call's transfers finish. Blocking by design; the
- * daemon never registers it (its workers use the non-blocking fetch.c). One multi handle
+ * daemon never registers it (its workers use the non-blocking fetch_loop.c). One multi handle
  * per lua_State keeps connections alive between calls. */
-#include "curlx.h"
+#include "curl_call.h"
 #include "rerank.h"
 
 #include <stdlib.h>

@@ -1,8 +1,8 @@
-/* Shared libcurl plumbing for the daemon's non-blocking fetch (fetch.c) and the Lua
- * module's own transport (lfetch.c): request options from Lua, easy-handle setup,
+/* Shared libcurl plumbing for the daemon's non-blocking fetch (fetch_loop.c) and the Lua
+ * module's own transport (fetch_blocking.c): request options from Lua, easy-handle setup,
  * response buffering, and results pushed back to Lua. */
-#ifndef RERANKD_CURLX_H
-#define RERANKD_CURLX_H
+#ifndef RERANKD_CURL_CALL_H
+#define RERANKD_CURL_CALL_H
 #include <stddef.h>
 #include <curl/curl.h>
 #include <lua.h>

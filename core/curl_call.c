@@ -1,5 +1,5 @@
-/* Shared libcurl plumbing (see curlx.h). */
-#include "curlx.h"
+/* Shared libcurl plumbing (see curl_call.h). */
+#include "curl_call.h"
 #include "buf.h"
 
 #include <stdio.h>
