@@ -15,7 +15,7 @@
 static int open_core_blocking(lua_State *L)
 {
     luaopen_rerank_core(L);
-    rr_lfetch_register(L);
+    rr_fetch_blocking_register(L);
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "daemon");
     return 1;

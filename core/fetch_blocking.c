@@ -133,7 +133,7 @@ static int l_http_request_all(lua_State *L)
     return start(L, n, 0, conc);
 }
 
-void rr_lfetch_register(lua_State *L)
+void rr_fetch_blocking_register(lua_State *L)
 {
     static int inited;
     if (!inited) {

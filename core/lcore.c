@@ -299,7 +299,7 @@ int luaopen_rerank_core(lua_State *L)
     lua_setfield(L, -2, "version");
     rr_lbm25_register(L);
 #ifdef RERANK_LUA_MODULE
-    rr_lfetch_register(L); /* the daemon's workers must never block: they use rerank.core.fetch */
+    rr_fetch_blocking_register(L); /* the daemon's workers must never block: they use rerank.core.fetch */
     lua_pushboolean(L, 0);
 #else
     lua_pushboolean(L, 1);

@@ -102,7 +102,7 @@ int luaopen_rerank_core(lua_State *L);
 void rr_lbm25_register(lua_State *L);
 
 /* ---- fetch_blocking.c ---- adds core.http_request / http_request_all (blocking; module build only) */
-void rr_lfetch_register(lua_State *L);
+void rr_fetch_blocking_register(lua_State *L);
 
 /* ---- cli.c ---- rerankd subcommands: require(module).main({args...}) -> exit status */
 int rr_cli_run(const char *root, const char *module, int argc, char **argv);
