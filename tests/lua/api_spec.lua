@@ -1,5 +1,5 @@
 -- luacheck: std +busted
-local api = require "rerank.api"
+local api = require "rerank.shapes.registry"
 local json = require "rerank.json"
 local cjson = require "cjson"
 

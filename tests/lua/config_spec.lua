@@ -1,10 +1,10 @@
--- rerank.config: YAML/table -> normalised cfg, and every error message form.
+-- rerank.config.load: YAML/table -> normalised cfg, and every error message form.
 -- Bad cases are data: tests/fixtures/config/bad/*.yaml, each headed by
 --   # expect: <what follows the file name>   (prefix of the message, with :line:col:)
 --   # contains: <substring>                  (optional, repeatable)
 --   # env: NAME=value / # unset: NAME        (optional environment for the case)
-local config = require "rerank.config"
-local paths = require "rerank.paths"
+local config = require "rerank.config.load"
+local paths = require "rerank.config.paths"
 local core = require "rerank.core"
 local support_files = require "support.files"
 local setenv, write = support_files.setenv, support_files.write
@@ -84,7 +84,7 @@ describe("config good fixtures", function()
     }, s)
     assert.are.equal(providers, cfg.paths.providers[1])
     assert.are.equal(REPO .. "/providers", cfg.paths.providers[#cfg.paths.providers])
-    assert.are.same({ dir, REPO .. "/lua/rerank/templates" }, cfg.paths.templates)
+    assert.are.same({ dir, REPO .. "/lua/rerank/llm/templates" }, cfg.paths.templates)
     assert.are.equal("hybrid", cfg.default_model)
     assert.are.equal(4, #cfg.models)
 
@@ -392,7 +392,7 @@ describe("config top-level templates:", function()
     local dir = os.getenv("PWD") .. "/tests/fixtures/llm"
     local cfg = assert(config.from_table({ templates = { dir }, models = { { name = "b", provider = "bm25" } } }))
     assert.are.equal(dir, cfg.paths.templates[1])
-    assert.truthy(cfg.paths.templates[#cfg.paths.templates]:find("lua/rerank/templates$"))
+    assert.truthy(cfg.paths.templates[#cfg.paths.templates]:find("lua/rerank/llm/templates$"))
     local _, err = config.from_table({ templates = { "/nonexistent-dir" } })
     assert.truthy(err:find("templates[0]", 1, true), err)
   end)

@@ -1,9 +1,9 @@
--- Document preparation before a provider call (rerank.docs): token estimates, truncation and
+-- Document preparation before a provider call (rerank.engine.documents): token estimates, truncation and
 -- chunking that never split UTF-8, rank_fields, what a provider declares it handles, chunk
 -- scores collapsed per document, and the image check. Pure functions, no I/O.
-local docs = require "rerank.docs"
+local docs = require "rerank.engine.documents"
 
-describe("rerank.docs", function()
+describe("rerank.engine.documents", function()
   local s4 = { chars_per_token = 4 }
   local sw = { chars_per_token = "whitespace" }
 
@@ -70,7 +70,7 @@ describe("rerank.docs", function()
   end)
 end)
 
-describe("rerank.docs settings and estimates", function()
+describe("rerank.engine.documents settings and estimates", function()
   it("settings: defaults, the global section, then the model's", function()
     assert.are.same({ chars_per_token = 4, chunk_tokens = 512, text_field = "text" }, docs.settings())
     assert.are.same({ chars_per_token = "whitespace", chunk_tokens = 100, text_field = "body" },
@@ -107,7 +107,7 @@ describe("rerank.docs settings and estimates", function()
   end)
 end)
 
-describe("rerank.docs chunking through prepare", function()
+describe("rerank.engine.documents chunking through prepare", function()
   local s4 = { chars_per_token = 4, chunk_tokens = 2 }
 
   it("splits long documents, maps each chunk to its owner and clears top_n", function()
@@ -135,7 +135,7 @@ describe("rerank.docs chunking through prepare", function()
   end)
 end)
 
-describe("rerank.docs images", function()
+describe("rerank.engine.documents images", function()
   local function req(images)
     local list = {}
     for i, img in ipairs(images) do list[i] = { index = i - 1, text = "t", image = img or nil } end

@@ -47,13 +47,13 @@
 --   cfg.alias_options = { [alias] = { hedge?, shadow? } } from the top-level `aliases:` mapping
 -- A provider's `defaults` fill model keys the config leaves unset (base_url, path, ...).
 -- Top-level keys starting with "x-" are ignored: a place for YAML anchors.
--- The sections live in config_models.lua (providers, models, direct_models) and
--- config_ops.lua (auth, limits, cache, redis); schema.lua is the checker they share.
+-- The sections live in config/models.lua (providers, models, direct_models) and
+-- config/ops.lua (auth, limits, cache, redis); schema.lua is the checker they share.
 local core = require "rerank.core"
-local paths = require "rerank.paths"
-local S = require "rerank.schema"
-local models = require "rerank.config_models"
-local ops = require "rerank.config_ops"
+local paths = require "rerank.config.paths"
+local S = require "rerank.config.schema"
+local models = require "rerank.config.models"
+local ops = require "rerank.config.ops"
 
 local is_null, raise, fail, fail_type = S.is_null, S.raise, S.fail, S.fail_type
 local describe, key_path, idx_path, is_list = S.describe, S.key_path, S.idx_path, S.is_list
@@ -154,7 +154,7 @@ local function check_server(v, ctx)
   host, port = s.host or host, s.port or port
   s.host, s.port = host, port
   s.listen = listen_string(host, port)
-  -- cfg.auth (lua/rerank/auth.lua) gets the named keys and open paths; server.api_keys stays
+  -- cfg.auth (lua/rerank/daemon/auth.lua) gets the named keys and open paths; server.api_keys stays
   -- the list of key strings
   local entries, names = M.normalize_api_keys(s.api_keys)
   M.check_auth_mode(s, entries)
@@ -191,7 +191,7 @@ local function check_paths(v, ctx, top_templates)
   if not is_mapping(v) then fail_type("paths", "a mapping", v) end
   check_keys(v, "paths", { providers = true, templates = true }, ctx)
   local root = paths.root()
-  local builtin = paths.join(root, "lua/rerank/templates")
+  local builtin = paths.join(root, "lua/rerank/llm/templates")
   local templates = check_dirs(v.templates, "paths.templates", ctx, builtin)
   if not is_null(top_templates) then
     local extra = check_dirs(top_templates, "templates", ctx, builtin)
@@ -341,7 +341,7 @@ local function check_pipelines(v, ctx)
     if #p.stages == 0 then fail(spath, "at least one stage is required") end
     local stages = {}
     for j = 1, #p.stages do stages[j] = check_stage(p.stages[j], idx_path(spath, j), ctx) end
-    local bad, why = require("rerank.pipeline").check_order(stages)
+    local bad, why = require("rerank.engine.pipeline").check_order(stages)
     if bad then fail(key_path(idx_path(spath, bad), "fuse"), why) end
     local entry = { name = name, stages = stages }
     if not is_null(p.shadow) then entry.shadow = models.check_shadow(nil, p.shadow, key_path(path, "shadow"), ctx) end
@@ -351,7 +351,7 @@ local function check_pipelines(v, ctx)
 end
 
 ---------------------------------------------------------------------------
--- routing, documents (lua/rerank/router.lua, docs.lua)
+-- routing, documents (lua/rerank/engine/router.lua, engine/documents.lua)
 ---------------------------------------------------------------------------
 local ROUTING = { type = "record", fields = {
   { "retries", { type = "integer", min = 0, max = 100 } },
@@ -520,7 +520,7 @@ function M.load(path, overrides)
   local file = paths.abs(path)
   local cfg, err = run(root, { file = file, dir = paths.dirname(file), marks = marks, overrides = overrides,
                                providers = {} }, path)
-  if cfg then cfg.source, cfg.marks = path, marks end -- for later messages (lua/rerank/selftest.lua)
+  if cfg then cfg.source, cfg.marks = path, marks end -- for later messages (lua/rerank/config/selftest.lua)
   return cfg, err
 end
 

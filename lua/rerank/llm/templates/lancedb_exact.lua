@@ -1,7 +1,7 @@
 -- LanceDB's OpenaiReranker prompt exactly as LanceDB sends it: the documents are the bare
 -- strings (a Python list repr), no ids. Answers are matched back by content, then by
 -- position (LanceDB itself reads them by position). See lancedb.lua.
-local base = require "rerank.templates.lancedb"
+local base = require "rerank.llm.templates.lancedb"
 
 local T = {}
 for k, v in pairs(base) do T[k] = v end

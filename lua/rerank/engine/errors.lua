@@ -37,7 +37,7 @@ M.log_error = log_error
 -- and the function, without file paths.
 function M.script_error(model, fn, trace, request_id)
   local who = ("provider %q (model %q)"):format(tostring(model.provider), tostring(model.name))
-  trace = require("rerank.upstream").redact(model, tostring(trace)) -- a key in the message never echoes
+  trace = require("rerank.engine.upstream").redact(model, tostring(trace)) -- a key in the message never echoes
   log_error(("request %s: %s raised in %s: %s"):format(tostring(request_id or "-"), who, fn, tostring(trace)))
   local first = M.strip_paths(tostring(trace):match("^[^\n]*"))
   return M.fail(500, ("%s raised in %s: %s (traceback in the error log)"):format(who, fn, first))

@@ -1,4 +1,4 @@
--- The configuration checker's engine (config.lua and config_*.lua hold the sections): typed
+-- The configuration checker's engine (load.lua, models.lua and ops.lua hold the sections): typed
 -- checks of YAML/Lua values against small specs, with paths in every message.
 --   S.check(spec, value, path, ctx) -> normalised value; raises S.raise/S.fail errors
 --     spec = { type = "string"|"integer"|"number"|"boolean"|"duration"|"size"|"table"|

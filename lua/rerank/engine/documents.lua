@@ -271,7 +271,7 @@ function M.prepare(req, p, s)
   return preq, owners
 end
 
--- Image documents (d.image, lua/rerank/api.lua) go only to a model whose provider declares
+-- Image documents (d.image, lua/rerank/shapes/registry.lua) go only to a model whose provider declares
 -- `images`: true (sent upstream in the provider's shape), "text" (accepted and scored on the
 -- document's text alone, as bm25 does), or function(model) -> either. `image_urls = false`:
 -- the upstream takes data: URLs only. -> nil | the 422 error naming the model.
@@ -286,7 +286,7 @@ function M.check_images(model, p, req)
   if type(ok) == "function" then ok = ok(model) end
   local name = ("model %q"):format(tostring(model.name))
   if not ok then
-    local _, err = require("rerank.errors").fail(422, ("%s does not accept image documents (documents[%d].image)")
+    local _, err = require("rerank.engine.errors").fail(422, ("%s does not accept image documents (documents[%d].image)")
       :format(name, first - 1), ("documents[%d].image"):format(first - 1))
     return err
   end
@@ -294,8 +294,9 @@ function M.check_images(model, p, req)
     for i = first, #list do
       local img = list[i].image
       if img and not find(img, "^data:") then
-        local _, err = require("rerank.errors").fail(422, ("%s takes images as base64 data: URLs only (documents[%d].image)")
-          :format(name, i - 1), ("documents[%d].image"):format(i - 1))
+        local _, err = require("rerank.engine.errors").fail(422,
+          ("%s takes images as base64 data: URLs only (documents[%d].image)"):format(name, i - 1),
+          ("documents[%d].image"):format(i - 1))
         return err
       end
     end

@@ -14,7 +14,7 @@
 -- model's own timeout. The verdict is pass only when both scores are finite, the answer is not
 -- degraded, and relevant > irrelevant.
 local core = require "rerank.core"
-local metrics = require "rerank.metrics"
+local metrics = require "rerank.daemon.metrics"
 
 local M = {}
 

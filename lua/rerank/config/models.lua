@@ -1,4 +1,4 @@
--- Configuration sections about models (config.lua assembles the whole; schema.lua is the
+-- Configuration sections about models (config/load.lua assembles the whole; schema.lua is the
 -- checker): provider files (found by name in paths.providers, loaded and checked once per
 -- configuration), model entries with their provider's options and defaults, aliases and
 -- fallbacks, per-model breaker/chars_per_token/health, and direct_models.
@@ -7,10 +7,10 @@
 --   M.direct_name(name, path, ctx) -> bool (raises for an unknown provider)
 --   M.check_breaker, M.check_chars_per_token, M.check_health: spec check functions; M.BREAKER
 --   M.check_alias_options(v, ctx, cfg) -> { [alias] = { hedge?, shadow? } } (top-level aliases:)
-local paths = require "rerank.paths"
+local paths = require "rerank.config.paths"
 local llm = require "rerank.llm"
-local usage = require "rerank.usage"
-local S = require "rerank.schema"
+local usage = require "rerank.engine.usage"
+local S = require "rerank.config.schema"
 local scoring = require "rerank.score"
 
 local is_null, fail, fail_type, describe = S.is_null, S.fail, S.fail_type, S.describe
@@ -73,7 +73,7 @@ local function load_provider(file, ppath, ctx)
     end
   end
   if p.defaults ~= nil and type(p.defaults) ~= "table" then bad("declares defaults that are not a table") end
-  -- the score layer (lua/rerank/score.lua) and instructions (lua/rerank/router.lua)
+  -- the score layer (lua/rerank/score.lua) and instructions (lua/rerank/engine/router.lua)
   local k = p.score_kind
   if k ~= nil and type(k) ~= "function" and not scoring.KIND_SET[k] then
     bad(("declares score_kind %s (use one of: %s, or a function)"):format(describe(k), table.concat(scoring.KINDS, ", ")))
@@ -91,7 +91,7 @@ local function load_provider(file, ppath, ctx)
 end
 
 ---------------------------------------------------------------------------
--- per-model routing and health keys (lua/rerank/router.lua, docs.lua, health.lua)
+-- per-model routing and health keys (lua/rerank/engine/router.lua, engine/documents.lua, health.lua)
 ---------------------------------------------------------------------------
 -- breaker: { failures = n (0 disables), cooldown = duration }
 local BREAKER = { type = "record", fields = {
@@ -111,7 +111,7 @@ function M.check_chars_per_token(_, v, path)
 end
 
 -- hedge: { after = duration | "pNN" (this worker's NNth percentile of the model's answer
--- times), to = a model name } (lua/rerank/hedge.lua); `to` is checked in check_models
+-- times), to = a model name } (lua/rerank/engine/hedge.lua); `to` is checked in check_models
 function M.check_hedge(_, v, path, ctx)
   if not is_mapping(v) then fail_type(path, "a mapping { after, to }", v) end
   check_keys(v, path, { after = true, to = true }, ctx)
@@ -146,7 +146,7 @@ function M.check_hedge_target(h, hpath, index, ctx)
 end
 
 -- shadow: { model, sample (0..1, default 1), max_inflight (default 4), k (overlap@k, default
--- 10), log (a JSON Lines file, config-relative) } (lua/rerank/shadow.lua); model is checked
+-- 10), log (a JSON Lines file, config-relative) } (lua/rerank/engine/shadow.lua); model is checked
 -- once pipelines are known (M.check_shadow_names)
 local SHADOW = { type = "record", fields = {
   { "model", { type = "string", nonempty = true } },
@@ -344,16 +344,16 @@ local MODEL_FIELDS = {
   { "score", { check = function(...) return M.check_score(...) end } },
   { "price", { type = "map", values = { type = "number", min = 0 } } },
   { "extra_body", { type = "mapping" } },
-  -- routing (lua/rerank/router.lua) and documents (lua/rerank/docs.lua)
+  -- routing (lua/rerank/engine/router.lua) and documents (lua/rerank/engine/documents.lua)
   { "aliases", { type = "list", single = true, items = { type = "string", nonempty = true } } },
   { "weight", { type = "number", min = 0 } },
   { "breaker", { check = function(...) return M.check_breaker(...) end } },
   { "chars_per_token", { check = function(...) return M.check_chars_per_token(...) end } },
-  -- semantic health (lua/rerank/health.lua): false, or { query, relevant, irrelevant }
+  -- semantic health (lua/rerank/daemon/health.lua): false, or { query, relevant, irrelevant }
   { "health", { check = function(...) return M.check_health(...) end } },
-  -- hedged requests (lua/rerank/hedge.lua): { after = duration | "p95", to = model }
+  -- hedged requests (lua/rerank/engine/hedge.lua): { after = duration | "p95", to = model }
   { "hedge", { check = function(...) return M.check_hedge(...) end } },
-  -- shadow traffic (lua/rerank/shadow.lua)
+  -- shadow traffic (lua/rerank/engine/shadow.lua)
   { "shadow", { check = function(...) return M.check_shadow(...) end } },
 }
 local MODEL_KEYS = {}

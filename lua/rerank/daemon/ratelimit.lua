@@ -1,7 +1,7 @@
 -- Rate limits per API key and per model: requests per minute and documents per minute.
 --
 --   ratelimit.new(limits_cfg, opts) -> limiter | nil (no limits configured)
---       limits_cfg (config.lua's cfg.limits): { backend = "local" | "redis",
+--       limits_cfg (config/load.lua's cfg.limits): { backend = "local" | "redis",
 --           per_key = { requests_per_minute =, documents_per_minute = } | nil,  -- every key
 --           keys = { [key name] = {...} },                                     -- overrides
 --           per_model = {...} | nil, models = { [model name] = {...} } }
@@ -27,8 +27,8 @@
 -- the request is checked against the local counters instead (and rerankd_redis_errors_total
 -- counts it): limits degrade to per worker rather than failing open or closed.
 local json = require "rerank.json"
-local metrics = require "rerank.metrics"
-local redis_state = require "rerank.redis_state"
+local metrics = require "rerank.daemon.metrics"
+local redis_state = require "rerank.daemon.redis_state"
 
 local floor, ceil, max, min = math.floor, math.ceil, math.max, math.min
 

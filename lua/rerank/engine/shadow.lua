@@ -1,15 +1,15 @@
 -- Shadow traffic (README "Shadow traffic"): a model, alias or pipeline with
 -- `shadow: { model: NAME, sample: 0.05, max_inflight: 4, k: 10, log: FILE }` also runs a
 -- sampled share of its requests on NAME after the client has its answer (server.lua answers
--- early through ctx.reply_early), and compares the two rankings (lua/rerank/compare.lua).
+-- early through ctx.reply_early), and compares the two rankings (lua/rerank/engine/compare.lua).
 --   shadow.configured(cfg, name) -> bool, shadow.copy(req) -> req   (the request as parsed is
 --                                           kept before the primary runs)
 --   shadow.pick(cfg, name) -> pick | nil     a sampled request's shadow, or nil (not sampled,
 --                                           or over max_inflight: dropped and counted)
 --   shadow.run(inst, pick, req, result, deadline_s)  runs the shadow and records the comparison
 local core = require "rerank.core"
-local metrics = require "rerank.metrics"
-local compare = require "rerank.compare"
+local metrics = require "rerank.daemon.metrics"
+local compare = require "rerank.engine.compare"
 local json = require "rerank.json"
 
 local M = {}

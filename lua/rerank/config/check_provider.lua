@@ -12,7 +12,7 @@
 local cjson = require "cjson"
 local json = require "rerank.json"
 local shapes = require "rerank.shapes"
-local upstream = require "rerank.upstream"
+local upstream = require "rerank.engine.upstream"
 
 local M = {}
 
@@ -22,7 +22,7 @@ local function denull(v)
 end
 M.denull = denull
 
-local read = require("rerank.paths").read -- fixtures: regular files of bounded size
+local read = require("rerank.config.paths").read -- fixtures: regular files of bounded size
 M.read = read
 
 -- compare as JSON values: no metatables, no functions
@@ -42,7 +42,7 @@ function M.with_env(env, fn)
   return a, b
 end
 
--- a model entry as lua/rerank/config.lua normalises it: provider defaults fill unset keys
+-- a model entry as lua/rerank/config/load.lua normalises it: provider defaults fill unset keys
 function M.make_model(t, P)
   local m = {}
   for k, v in pairs(t) do m[k] = denull(v) end
@@ -240,7 +240,7 @@ local function dirname(path)
 end
 
 local function run_case(fn, ...)
-  local ok, good, why = xpcall(fn, require("rerank.errors").traceback, ...)
+  local ok, good, why = xpcall(fn, require("rerank.engine.errors").traceback, ...)
   if not ok then return false, "raised: " .. tostring(good) end
   return good, why
 end
@@ -258,7 +258,7 @@ function M.main(args, out)
   end
   local stem = file:match("([^/]+)%.lua$") or file:match("[^/]+$")
   dir = dir or (dirname(file) .. "/fixtures/" .. stem)
-  local P, lerr = require("rerank.router").load_provider(file)
+  local P, lerr = require("rerank.engine.router").load_provider(file)
   if not P then
     out("check-provider: " .. tostring(lerr))
     return 2

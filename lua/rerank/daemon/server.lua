@@ -3,22 +3,22 @@
 local core = require "rerank.core"
 local rerank = require "rerank"
 local json = require "rerank.json"
-local api = require "rerank.api"
+local api = require "rerank.shapes.registry"
 local shapes = require "rerank.shapes" -- client shapes (Cohere v1/v2, Jina, Voyage, TEI) + detection
 -- operations: API keys, rate limits, metrics, semantic health
-local auth = require "rerank.auth"
-local ratelimit = require "rerank.ratelimit"
-local upstream = require "rerank.upstream"
-local waits = require "rerank.waits"
-local shadow = require "rerank.shadow"
-local metrics = require "rerank.metrics"
-local health = require "rerank.health"
+local auth = require "rerank.daemon.auth"
+local ratelimit = require "rerank.daemon.ratelimit"
+local upstream = require "rerank.engine.upstream"
+local waits = require "rerank.transport.waits"
+local shadow = require "rerank.engine.shadow"
+local metrics = require "rerank.daemon.metrics"
+local health = require "rerank.daemon.health"
 
 local M = {}
 local instance -- this worker's rerank instance
 local gate, limiter -- API keys (auth.lua) and rate limits (ratelimit.lua); nil when not configured
 
--- The daemon's configurations answer HTTP: config.lua then refuses an empty one and one
+-- The daemon's configurations answer HTTP: config/load.lua then refuses an empty one and one
 -- that does not choose its authentication (server.api_keys or server.auth: none).
 local function serving(overrides)
   local o = { serve = true }
@@ -28,7 +28,7 @@ end
 M.serving = serving
 
 -- The configuration check before the daemon serves a file (start, SIGHUP; core/luahost.c):
--- validation, then the self-test (lua/rerank/selftest.lua) on an instance that cannot reach
+-- validation, then the self-test (lua/rerank/config/selftest.lua) on an instance that cannot reach
 -- the network.
 local NO_NETWORK = {
   request = function() return nil, "no network during the self-test" end,
@@ -42,7 +42,7 @@ local NO_NETWORK = {
 function M.load_config(path, overrides)
   local r, err = rerank.new(path, { overrides = serving(overrides), transport = NO_NETWORK })
   if not r then return nil, err end
-  local ok, terr = require("rerank.selftest").run(r)
+  local ok, terr = require("rerank.config.selftest").run(r)
   if not ok then return nil, terr end
   return r.cfg
 end
@@ -193,11 +193,11 @@ local function handle_rerank(ctx, route)
   }
   if result.degraded then headers["x-rerankd-degraded"] = "true" end -- never silently
   if info.cache then headers["x-rerankd-cache"] = info.cache end -- hit | partial | miss
-  -- USD from the configured prices and local counts (lua/rerank/router.lua), 0 when unpriced
+  -- USD from the configured prices and local counts (lua/rerank/engine/router.lua), 0 when unpriced
   headers["x-rerankd-cost"] = ("%.10g"):format(result.cost or (result.usage and result.usage.cost) or 0)
   if result.served_by then headers["x-rerankd-model"] = result.served_by end
   for k, v in pairs(shape_headers or {}) do headers[k] = v end
-  -- shadow traffic: sampled here, run after the answer is sent (M.handle, lua/rerank/shadow.lua)
+  -- shadow traffic: sampled here, run after the answer is sent (M.handle, lua/rerank/engine/shadow.lua)
   local pick = pristine and shadow.pick(instance.cfg, shadow_name)
   if pick then
     local cfg_timeout = instance.cfg.server.timeout or 30
@@ -247,7 +247,7 @@ end
 
 local function handle_health(ctx)
   local up = ctx.workers_up >= ctx.workers and instance ~= nil
-  if up and health.wants_deep(ctx.query) then -- GET /health?deep=1 (lua/rerank/health.lua)
+  if up and health.wants_deep(ctx.query) then -- GET /health?deep=1 (lua/rerank/daemon/health.lua)
     -- it calls the upstreams and shows their error text: dispatch asked for a key (when keys
     -- are configured), and each worker runs one per health.DEEP_INTERVAL
     local wait = health.admit()
@@ -259,7 +259,7 @@ local function handle_health(ctx)
     local ok, report = health.deep(instance)
     return ok and 200 or 503, JSON, json.encode({ status = ok and "ok" or "failing", deep = true,
       workers = ctx.workers, workers_up = ctx.workers_up, version = core.version, models = json.array(report),
-      redis = require("rerank.redis_state").report(instance.cfg) })
+      redis = require("rerank.daemon.redis_state").report(instance.cfg) })
   end
   local body = json.encode({
     status = up and "ok" or "starting",
@@ -278,7 +278,7 @@ local function handle_models()
   return 200, JSON, json.encode({ object = "list", data = json.array(data), default_model = instance.cfg.default_model })
 end
 
-local function handle_metrics() -- every worker's metrics, merged (lua/rerank/metrics.lua)
+local function handle_metrics() -- every worker's metrics, merged (lua/rerank/daemon/metrics.lua)
   return 200, { ["content-type"] = metrics.CONTENT_TYPE }, metrics.collect_render()
 end
 

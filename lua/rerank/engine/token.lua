@@ -16,7 +16,7 @@
 --   M.forget(model, p)          -> drops the cached token
 --   M.call(call, transport, model, p, req) -> call(transport, model with the token, p, req)
 local core_ok, core = pcall(require, "rerank.core")
-local fail = require("rerank.errors").fail
+local fail = require("rerank.engine.errors").fail
 local json = require "rerank.json"
 
 local M = {}
@@ -64,7 +64,7 @@ function M.get(transport, model, p)
   if res.status >= 400 then
     local auth = res.status == 400 or res.status == 401 or res.status == 403
     return nil, { status = 502, type = auth and "upstream_auth_error" or "upstream_error", upstream_status = res.status,
-                  message = require("rerank.upstream").redact(model,
+                  message = require("rerank.engine.upstream").redact(model,
                     ("%s returned HTTP %d%s"):format(who, res.status, message(res.body))),
                   retry_after = res.headers and res.headers["retry-after"] }
   end

@@ -17,7 +17,7 @@
 --       Errors after the chain was walked carry fallbacks_tried = true.
 --   r:resolve(name) -> { name, members = { { model = entry, weight = w }, ... } } | nil, err
 --   r.stats[name] = { attempts, failures, retries, served, fallbacks, cost }, r.breakers and
---   r:breaker_state(name): read by lua/rerank/metrics.lua (watch_router) for GET /metrics
+--   r:breaker_state(name): read by lua/rerank/daemon/metrics.lua (watch_router) for GET /metrics
 --
 -- A name resolves, in this order, to: an alias (cfg.aliases: one model or a weighted group),
 -- a configured model, or, with direct_models, "provider/upstream-model" (the provider's
@@ -34,10 +34,10 @@
 -- breaker.failures consecutive retryable failures, skips the deployment for breaker.cooldown,
 -- then lets one request through as a probe (half-open): success closes it, failure re-opens.
 -- State (in-flight counts, breakers, metrics) is per worker.
-local docs = require "rerank.docs"
-local accounting = require "rerank.usage"
-local paths = require "rerank.paths"
-local config_models = require "rerank.config_models"
+local docs = require "rerank.engine.documents"
+local accounting = require "rerank.engine.usage"
+local paths = require "rerank.config.paths"
+local config_models = require "rerank.config.models"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local min, max, floor, ceil, huge = math.min, math.max, math.floor, math.ceil, math.huge
@@ -53,7 +53,7 @@ M.DEFAULTS = {
   breaker = { failures = 5, cooldown = 10 },
 }
 
-local errors = require "rerank.errors"
+local errors = require "rerank.engine.errors"
 local fail = errors.fail
 
 ---------------------------------------------------------------------------------------------
@@ -384,7 +384,7 @@ local function inflight_done(self, name, token)
   local t = self.inflight[name]
   if t then t[token] = nil end
 end
--- for hedged calls (lua/rerank/hedge.lua): a hedge counts as a call in flight to its target
+-- for hedged calls (lua/rerank/engine/hedge.lua): a hedge counts as a call in flight to its target
 R.inflight_count, R.inflight_add, R.inflight_done = inflight_count, inflight_add, inflight_done
 
 function R:breaker_settings(model)
@@ -610,7 +610,7 @@ function R:run(name, req, report)
               st.served = st.served + 1
               st.cost = st.cost + (acct.cost or 0)
               if gi > 1 then st.fallbacks = st.fallbacks + 1 end
-              -- a hedge target that answered first serves the request (lua/rerank/hedge.lua)
+              -- a hedge target that answered first serves the request (lua/rerank/engine/hedge.lua)
               local by = type(out) == "table" and out.served_by and self.cfg.model_index
                 and self.cfg.model_index[out.served_by] or model
               acct.model, acct.provider, acct.attempts, acct.fallback = by.name, by.provider, attempts, gi > 1

@@ -1,12 +1,12 @@
--- Configuration sections for operations (config.lua assembles the whole; schema.lua is the
--- checker): API keys and open paths (lua/rerank/auth.lua), limits (ratelimit.lua), cache
--- (cache.lua), redis. Per-model health is a model key: config_models.lua.
+-- Configuration sections for operations (config/load.lua assembles the whole; schema.lua is the
+-- checker): API keys and open paths (lua/rerank/daemon/auth.lua), limits (ratelimit.lua), cache
+-- (cache.lua), redis. Per-model health is a model key: config/models.lua.
 --   M.check_api_key, M.check_open_path: spec check functions for server.api_keys/open_paths
 --   M.normalize_api_keys(list) -> { {name, key} }, { [name] = true }
 --   M.check_auth_mode(server, entries), M.check_serving(cfg): fail closed (server.auth)
 --   M.check_operations(root, cfg, ctx): sets cfg.auth, cfg.redis, cfg.limits, cfg.cache
-local models = require "rerank.config_models"
-local S = require "rerank.schema"
+local models = require "rerank.config.models"
+local S = require "rerank.config.schema"
 
 local is_null, raise, fail, fail_type = S.is_null, S.raise, S.fail, S.fail_type
 local describe, key_path, idx_path, is_list = S.describe, S.key_path, S.idx_path, S.is_list

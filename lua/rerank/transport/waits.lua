@@ -1,6 +1,6 @@
 -- Time a request spends waiting on upstreams: every transport call (request, request_all)
 -- of a coroutine (one daemon request) adds its wall time; the gateway-overhead metric is
--- the request's total minus this (lua/rerank/metrics.lua).
+-- the request's total minus this (lua/rerank/daemon/metrics.lua).
 --   waits.wrap(transport) -> transport   the same calls, timed
 --   waits.take() -> µs                   this coroutine's total so far, forgotten
 local core = require "rerank.core"
@@ -28,7 +28,7 @@ function M.wrap(t)
   if request_all then
     w.request_all = function(list, n) return pass(core.now_us(), request_all(list, n)) end
   end
-  local hedge = t.hedge -- the daemon's race of two transfers (lua/rerank/hedge.lua)
+  local hedge = t.hedge -- the daemon's race of two transfers (lua/rerank/engine/hedge.lua)
   if hedge then w.hedge = function(a, b, after) return pass(core.now_us(), hedge(a, b, after)) end end
   w.timed_waits = true
   return w

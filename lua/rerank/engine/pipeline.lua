@@ -60,7 +60,7 @@ local function check_int(v, p, min)
 end
 
 local function did_you_mean(word, names)
-  local ok, config = pcall(require, "rerank.config")
+  local ok, config = pcall(require, "rerank.config.load")
   if ok and type(config) == "table" and config.did_you_mean then return config.did_you_mean(word, names) end
 end
 
@@ -169,7 +169,7 @@ local function check_stage(st, sp)
   end
 end
 
--- Order rule shared with config.lua: at most one fuse stage, and it comes first.
+-- Order rule shared with config/load.lua: at most one fuse stage, and it comes first.
 function M.check_order(stages)
   for i, st in ipairs(stages) do
     if st.fuse and i > 1 then return i, "a fuse stage must be the first stage (and only one)" end
@@ -422,7 +422,7 @@ end
 local function saw(st, r)
   if type(r) ~= "table" then return end
   if r.upstream_status ~= nil then st.upstream_status = r.upstream_status end
-  st.cache = require("rerank.cache").merge_status(st.cache, r.cache)
+  st.cache = require("rerank.engine.cache").merge_status(st.cache, r.cache)
 end
 
 local function run_rerank(inst, req, P, spec, sp, st)
@@ -444,12 +444,12 @@ local function run_rerank(inst, req, P, spec, sp, st)
     local d = order[t]
     local text = P.texts and P.texts[d]
     local it = item_of(P, d)
-    -- an image item (lua/rerank/api.lua check_image) goes to the model with its image
+    -- an image item (lua/rerank/shapes/registry.lua check_image) goes to the model with its image
     local img = type(it) == "table" and it.image or nil
     if img == null then img = nil end
     if img ~= nil and not P.from_documents then
       local ierr
-      img, ierr = require("rerank.api").check_image(img, first_place(P, d), P.max_image_bytes)
+      img, ierr = require("rerank.shapes.registry").check_image(img, first_place(P, d), P.max_image_bytes)
       if ierr then return nil, ierr end
     end
     if text == nil and img then text = "" end

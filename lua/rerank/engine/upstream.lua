@@ -3,12 +3,12 @@
 -- libcurl or nginx cosockets; tests: a double) and has request(opts) and request_all(list, n).
 local core = require "rerank.core"
 local json = require "rerank.json"
-local probe = require "rerank.probe"
-local token = require "rerank.token"
+local probe = require "rerank.engine.probe"
+local token = require "rerank.engine.token"
 
 local M = {}
 
-local errors = require "rerank.errors"
+local errors = require "rerank.engine.errors"
 local fail = errors.fail
 
 -- Upstream text made safe to put in a JSON answer or a log line: bytes that are not UTF-8
@@ -113,7 +113,7 @@ local function secrets_of(model)
     if type(v) == "string" and #v >= 4 then out[#out + 1] = v end
   end
   add(model.api_key)
-  add(model.access_token) -- an exchanged bearer token (lua/rerank/token.lua)
+  add(model.access_token) -- an exchanged bearer token (lua/rerank/engine/token.lua)
   for _, v in pairs(type(model.headers) == "table" and model.headers or {}) do
     add(v)
     -- "Bearer <token>", "Basic <creds>": the credential alone may be quoted back too
@@ -321,7 +321,7 @@ local function call_planned(transport, model, p, req, report)
 end
 
 -- One call raced against the same request built for the hedge target h = { model, provider,
--- after } (lua/rerank/hedge.lua): transport.hedge sends the second when the first has not
+-- after } (lua/rerank/engine/hedge.lua): transport.hedge sends the second when the first has not
 -- answered after h.after; the first 2xx wins. Returns out (out.served_by names a winning
 -- target), plus the race's report { index, hedged }.
 local function call_hedged(transport, model, p, req, spec, h, report)
@@ -339,7 +339,7 @@ end
 -- The engine's entry for providers without score(): returns scores-or-results table.
 -- report: a table for the last answer's HTTP status (note_status above), or nil.
 function M.call(transport, model, p, req, hedge, report)
-  if type(p.token) == "table" then -- a bearer token from an exchange first (lua/rerank/token.lua); not hedged
+  if type(p.token) == "table" then -- a bearer token from an exchange first (lua/rerank/engine/token.lua); not hedged
     local out, err = token.call(function(t, m, pp, r) return M.call_with_token(t, m, pp, r, nil, report) end,
                                 transport, model, p, req)
     return out, err
@@ -347,7 +347,7 @@ function M.call(transport, model, p, req, hedge, report)
   return M.call_with_token(transport, model, p, req, hedge, report)
 end
 
--- hedge: an armed hedge (lua/rerank/hedge.lua) or nil; the third return is the race's report.
+-- hedge: an armed hedge (lua/rerank/engine/hedge.lua) or nil; the third return is the race's report.
 function M.call_with_token(transport, model, p, req, hedge, report)
   if type(p.plan) == "function" then return call_planned(transport, model, p, req, report) end
   local max_docs = model.max_documents or (p.limits and p.limits.max_documents)

@@ -12,7 +12,7 @@
 -- the primary call may take), while the target's breaker is open, or when the target already
 -- has `concurrency` calls in flight on this worker; skipped hedges are counted by reason.
 local core = require "rerank.core"
-local metrics = require "rerank.metrics"
+local metrics = require "rerank.daemon.metrics"
 
 local M = {}
 

@@ -21,7 +21,7 @@
 --           max_tokens_per_document = integer|nil, metadata = table|nil, user = string|nil,
 --           extra_body = table|nil, instruction = string|nil, shape = "rerankd",
 --           pipeline = name|stages|nil, lists = prepared lists (rerank.fuse)|nil,
---           return_score = "relevance"|"all"|nil,   (pipelines: lua/rerank/pipeline.lua)
+--           return_score = "relevance"|"all"|nil,   (pipelines: lua/rerank/engine/pipeline.lua)
 --           min_score = number|nil, priority = 0..999|nil, max_tokens_per_query = integer|nil,
 --           raw_scores = bool|nil (TEI: the answer in logits) }   (every shape: shapes/init.lua)
 -- Document text is the decoder's string itself (no copies).
@@ -48,7 +48,7 @@ api.DEFAULT_MAX_DOCUMENTS = 10000
 local shapes = {}
 api.shapes = shapes
 
-local fail = require("rerank.errors").fail
+local fail = require("rerank.engine.errors").fail
 api.fail = fail
 
 ---------------------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ function api.render_error(shape, err)
 end
 
 -- rerankd's own shape is always there (lua/rerank/shapes/rerankd.lua; it requires this module)
-package.loaded["rerank.api"] = api
+package.loaded["rerank.shapes.registry"] = api
 shapes.rerankd = require "rerank.shapes.rerankd"
 
 return api

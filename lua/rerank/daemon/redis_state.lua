@@ -1,6 +1,6 @@
 -- Whether the shared Redis answers, as this worker last saw it (rate limits, score cache).
--- While it fails, each use falls back to this worker's own state (lua/rerank/ratelimit.lua:
--- local counters; lua/rerank/cache.lua: an in-process LRU) and says so in the log (once per
+-- While it fails, each use falls back to this worker's own state (lua/rerank/daemon/ratelimit.lua:
+-- local counters; lua/rerank/engine/cache.lua: an in-process LRU) and says so in the log (once per
 -- 10 s per use, and once when Redis answers again) and in GET /health?deep=1.
 --   redis_state.note(use, ok, err, log)   a Redis call of `use` succeeded or failed
 --   redis_state.report(cfg) -> table | nil  for /health?deep=1 (nil without a redis: section);

@@ -1,7 +1,7 @@
 -- API keys: `Authorization: Bearer <key>` on API routes (DESIGN §5 server.api_keys).
 --
 --   auth.new(auth_cfg)          -> a (nil when no keys are configured: everything is open)
---       auth_cfg = config.lua's cfg.auth: { keys = { { name =, key = } | "key", ... },
+--       auth_cfg = config/load.lua's cfg.auth: { keys = { { name =, key = } | "key", ... },
 --                  open_paths = { "/health", "/metrics" } (default): reachable without a key }
 --   auth.check(a, ctx, path)    -> key name (true on open paths or without keys)
 --                                  | nil, reason ("missing" | "malformed" | "invalid")
@@ -13,7 +13,7 @@
 -- 64) for every configured key, with no early exit, so its time does not depend on how much
 -- of a key a client guessed. Keys never appear in errors, logs or metrics: only names do.
 local bit = require "bit"
-local metrics = require "rerank.metrics"
+local metrics = require "rerank.daemon.metrics"
 
 local bor, bxor, byte, rep = bit.bor, bit.bxor, string.byte, string.rep
 

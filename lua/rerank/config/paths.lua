@@ -1,7 +1,7 @@
 -- Small path helpers (POSIX paths) and the location of rerankd's own files.
 --   paths.root()          directory holding lua/ and providers/ (RERANKD_HOME, else derived
---                         from this file: <root>/lua/rerank/paths.lua, or the installed
---                         PREFIX/share/lua/5.1/rerank/paths.lua -> PREFIX/share/rerankd;
+--                         from this file: <root>/lua/rerank/config/paths.lua, or the installed
+--                         PREFIX/share/lua/5.1/rerank/config/paths.lua -> PREFIX/share/rerankd;
 --                         an installed rerank/site.lua returning { root = DIR } wins)
 --   paths.join(a, b, ...) joins with "/"; an absolute later part replaces what came before
 --   paths.is_abs(p), paths.dirname(p), paths.basename(p), paths.normalize(p)
@@ -178,8 +178,8 @@ function M.root()
   local env = os.getenv("RERANKD_HOME")
   if env and env ~= "" then return M.abs(env) end
   local src = debug.getinfo(1, "S").source
-  local file = src:sub(1, 1) == "@" and src:sub(2) or "lua/rerank/paths.lua"
-  local dir = M.dirname(M.abs(file)) -- .../rerank
+  local file = src:sub(1, 1) == "@" and src:sub(2) or "lua/rerank/config/paths.lua"
+  local dir = M.dirname(M.dirname(M.abs(file))) -- .../rerank (this file is rerank/config/paths.lua)
   -- an installed copy (make install-lib, luarocks) records where its data went
   local site = loadfile(dir .. "/site.lua")
   if site then

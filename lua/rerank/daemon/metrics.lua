@@ -98,7 +98,7 @@ M.define("rerankd_cache_bytes", G, "Approximate bytes held by the in-process sco
 M.define("rerankd_rate_limited_total", C, "Requests refused with 429, by scope (key, model) and limit",
   { "scope", "limit" })
 M.define("rerankd_auth_failures_total", C, "Requests refused with 401, by reason (missing, malformed, invalid)", { "reason" })
--- from the router's per-worker state (lua/rerank/router.lua), read at each snapshot
+-- from the router's per-worker state (lua/rerank/engine/router.lua), read at each snapshot
 M.define("rerankd_upstream_attempts_total", C, "Upstream attempts per deployment (retries included)", { "model" },
   { source = true })
 M.define("rerankd_upstream_failures_total", C, "Failed upstream attempts per deployment", { "model" }, { source = true })
@@ -506,7 +506,7 @@ end
 local BREAKER = { closed = 0, half_open = 1, ["half-open"] = 1, open = 2 }
 
 -- router.stats[name] = { attempts, failures, retries, served, fallbacks }, router.breakers,
--- router:breaker_state(name) -> "closed" | "half_open" | "open" (lua/rerank/router.lua)
+-- router:breaker_state(name) -> "closed" | "half_open" | "open" (lua/rerank/engine/router.lua)
 function M.watch_router(router)
   M.on_snapshot("router", function(m)
     if type(router) ~= "table" then return end

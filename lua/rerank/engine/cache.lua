@@ -27,9 +27,9 @@
 local ffi = require "ffi"
 local bit = require "bit"
 local core = require "rerank.core"
-local metrics = require "rerank.metrics"
-local redis_state = require "rerank.redis_state"
-local docs = require "rerank.docs"
+local metrics = require "rerank.daemon.metrics"
+local redis_state = require "rerank.daemon.redis_state"
+local docs = require "rerank.engine.documents"
 
 local type, pairs, ipairs, tostring, tonumber, concat = type, pairs, ipairs, tostring, tonumber, table.concat
 local huge = math.huge
@@ -197,7 +197,7 @@ function LRU:bytes() return self.used end
 local RedisStore = {}
 RedisStore.__index = RedisStore
 
--- fallback: the in-process store used while Redis fails (lua/rerank/redis_state.lua)
+-- fallback: the in-process store used while Redis fails (lua/rerank/daemon/redis_state.lua)
 function M.redis_store(redis, opts, prefix, log, clock, fallback)
   return setmetatable({ redis = redis, opts = opts or {}, prefix = (prefix or "rerankd:") .. "c:",
                         log = log or function() end, fallback = fallback,
@@ -289,7 +289,7 @@ function M.new(cfg, opts)
       log("warn", "score cache: redis is not available in this process; using an in-process cache")
     end
   elseif backend == "shared_dict" then
-    local ok, cn = pcall(require, "rerank.cache_ngx")
+    local ok, cn = pcall(require, "rerank.engine.cache_ngx")
     local store = ok and cn.from_config(cfg)
     if store then
       self.store, self.backend = store, "shared_dict"
@@ -436,7 +436,7 @@ local function cached(inst, score, model, req, report)
   local s2, usage, degraded, out = direct(score, model, sub, report)
   if not s2 then return nil, usage end
   local o = type(out) == "table" and out or {}
-  -- o.served_by: a hedge target answered (lua/rerank/hedge.lua): not the primary's scores
+  -- o.served_by: a hedge target answered (lua/rerank/engine/hedge.lua): not the primary's scores
   if not degraded and not o.degraded and o.score_kind ~= "rank" and not repaired(o.repairs) and not o.served_by then
     local store = {}
     for j = 1, #mkeys do

@@ -25,7 +25,7 @@ function M.resolve(model, p, spec)
 end
 
 function M.call(transport, model, p, req, spec, report)
-  local upstream = require "rerank.upstream"
+  local upstream = require "rerank.engine.upstream"
   local base = U.base_url(model, p)
   local key = key_of(model, base)
   local winners = M.winners

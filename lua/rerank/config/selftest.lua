@@ -7,7 +7,7 @@
 --   selftest.run(instance) -> true | nil, "file:line:col: what failed: the script's error"
 local fuse = require "rerank.fuse"
 local shapes = require "rerank.shapes"
-local upstream = require "rerank.upstream"
+local upstream = require "rerank.engine.upstream"
 
 local M = {}
 
@@ -34,7 +34,7 @@ end
 
 -- pcall(fn, ...) under M.BUDGET_S: past it, a count hook raises at every instruction, so a
 -- pcall inside the script cannot swallow the error (operator scripts run interpreted:
--- lua/rerank/paths.lua loads them with the JIT off, so hooks reach them).
+-- lua/rerank/config/paths.lua loads them with the JIT off, so hooks reach them).
 local function bounded(fn, ...)
   local t0 = os.clock()
   debug.sethook(function()

@@ -1,4 +1,4 @@
--- Comparing two rankings of the same documents (shadow traffic, lua/rerank/shadow.lua).
+-- Comparing two rankings of the same documents (shadow traffic, lua/rerank/engine/shadow.lua).
 -- A ranking is an array of { index = document, score = number }, best first.
 --   compare.kendall_tau_b(a, b) -> tau | nil   over the documents both rank (their scores),
 --                                             the first M.MAX_TAU of them in a's order (the
