@@ -1,6 +1,6 @@
 -- lua/rerank/engine/router.lua (aliases, groups, fallbacks, retries, Retry-After, deadlines, circuit
 -- breakers, direct provider/model names, local cost), with a fake clock and a scripted score
--- function: no I/O. Document preparation is in docs_spec.lua, batch splitting in upstream_spec.lua.
+-- function: no I/O. Document preparation is in documents_spec.lua, batch splitting in upstream_spec.lua.
 local router = require "rerank.engine.router"
 
 local ROOT = os.getenv("PWD") or "."

@@ -1,6 +1,6 @@
 -- The configuration checker's engine (rerank.config.schema): typed checks against small specs, the
 -- error tables they raise (path + text, located later through marks), durations and sizes,
--- unknown keys with "did you mean", and the path helpers. config_spec.lua covers the
+-- unknown keys with "did you mean", and the path helpers. config_load_spec.lua covers the
 -- configuration itself.
 local S = require "rerank.config.schema"
 

@@ -1,4 +1,5 @@
--- Wire shapes in and out (DESIGN §3, §6).
+-- The wire-shape registry (DESIGN §3, §6): shapes by name (register, parse, render) and the
+-- field checks every shape module uses (api.check). The shapes themselves: shapes/*.lua.
 --
 --   api.parse(shape, body, opts) -> req | nil, err
 --       body: the request body (a JSON string), or an already-decoded table (library callers).

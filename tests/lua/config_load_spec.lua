@@ -12,7 +12,7 @@ local setenv, write = support_files.setenv, support_files.write
 local HERE = paths.dirname(paths.abs(debug.getinfo(1, "S").source:sub(2)))
 local REPO = paths.normalize(HERE .. "/../..")
 local FIX = REPO .. "/tests/fixtures/config"
-local TMP = REPO .. "/tests/tmp/config_spec"
+local TMP = REPO .. "/tests/tmp/config_load_spec"
 
 local function read_header(file)
   local h = { contains = {}, env = {} }

@@ -1,4 +1,6 @@
 -- luacheck: std +busted
+-- rerank.shapes.registry: the registry (parse, render, register) and its field checks, through
+-- rerankd's own shape.
 local api = require "rerank.shapes.registry"
 local json = require "rerank.json"
 local cjson = require "cjson"
