@@ -126,7 +126,7 @@ install: build install-lib
 	@echo "  lua_package_cpath \"$(LIBDIR)/?.so;;\";"
 
 # The library alone (luarocks runs this): require "rerank" with the standard LuaJIT paths.
-# rerank/site.lua tells lua/rerank/paths.lua where the providers and templates went.
+# rerank/site.lua tells lua/rerank/config/paths.lua where the providers and templates went.
 install-lib: $(MODULE)
 	install -d $(DESTDIR)$(LIBDIR)/rerank $(DESTDIR)$(LUADIR) $(DESTDIR)$(DATADIR)
 	install -m 755 $(MODULE) $(DESTDIR)$(LIBDIR)/rerank/core.so

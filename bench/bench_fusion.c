@@ -1,4 +1,4 @@
-/* The fusion kernels of lua/rerank/fusion/rrf.lua and linear.lua (normalize = min_max) as
+/* The fusion kernels of the rrf and linear (normalize = min_max) entries of lua/rerank/fusion/ as
  * plain C loops over the same prepared data (per list: document numbers and similarities),
  * so bench/bench_fusion.lua can compare LuaJIT with C on identical inputs. Built as a
  * shared object by that script; not part of the daemon. Document numbers are 1-based

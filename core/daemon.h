@@ -33,12 +33,12 @@ typedef struct {
 typedef struct rr_worker rr_worker;
 typedef struct rr_req rr_req;
 
-/* One loaded configuration: a Lua state with rerank.server initialised. A reload makes a
+/* One loaded configuration: a Lua state with rerank.daemon.server initialised. A reload makes a
  * new host; the old one is closed when its last in-flight request finishes. */
 typedef struct {
     lua_State *L;
-    int handler_ref;           /* rerank.server.handle */
-    int tick_ref;              /* rerank.server.tick or LUA_NOREF */
+    int handler_ref;           /* rerank.daemon.server.handle */
+    int tick_ref;              /* rerank.daemon.server.tick or LUA_NOREF */
     int refs;                  /* in-flight requests whose coroutine lives in L */
     int retired;
 } rr_luahost;
@@ -109,7 +109,7 @@ lua_State *rr_lua_new(const char *root, char *err, size_t errlen);
 void rr_lua_free(lua_State *L); /* closes a state made by rr_lua_new */
 int rr_lua_init_worker(rr_worker *w, char *err, size_t errlen);
 void rr_lua_host_release(rr_luahost *h); /* drops one ref; closes a retired host at zero */
-void rr_lua_tick(rr_worker *w);          /* periodic rerank.server.tick() (metrics publish) */
+void rr_lua_tick(rr_worker *w);          /* periodic rerank.daemon.server.tick() (metrics publish) */
 int rr_lua_check_config(const rr_options *opt, rr_options *out, char *err, size_t errlen);
 void rr_lua_start_request(rr_req *r);
 void rr_req_assign_id(rr_req *r);

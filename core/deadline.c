@@ -10,7 +10,7 @@
  *
  * LuaJIT runs hooks in its interpreter only, not in compiled traces: the built-in code
  * bounds its loops by the request limits (server.max_documents, max_fuse_lists/items), and
- * operator scripts run with the compiler off (lua/rerank/paths.lua). */
+ * operator scripts run with the compiler off (lua/rerank/config/paths.lua). */
 #include "daemon.h"
 #include "rerank.h"
 

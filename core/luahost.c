@@ -122,16 +122,16 @@ lua_State *rr_lua_new(const char *root, char *err, size_t errlen)
     return L;
 }
 
-/* Pushes require("rerank.server")[fn] */
+/* Pushes require("rerank.daemon.server")[fn] */
 static int push_server_fn(lua_State *L, const char *fn, char *err, size_t errlen)
 {
     lua_getglobal(L, "require");
-    lua_pushliteral(L, "rerank.server");
+    lua_pushliteral(L, "rerank.daemon.server");
     if (pcall_tb(L, 1, 1, err, errlen) != 0) return -1;
     lua_getfield(L, -1, fn);
     lua_remove(L, -2);
     if (!lua_isfunction(L, -1)) {
-        snprintf(err, errlen, "rerank.server.%s is missing", fn);
+        snprintf(err, errlen, "rerank.daemon.server.%s is missing", fn);
         lua_pop(L, 1);
         return -1;
     }

@@ -37,7 +37,7 @@ static void usage(FILE *f)
 static int has_lua_tree(const char *dir)
 {
     char p[PATH_MAX + 32];
-    snprintf(p, sizeof p, "%s/lua/rerank/server.lua", dir);
+    snprintf(p, sizeof p, "%s/lua/rerank/daemon/server.lua", dir);
     return access(p, R_OK) == 0;
 }
 
@@ -127,9 +127,9 @@ static void tune_malloc(void)
 
 int main(int argc, char **argv)
 {
-    /* subcommands in Lua (core/cli.c): lua/rerank/eval/cli.lua, lua/rerank/check_provider.lua */
+    /* subcommands in Lua (core/cli.c): lua/rerank/eval/cli.lua, lua/rerank/config/check_provider.lua */
     const char *tool = argc > 1 && strcmp(argv[1], "eval") == 0             ? "rerank.eval.cli"
-                       : argc > 1 && strcmp(argv[1], "check-provider") == 0 ? "rerank.check_provider"
+                       : argc > 1 && strcmp(argv[1], "check-provider") == 0 ? "rerank.config.check_provider"
                        : argc > 1 && strcmp(argv[1], "calibrate") == 0      ? "rerank.eval.calibrate"
                                                                              : NULL;
     if (tool) {

@@ -7,9 +7,9 @@
 --   feedback (false, or { docs = 10, terms = 20, weight = 0.5 }: pseudo-relevance feedback).
 -- With return_score "all" the output carries each document's matched terms (stems).
 local core = require "rerank.core"
-local S = require "rerank.schema"
-local docs_mod = require "rerank.docs"
-local stoplists = require "rerank.stopwords"
+local S = require "rerank.config.schema"
+local docs_mod = require "rerank.engine.documents"
+local stoplists = require "rerank.bm25.stopwords"
 
 local type, ipairs = type, ipairs
 local fail, fail_type, describe = S.fail, S.fail_type, S.describe

@@ -1,7 +1,7 @@
 -- Any server speaking the Cohere/Jina rerank shape (base_url required). Body {model?, query,
 -- documents[string], top_n, return_documents}; the answer may be results/data, bare list,
 -- relevance_score/score. Without `path`, the runtime tries probe_paths in order while the
--- server answers 404/405 and remembers the first that works (lua/rerank/probe.lua).
+-- server answers 404/405 and remembers the first that works (lua/rerank/engine/probe.lua).
 local U = require "rerank.provider_util"
 
 local P = {

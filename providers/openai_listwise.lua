@@ -22,9 +22,9 @@ local P = {
   name = "openai_listwise",
   score_kind = "rank", -- lua/rerank/score.lua
   env_key = "OPENAI_API_KEY",
-  templates = true,   -- config.lua resolves `template` in paths.templates
+  templates = true,   -- config/load.lua resolves `template` in paths.templates
   concurrency = 1,    -- one call per round: windows are sequential
-  cacheable = false,  -- a document's rank depends on the whole list (lua/rerank/cache.lua)
+  cacheable = false,  -- a document's rank depends on the whole list (lua/rerank/engine/cache.lua)
   defaults = { base_url = "https://api.openai.com", path = "/v1/chat/completions", model = "gpt-3.5-turbo" },
   options = {
     window = { type = "integer", min = 2, default = 20 },

@@ -25,7 +25,7 @@ local P = {
   name = "openai_llm",
   score_kind = "probability", -- lua/rerank/score.lua
   env_key = "OPENAI_API_KEY",
-  templates = true,   -- config.lua resolves `template` in paths.templates
+  templates = true,   -- config/load.lua resolves `template` in paths.templates
   concurrency = 8,
   defaults = { base_url = "https://api.openai.com", path = "/v1/chat/completions", model = "gpt-4-turbo-preview" },
   options = {

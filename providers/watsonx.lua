@@ -1,7 +1,7 @@
 -- IBM watsonx.ai: POST https://{region}.ml.cloud.ibm.com/ml/v1/text/rerank?version=YYYY-MM-DD
 -- with an IAM bearer token. The API key (api_key, else WATSONX_APIKEY) is exchanged at
 -- https://iam.cloud.ibm.com/identity/token (option iam_url) for an access token, cached until
--- 80% of its lifetime (lua/rerank/token.lua). A model with `iam: false` sends api_key as the
+-- 80% of its lifetime (lua/rerank/engine/token.lua). A model with `iam: false` sends api_key as the
 -- bearer token itself (a pre-issued token, or Cloud Pak for Data).
 -- Body {model_id, query, inputs: [{text}], project_id | space_id (option, else
 -- WATSONX_PROJECT_ID / WATSONX_SPACE_ID), parameters: {truncate_input_tokens?,

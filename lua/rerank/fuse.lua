@@ -1,5 +1,5 @@
 -- Fusion of ranked lists (DESIGN §3, §7): input checking, the method registry, the final
--- order, and POST /v1/fuse's wire shape; the shared normalisations are in fuse_scores.lua.
+-- order, and POST /v1/fuse's wire shape; the shared normalisations are in fusion/normalize.lua.
 -- Why one file over ~500 lines: every section reads and writes the
 -- prepared lists P described below, and splitting them would spread that layout over files.
 --
@@ -34,7 +34,7 @@
 -- function(params) -> bool (needs item scores), params = { name = { type = "number"|
 -- "integer"|"string"|"boolean"|"any", min =, enum = {...}, default = } } }. It is pure.
 local json = require "rerank.json"
-local paths = require "rerank.paths"
+local paths = require "rerank.config.paths"
 
 local type, tostring, next, pairs, ipairs = type, tostring, next, pairs, ipairs
 local getmetatable, setmetatable = getmetatable, setmetatable
@@ -55,13 +55,13 @@ M.STD = { "population", "sample" }
 M.MAX_LISTS = 1000     -- lists per request (server.max_fuse_lists)
 M.MAX_ITEMS = 100000   -- items over all lists of a request (server.max_fuse_items)
 
-local fail = require("rerank.errors").fail
+local fail = require("rerank.engine.errors").fail
 M.fail = fail
 
 local function present(v) return v ~= nil and v ~= null end
 
 local function did_you_mean(word, names)
-  local ok, config = pcall(require, "rerank.config")
+  local ok, config = pcall(require, "rerank.config.load")
   if not ok or type(config) ~= "table" or not config.did_you_mean then return nil end
   return config.did_you_mean(word, names)
 end
@@ -541,9 +541,9 @@ function M.check_params(method, params, prefix)
 end
 
 ---------------------------------------------------------------------------------------------
--- per-list scores: similarities, normalisations (lua/rerank/fuse_scores.lua, which the
+-- per-list scores: similarities, normalisations (lua/rerank/fusion/normalize.lua, which the
 -- method registries in fusion/ require themselves)
-local fs = require "rerank.fuse_scores"
+local fs = require "rerank.fusion.normalize"
 
 ---------------------------------------------------------------------------------------------
 -- compute

@@ -5,11 +5,11 @@
 -- Misuse raises; expected failures return nil, err where err is
 -- { status = http status, type = ..., message = ..., param = ... }.
 local core = require "rerank.core"
-local config = require "rerank.config"
-local upstream = require "rerank.upstream"
-local router = require "rerank.router"
-local cache = require "rerank.cache"
-local accounting = require "rerank.usage"
+local config = require "rerank.config.load"
+local upstream = require "rerank.engine.upstream"
+local router = require "rerank.engine.router"
+local cache = require "rerank.engine.cache"
+local accounting = require "rerank.engine.usage"
 local json = require "rerank.json"
 local scoring = require "rerank.score"
 
@@ -17,7 +17,7 @@ local M = { _VERSION = core.version }
 local Instance = {}
 Instance.__index = Instance
 
-local errors = require "rerank.errors"
+local errors = require "rerank.engine.errors"
 local fail = errors.fail
 M.fail = fail
 
@@ -53,14 +53,14 @@ function M.new(cfg, opts)
   end
   if not c then return nil, err end
   -- timed per request: the gateway-overhead metric subtracts the upstream wait (waits.lua)
-  local transport = require("rerank.waits").wrap(opts.transport or M.default_transport())
+  local transport = require("rerank.transport.waits").wrap(opts.transport or M.default_transport())
   local self = setmetatable({ cfg = c, providers = {}, transport = transport }, Instance)
   for _, m in ipairs(c.models) do
     local p, perr = load_provider(m.provider_file)
     if not p then return nil, "models." .. m.name .. ": " .. tostring(perr) end
     self.providers[m.name] = p
   end
-  self.cache = cache.new(c) -- score cache (lua/rerank/cache.lua); nil unless `cache:` is configured
+  self.cache = cache.new(c) -- score cache (lua/rerank/engine/cache.lua); nil unless `cache:` is configured
   -- aliases, fallbacks, retries, deadlines, breakers, direct provider/model names; each call
   -- goes through the score cache and the per-model upstream metrics to the provider
   local sleep = self.transport and self.transport.sleep
@@ -156,7 +156,7 @@ function Instance:score(model, req, report)
     if not self.transport then
       return fail(501, ("provider %q needs an HTTP transport"):format(model.provider))
     end
-    local hedge = require "rerank.hedge"
+    local hedge = require "rerank.engine.hedge"
     local h = model.hedge and hedge.plan(self, model, req) -- a second deployment when slow
     local t0 = core.now_us()
     local race
@@ -202,7 +202,7 @@ local function matched_terms(results, per_doc)
     local list = per_doc[r.index + 1] or {}
     local parts = {}
     for j, m in ipairs(list) do parts[j] = json.string(m[1]) .. ":" .. json.number(m[2]) end
-    r.extra = require("rerank.api").score_members(r) .. ',"matched_terms":{' .. table.concat(parts, ",") .. "}"
+    r.extra = require("rerank.shapes.registry").score_members(r) .. ',"matched_terms":{' .. table.concat(parts, ",") .. "}"
   end
 end
 
@@ -252,19 +252,19 @@ function Instance:rerank(req, timing)
       text_field = self.cfg.documents and self.cfg.documents.text_field,
       max_image_bytes = self.cfg.documents and self.cfg.documents.max_image_bytes })
     if not r then return nil, err end
-    -- a library call: the results as the daemon serialises them (lua/rerank/api.lua)
+    -- a library call: the results as the daemon serialises them (lua/rerank/shapes/registry.lua)
     local res, rerr = self:rerank(r, timing)
     if res and type(res.results) == "table" then library_results(res, r) end
     return res, rerr
   end
-  -- pipelines (named, inline, a model name that is a pipeline, or lists): lua/rerank/pipeline.lua
-  local pipeline = require "rerank.pipeline"
+  -- pipelines (named, inline, a model name that is a pipeline, or lists): lua/rerank/engine/pipeline.lua
+  local pipeline = require "rerank.engine.pipeline"
   local stages, pinfo = pipeline.resolve(self, req)
   if stages then return pipeline.run(self, req, stages, pinfo, timing) end
   if pinfo then return nil, pinfo end
   local name = req.model or self.cfg.default_model
   local t0 = core.now_us()
-  -- lua/rerank/router.lua: the deployment, fallbacks, retries, deadline; route.cost is local
+  -- lua/rerank/engine/router.lua: the deployment, fallbacks, retries, deadline; route.cost is local
   local report = {} -- filled by the calls below (upstream.lua, cache.lua)
   local scores, usage, degraded, route = self.router:run(name, req, report)
   if not scores then return nil, reported(usage, report) end
@@ -314,7 +314,7 @@ function Instance:rerank(req, timing)
     timing.sort = core.now_us() - t1
   end
   usage = usage or {}
-  -- the upstream's count, else the router's estimate of what it sent (lua/rerank/docs.lua)
+  -- the upstream's count, else the router's estimate of what it sent (lua/rerank/engine/documents.lua)
   local prompt = usage.prompt_tokens or route.tokens or 0
   -- chat (LLM) upstreams report their real tokens, summed over every call: price those
   local cost = route.cost

@@ -1,5 +1,5 @@
 -- Shared helpers for LLM rerankers (providers/openai_llm.lua, providers/openai_listwise.lua)
--- and prompt templates (lua/rerank/templates/*.lua). Pure functions: no I/O except loading
+-- and prompt templates (lua/rerank/llm/templates/*.lua). Pure functions: no I/O except loading
 -- template files and reading OPENAI_API_KEY-style environment variables.
 --
 -- Templates
@@ -8,7 +8,7 @@
 --   llm.template_names(dirs)           -> sorted names of the templates in dirs
 --   llm.template(model, default_name)  -> tpl | nil, err   (model.template_file, else
 --                                         model.template or default_name in model.template_paths
---                                         or the built-in lua/rerank/templates)
+--                                         or the built-in lua/rerank/llm/templates)
 --   A template file returns { name =, kind = "list"|"pointwise"|"listwise",
 --     messages = function(query, doc_or_window, opts) -> chat messages,
 --     parse = function(text, ctx) -> result | nil, err, request = { extra chat body fields }? }
@@ -23,7 +23,7 @@
 --   llm.outcome(model, tpl, res, ctx)  -> "ok", result, usage | "unparseable", msg, usage |
 --                                         "failed", err, nil, retryable
 --
--- Parsing model output (lua/rerank/llm_parse.lua, re-exported here)
+-- Parsing model output (lua/rerank/llm/parse.lua, re-exported here)
 --   llm.extract_json(text)             -> value | nil, err   (prose, code fences, trailing commas)
 --   llm.to_number(v)                   -> x, coerced | nil   ("0.8", "80%", "8/10", true)
 --   llm.clamp(x, lo, hi)               -> x', changed
@@ -42,10 +42,10 @@
 --   llm.doc_text(req, doc)             -> the text sent for a document (max_tokens_per_document)
 --   llm.instruction(model, req)        -> req.instruction, else model.instruction, else nil
 local json = require "rerank.json"
-local paths = require "rerank.paths"
+local paths = require "rerank.config.paths"
 local U = require "rerank.provider_util"
-local upstream = require "rerank.upstream"
-local errors = require "rerank.errors"
+local upstream = require "rerank.engine.upstream"
+local errors = require "rerank.engine.errors"
 
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
 local floor = math.floor
@@ -66,7 +66,7 @@ end
 local cache = {} -- absolute file -> template table
 
 function llm.builtin_templates()
-  return paths.join(paths.root(), "lua/rerank/templates")
+  return paths.join(paths.root(), "lua/rerank/llm/templates")
 end
 
 local KINDS = { list = true, pointwise = true, listwise = true }
@@ -246,8 +246,8 @@ function llm.outcome(model, tpl, res, ctx)
 end
 
 ---------------------------------------------------------------------------------------------
--- parsing model output (lua/rerank/llm_parse.lua)
-local parse = require "rerank.llm_parse"
+-- parsing model output (lua/rerank/llm/parse.lua)
+local parse = require "rerank.llm.parse"
 for _, name in ipairs({ "answer_items", "clamp", "extract_json", "find_score", "match_items", "number_in_text",
     "parse_permutation", "repair_permutation", "score_of", "to_number", "windows", "yes_no", "yes_probability" }) do
   llm[name] = parse[name]

@@ -1,5 +1,5 @@
 -- rerankd's HTTP API inside nginx's Lua module (lua-nginx-module / OpenResty): the same
--- handler the daemon runs (rerank.server), fed from ngx.req, so an nginx location and the
+-- handler the daemon runs (rerank.daemon.server), fed from ngx.req, so an nginx location and the
 -- daemon give the same answer to the same request. Upstream calls go through cosockets
 -- (rerank.transport.ngx) and never block the nginx worker.
 --
@@ -10,7 +10,7 @@
 --
 --   init(config_path_or_table, opts) -> cfg; raises with the config error (nginx refuses to start)
 --   serve(opts)     answers the current request; opts.path routes as if the URI were that path
---   init_worker(s)  runs rerank.server.tick every s seconds (default 1) in this worker
+--   init_worker(s)  runs rerank.daemon.server.tick every s seconds (default 1) in this worker
 --   instance()      the rerank instance (rerank.new) for direct library calls
 --   transport(...)  rerank.transport.ngx, to tune it: transport().configure{ pool_size = 64 }
 local ngx = ngx -- the nginx Lua module's global (nil outside nginx)
@@ -25,7 +25,7 @@ function M.init(cfg, opts)
     error("rerank.nginx.init: expected a config file path or a config table", 2)
   end
   local rerank = require "rerank"
-  local server = require "rerank.server"
+  local server = require "rerank.daemon.server"
   -- it answers HTTP: the configuration must choose its authentication (server.auth)
   local o = {}
   for k, v in pairs(opts or {}) do o[k] = v end
@@ -39,7 +39,7 @@ function M.init(cfg, opts)
   return r.cfg
 end
 
--- init_worker_by_lua_block: the daemon's once-a-second housekeeping (rerank.server.tick:
+-- init_worker_by_lua_block: the daemon's once-a-second housekeeping (rerank.daemon.server.tick:
 -- health checks, metrics) on a timer in every worker, where cosockets are allowed.
 function M.init_worker(interval)
   if not state.server then error("rerank.nginx: call init(config) first (init_by_lua_block)", 2) end

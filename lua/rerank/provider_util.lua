@@ -177,7 +177,7 @@ local function flatten(raw, rank_fields)
 end
 
 -- One string per document. When every text is still the JSON string the client sent
--- (api.lua records its bytes: d.src, d.js, d.je), the list is marked for splicing: the
+-- (shapes/registry.lua records its bytes: d.src, d.js, d.je), the list is marked for splicing: the
 -- upstream body copies those bytes instead of escaping the texts again (json.spliced).
 function U.texts(req, rank_fields)
   local out, docs = {}, req.documents
@@ -210,7 +210,7 @@ function U.objects(req, rank_fields)
 end
 
 -- Documents for a multimodal upstream: U.texts, except that a document carrying an image
--- (api.lua: d.image, a URL or data: URL) becomes fn(text, image), text nil when the document
+-- (shapes/registry.lua: d.image, a URL or data: URL) becomes fn(text, image), text nil when the document
 -- has none. Without images this is U.texts itself (spliced).
 function U.media(req, rank_fields, fn)
   local texts, docs = U.texts(req, rank_fields), req.documents
@@ -262,7 +262,7 @@ function U.truncate(model, req, map)
 end
 
 -- The instruction for this call: the request's (the runtime puts the model's default there,
--- lua/rerank/router.lua), else the model's; "" counts as none.
+-- lua/rerank/engine/router.lua), else the model's; "" counts as none.
 function U.instruction(model, req)
   local i = req and req.instruction
   if i == nil or i == "" then i = model and model.instruction end

@@ -258,7 +258,7 @@ http {
     }
     location = /t/cache {
       content_by_lua_block {
-        local cache = require "rerank.cache_ngx"
+        local cache = require "rerank.engine.cache_ngx"
         local c = assert(cache.new("rerank_cache"))
         local args = ngx.req.get_uri_args()
         local key = cache.key("m", args.q, args.d)

@@ -1,9 +1,9 @@
 -- libFuzzer targets (tests/fuzz/fuzz_lua.c): each takes the raw input and must never raise.
 -- Expected failures come back as nil, err; a raise is a finding.
-local api = require "rerank.api"
-local config = require "rerank.config"
+local api = require "rerank.shapes.registry"
+local config = require "rerank.config.load"
 local json = require "rerank.json"
-local paths = require "rerank.paths"
+local paths = require "rerank.config.paths"
 local core = require "rerank.core"
 
 local M = {}

@@ -1,6 +1,6 @@
--- API keys and open paths (rerank.auth), pure logic.
-local auth = require "rerank.auth"
-local metrics = require "rerank.metrics"
+-- API keys and open paths (rerank.daemon.auth), pure logic.
+local auth = require "rerank.daemon.auth"
+local metrics = require "rerank.daemon.metrics"
 
 describe("auth", function()
   local a = auth.new({ keys = { { name = "team-a", key = "secret-a" }, { name = "key-2", key = "s2" } },

@@ -1,12 +1,12 @@
--- rerank.cache_ngx (the score cache on an nginx shared dict) outside nginx, against a fake
+-- rerank.engine.cache_ngx (the score cache on an nginx shared dict) outside nginx, against a fake
 -- ngx.shared (tests/e2e/nginx_spec.lua runs it in real nginx).
-describe("rerank.cache_ngx (fake shared dict)", function()
+describe("rerank.engine.cache_ngx (fake shared dict)", function()
   local function with_dicts(dicts, fn)
     rawset(_G, "ngx", { shared = dicts, md5 = function(s) return "md5(" .. s .. ")" end })
-    package.loaded["rerank.cache_ngx"] = nil
-    local ok, err = pcall(fn, require "rerank.cache_ngx")
+    package.loaded["rerank.engine.cache_ngx"] = nil
+    local ok, err = pcall(fn, require "rerank.engine.cache_ngx")
     rawset(_G, "ngx", nil)
-    package.loaded["rerank.cache_ngx"] = nil
+    package.loaded["rerank.engine.cache_ngx"] = nil
     assert(ok, err)
   end
 
@@ -67,10 +67,10 @@ describe("rerank.cache_ngx (fake shared dict)", function()
     with_dicts({ d = fake_dict() }, function(cache)
       assert.truthy(cache.from_config({ cache = { shared_dict = "d", ttl = 60 } }))
     end)
-    package.loaded["rerank.cache_ngx"] = nil
-    local cache = require "rerank.cache_ngx"
+    package.loaded["rerank.engine.cache_ngx"] = nil
+    local cache = require "rerank.engine.cache_ngx"
     assert.is_false(cache.available())
     assert.is_nil(cache.from_config({ cache = { shared_dict = "d" } }))
-    package.loaded["rerank.cache_ngx"] = nil
+    package.loaded["rerank.engine.cache_ngx"] = nil
   end)
 end)

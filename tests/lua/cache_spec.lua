@@ -1,7 +1,7 @@
--- The score cache (rerank.cache): key hashing, the LRU, and the engine hook, with Redis as a
+-- The score cache (rerank.engine.cache): key hashing, the LRU, and the engine hook, with Redis as a
 -- double (the real one is in tests/e2e/ops_spec.lua).
-local cache = require "rerank.cache"
-local metrics = require "rerank.metrics"
+local cache = require "rerank.engine.cache"
+local metrics = require "rerank.daemon.metrics"
 local redis_double = require "support.redis_double"
 
 describe("cache.hash", function()

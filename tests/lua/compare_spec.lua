@@ -1,5 +1,5 @@
--- lua/rerank/compare.lua (shadow traffic's ranking comparisons) against hand-computed values.
-local c = require "rerank.compare"
+-- lua/rerank/engine/compare.lua (shadow traffic's ranking comparisons) against hand-computed values.
+local c = require "rerank.engine.compare"
 
 local function L(t)
   local out = {}

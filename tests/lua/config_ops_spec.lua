@@ -1,6 +1,6 @@
--- Configuration sections for operations (rerank.config_ops through config.from_table): API
+-- Configuration sections for operations (rerank.config.ops through config.from_table): API
 -- keys, limits, cache, redis, per-model health.
-local config = require "rerank.config"
+local config = require "rerank.config.load"
 
 describe("ops config", function()
   local function load(t)

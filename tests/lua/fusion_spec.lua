@@ -1,7 +1,7 @@
 -- rerank.fuse and lua/rerank/fusion/*.lua: every method computed by hand on small lists.
 local fuse = require "rerank.fuse"
 local rerank = require "rerank"
-local paths = require "rerank.paths"
+local paths = require "rerank.config.paths"
 local R = require "support.fusion_reference"
 
 local HERE = paths.dirname(paths.abs(debug.getinfo(1, "S").source:sub(2)))
@@ -487,7 +487,7 @@ describe("operator fusion files", function()
 end)
 
 describe("fuse_scores.normalize", function()
-  local fs = require "rerank.fuse_scores"
+  local fs = require "rerank.fusion.normalize"
   local function list(scores, kind)
     local items = {}
     for i, s in ipairs(scores) do items[i] = { id = i, score = s } end

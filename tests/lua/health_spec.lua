@@ -1,5 +1,5 @@
--- Semantic health (rerank.health): per-model probes and their verdicts.
-local health = require "rerank.health"
+-- Semantic health (rerank.daemon.health): per-model probes and their verdicts.
+local health = require "rerank.daemon.health"
 
 describe("health", function()
   local function inst(models, scorer)

@@ -3,8 +3,8 @@
 -- documents.max_image_bytes, and the pair cache key.
 local rerank = require "rerank"
 local cjson = require "cjson"
-local api = require "rerank.api"
-local cache = require "rerank.cache"
+local api = require "rerank.shapes.registry"
+local cache = require "rerank.engine.cache"
 
 local URL = "https://img.test/red-apple-pie.png"
 

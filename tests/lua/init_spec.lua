@@ -1,5 +1,5 @@
 -- The engine entry (lua/rerank/init.lua): what Instance:rerank returns besides results.
-local metrics = require "rerank.metrics"
+local metrics = require "rerank.daemon.metrics"
 
 describe("Instance:rerank reports upstream and cache status as values", function()
   local rerank = require "rerank"

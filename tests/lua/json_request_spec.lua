@@ -4,7 +4,7 @@ local json = require "rerank.json"
 local cjson = require "cjson"
 local shapes = require "rerank.shapes"
 local U = require "rerank.provider_util"
-local api = require "rerank.api"
+local api = require "rerank.shapes.registry"
 
 local function same(a, b)
   assert.are.same(cjson.decode(cjson.encode(a)), cjson.decode(cjson.encode(b)))

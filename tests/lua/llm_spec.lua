@@ -1,14 +1,14 @@
--- LLM reranker helpers (lua/rerank/llm.lua), cost accounting (lua/rerank/usage.lua), the
--- template settings in config.lua, and providers/openai_llm.lua + openai_listwise.lua driven
--- through the runtime's multi-round protocol (rerank.upstream) with a transport double.
+-- LLM reranker helpers (lua/rerank/llm.lua), cost accounting (lua/rerank/engine/usage.lua), the
+-- template settings in config/load.lua, and providers/openai_llm.lua + openai_listwise.lua driven
+-- through the runtime's multi-round protocol (rerank.engine.upstream) with a transport double.
 local cjson = require "cjson"
 local json = require "rerank.json"
 local llm = require "rerank.llm"
-local usage = require "rerank.usage"
-local config = require "rerank.config"
-local upstream = require "rerank.upstream"
+local usage = require "rerank.engine.usage"
+local config = require "rerank.config.load"
+local upstream = require "rerank.engine.upstream"
 local shapes = require "rerank.shapes"
-local paths = require "rerank.paths"
+local paths = require "rerank.config.paths"
 
 local ROOT = paths.root()
 local TMP = ROOT .. "/tests/tmp"
@@ -308,7 +308,7 @@ describe("config for LLM models", function()
     assert.are.equal("/v1/chat/completions", m.path)
     assert.are.equal("gpt-4-turbo-preview", m.model)
     assert.are.equal(20, m.options.batch_size)
-    assert.are.same({ ROOT .. "/lua/rerank/templates" }, m.template_paths)
+    assert.are.same({ ROOT .. "/lua/rerank/llm/templates" }, m.template_paths)
     assert.is_nil(m.template_file)
   end)
 
@@ -326,7 +326,7 @@ describe("config for LLM models", function()
     local c = assert(cfg({ { name = "a", provider = "openai_llm", template = "yes_no" },
                            { name = "b", provider = "openai_llm", template = "mine" } },
       { paths = { templates = { dir } } }))
-    assert.are.equal(ROOT .. "/lua/rerank/templates/yes_no.lua", c.model_index.a.template_file)
+    assert.are.equal(ROOT .. "/lua/rerank/llm/templates/yes_no.lua", c.model_index.a.template_file)
     assert.are.equal(dir .. "/mine.lua", c.model_index.b.template_file)
   end)
 

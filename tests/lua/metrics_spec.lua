@@ -1,5 +1,5 @@
--- Metrics (rerank.metrics) and the strict Prometheus exposition parser the specs check them with.
-local metrics = require "rerank.metrics"
+-- Metrics (rerank.daemon.metrics) and the strict Prometheus exposition parser the specs check them with.
+local metrics = require "rerank.daemon.metrics"
 local prom = require "support.prom"
 
 describe("metrics", function()

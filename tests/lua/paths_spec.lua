@@ -1,14 +1,14 @@
--- Path helpers and the location of rerankd's own files (rerank.paths): joining and
+-- Path helpers and the location of rerankd's own files (rerank.config.paths): joining and
 -- normalising, the repository root, reading files, loading an operator's Lua table, and
 -- listing Lua names in directories.
-local paths = require "rerank.paths"
+local paths = require "rerank.config.paths"
 local support_files = require "support.files"
 
 local HERE = paths.dirname(paths.abs(debug.getinfo(1, "S").source:sub(2)))
 local REPO = paths.normalize(HERE .. "/../..")
 local TMP = REPO .. "/tests/tmp/paths_spec"
 
-describe("rerank.paths", function()
+describe("rerank.config.paths", function()
   it("joins, normalises and finds the root", function()
     assert.are.equal("a/b", paths.join("a", "b"))
     assert.are.equal("/x", paths.join("a", "/x"))
@@ -29,7 +29,7 @@ describe("rerank.paths", function()
   end)
 end)
 
-describe("rerank.paths files", function()
+describe("rerank.config.paths files", function()
   setup(function() os.execute("mkdir -p " .. TMP .. "/a " .. TMP .. "/b") end)
   teardown(function() os.execute("rm -rf " .. TMP) end)
 

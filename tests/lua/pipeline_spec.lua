@@ -1,10 +1,10 @@
--- rerank.pipeline through the library: configured and inline pipelines, return_score,
+-- rerank.engine.pipeline through the library: configured and inline pipelines, return_score,
 -- degraded rerank stages, request validation, and the config checks for pipelines/fusion.
 local rerank = require "rerank"
-local api = require "rerank.api"
-local config = require "rerank.config"
+local api = require "rerank.shapes.registry"
+local config = require "rerank.config.load"
 local json = require "rerank.json"
-local paths = require "rerank.paths"
+local paths = require "rerank.config.paths"
 
 local HERE = paths.dirname(paths.abs(debug.getinfo(1, "S").source:sub(2)))
 local REPO = paths.normalize(HERE .. "/../..")

@@ -1,8 +1,8 @@
--- Path probing (rerank.probe) for providers that declare probe_paths (cohere_compatible):
+-- Path probing (rerank.engine.probe) for providers that declare probe_paths (cohere_compatible):
 -- the order tried, the remembered winner per model and base URL, forgetting it, and errors,
 -- over a scripted transport.
-local probe = require "rerank.probe"
-local CP = require "rerank.check_provider"
+local probe = require "rerank.engine.probe"
+local CP = require "rerank.config.check_provider"
 local make_model, req_of, pairs_of = CP.make_model, CP.req_of, CP.pairs_of
 
 local ROOT = os.getenv("PWD") or "."

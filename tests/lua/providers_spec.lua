@@ -6,7 +6,7 @@
 local cjson = require "cjson"
 local json = require "rerank.json"
 local U = require "rerank.provider_util"
-local upstream = require "rerank.upstream"
+local upstream = require "rerank.engine.upstream"
 
 local ROOT = os.getenv("PWD") or "."
 local FIX = ROOT .. "/tests/fixtures/providers/"
@@ -16,8 +16,8 @@ local PROVIDERS = { "cohere", "jina", "voyage", "together", "mixedbread", "pinec
                     "examples/providers/my_rerank" }
 local OPTION_TYPES = { string = true, number = true, integer = true, boolean = true, table = true, duration = true, size = true }
 
--- the fixture helpers `rerankd check-provider` uses (lua/rerank/check_provider.lua)
-local CP = require "rerank.check_provider"
+-- the fixture helpers `rerankd check-provider` uses (lua/rerank/config/check_provider.lua)
+local CP = require "rerank.config.check_provider"
 local denull, plain, with_env = CP.denull, CP.plain, CP.with_env
 local make_model, make_req, req_of, pairs_of, fake_transport = CP.make_model, CP.make_req, CP.req_of, CP.pairs_of,
   CP.fake_transport

@@ -1,7 +1,7 @@
--- Rate limits (rerank.ratelimit): window math, the local backend, and the Redis backend
+-- Rate limits (rerank.daemon.ratelimit): window math, the local backend, and the Redis backend
 -- against a double (the real Redis is in tests/e2e/ops_spec.lua).
-local ratelimit = require "rerank.ratelimit"
-local metrics = require "rerank.metrics"
+local ratelimit = require "rerank.daemon.ratelimit"
+local metrics = require "rerank.daemon.metrics"
 local redis_double = require "support.redis_double"
 
 describe("ratelimit window math", function()

@@ -1,7 +1,7 @@
--- lua/rerank/router.lua (aliases, groups, fallbacks, retries, Retry-After, deadlines, circuit
+-- lua/rerank/engine/router.lua (aliases, groups, fallbacks, retries, Retry-After, deadlines, circuit
 -- breakers, direct provider/model names, local cost), with a fake clock and a scripted score
--- function: no I/O. Document preparation is in docs_spec.lua, batch splitting in upstream_spec.lua.
-local router = require "rerank.router"
+-- function: no I/O. Document preparation is in documents_spec.lua, batch splitting in upstream_spec.lua.
+local router = require "rerank.engine.router"
 
 local ROOT = os.getenv("PWD") or "."
 
@@ -395,7 +395,7 @@ describe("router helpers", function()
 end)
 
 describe("config: routing keys", function()
-  local cfgmod = require "rerank.config"
+  local cfgmod = require "rerank.config.load"
   local function load(yaml) return cfgmod.load_string(yaml, "test.yaml") end
 
   it("groups models sharing an alias, with weights; fallbacks and default_model may name it", function()

@@ -1,8 +1,8 @@
--- The configuration checker's engine (rerank.schema): typed checks against small specs, the
+-- The configuration checker's engine (rerank.config.schema): typed checks against small specs, the
 -- error tables they raise (path + text, located later through marks), durations and sizes,
--- unknown keys with "did you mean", and the path helpers. config_spec.lua covers the
+-- unknown keys with "did you mean", and the path helpers. config_load_spec.lua covers the
 -- configuration itself.
-local S = require "rerank.schema"
+local S = require "rerank.config.schema"
 
 -- the error a check raises: its text (and the table), or nil when it passed
 local function err_of(spec, v, path, ctx)

@@ -2,7 +2,7 @@
 -- and the score layer through the library (config defaults from a provider, "none").
 local score = require "rerank.score"
 local rerank = require "rerank"
-local paths = require "rerank.paths"
+local paths = require "rerank.config.paths"
 
 local HERE = paths.dirname(paths.abs(debug.getinfo(1, "S").source:sub(2)))
 local REPO = paths.normalize(HERE .. "/../..")

@@ -1,7 +1,7 @@
--- The configuration self-test (rerank.selftest, `rerankd -t`): each model's provider built and
+-- The configuration self-test (rerank.config.selftest, `rerankd -t`): each model's provider built and
 -- parsed on canned data, failures named with the script's line. The daemon-level hardening
 -- is in tests/e2e/hardening_spec.lua.
-local selftest = require "rerank.selftest"
+local selftest = require "rerank.config.selftest"
 local rerank = require "rerank"
 local support_files = require "support.files"
 

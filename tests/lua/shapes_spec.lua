@@ -2,7 +2,7 @@
 -- detection rules of /v1/rerank (the documented formats: ../shared/reference/provider-apis.md).
 local cjson = require "cjson"
 local json = require "rerank.json"
-local api = require "rerank.api"
+local api = require "rerank.shapes.registry"
 local shapes = require "rerank.shapes"
 
 local function parse(shape, body, opts)

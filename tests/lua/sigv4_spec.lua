@@ -1,10 +1,10 @@
--- rerank.sigv4 against AWS's published SigV4 test vectors (aws-sig-v4-test-suite).
-local sigv4 = require "rerank.sigv4"
+-- rerank.transport.sigv4 against AWS's published SigV4 test vectors (aws-sig-v4-test-suite).
+local sigv4 = require "rerank.transport.sigv4"
 
 local CREDS = "AKIDEXAMPLE:wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 local T = 1440938160 -- 20150830T123600Z
 
-describe("rerank.sigv4", function()
+describe("rerank.transport.sigv4", function()
   if not sigv4.available() then
     pending("no libcrypto reachable through the FFI")
     return

@@ -1,10 +1,10 @@
--- The shipped prompt templates (lua/rerank/templates/*.lua): messages() against what
+-- The shipped prompt templates (lua/rerank/llm/templates/*.lua): messages() against what
 -- LanceDB and RankGPT build in Python (tests/fixtures/llm/python_reference.json, regenerated
 -- by gen_python_reference.py), and parse() on good and broken model outputs
 -- (tests/fixtures/llm/parse_cases.json).
 local cjson = require "cjson"
 local llm = require "rerank.llm"
-local paths = require "rerank.paths"
+local paths = require "rerank.config.paths"
 
 local ROOT = paths.root()
 local FIX = ROOT .. "/tests/fixtures/llm/"
@@ -20,7 +20,7 @@ local REF = readjson("python_reference.json")
 local CASES = readjson("parse_cases.json")
 
 local function tpl(name)
-  local t, err = llm.load_template(ROOT .. "/lua/rerank/templates/" .. name .. ".lua")
+  local t, err = llm.load_template(ROOT .. "/lua/rerank/llm/templates/" .. name .. ".lua")
   assert(t, err)
   return t
 end

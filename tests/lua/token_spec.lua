@@ -1,7 +1,7 @@
--- lua/rerank/token.lua: bearer tokens from an exchange (watsonx IAM), cached until 80% of
+-- lua/rerank/engine/token.lua: bearer tokens from an exchange (watsonx IAM), cached until 80% of
 -- their lifetime, forgotten on a 401; with a transport double and a fake clock.
-local token = require "rerank.token"
-local upstream = require "rerank.upstream"
+local token = require "rerank.engine.token"
+local upstream = require "rerank.engine.upstream"
 
 local ROOT = os.getenv("PWD") or "."
 local P = assert(loadfile(ROOT .. "/providers/watsonx.lua"))()
@@ -31,7 +31,7 @@ local function transport(status)
   return t
 end
 
-describe("token exchanges (rerank.token)", function()
+describe("token exchanges (rerank.engine.token)", function()
   local clock, real_now
   before_each(function()
     for k in pairs(token.cache) do token.cache[k] = nil end

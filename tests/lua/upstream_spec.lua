@@ -1,9 +1,9 @@
--- Upstream calls for HTTP providers (rerank.upstream): request encoding, the error mapping
+-- Upstream calls for HTTP providers (rerank.engine.upstream): request encoding, the error mapping
 -- (transport failures, HTTP statuses, Retry-After), text made safe (UTF-8, secrets masked),
 -- parse results, and batches split by max_documents, over scripted transports.
 local core = require "rerank.core"
 local cjson = require "cjson"
-local upstream = require "rerank.upstream"
+local upstream = require "rerank.engine.upstream"
 
 describe("upstream text", function()
   it("replaces bytes that are not UTF-8 with U+FFFD", function()

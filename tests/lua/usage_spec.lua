@@ -1,6 +1,6 @@
--- Usage accounting (rerank.usage): token sums across upstream calls, cost from a model's
+-- Usage accounting (rerank.engine.usage): token sums across upstream calls, cost from a model's
 -- price (every key, the search-unit rule, rounding) and the price key check.
-local usage = require "rerank.usage"
+local usage = require "rerank.engine.usage"
 
 describe("usage.add", function()
   it("sums the numeric fields of each call into the total", function()

@@ -3,7 +3,7 @@
 --                               os.getenv and the C core alike (setenv(3) through the FFI)
 --   files.write(path, text)     writes a file, making its directory first; returns path
 local ffi = require "ffi"
-local paths = require "rerank.paths"
+local paths = require "rerank.config.paths"
 
 pcall(ffi.cdef, [[
 int setenv(const char *name, const char *value, int overwrite);

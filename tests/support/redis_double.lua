@@ -2,7 +2,7 @@
 -- PEXPIRE/TIME, pipelines, and SCRIPT LOAD / EVALSHA / EVAL running the script in a sandbox
 -- like Redis does. The real server is in tests/support/redis.lua (e2e).
 --   local redis_double = require "support.redis_double"; local r = redis_double(clock?)
--- r.call / r.pipeline have the shape of rerank.redis_state's client; r.data, r.calls,
+-- r.call / r.pipeline have the shape of rerank.daemon.redis_state's client; r.data, r.calls,
 -- r.scripts are inspectable and r.fail makes every call fail with that message.
 local function redis_double(clock)
   local R = { data = {}, calls = {}, scripts = {}, fail = nil, clock = clock or function() return 1000 end }

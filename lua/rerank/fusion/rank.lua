@@ -11,7 +11,7 @@
 --          share the points it did not give (n - m, ..., 1 for a list of m) equally:
 --          (n - m + 1) / 2 each. F(d) = Σ_i w_i × points_i(d) (positions; rank_base does not apply)
 -- The score-based methods are in fusion/score.lua.
-local fs = require "rerank.fuse_scores"       -- the shared per-list arithmetic
+local fs = require "rerank.fusion.normalize"       -- the shared per-list arithmetic
 
 local function rank_base_one(method, term) -- term: what a rank of 0 would divide by zero
   return function(p)

@@ -21,7 +21,7 @@
 -- Distance lists: 1 - d first. The rank-based methods are in fusion/rank.lua; lua/rerank/fuse.lua
 -- looks built-in names up in these two registries.
 local fuse = require "rerank.fuse"            -- NORMALIZE, STD: the accepted values
-local fs = require "rerank.fuse_scores"       -- the shared per-list arithmetic
+local fs = require "rerank.fusion.normalize"       -- the shared per-list arithmetic
 
 local function scores_unless_rank(p) return p.normalize ~= "rank" end
 

@@ -7,7 +7,7 @@
 -- "meta":{api_version{version:"1"},billed_units{search_units},tokens},"usage":{...}}: Cohere's
 -- fields plus rerankd's. A document is the client's object, or {"text": s} for a string.
 -- Errors: {"message": ..., "error": {type, message, param}}.
-local api = require "rerank.api"
+local api = require "rerank.shapes.registry"
 local C = require "rerank.shapes.common"
 
 local check = api.check

@@ -6,7 +6,7 @@
 -- Answer: {"id","results":[{"index","relevance_score","document"?: {"text"}}],"meta":{...}}
 -- plus rerankd's object/model/usage; "document" only when return_documents is true.
 -- Errors: {"message": ..., "error": {...}}.
-local api = require "rerank.api"
+local api = require "rerank.shapes.registry"
 local C = require "rerank.shapes.common"
 local V1 = require "rerank.shapes.cohere_v1"
 

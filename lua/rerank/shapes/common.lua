@@ -1,10 +1,10 @@
 -- Helpers the client shapes (lua/rerank/shapes/*.lua) share: documents with text_field and
 -- rank_fields, usage numbers, Cohere's meta object, document echo forms, error bodies.
-local api = require "rerank.api"
+local api = require "rerank.shapes.registry"
 local json = require "rerank.json"
-local docs = require "rerank.docs"
+local docs = require "rerank.engine.documents"
 local scoring = require "rerank.score"
-local config_ok, config = pcall(require, "rerank.config")
+local config_ok, config = pcall(require, "rerank.config.load")
 
 local type, tonumber = type, tonumber
 local concat = table.concat
@@ -125,7 +125,7 @@ function M.usage(result)
 end
 
 -- Cohere's billed search units: one rule, the router's (what the upstream reported, else
--- Cohere's counting for the calls made to an upstream API; lua/rerank/router.lua). Local
+-- Cohere's counting for the calls made to an upstream API; lua/rerank/engine/router.lua). Local
 -- scorers (bm25) and fusion bill none, whichever request field carried the documents.
 function M.search_units(result)
   local _, _, su = M.usage(result)

@@ -1,6 +1,6 @@
 -- Client wire shapes on one port (DESIGN §6): registration, detection, and the request
 -- fields every shape shares. One file per shape in this folder (rerankd's own in rerankd.lua,
--- registered by api.lua); helpers in common.lua.
+-- registered by shapes/registry.lua); helpers in common.lua.
 --
 --   shapes.detect(route, body, headers) -> shape name
 --       route: "v1" (POST /v1/rerank), "v2" (/v2/rerank), "rerank" (/rerank), or a shape name
@@ -28,7 +28,7 @@
 -- cohere_v1 answers with Cohere's fields (id, results[{index, relevance_score, document}],
 -- meta) and rerankd's (object, model, usage), so a rerankd client that used a Cohere field
 -- is served too; its documents are objects ({"text": s} for a string document).
-local api = require "rerank.api"
+local api = require "rerank.shapes.registry"
 local json = require "rerank.json"
 local C = require "rerank.shapes.common"
 

@@ -5,7 +5,7 @@
 -- Answer: {"id","object":"list","model","usage":{"total_tokens","prompt_tokens"},
 -- "results":[{"index","relevance_score","document"?: {"text"}}]}.
 -- Errors: {"detail": ..., "error": {...}}.
-local api = require "rerank.api"
+local api = require "rerank.shapes.registry"
 local C = require "rerank.shapes.common"
 
 local check = api.check

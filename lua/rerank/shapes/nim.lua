@@ -8,7 +8,7 @@
 -- a probability model), so a client's sigmoid gives the probability back; scores of other
 -- kinds (bm25, fused, rank) as they are (lua/rerank/score.lua).
 -- Errors (NIM's error body is not documented): {"detail": message, "error": {...}}.
-local api = require "rerank.api"
+local api = require "rerank.shapes.registry"
 local C = require "rerank.shapes.common"
 
 local check, fail = api.check, api.fail

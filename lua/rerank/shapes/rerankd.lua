@@ -1,17 +1,17 @@
 -- rerankd's own shape: POST /v1/rerank as the spec defines it (reference/002_6e2ab227ad9244fd.txt),
--- the shape the library takes too. api.lua registers it as "rerankd" (always there);
+-- the shape the library takes too. shapes/registry.lua registers it as "rerankd" (always there);
 -- shapes/init.lua answers it on /v1/rerank as "rerankd_v1" (plus Cohere's meta).
 -- Request: model?, query, documents (strings or objects {text, id?, title?, metadata?,
--- image?}) or pipeline/lists (lua/rerank/pipeline.lua), top_n, return_documents (default
+-- image?}) or pipeline/lists (lua/rerank/engine/pipeline.lua), top_n, return_documents (default
 -- false), return_score, truncate, max_tokens_per_document, metadata, user, extra_body.
 -- An object's text is its text_field (opts.text_field, default "text") when that is set, else
 -- its `text`; with rank_fields (a Cohere field rerankd accepts too), an object without either
 -- is ranked on the named fields. The document's `raw` is always the client's own value.
 -- Answer: {"id","object":"list","model","results":[{"index","relevance_score","document"?}],
--- "usage":{...}} (api.lua's helpers for documents and score members).
-local api = require "rerank.api"
+-- "usage":{...}} (shapes/registry.lua's helpers for documents and score members).
+local api = require "rerank.shapes.registry"
 local json = require "rerank.json"
-local docs = require "rerank.docs"
+local docs = require "rerank.engine.documents"
 
 local type, huge, concat = type, math.huge, table.concat
 local null, kind, number, jstring = json.null, json.kind, json.number, json.string
@@ -118,7 +118,7 @@ function S.parse(b, opts)
   if err then return nil, err end
   if v == "" then return fail(422, "model must not be empty", "model") end
   req.model = v
-  -- pipeline / lists (lua/rerank/pipeline.lua): query optional until a rerank stage needs it
+  -- pipeline / lists (lua/rerank/engine/pipeline.lua): query optional until a rerank stage needs it
   local piped = present(b.pipeline) or present(b.lists)
   if not (piped and not present(b.query)) then
     v, err = check.query(b.query, "query")
@@ -126,7 +126,7 @@ function S.parse(b, opts)
     req.query = v
   end
   if piped then
-    err = require("rerank.pipeline").parse_fields(b, req, opts)
+    err = require("rerank.engine.pipeline").parse_fields(b, req, opts)
     if err then return nil, err end
   else
     v, err = S.documents(b.documents, "documents", S.documents_opts(b, opts))

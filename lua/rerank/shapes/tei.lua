@@ -7,7 +7,7 @@
 -- logits (true) or probabilities (false, default), converted by the model's score kind.
 -- Answer: a bare array [{"index","score","text"?}] sorted by score, usage in the
 -- x-compute-tokens header. Errors: {"error": message, "error_type": "Validation"|...}.
-local api = require "rerank.api"
+local api = require "rerank.shapes.registry"
 local C = require "rerank.shapes.common"
 local json = require "rerank.json"
 

@@ -13,7 +13,7 @@
 -- a logit) or, with use_activation false, a logit (lua/rerank/score.lua); scores of other
 -- kinds (bm25, fused, rank) as they are.
 -- Errors: {"error":{"message","type","param","code"}} with code = the HTTP status.
-local api = require "rerank.api"
+local api = require "rerank.shapes.registry"
 local C = require "rerank.shapes.common"
 local json = require "rerank.json"
 
@@ -123,7 +123,7 @@ end
 function S.run(instance, req, timing)
   local groups = req.groups
   if not groups then return instance:rerank(req, timing) end
-  local merge_status = require("rerank.cache").merge_status
+  local merge_status = require("rerank.engine.cache").merge_status
   local merged, usage, degraded, first = {}, {}, false, nil
   local ustatus, cstatus
   timing = timing or {}

@@ -5,7 +5,7 @@
 -- Answer: {"object":"list","data":[{"relevance_score","index","document"?: string}],
 -- "model","usage":{"total_tokens"}} (+ "id").
 -- Errors: {"detail": ..., "error": {...}}.
-local api = require "rerank.api"
+local api = require "rerank.shapes.registry"
 local C = require "rerank.shapes.common"
 
 local check = api.check

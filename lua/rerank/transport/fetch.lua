@@ -6,6 +6,6 @@ return {
   name = "fetch",
   request = fetch.request,
   request_all = fetch.request_all,
-  hedge = fetch.hedge, -- two transfers raced (lua/rerank/hedge.lua)
+  hedge = fetch.hedge, -- two transfers raced (lua/rerank/engine/hedge.lua)
   sleep = fetch.sleep,
 }

@@ -10,14 +10,14 @@
 -- insecure (true: no certificate check), ssl_verify (false: same), server_name (SNI, default
 -- the URL's host), userpwd ("user:password", basic auth). Same options and result shape as
 -- the libcurl transports (core/curlx.c); aws_sigv4 ("aws:amz:REGION:SERVICE" with userpwd
--- "KEY:SECRET") signs with rerank.sigv4 (libcrypto through the FFI) like CURLOPT_AWS_SIGV4.
+-- "KEY:SECRET") signs with rerank.transport.sigv4 (libcrypto through the FFI) like CURLOPT_AWS_SIGV4.
 -- Errors start with a kind like libcurl's: "timeout: ", "connect: ", "dns: ", "tls: ",
 -- "io: ", "too_large: ", "http: " (upstream.lua maps "timeout" to 504, the rest to 502).
 -- Connections are kept alive per scheme/host/port/SNI/verify pool with setkeepalive;
 -- certificate checks need lua_ssl_trusted_certificate in nginx.conf, and host names need a
 -- `resolver` (an IP address or "localhost" needs neither).
 local ngx = ngx -- the nginx Lua module's global (nil outside nginx)
-local sigv4 = require "rerank.sigv4"
+local sigv4 = require "rerank.transport.sigv4"
 
 local M = {
   name = "ngx",
