@@ -2,7 +2,7 @@
 -- `hedge: { after: 300ms | p95, to: NAME }` sends the same upstream request to the deployment
 -- NAME when its own has not answered after `after` (or this worker's 95th percentile of its
 -- recent answer times); the first 2xx answer wins and the other transfer is cancelled
--- (core/fetch.c, fetch.hedge). An alias's hedge (top-level `aliases: { NAME: { hedge } }`)
+-- (core/fetch_loop.c, fetch.hedge). An alias's hedge (top-level `aliases: { NAME: { hedge } }`)
 -- reaches here on the member's entry as model.hedge with model.hedge_from = the alias
 -- (router.lua): it is counted, and its p95 kept, under the alias's name.
 --   hedge.plan(inst, model, req) -> { model, provider, after } | nil   (nil: call plainly)

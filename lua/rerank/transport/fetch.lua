@@ -1,5 +1,5 @@
 -- Transport for the daemon: non-blocking libcurl on the worker's event loop; each call
--- yields the request coroutine until its transfers complete (core/fetch.c).
+-- yields the request coroutine until its transfers complete (core/fetch_loop.c).
 local fetch = require "rerank.core.fetch"
 
 return {

@@ -9,7 +9,7 @@
 -- (seconds, the whole call: connect, TLS, send and receive), connect_timeout (seconds),
 -- insecure (true: no certificate check), ssl_verify (false: same), server_name (SNI, default
 -- the URL's host), userpwd ("user:password", basic auth). Same options and result shape as
--- the libcurl transports (core/curlx.c); aws_sigv4 ("aws:amz:REGION:SERVICE" with userpwd
+-- the libcurl transports (core/curl_call.c); aws_sigv4 ("aws:amz:REGION:SERVICE" with userpwd
 -- "KEY:SECRET") signs with rerank.transport.sigv4 (libcrypto through the FFI) like CURLOPT_AWS_SIGV4.
 -- Errors start with a kind like libcurl's: "timeout: ", "connect: ", "dns: ", "tls: ",
 -- "io: ", "too_large: ", "http: " (upstream.lua maps "timeout" to 504, the rest to 502).
