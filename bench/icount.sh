@@ -1,0 +1,58 @@
+#!/bin/sh
+# Work per proxied request, repeatable where req/s on a shared machine is not: callgrind
+# counts the instructions rerankd (1 worker) executes for N1 and N2 requests of bench/proxy.sh's
+# 100 x 1 KB body over one keep-alive connection, with the nginx mock of bench/proxy.sh as the
+# upstream, and prints (count(N2) - count(N1)) / (N2 - N1): start-up and exit cancel out.
+#   sh bench/icount.sh [WORKDIR]     needs a previous `sh bench/proxy.sh` (its body and mock
+#                                    config, default build/bench/proxy) and valgrind
+# Env: RERANKD_BIN (./rerankd; its directory is RERANKD_HOME), ICOUNT_N1 (50), ICOUNT_N2 (350).
+set -eu
+cd "$(dirname "$0")/.."
+P=${1:-build/bench/proxy}
+BIN=${RERANKD_BIN:-./rerankd}
+N1=${ICOUNT_N1:-50}
+N2=${ICOUNT_N2:-350}
+command -v valgrind >/dev/null || { echo "bench/icount.sh: valgrind not installed" >&2; exit 1; }
+[ -f "$P/body.json" ] && [ -f "$P/mock/nginx.conf" ] || { echo "bench/icount.sh: run sh bench/proxy.sh first" >&2; exit 1; }
+T=$(mktemp -d)
+MOCK_PID=""
+cleanup() {
+    [ -n "$MOCK_PID" ] && kill "$MOCK_PID" 2>/dev/null || true
+    rm -rf "$T"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# the mock on a fresh port, from proxy.sh's configuration
+MP=$(free_port)
+mkdir -p "$T/mock"
+sed -e "s|listen 127.0.0.1:[0-9]*|listen 127.0.0.1:$MP|" -e "s|^pid .*|pid $T/mock/nginx.pid;|" \
+    -e "s|^error_log .*|error_log $T/mock/error.log warn;|" "$P/mock/nginx.conf" > "$T/mock/nginx.conf"
+nginx -c "$T/mock/nginx.conf" -p "$T/mock" -g 'daemon off;' 2>/dev/null &
+MOCK_PID=$!
+RP=$(free_port)
+cat > "$T/r.yaml" <<EOF
+server: { auth: none, listen: "127.0.0.1:$RP", max_body: 16m, timeout: 30s }
+default_model: fast
+models:
+  - { name: fast, provider: cohere, model: rerank-v3.5, api_key: bench-key, base_url: "http://127.0.0.1:$MP", timeout: 10s }
+EOF
+count() { # N -> instructions of rerankd for N requests
+    RERANKD_HOME=$(cd "$(dirname "$BIN")" && pwd) valgrind --tool=callgrind --trace-children=yes \
+        --callgrind-out-file="$T/cg.$1.%p" "$BIN" -c "$T/r.yaml" -w 1 > "$T/log.$1" 2>&1 &
+    vp=$!
+    i=0
+    until curl -s -o /dev/null "http://127.0.0.1:$RP/health"; do
+        i=$((i + 1)); [ $i -lt 300 ] || { echo "bench/icount.sh: rerankd did not start" >&2; exit 1; }; sleep 0.2
+    done
+    urls=""
+    for _ in $(seq 1 "$1"); do urls="$urls http://127.0.0.1:$RP/v1/rerank"; done
+    # shellcheck disable=SC2086 # one URL per word: curl reuses the connection
+    curl -s -H 'content-type: application/json' --data-binary @"$P/body.json" $urls > /dev/null
+    kill "$vp"; wait "$vp" 2>/dev/null || true
+    # the largest profile is the worker's (the master only forks and waits)
+    f=$(ls -S "$T"/cg."$1".* | head -1)
+    awk '/^(summary|totals):/ { print $2; exit }' "$f"
+}
+a=$(count "$N1")
+b=$(count "$N2")
+echo "instructions per proxied request: $(( (b - a) / (N2 - N1) )) ($BIN, $N2 - $N1 requests)"
