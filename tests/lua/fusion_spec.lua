@@ -474,6 +474,14 @@ describe("operator fusion files", function()
     assert.truthy(err.message:find("fuse", 1, true))
   end)
 
+  it("can use the documented normalisations (rerank.fusion.normalize)", function()
+    local lists = { { { id = "a", score = 3 }, { id = "b", score = 1 } }, { { id = "b", score = 10 }, { id = "c", score = 0 } } }
+    local mine = run(lists, { fusion_file = FIX .. "/normalized_sum.lua" })
+    local linear = run(lists, { method = "linear" })
+    scores_are({ a = 1, b = 1, c = 0 }, mine)
+    for i, r in ipairs(linear) do assert.are.equal(r.score, mine[i].score) end
+  end)
+
   it("is available by name to an instance configured with fusion:", function()
     local r = assert(rerank.new({ models = { { name = "bm25", provider = "bm25" } }, fusion = { FIX .. "/my_fusion.lua" } }))
     local res = assert(r:fuse({ { "a", "b" }, { "c" } }, { method = "best_rank" }))
