@@ -1,7 +1,12 @@
--- Fusion of ranked lists (DESIGN §3, §7): input checking, the method registry, the final
--- order, and POST /v1/fuse's wire shape; the shared normalisations are in fusion/normalize.lua.
--- Why one file over ~500 lines: every section reads and writes the
--- prepared lists P described below, and splitting them would spread that layout over files.
+-- Fusion of ranked lists (DESIGN §3, §7): input checking, the method registry and parameters,
+-- the fused scores, the final order. Callers: rerank.fuse / r:fuse (init.lua), pipelines
+-- (engine/pipeline.lua), POST /v1/fuse (its wire shape, body in and answer out, is
+-- shapes/fuse.lua). The built-in methods are fusion/score.lua and fusion/rank.lua, the shared
+-- normalisations fusion/normalize.lua.
+-- Why one file over ~500 lines: every section below reads or writes the prepared lists P
+-- described here (checks build it, methods and compute read it, order and results walk it),
+-- so one file keeps that layout in one place; what only reads P's output (the wire shape, the
+-- method arithmetic) lives outside.
 --
 --   fuse.check_lists(v, param, opts) -> P | nil, err
 --       v: an array of lists; a list is { name=?, kind=?, weight=?, items = {...} } or an
@@ -12,16 +17,16 @@
 --   fuse.methods(cfg) -> { name = method } the built-ins plus the operator's (cfg.fusion,
 --       fusion_file in pipeline stages), loaded once per configuration table.
 --   opts.max_lists / opts.max_items (check_lists): at most that many lists and items over all
---       lists (default M.MAX_LISTS, M.MAX_ITEMS; server.max_fuse_lists / max_fuse_items), 413
+--       lists (default M.MAX_LISTS, M.MAX_ITEMS; server.max_fuse_lists / max_fuse_items), 422
 --       above: every method is O(items · log items), so these bound a request's CPU time.
 --   fuse.method(name, registry, param) -> method | nil, err
 --   fuse.check_params(method, params, prefix) -> params (defaults filled) | nil, err
+--       fuse.KNOWN: the built-ins' parameter names (any built-in accepts, and ignores, the others')
 --   fuse.compute(P, method, params, pprefix) -> F (F[d] = fused score of document d) | nil, err
 --   fuse.order(P, F, top_n) -> { d, ... } best first
 --   fuse.results(P, F, order) -> { { id, score, ranks = {name=rank}, scores = {name=score} } }
 --   fuse.run(lists, opts) -> results | nil, err   (check + compute + order + results)
---   fuse.parse_request(body, registry) -> spec; fuse.execute(spec) -> order, F;
---   fuse.render(P, F, order) -> body: the /v1/fuse wire shape.
+--   fuse.members(P) -> { d -> { i, pos, i', pos', ... } } the lists holding each document
 --
 -- P (what methods see as `lists`): P[i] = { name, kind ("similarity"|"distance"), weight
 -- (the list's own, or nil), w (effective weight), n, ids = {pos -> id}, scores = {pos -> raw
@@ -40,7 +45,7 @@ local type, tostring, next, pairs, ipairs = type, tostring, next, pairs, ipairs
 local getmetatable, setmetatable = getmetatable, setmetatable
 local floor, huge = math.floor, math.huge
 local concat, sort = table.concat, table.sort
-local null, kind, jnumber, jstring = json.null, json.kind, json.number, json.string
+local null, kind = json.null, json.kind
 
 local ok_tnew, table_new = pcall(require, "table.new")
 if not ok_tnew then table_new = function() return {} end end
@@ -380,6 +385,7 @@ local COMMON = {
 -- Parameters of the built-ins: accepted (and ignored) by a built-in that does not use them,
 -- so one request shape serves every method; anything else is an error with a did-you-mean.
 local KNOWN = { weights = true, rank_base = true, k = true, normalize = true, std = true }
+M.KNOWN = KNOWN -- (shapes/fuse.lua: these may sit at the top level of a /v1/fuse body)
 
 local BY_NAME = { __name = "rerank.fuse.weights_by_name" }
 M.BY_NAME = BY_NAME
@@ -788,95 +794,6 @@ function M.run(lists, opts)
   F, err = M.compute(P, method, params, prefix)
   if not F then return nil, err end
   return M.results(P, F, M.order(P, F, top_n))
-end
-
----------------------------------------------------------------------------------------------
--- POST /v1/fuse
-
--- body (JSON string or decoded table) -> { lists = P, method = m, params = p, top_n = n } | nil, err
--- limits: { max_lists =, max_items = } (cfg.server's max_fuse_lists / max_fuse_items)
-function M.parse_request(body, registry, limits)
-  local b = body
-  if type(body) ~= "table" then
-    local derr
-    b, derr = json.decode(body)
-    if b == nil then return fail(400, "invalid JSON body: " .. tostring(derr)) end
-  end
-  if type(b) ~= "table" or kind(b) ~= "object" then return fail(400, "request body must be a JSON object") end
-  local method, err = M.method(present(b.method) and b.method or nil, registry, "method")
-  if not method then return nil, err end
-  local top_n = b.top_n
-  if present(top_n) then
-    if type(top_n) ~= "number" or top_n ~= floor(top_n) or top_n == huge or top_n == -huge then
-      return fail(400, "top_n must be an integer", "top_n")
-    end
-    if top_n < 1 then return fail(422, "top_n must be >= 1", "top_n") end
-  else
-    top_n = nil
-  end
-  local raw = b.params
-  if present(raw) and (type(raw) ~= "table" or (kind(raw) ~= "object" and next(raw) ~= nil)) then
-    return fail(400, "params must be an object", "params")
-  end
-  raw = present(raw) and raw or {}
-  if raw.fusion_file ~= nil or b.fusion_file ~= nil then
-    local fp = raw.fusion_file and "params.fusion_file" or "fusion_file"
-    return fail(422, fp .. " is only accepted in the configuration", fp)
-  end
-  -- the built-ins' parameters may also sit at the top level (params wins)
-  local merged = {}
-  for k in pairs(KNOWN) do
-    if present(b[k]) then merged[k] = b[k] end
-  end
-  for k, v in pairs(raw) do merged[k] = v end
-  local params
-  params, err = M.check_params(method, merged, "params")
-  if not params then return nil, err end
-  local P
-  P, err = M.check_lists(b.lists, "lists", limits)
-  if not P then return nil, err end
-  return { lists = P, method = method, params = params, top_n = top_n }
-end
-
--- Runs a parsed request: order, F | nil, err (fuse.render turns them into the body)
-function M.execute(spec)
-  local F, err = M.compute(spec.lists, spec.method, spec.params, "params")
-  if not F then return nil, err end
-  return M.order(spec.lists, F, spec.top_n), F
-end
-
--- {"results":[{"id":..,"score":..,"ranks":{..},"scores":{..}}, ...]}, straight from the
--- prepared lists (no per-result tables); list names in input order.
-function M.render(P, F, order)
-  local m = #order
-  local L = #P
-  local names = table_new(L, 0)
-  for i = 1, L do names[i] = jstring(P[i].name) .. ":" end
-  local mem = M.members(P)
-  local buf = table_new(m + 2, 0)
-  buf[1] = '{"results":['
-  local rk, sc = {}, {}
-  for t = 1, m do
-    local d = order[t]
-    local md = mem[d]
-    local nr, ns = 0, 0
-    for u = 1, #md, 2 do
-      local i, p = md[u], md[u + 1]
-      nr = nr + 1
-      rk[nr] = names[i] .. p
-      local x = P[i].scores[p]
-      if x ~= nil then
-        ns = ns + 1
-        sc[ns] = names[i] .. jnumber(x)
-      end
-    end
-    local id = P.ids[d]
-    buf[t + 1] = (t > 1 and ',{"id":' or '{"id":') .. (type(id) == "number" and jnumber(id) or jstring(id))
-        .. ',"score":' .. jnumber(F[d] or 0) .. ',"ranks":{' .. concat(rk, ",", 1, nr)
-        .. '},"scores":{' .. concat(sc, ",", 1, ns) .. '}}'
-  end
-  buf[m + 2] = ']}'
-  return concat(buf)
 end
 
 return M

@@ -209,13 +209,15 @@ local function handle_rerank(ctx, route)
   return 200, headers, body
 end
 
--- POST /v1/fuse: lists in, one fused list out (lua/rerank/fuse.lua).
+-- POST /v1/fuse: lists in, one fused list out (wire shape lua/rerank/shapes/fuse.lua, the
+-- fusion lua/rerank/fuse.lua).
 local function handle_fuse(ctx)
   if not acceptable_type(ctx.headers["content-type"]) then
     return error_reply(415, "invalid_request_error",
       ("unsupported Content-Type %q; send application/json"):format(ctx.headers["content-type"]))
   end
   local fuse = require "rerank.fuse"
+  local fuse_shape = require "rerank.shapes.fuse"
   local t0 = core.now_us()
   -- the same strict pass as /v1/rerank (core/json.c): JSON first, then UTF-8
   local decoded, jerr, utf8_bad = json.decode_request(ctx.body)
@@ -224,7 +226,7 @@ local function handle_fuse(ctx)
   end
   if utf8_bad then return err_reply(api.utf8_error(utf8_bad)) end
   local server = instance.cfg.server
-  local spec, err = fuse.parse_request(decoded, fuse.methods(instance.cfg),
+  local spec, err = fuse_shape.parse(decoded, fuse.methods(instance.cfg),
     { max_lists = server.max_fuse_lists, max_items = server.max_fuse_items })
   if not spec then return err_reply(err) end
   local timing = { parse = core.now_us() - t0 }
@@ -234,11 +236,11 @@ local function handle_fuse(ctx)
     if not ok then return ratelimit.reply(denial) end
   end
   local t1 = core.now_us()
-  local order, F = fuse.execute(spec)
+  local order, F = fuse_shape.run(spec)
   if not order then return err_reply(F) end
   local t2 = core.now_us()
   timing.sort = t2 - t1
-  local body = fuse.render(spec.lists, F, order)
+  local body = fuse_shape.render(spec.lists, F, order)
   timing.serialize = core.now_us() - t2
   return 200, { ["content-type"] = "application/json",
     ["x-rerankd-timing"] = ("parse=%d;upstream=0;sort=%d;serialize=%d"):format(timing.parse, timing.sort, timing.serialize),
