@@ -17,6 +17,7 @@
 -- the order too (repairs + degraded); when every window fails the request fails (502, or 504
 -- on timeouts), so the model's own `retries` and `fallbacks` (whole request) apply.
 local llm = require "rerank.llm"
+local llm_parse = require "rerank.llm.parse"
 
 local P = {
   name = "openai_listwise",
@@ -52,7 +53,7 @@ local function setup(model, req, state)
   for i = 1, m do order[i] = i end
   state.order, state.m = order, m
   local windows = {}
-  if m >= 2 then windows = llm.windows(m, opt(model, "window", 20), opt(model, "step", 10)) end
+  if m >= 2 then windows = llm_parse.windows(m, opt(model, "window", 20), opt(model, "step", 10)) end
   state.windows, state.w, state.attempts = windows, 1, 0
   state.usage, state.repairs, state.ok, state.failed, state.unparsed = {}, 0, 0, 0, 0
   state.topts = { instruction = llm.instruction(model, req), max_words = opt(model, "max_words") }
@@ -101,7 +102,7 @@ function P.absorb(model, _, state, _, responses)
     state.degraded = true
   else
     -- the template's permutation, repaired again in case a custom template left holes
-    local perm, fixed = llm.repair_permutation(type(out) == "table" and out.permutation or nil, n)
+    local perm, fixed = llm_parse.repair_permutation(type(out) == "table" and out.permutation or nil, n)
     state.repairs = state.repairs + (type(out) == "table" and tonumber(out.repairs) or 0) + fixed
     state.ok = state.ok + 1
     local slice = {}

@@ -20,6 +20,7 @@
 -- `retries` and `fallbacks` (the router's, whole request) apply. Coerced, clamped, guessed,
 -- missing and extra scores count as repairs.
 local llm = require "rerank.llm"
+local llm_parse = require "rerank.llm.parse"
 
 local P = {
   name = "openai_llm",
@@ -124,9 +125,9 @@ end
 
 -- a score the template produced, clamped to [0, 1]; repairs when it had to be changed
 local function final_score(x)
-  local s, coerced = llm.to_number(x)
+  local s, coerced = llm_parse.to_number(x)
   if not s then return 0, 1 end
-  local c, changed = llm.clamp(s, 0, 1)
+  local c, changed = llm_parse.clamp(s, 0, 1)
   return c, (coerced or changed) and 1 or 0
 end
 

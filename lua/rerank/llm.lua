@@ -23,18 +23,18 @@
 --   llm.outcome(model, tpl, res, ctx)  -> "ok", result, usage | "unparseable", msg, usage |
 --                                         "failed", err, nil, retryable
 --
--- Parsing model output (lua/rerank/llm/parse.lua, re-exported here)
---   llm.extract_json(text)             -> value | nil, err   (prose, code fences, trailing commas)
---   llm.to_number(v)                   -> x, coerced | nil   ("0.8", "80%", "8/10", true)
---   llm.clamp(x, lo, hi)               -> x', changed
---   llm.find_score(obj)                -> raw score value | nil
---   llm.score_of(v, lo, hi)            -> score, repairs | nil   (coerce + clamp)
---   llm.match_items(items, window)     -> scores {[i]}, repairs  (LanceDB answers: by id, then
+-- Parsing model output: lua/rerank/llm/parse.lua (`rerank.llm.parse`), which templates require
+--   llm_parse.extract_json(text)             -> value | nil, err   (prose, code fences, trailing commas)
+--   llm_parse.to_number(v)                   -> x, coerced | nil   ("0.8", "80%", "8/10", true)
+--   llm_parse.clamp(x, lo, hi)               -> x', changed
+--   llm_parse.find_score(obj)                -> raw score value | nil
+--   llm_parse.score_of(v, lo, hi)            -> score, repairs | nil   (coerce + clamp)
+--   llm_parse.match_items(items, window)     -> scores {[i]}, repairs  (LanceDB answers: by id, then
 --                                         by content, then by position)
---   llm.parse_permutation(text, n)     -> perm, repairs   (RankGPT's receive_permutation)
---   llm.repair_permutation(ids, n)     -> perm, repairs
---   llm.windows(m, window, step)       -> { {first, last}, ... } back to front, start clamped
---   llm.yes_probability(choice)        -> P(yes) from logprobs | nil
+--   llm_parse.parse_permutation(text, n)     -> perm, repairs   (RankGPT's receive_permutation)
+--   llm_parse.repair_permutation(ids, n)     -> perm, repairs
+--   llm_parse.windows(m, window, step)       -> { {first, last}, ... } back to front, start clamped
+--   llm_parse.yes_probability(choice)        -> P(yes) from logprobs | nil
 --
 -- Text
 --   llm.py_repr(v)                     -> Python repr of a string, number, list or dict
@@ -243,14 +243,6 @@ function llm.outcome(model, tpl, res, ctx)
   end
   if out == nil then return "unparseable", tostring(perr or "no result"), ans.usage end
   return "ok", out, ans.usage
-end
-
----------------------------------------------------------------------------------------------
--- parsing model output (lua/rerank/llm/parse.lua)
-local parse = require "rerank.llm.parse"
-for _, name in ipairs({ "answer_items", "clamp", "extract_json", "find_score", "match_items", "number_in_text",
-    "parse_permutation", "repair_permutation", "score_of", "to_number", "windows", "yes_no", "yes_probability" }) do
-  llm[name] = parse[name]
 end
 
 ---------------------------------------------------------------------------------------------

@@ -390,6 +390,7 @@ end
 
 local TEMPLATE = [[
 local llm = require "rerank.llm"
+local llm_parse = require "rerank.llm.parse"
 return {
   kind = "pointwise",
   request = { temperature = 0 },
@@ -400,7 +401,7 @@ return {
     }
   end,
   parse = function(text)
-    local j = llm.extract_json(text)
+    local j = llm_parse.extract_json(text)
     if not j then return nil, "no json" end
     return { score = j.relevance_score, repairs = 0 }
   end,

@@ -4,6 +4,7 @@
 local cjson = require "cjson"
 local json = require "rerank.json"
 local llm = require "rerank.llm"
+local llm_parse = require "rerank.llm.parse"
 local usage = require "rerank.engine.usage"
 local config = require "rerank.config.load"
 local upstream = require "rerank.engine.upstream"
@@ -46,67 +47,67 @@ describe("llm.py_repr", function()
   end)
 end)
 
-describe("llm.extract_json", function()
+describe("llm_parse.extract_json", function()
   it("decodes plain JSON, fenced JSON and JSON in prose", function()
-    assert.are.same({ a = 1 }, llm.extract_json('{"a": 1}'))
-    assert.are.same({ a = 1 }, llm.extract_json('```json\n{"a": 1}\n```'))
-    assert.are.same({ a = 1 }, llm.extract_json('Sure: {"a": 1}. Bye {"b": 2}'))
-    assert.are.same({ a = { 1, 2 } }, llm.extract_json('x {"a": [1, 2]} y'))
-    assert.are.same({ a = "}{" }, llm.extract_json('note {"a": "}{"} end'))
+    assert.are.same({ a = 1 }, llm_parse.extract_json('{"a": 1}'))
+    assert.are.same({ a = 1 }, llm_parse.extract_json('```json\n{"a": 1}\n```'))
+    assert.are.same({ a = 1 }, llm_parse.extract_json('Sure: {"a": 1}. Bye {"b": 2}'))
+    assert.are.same({ a = { 1, 2 } }, llm_parse.extract_json('x {"a": [1, 2]} y'))
+    assert.are.same({ a = "}{" }, llm_parse.extract_json('note {"a": "}{"} end'))
   end)
 
   it("prefers an object over a bracketed citation before it", function()
-    assert.are.same({ s = 0.5 }, llm.extract_json('see [1] and {"s": 0.5}'))
+    assert.are.same({ s = 0.5 }, llm_parse.extract_json('see [1] and {"s": 0.5}'))
   end)
 
   it("repairs trailing commas and single quotes", function()
-    assert.are.same({ a = 1 }, llm.extract_json('{"a": 1,}'))
-    assert.are.same({ a = "b" }, llm.extract_json("{'a': 'b'}"))
+    assert.are.same({ a = 1 }, llm_parse.extract_json('{"a": 1,}'))
+    assert.are.same({ a = "b" }, llm_parse.extract_json("{'a': 'b'}"))
   end)
 
   it("fails on no JSON, cut-off JSON and empty text", function()
-    assert.is_nil(llm.extract_json("no json here"))
-    assert.is_nil(llm.extract_json('{"a": [1, 2'))
-    assert.is_nil(llm.extract_json(""))
-    assert.is_nil(llm.extract_json(nil))
+    assert.is_nil(llm_parse.extract_json("no json here"))
+    assert.is_nil(llm_parse.extract_json('{"a": [1, 2'))
+    assert.is_nil(llm_parse.extract_json(""))
+    assert.is_nil(llm_parse.extract_json(nil))
   end)
 end)
 
 describe("llm numbers and scores", function()
   it("to_number coerces strings, percents and fractions", function()
-    assert.are.same({ 0.5, false }, { llm.to_number(0.5) })
-    assert.are.same({ 0.5, true }, { llm.to_number(" 0.5 ") })
-    assert.are.same({ 0.8, true }, { llm.to_number("80%") })
-    assert.are.same({ 0.7, true }, { llm.to_number("7/10") })
-    assert.are.same({ 1, true }, { llm.to_number(true) })
-    assert.is_nil(llm.to_number("high"))
-    assert.is_nil(llm.to_number(json.null))
-    assert.is_nil(llm.to_number(math.huge))
-    assert.is_nil(llm.to_number(0 / 0))
+    assert.are.same({ 0.5, false }, { llm_parse.to_number(0.5) })
+    assert.are.same({ 0.5, true }, { llm_parse.to_number(" 0.5 ") })
+    assert.are.same({ 0.8, true }, { llm_parse.to_number("80%") })
+    assert.are.same({ 0.7, true }, { llm_parse.to_number("7/10") })
+    assert.are.same({ 1, true }, { llm_parse.to_number(true) })
+    assert.is_nil(llm_parse.to_number("high"))
+    assert.is_nil(llm_parse.to_number(json.null))
+    assert.is_nil(llm_parse.to_number(math.huge))
+    assert.is_nil(llm_parse.to_number(0 / 0))
   end)
 
   it("clamp and score_of", function()
-    assert.are.same({ 1, true }, { llm.clamp(3, 0, 1) })
-    assert.are.same({ 0, true }, { llm.clamp(-3, 0, 1) })
-    assert.are.same({ 0.4, false }, { llm.clamp(0.4, 0, 1) })
-    assert.are.same({ 0.4, 0 }, { llm.score_of(0.4) })
-    assert.are.same({ 1, 1 }, { llm.score_of("2") })
-    assert.is_nil(llm.score_of("x"))
+    assert.are.same({ 1, true }, { llm_parse.clamp(3, 0, 1) })
+    assert.are.same({ 0, true }, { llm_parse.clamp(-3, 0, 1) })
+    assert.are.same({ 0.4, false }, { llm_parse.clamp(0.4, 0, 1) })
+    assert.are.same({ 0.4, 0 }, { llm_parse.score_of(0.4) })
+    assert.are.same({ 1, 1 }, { llm_parse.score_of("2") })
+    assert.is_nil(llm_parse.score_of("x"))
   end)
 
   it("find_score looks at the usual keys, one level deep", function()
-    assert.are.equal(0.1, llm.find_score({ relevance_score = 0.1, score = 0.9 }))
-    assert.are.equal(0.2, llm.find_score({ Score = 0.2 }))
-    assert.are.equal(0.3, llm.find_score({ out = { relevance = 0.3 } }))
-    assert.are.equal(0.4, llm.find_score(0.4))
-    assert.is_nil(llm.find_score({ answer = "yes" }))
+    assert.are.equal(0.1, llm_parse.find_score({ relevance_score = 0.1, score = 0.9 }))
+    assert.are.equal(0.2, llm_parse.find_score({ Score = 0.2 }))
+    assert.are.equal(0.3, llm_parse.find_score({ out = { relevance = 0.3 } }))
+    assert.are.equal(0.4, llm_parse.find_score(0.4))
+    assert.is_nil(llm_parse.find_score({ answer = "yes" }))
   end)
 end)
 
-describe("llm.windows (RankGPT sliding windows, start clamped)", function()
+describe("llm_parse.windows (RankGPT sliding windows, start clamped)", function()
   local function ranges(m, w, s)
     local out = {}
-    for i, r in ipairs(llm.windows(m, w, s)) do out[i] = r[1] .. "-" .. r[2] end
+    for i, r in ipairs(llm_parse.windows(m, w, s)) do out[i] = r[1] .. "-" .. r[2] end
     return table.concat(out, " ")
   end
 
@@ -131,37 +132,37 @@ end)
 
 describe("llm permutations", function()
   it("repair_permutation keeps first occurrences in range and appends the missing", function()
-    assert.are.same({ { 2, 1, 3 }, 0 }, { llm.repair_permutation({ 2, 1, 3 }, 3) })
-    assert.are.same({ { 3, 1, 2, 4 }, 4 }, { llm.repair_permutation({ 3, 3, 0, 1 }, 4) })
-    assert.are.same({ { 1, 2 }, 2 }, { llm.repair_permutation({}, 2) })
-    assert.are.same({ { 1, 2 }, 5 }, { llm.repair_permutation({ 1.5, "x", 7 }, 2) })
+    assert.are.same({ { 2, 1, 3 }, 0 }, { llm_parse.repair_permutation({ 2, 1, 3 }, 3) })
+    assert.are.same({ { 3, 1, 2, 4 }, 4 }, { llm_parse.repair_permutation({ 3, 3, 0, 1 }, 4) })
+    assert.are.same({ { 1, 2 }, 2 }, { llm_parse.repair_permutation({}, 2) })
+    assert.are.same({ { 1, 2 }, 5 }, { llm_parse.repair_permutation({ 1.5, "x", 7 }, 2) })
   end)
 
   it("parse_permutation reads ids like RankGPT", function()
     for _, c in ipairs(REF.rankgpt_receive) do
-      assert.are.same(c.rankgpt, (llm.parse_permutation(c.text, c.n)), c.text)
+      assert.are.same(c.rankgpt, (llm_parse.parse_permutation(c.text, c.n)), c.text)
     end
   end)
 end)
 
-describe("llm.yes_probability", function()
+describe("llm_parse.yes_probability", function()
   it("normalises P(yes) over yes and no alternatives (chat format)", function()
     local choice = { logprobs = { content = { { token = "yes", logprob = math.log(0.6), top_logprobs = {
       { token = "yes", logprob = math.log(0.6) }, { token = "no", logprob = math.log(0.2) } } } } } }
-    assert.are.equal(0.75, llm.yes_probability(choice))
+    assert.are.equal(0.75, llm_parse.yes_probability(choice))
   end)
 
   it("skips a leading whitespace token", function()
     local choice = { logprobs = { content = { { token = " ", logprob = -0.01, top_logprobs = {} },
       { token = "No", logprob = math.log(0.9), top_logprobs = { { token = "No", logprob = math.log(0.9) },
         { token = "Yes", logprob = math.log(0.1) } } } } } }
-    assert.are.equal(0.1, llm.yes_probability(choice))
+    assert.are.equal(0.1, llm_parse.yes_probability(choice))
   end)
 
   it("nil without logprobs or without yes/no tokens", function()
-    assert.is_nil(llm.yes_probability({}))
-    assert.is_nil(llm.yes_probability({ logprobs = json.null }))
-    assert.is_nil(llm.yes_probability({ logprobs = { content = { { token = "maybe", logprob = -0.1,
+    assert.is_nil(llm_parse.yes_probability({}))
+    assert.is_nil(llm_parse.yes_probability({ logprobs = json.null }))
+    assert.is_nil(llm_parse.yes_probability({ logprobs = { content = { { token = "maybe", logprob = -0.1,
       top_logprobs = { { token = "maybe", logprob = -0.1 } } } } } }))
   end)
 end)

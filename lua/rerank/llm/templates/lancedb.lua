@@ -10,6 +10,7 @@
 -- sends the bare strings, exactly like LanceDB: see lancedb_exact.lua). An instruction,
 -- when given, is appended to the system prompt on its own line.
 local llm = require "rerank.llm"
+local llm_parse = require "rerank.llm.parse"
 
 local GAP = string.rep(" ", 24)
 local SYSTEM = table.concat({
@@ -49,11 +50,11 @@ end
 
 -- ctx.window: the documents sent. Returns { scores = {[i] = score | nil}, repairs = n }.
 function T.parse(text, ctx)
-  local j, err = llm.extract_json(text)
+  local j, err = llm_parse.extract_json(text)
   if j == nil then return nil, err end
-  local items, renamed = llm.answer_items(j)
+  local items, renamed = llm_parse.answer_items(j)
   if not items then return nil, 'the answer has no "documents" list' end
-  local scores, repairs = llm.match_items(items, ctx.window)
+  local scores, repairs = llm_parse.match_items(items, ctx.window)
   return { scores = scores, repairs = repairs + (renamed and 1 or 0) }
 end
 

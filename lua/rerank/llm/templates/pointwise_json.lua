@@ -3,7 +3,7 @@
 -- other key spellings ("score", "relevance"), numbers as strings ("0.8", "80%", "8/10") and
 -- a bare number; out-of-range scores are clamped. Coerced, clamped or guessed scores count
 -- as repairs.
-local llm = require "rerank.llm"
+local llm_parse = require "rerank.llm.parse"
 
 local SYSTEM = "You are an expert relevance grader. Given a query and a document, judge how relevant "
   .. "the document is for answering the query. Answer with JSON only, in the form "
@@ -28,18 +28,18 @@ function T.messages(query, doc, opts)
 end
 
 function T.parse(text)
-  local j = llm.extract_json(text)
+  local j = llm_parse.extract_json(text)
   local raw
   local repairs = 0
   if j ~= nil then
-    raw = llm.find_score(j)
+    raw = llm_parse.find_score(j)
     if raw == nil then return nil, "the answer has no relevance_score" end
   else
-    raw = llm.number_in_text(text)
+    raw = llm_parse.number_in_text(text)
     if raw == nil then return nil, "no relevance score in the answer" end
     repairs = 1
   end
-  local s, r = llm.score_of(raw, 0, 1)
+  local s, r = llm_parse.score_of(raw, 0, 1)
   if not s then return nil, "relevance_score is not a number" end
   return { score = s, repairs = repairs + r }
 end

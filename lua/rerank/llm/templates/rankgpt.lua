@@ -7,6 +7,7 @@
 -- answer has any), minus 1, duplicates and out-of-window ids dropped, missing ids appended
 -- in their prior order; each dropped or appended id counts as a repair.
 local llm = require "rerank.llm"
+local llm_parse = require "rerank.llm.parse"
 
 local SYSTEM = "You are RankGPT, an intelligent assistant that can rank passages based on their relevancy to the query."
 
@@ -51,7 +52,7 @@ function T.messages(query, window, opts)
   return msgs
 end
 
--- does the answer name any id in 1..n (the same reading as llm.parse_permutation)?
+-- does the answer name any id in 1..n (the same reading as llm_parse.parse_permutation)?
 local function any_id(text, n)
   if type(text) ~= "string" then return false end
   local bracketed = false
@@ -71,7 +72,7 @@ end
 -- ctx.n: the window size. Returns { permutation = {1-based window positions}, repairs = n,
 -- unread = true when the answer held no usable id at all (the prior order, degraded) }.
 function T.parse(text, ctx)
-  local perm, repairs = llm.parse_permutation(text, ctx.n)
+  local perm, repairs = llm_parse.parse_permutation(text, ctx.n)
   return { permutation = perm, repairs = repairs, unread = (ctx.n > 0 and not any_id(text, ctx.n)) or nil }
 end
 

@@ -1,7 +1,7 @@
 -- Pointwise yes/no relevance: one call per document asking for "yes" or "no", with
 -- logprobs. The score is P(yes) / (P(yes) + P(no)) over the first answer token's
 -- top_logprobs when the server returns them; otherwise 1 for yes and 0 for no.
-local llm = require "rerank.llm"
+local llm_parse = require "rerank.llm.parse"
 
 local SYSTEM = "You are a search relevance judge. Given a query and a document, decide whether the "
   .. 'document is relevant to the query. Answer only "yes" or "no".'
@@ -25,9 +25,9 @@ end
 
 -- ctx.choice: the answer's choices[1] (its logprobs, when present)
 function T.parse(text, ctx)
-  local p = llm.yes_probability(ctx and ctx.choice)
+  local p = llm_parse.yes_probability(ctx and ctx.choice)
   if p then return { score = p, repairs = 0 } end
-  local k = llm.yes_no(tostring(text or ""):match("%a+"))
+  local k = llm_parse.yes_no(tostring(text or ""):match("%a+"))
   if k then return { score = k == "yes" and 1 or 0, repairs = 0 } end
   local lt = tostring(text or ""):lower()
   local y, n = lt:find("%f[%a]yes%f[%A]"), lt:find("%f[%a]no%f[%A]")
