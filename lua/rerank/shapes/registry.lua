@@ -150,10 +150,24 @@ local function check_image(v, p, max_bytes)
 end
 api.check_image = check_image
 
+-- Optional fields into req, in order (the first error wins): fields = { { name, check, min? },
+-- ... }, check one of the checks above; an absent field leaves req[name] as it was (the
+-- shape's default) -> req | nil, err
+local function check_fields(b, req, fields)
+  for i = 1, #fields do
+    local f = fields[i]
+    local name = f[1]
+    local v, err = f[2](b[name], name, f[3])
+    if err then return nil, err end
+    if v ~= nil then req[name] = v end
+  end
+  return req
+end
+
 api.check = {
   present = present, is_object = is_object, is_array = is_array,
   string = check_string, bool = check_bool, object = check_object, int = check_int,
-  truncate = check_truncate, query = check_query,
+  truncate = check_truncate, query = check_query, fields = check_fields,
 }
 
 ---------------------------------------------------------------------------------------------
@@ -271,6 +285,12 @@ local function check_documents(v, param, opts)
   return out
 end
 api.check.documents = check_documents
+
+-- the documents options (check.documents) from a shape's parse opts
+function api.documents_opts(opts)
+  return { max = opts.max_documents, text_field = opts.text_field, from_json = opts.from_json,
+           max_image_bytes = opts.max_image_bytes, body = opts.body, spans = opts.spans }
+end
 
 ---------------------------------------------------------------------------------------------
 -- answer helpers the shapes share (lua/rerank/shapes/)

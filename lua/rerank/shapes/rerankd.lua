@@ -29,10 +29,16 @@ S.documents = check.documents
 
 -- the documents options of a request body b under parse opts
 function S.documents_opts(b, opts)
-  return { max = opts.max_documents, text_field = opts.text_field, from_json = opts.from_json,
-           rank_fields = type(b.rank_fields) == "table" and b.rank_fields or nil,
-           max_image_bytes = opts.max_image_bytes, body = opts.body, spans = opts.spans, rerankd = true }
+  local o = api.documents_opts(opts)
+  o.rank_fields = type(b.rank_fields) == "table" and b.rank_fields or nil
+  o.rerankd = true
+  return o
 end
+
+-- the optional fields after the documents (api.check.fields)
+local FIELDS = { { "top_n", check.int, 1 }, { "return_documents", check.bool }, { "truncate", check.truncate },
+                 { "max_tokens_per_document", check.int, 1 }, { "metadata", check.object },
+                 { "user", check.string }, { "extra_body", check.object } }
 
 function S.parse(b, opts)
   local req = { shape = "rerankd", return_documents = false }
@@ -63,28 +69,7 @@ function S.parse(b, opts)
     return fail(422, 'return_score must be one of "relevance", "all"', "return_score")
   end
   req.return_score = v
-  v, err = check.int(b.top_n, "top_n", 1)
-  if err then return nil, err end
-  req.top_n = v
-  v, err = check.bool(b.return_documents, "return_documents")
-  if err then return nil, err end
-  if v ~= nil then req.return_documents = v end
-  v, err = check.truncate(b.truncate, "truncate")
-  if err then return nil, err end
-  req.truncate = v
-  v, err = check.int(b.max_tokens_per_document, "max_tokens_per_document", 1)
-  if err then return nil, err end
-  req.max_tokens_per_document = v
-  v, err = check.object(b.metadata, "metadata")
-  if err then return nil, err end
-  req.metadata = v
-  v, err = check.string(b.user, "user")
-  if err then return nil, err end
-  req.user = v
-  v, err = check.object(b.extra_body, "extra_body")
-  if err then return nil, err end
-  req.extra_body = v
-  return req
+  return check.fields(b, req, FIELDS)
 end
 
 local function value_json(v)
