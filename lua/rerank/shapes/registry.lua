@@ -337,8 +337,8 @@ local function get_shape(name)
   return sh
 end
 
-function api.parse(shape, body, opts)
-  local sh = get_shape(shape)
+-- A request body (a JSON string, or a table already decoded) as an object -> b | nil, err
+function api.body_object(body)
   local b = body
   if type(body) ~= "table" then
     local err
@@ -346,6 +346,13 @@ function api.parse(shape, body, opts)
     if b == nil then return fail(400, "invalid JSON body: " .. tostring(err)) end
   end
   if not is_object(b) then return fail(400, "request body must be a JSON object") end
+  return b
+end
+
+function api.parse(shape, body, opts)
+  local sh = get_shape(shape)
+  local b, err = api.body_object(body)
+  if not b then return nil, err end
   return sh.parse(b, api.parse_opts(opts, b ~= body))
 end
 
