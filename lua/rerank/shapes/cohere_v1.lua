@@ -33,7 +33,7 @@ function S.parse_fields(b, opts, req)
   req.rank_fields = v
   local dopts = api.documents_opts(opts)
   dopts.rank_fields, dopts.strings_only = req.rank_fields, opts.strings_only
-  v, err = C.documents(b.documents, "documents", dopts)
+  v, err = check.documents(b.documents, "documents", dopts)
   if err then return nil, err end
   req.documents = v
   v, err = check.int(b.top_n, "top_n", 1)

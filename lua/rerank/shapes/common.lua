@@ -1,5 +1,6 @@
--- Helpers the client shapes (lua/rerank/shapes/*.lua) share: documents with text_field and
--- rank_fields, usage numbers, Cohere's meta object, document echo forms, error bodies.
+-- Helpers the client shapes (lua/rerank/shapes/*.lua) share: model, query and documents
+-- (api.check.documents, shapes/registry.lua), string lists, usage numbers, Cohere's meta
+-- object, document echo forms, error bodies.
 local api = require "rerank.shapes.registry"
 local json = require "rerank.json"
 local scoring = require "rerank.score"
@@ -33,11 +34,6 @@ function M.string_list(v, param, single, from_json)
   return out
 end
 
--- Documents: strings or objects (api.check.documents, lua/rerank/shapes/registry.lua, by the
--- client shapes' rules). An object's text is its `text_field` (default "text"), else its
--- `text`; with rank_fields, an object without either is ranked on the named fields alone.
-M.documents = check.documents
-
 -- model, query and the documents in b[docs_field] into req (the opening of most shapes'
 -- parse): req | nil, err
 function M.model_query_documents(b, req, docs_field, docs_opts)
@@ -47,7 +43,7 @@ function M.model_query_documents(b, req, docs_field, docs_opts)
   v, err = check.query(b.query, "query")
   if err then return nil, err end
   req.query = v
-  v, err = M.documents(b[docs_field], docs_field, docs_opts)
+  v, err = check.documents(b[docs_field], docs_field, docs_opts)
   if err then return nil, err end
   req.documents = v
   return req

@@ -22,12 +22,8 @@ if not ok_tnew then table_new = function() return {} end end
 
 local S = { name = "rerankd" }
 
--- documents: strings or {text, id?, title?, metadata?, image?} objects -> internal documents,
--- by rerankd's own rules (api.check.documents, lua/rerank/shapes/registry.lua; opts from
--- S.documents_opts).
-S.documents = check.documents
-
--- the documents options of a request body b under parse opts
+-- the documents options of a request body b under parse opts: rerankd's own rules for
+-- api.check.documents (lua/rerank/shapes/registry.lua)
 function S.documents_opts(b, opts)
   local o = api.documents_opts(opts)
   o.rank_fields = type(b.rank_fields) == "table" and b.rank_fields or nil
@@ -59,7 +55,7 @@ function S.parse(b, opts)
     err = require("rerank.engine.pipeline").parse_fields(b, req, opts)
     if err then return nil, err end
   else
-    v, err = S.documents(b.documents, "documents", S.documents_opts(b, opts))
+    v, err = check.documents(b.documents, "documents", S.documents_opts(b, opts))
     if err then return nil, err end
     req.documents = v
   end
