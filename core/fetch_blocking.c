@@ -26,10 +26,7 @@ static int multi_gc(lua_State *L)
 
 static CURLM *get_multi(lua_State *L)
 {
-    lua_pushlightuserdata(L, &multi_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    multi_box *m = lua_touserdata(L, -1);
-    lua_pop(L, 1);
+    multi_box *m = rr_registry_get(L, &multi_key);
     if (m && m->multi) return m->multi;
     m = lua_newuserdata(L, sizeof *m);
     m->multi = NULL;

@@ -29,14 +29,7 @@ int rr_metrics_init(int workers)
     return 0;
 }
 
-static rr_worker *self_worker(lua_State *L)
-{
-    lua_pushlightuserdata(L, &worker_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    rr_worker *w = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return w;
-}
+static rr_worker *self_worker(lua_State *L) { return rr_registry_get(L, &worker_key); }
 
 /* daemon.metrics_publish(snapshot_string) */
 static int l_metrics_publish(lua_State *L)

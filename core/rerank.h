@@ -6,6 +6,17 @@
 #include <stdint.h>
 #include <lua.h>
 
+/* registry[key] (key: the address of a file's static, as a light userdata) -> the userdata
+ * (full or light) stored there, NULL when unset */
+static inline void *rr_registry_get(lua_State *L, void *key)
+{
+    lua_pushlightuserdata(L, key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    void *p = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return p;
+}
+
 /* ---- topk.c ----
  * Order indices 0..n-1 by score descending, ties by index ascending, NaN last
  * (NaNs among themselves by index). Writes min(k, n) indices to out.

@@ -127,11 +127,7 @@ function P.combine(_, req, state)
     scores[i] = (n - rank) / n
     rank = rank + 1
   end
-  local usage = state.usage and next(state.usage) and state.usage or nil
-  return {
-    scores = scores, usage = usage, degraded = state.degraded or nil,
-    repairs = state.repairs or 0, score_kind = "rank",
-  }
+  return llm.combined(state, scores, "rank")
 end
 
 return P

@@ -188,11 +188,7 @@ end
 function P.combine(_, req, state)
   local scores = {}
   for i = 1, #req.documents do scores[i] = state.scores and state.scores[i] or 0 end
-  local usage = state.usage and next(state.usage) and state.usage or nil
-  return {
-    scores = scores, usage = usage, degraded = state.degraded or nil,
-    repairs = state.repairs or 0, score_kind = "relevance",
-  }
+  return llm.combined(state, scores, "relevance")
 end
 
 return P

@@ -384,4 +384,14 @@ function llm.add_usage(total, u)
   return total
 end
 
+-- An LLM provider's combine answer from its call state: the scores, the usage summed over
+-- the calls (llm.add_usage; nil when none was reported), degraded, repairs and score_kind.
+function llm.combined(state, scores, score_kind)
+  local usage = state.usage and next(state.usage) and state.usage or nil
+  return {
+    scores = scores, usage = usage, degraded = state.degraded or nil,
+    repairs = state.repairs or 0, score_kind = score_kind,
+  }
+end
+
 return llm

@@ -373,3 +373,40 @@ describe("api.render_error and api.register", function()
     assert.has_error(function() api.register("x", { parse = print }) end)
   end)
 end)
+
+describe("api.check.fields, api.check.documents, api.body_object", function()
+  local check = api.check
+
+  it("reads optional fields in order, the first error wins, absent fields keep the default", function()
+    local fields = { { "top_n", check.int, 1 }, { "return_documents", check.bool }, { "user", check.string } }
+    local req = assert(check.fields({ top_n = 3 }, { return_documents = true }, fields))
+    assert.same({ top_n = 3, return_documents = true }, req)
+    local _, err = check.fields({ top_n = 0, return_documents = "yes" }, {}, fields)
+    assert.same({ 422, "top_n must be >= 1", "top_n" }, { err.status, err.message, err.param })
+    _, err = check.fields({ return_documents = "yes", user = 5 }, {}, fields)
+    assert.same({ 400, "return_documents must be a boolean" }, { err.status, err.message })
+  end)
+
+  it("keeps rerankd's own document rules apart from the client shapes'", function()
+    local docs = json.decode('[{"text":"a","title":5}]')
+    local out = assert(check.documents(docs, "documents", {}))
+    assert.is_nil(out[1].title) -- client shapes drop a title that is not a string
+    local _, err = check.documents(docs, "documents", { rerankd = true })
+    assert.same({ 400, "documents[0].title must be a string", "documents[0].title" },
+                { err.status, err.message, err.param })
+    _, err = check.documents(json.decode('[5]'), "documents", { text_field = "body" })
+    assert.equal("documents[0] must be a string or an object with a body field", err.message)
+    _, err = check.documents(json.decode('[5]'), "documents", { text_field = "body", rerankd = true })
+    assert.equal("documents[0] must be a string or an object with a text field", err.message)
+  end)
+
+  it("api.body_object: a JSON object from text or a decoded table", function()
+    assert.equal("q", api.body_object('{"query":"q"}').query)
+    local t = json.decode('{"a":1}')
+    assert.equal(t, api.body_object(t))
+    local _, err = api.body_object("[1]")
+    assert.equal("request body must be a JSON object", err.message)
+    _, err = api.body_object("{")
+    assert.equal(400, err.status)
+  end)
+end)

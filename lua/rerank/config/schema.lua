@@ -302,32 +302,26 @@ local function human_size(n)
   return ("%d"):format(n)
 end
 
-local function check_bounds(spec, x, v, path, default_max, human)
-  local min, max = spec.min, spec.max or default_max
-  if spec.positive and x <= 0 then fail(path, ("must be greater than 0 (got %s)"):format(describe(v))) end
-  if min and x < min then fail(path, ("must be at least %s (got %s)"):format(human(min), describe(v))) end
-  if x > max then fail(path, ("must be at most %s (got %s)"):format(human(max), describe(v))) end
+-- A duration or a size: parse(v) (S.duration, S.size), then its range (spec.min, spec.max
+-- else max; human writes the bounds in the errors). name and the two examples say what it
+-- takes, in the errors: "invalid <name> ... (use e.g. <e1>, <e2>)", "a <name> such as <e1> or <e2>".
+local function measure(parse, name, e1, e2, max, human)
+  return function(spec, v, path)
+    local x = parse(v)
+    if not x then
+      if type(v) == "string" then fail(path, ("invalid %s %s (use e.g. %s, %s)"):format(name, describe(v), e1, e2)) end
+      fail_type(path, ("a %s such as %s or %s"):format(name, e1, e2), v)
+    end
+    local min, hi = spec.min, spec.max or max
+    if spec.positive and x <= 0 then fail(path, ("must be greater than 0 (got %s)"):format(describe(v))) end
+    if min and x < min then fail(path, ("must be at least %s (got %s)"):format(human(min), describe(v))) end
+    if x > hi then fail(path, ("must be at most %s (got %s)"):format(human(hi), describe(v))) end
+    return x
+  end
 end
 
-function TYPES.duration(spec, v, path)
-  local d = S.duration(v)
-  if not d then
-    if type(v) == "string" then fail(path, ("invalid duration %s (use e.g. 250ms, 10s)"):format(describe(v))) end
-    fail_type(path, "a duration such as 250ms or 10s", v)
-  end
-  check_bounds(spec, d, v, path, S.MAX_DURATION, human_duration)
-  return d
-end
-
-function TYPES.size(spec, v, path)
-  local n = S.size(v)
-  if not n then
-    if type(v) == "string" then fail(path, ("invalid size %s (use e.g. 512k, 8m)"):format(describe(v))) end
-    fail_type(path, "a size such as 512k or 8m", v)
-  end
-  check_bounds(spec, n, v, path, S.MAX_SIZE, human_size)
-  return n
-end
+TYPES.duration = measure(S.duration, "duration", "250ms", "10s", S.MAX_DURATION, human_duration)
+TYPES.size = measure(S.size, "size", "512k", "8m", S.MAX_SIZE, human_size)
 
 function TYPES.table(_, v, path)
   if type(v) ~= "table" then fail_type(path, "a mapping or a list", v) end

@@ -168,17 +168,24 @@ function LRU:set(k, v, ttl, now)
   while self.used > self.max and self.tail do remove(self, self.tail) end
 end
 
-function LRU:get_many(keys)
-  local now = self.clock()
+-- get(i) for i = 1..n -> the values found (out[i], nil when absent) and how many (a store's
+-- get_many)
+local function found(n, get)
   local out, hits = {}, 0
-  for i = 1, #keys do
-    local v = self:get(keys[i], now)
+  for i = 1, n do
+    local v = get(i)
     if v ~= nil then
       out[i] = v
       hits = hits + 1
     end
   end
   return out, hits
+end
+M.found = found
+
+function LRU:get_many(keys)
+  local now = self.clock()
+  return found(#keys, function(i) return self:get(keys[i], now) end)
 end
 
 function LRU:set_many(keys, vals, ttl)
@@ -219,15 +226,7 @@ function RedisStore:get_many(keys)
     return {}, 0
   end
   redis_state.note("cache", true, nil, self.log)
-  local out, hits = {}, 0
-  for i = 1, #keys do
-    local v = type(res[i]) == "string" and tonumber(res[i]) or nil
-    if v then
-      out[i] = v
-      hits = hits + 1
-    end
-  end
-  return out, hits
+  return found(#keys, function(i) return type(res[i]) == "string" and tonumber(res[i]) or nil end)
 end
 
 function RedisStore:set_many(keys, vals, ttl)

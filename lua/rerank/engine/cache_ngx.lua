@@ -14,6 +14,7 @@
 -- A full dict evicts least recently used entries (shared dict semantics); set only fails on
 -- entries too large for the dict, and that is not an error worth failing a request for.
 local ngx = ngx -- the nginx Lua module's global (nil outside nginx)
+local found = require("rerank.engine.cache").found -- a store's get_many
 
 local M = {}
 local Cache = {}
@@ -88,15 +89,7 @@ function Cache:set(key, score, ttl)
 end
 
 function Cache:get_many(keys)
-  local out, hits = {}, 0
-  for i = 1, #keys do
-    local v = self:get(keys[i])
-    if v ~= nil then
-      out[i] = v
-      hits = hits + 1
-    end
-  end
-  return out, hits
+  return found(#keys, function(i) return self:get(keys[i]) end)
 end
 
 function Cache:set_many(keys, scores, ttl)

@@ -232,7 +232,7 @@ function M.parse_fields(b, req, opts)
     local R = require "rerank.shapes.rerankd"
     local dopts = R.documents_opts(b, opts)
     dopts.body, dopts.spans = nil, nil -- a pipeline's documents are not spliced
-    local docs, err = R.documents(b.documents, "documents", dopts)
+    local docs, err = require("rerank.shapes.registry").check.documents(b.documents, "documents", dopts)
     if not docs then return err end
     req.documents = docs
   else

@@ -125,6 +125,25 @@ function M.normalize(list, how, opts)
   return out
 end
 
+-- F[docs[j]] += w × s[j], j = 1..n
+local function add_weighted(F, docs, n, w, s)
+  for j = 1, n do
+    local d = docs[j]
+    F[d] = F[d] + w * s[j]
+  end
+  return F
+end
+
+-- F[docs[j]] += w × ((s[j] - lo) / r), j = 1..n: s scaled into a range of width r from lo
+local function add_ranged(F, docs, n, w, s, lo, r)
+  for j = 1, n do
+    local d = docs[j]
+    F[d] = F[d] + w * ((s[j] - lo) / r)
+  end
+  return F
+end
+M.add_ranged = add_ranged
+
 -- F[d] += w × normalize(list)(d) for every position, without the intermediate array: the
 -- same arithmetic as fuse.normalize (so the same bits), in one loop per variant.
 function M.add_normalized(F, list, how, opts, w)
@@ -132,13 +151,7 @@ function M.add_normalized(F, list, how, opts, w)
   if n == 0 then return F end
   if how == "min_max" or how == "none" or how == nil then
     local s = M.sims(list)
-    if how ~= "min_max" then
-      for j = 1, n do
-        local d = docs[j]
-        F[d] = F[d] + w * s[j]
-      end
-      return F
-    end
+    if how ~= "min_max" then return add_weighted(F, docs, n, w, s) end
     s = M.scaled(s, n)
     local mn, mx = minmax(s, n)
     if mx == mn then
@@ -146,21 +159,11 @@ function M.add_normalized(F, list, how, opts, w)
         local d = docs[j]
         F[d] = F[d] + w * 1.0
       end
-    else
-      local r = mx - mn
-      for j = 1, n do
-        local d = docs[j]
-        F[d] = F[d] + w * ((s[j] - mn) / r)
-      end
+      return F
     end
-    return F
+    return add_ranged(F, docs, n, w, s, mn, mx - mn)
   end
-  local v = M.normalize(list, how, opts)
-  for j = 1, n do
-    local d = docs[j]
-    F[d] = F[d] + w * v[j]
-  end
-  return F
+  return add_weighted(F, docs, n, w, M.normalize(list, how, opts))
 end
 
 -- A fresh F with F[d] = 0 for the n documents: where every method starts.

@@ -54,11 +54,7 @@ local function dbsf(lists)
       end
     else
       local lo, hi = mean - 3 * std, mean + 3 * std
-      local r = hi - lo
-      for j = 1, n do
-        local d = docs[j]
-        F[d] = F[d] + w * ((s[j] - lo) / r)
-      end
+      fs.add_ranged(F, docs, n, w, s, lo, hi - lo)
     end
   end
   return F

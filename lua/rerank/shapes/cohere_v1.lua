@@ -15,6 +15,10 @@ local number, value_json = C.number, C.value_json
 
 local S = { name = "cohere_v1", version = "1" }
 
+-- rerankd's own fields, read after Cohere's (api.check.fields)
+local FIELDS = { { "truncate", check.truncate }, { "metadata", check.object }, { "user", check.string },
+                 { "extra_body", check.object } }
+
 -- fields shared with the 2024-09 v2 schema
 function S.parse_fields(b, opts, req)
   local v, err
@@ -27,10 +31,9 @@ function S.parse_fields(b, opts, req)
   v, err = C.string_list(b.rank_fields, "rank_fields", false, opts.from_json)
   if err then return nil, err end
   req.rank_fields = v
-  v, err = C.documents(b.documents, "documents", { max = opts.max_documents, text_field = opts.text_field,
-                                                    rank_fields = req.rank_fields, strings_only = opts.strings_only,
-                                                    body = opts.body, spans = opts.spans, from_json = opts.from_json,
-                                                    max_image_bytes = opts.max_image_bytes })
+  local dopts = api.documents_opts(opts)
+  dopts.rank_fields, dopts.strings_only = req.rank_fields, opts.strings_only
+  v, err = check.documents(b.documents, "documents", dopts)
   if err then return nil, err end
   req.documents = v
   v, err = check.int(b.top_n, "top_n", 1)
@@ -52,19 +55,7 @@ function S.parse_fields(b, opts, req)
     if err then return nil, err end
   end
   req.max_tokens_per_document = v
-  v, err = check.truncate(b.truncate, "truncate")
-  if err then return nil, err end
-  req.truncate = v
-  v, err = check.object(b.metadata, "metadata")
-  if err then return nil, err end
-  req.metadata = v
-  v, err = check.string(b.user, "user")
-  if err then return nil, err end
-  req.user = v
-  v, err = check.object(b.extra_body, "extra_body")
-  if err then return nil, err end
-  req.extra_body = v
-  return req
+  return check.fields(b, req, FIELDS)
 end
 
 function S.parse(b, opts)

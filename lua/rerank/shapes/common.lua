@@ -1,8 +1,8 @@
--- Helpers the client shapes (lua/rerank/shapes/*.lua) share: documents with text_field and
--- rank_fields, usage numbers, Cohere's meta object, document echo forms, error bodies.
+-- Helpers the client shapes (lua/rerank/shapes/*.lua) share: model, query and documents
+-- (api.check.documents, shapes/registry.lua), string lists, usage numbers, Cohere's meta
+-- object, document echo forms, error bodies.
 local api = require "rerank.shapes.registry"
 local json = require "rerank.json"
-local docs = require "rerank.engine.documents"
 local scoring = require "rerank.score"
 local config_ok, config = pcall(require, "rerank.config.load")
 
@@ -34,66 +34,6 @@ function M.string_list(v, param, single, from_json)
   return out
 end
 
--- Documents: strings or objects. An object's text is its `text_field` (default "text"), else
--- its `text`; with rank_fields, an object without either is ranked on the named fields alone.
--- An object with `image` (api.check_image) needs no text.
--- opts: { max = n, text_field = "text", rank_fields = {...}, strings_only = bool, max_image_bytes = n,
---         from_json = bool (api.check.is_array), body =, spans = (json.decode_request) }
-function M.documents(v, param, opts)
-  if not present(v) then return fail(400, param .. " is required", param) end
-  if not check.is_array(v, opts.from_json) then return fail(400, param .. " must be an array", param) end
-  local n = #v
-  local max_docs = opts.max or api.DEFAULT_MAX_DOCUMENTS
-  if n > max_docs then
-    return fail(422, param .. " has " .. n .. " items; the maximum is " .. max_docs, param)
-  end
-  local tf = opts.text_field or "text"
-  local rf = docs.useful_fields(opts.rank_fields) and opts.rank_fields or nil
-  local src, spans = api.doc_spans(opts, param)
-  local out = {}
-  for i = 1, n do
-    local d = v[i]
-    local p = param .. "[" .. (i - 1) .. "]"
-    if type(d) == "string" then
-      local js, je = api.doc_span(spans, i)
-      out[i] = { index = i - 1, text = d, raw = d, src = js and src, js = js, je = je }
-    elseif type(d) == "table" and json.kind(d) == "object" and not opts.strings_only then
-      local text, image = d[tf], d.image
-      if text == null then text = nil end
-      if image ~= nil and image ~= null then -- an image document (api.check_image); text optional
-        local err
-        image, err = api.check_image(image, p, opts.max_image_bytes)
-        if err then return nil, err end
-        if text == nil and d.text == nil then text = "" end
-      else
-        image = nil
-      end
-      if text ~= nil and type(text) ~= "string" then
-        if tf == "text" then return fail(400, p .. ".text must be a string", p .. ".text") end
-        text = docs.field_text(d, tf)
-      end
-      if text == nil and tf ~= "text" and type(d.text) == "string" then text = d.text end -- field absent: text
-      if text == nil and rf then text = docs.rank_text(d, rf) or "" end
-      if text == nil then return fail(400, p .. "." .. tf .. " is required", p .. "." .. tf) end
-      local id, title, md = d.id, d.title, d.metadata
-      if id == null then id = nil end
-      if id ~= nil and type(id) ~= "string" and type(id) ~= "number" then
-        return fail(400, p .. ".id must be a string or a number", p .. ".id")
-      end
-      if type(title) ~= "string" then title = nil end
-      if not check.is_object(md) then md = nil end
-      local js, je -- the span is of the "text" member: only when that is the text
-      if tf == "text" and text == d.text then js, je = api.doc_span(spans, i) end
-      out[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d,
-                 src = js and src, js = js, je = je, image = image }
-    else
-      if opts.strings_only then return fail(400, p .. " must be a string", p) end
-      return fail(400, p .. " must be a string or an object with a " .. tf .. " field", p)
-    end
-  end
-  return out
-end
-
 -- model, query and the documents in b[docs_field] into req (the opening of most shapes'
 -- parse): req | nil, err
 function M.model_query_documents(b, req, docs_field, docs_opts)
@@ -103,7 +43,7 @@ function M.model_query_documents(b, req, docs_field, docs_opts)
   v, err = check.query(b.query, "query")
   if err then return nil, err end
   req.query = v
-  v, err = M.documents(b[docs_field], docs_field, docs_opts)
+  v, err = check.documents(b[docs_field], docs_field, docs_opts)
   if err then return nil, err end
   req.documents = v
   return req

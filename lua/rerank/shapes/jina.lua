@@ -13,23 +13,14 @@ local number, value_json = C.number, C.value_json
 
 local S = { name = "jina" }
 
+-- the optional fields after the documents (api.check.fields)
+local FIELDS = { { "top_n", check.int, 1 }, { "return_documents", check.bool }, { "extra_body", check.object } }
+
 function S.parse(b, opts)
   local req, err = C.model_query_documents(b, { shape = S.name, return_documents = true }, "documents",
-                                           { max = opts.max_documents, text_field = opts.text_field,
-                                             body = opts.body, spans = opts.spans, from_json = opts.from_json,
-                                             max_image_bytes = opts.max_image_bytes })
+                                           api.documents_opts(opts))
   if not req then return nil, err end
-  local v
-  v, err = check.int(b.top_n, "top_n", 1)
-  if err then return nil, err end
-  req.top_n = v
-  v, err = check.bool(b.return_documents, "return_documents")
-  if err then return nil, err end
-  if v ~= nil then req.return_documents = v end
-  v, err = check.object(b.extra_body, "extra_body")
-  if err then return nil, err end
-  req.extra_body = v
-  return req
+  return check.fields(b, req, FIELDS)
 end
 
 function S.render(result, req)

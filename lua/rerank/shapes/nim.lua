@@ -34,7 +34,7 @@ function S.parse(b, opts)
   end
   if err then return nil, err end
   req.query = v
-  v, err = C.documents(b.passages, "passages", { max = opts.max_documents, text_field = "text",
+  v, err = check.documents(b.passages, "passages", { max = opts.max_documents, text_field = "text",
                                                  body = opts.body, spans = opts.spans, from_json = opts.from_json })
   if err then return nil, err end
   req.documents = v

@@ -150,11 +150,147 @@ local function check_image(v, p, max_bytes)
 end
 api.check_image = check_image
 
+-- Optional fields into req, in order (the first error wins): fields = { { name, check, min? },
+-- ... }, check one of the checks above; an absent field leaves req[name] as it was (the
+-- shape's default) -> req | nil, err
+local function check_fields(b, req, fields)
+  for i = 1, #fields do
+    local f = fields[i]
+    local name = f[1]
+    local v, err = f[2](b[name], name, f[3])
+    if err then return nil, err end
+    if v ~= nil then req[name] = v end
+  end
+  return req
+end
+
 api.check = {
   present = present, is_object = is_object, is_array = is_array,
   string = check_string, bool = check_bool, object = check_object, int = check_int,
-  truncate = check_truncate, query = check_query,
+  truncate = check_truncate, query = check_query, fields = check_fields,
 }
+
+---------------------------------------------------------------------------------------------
+-- documents: strings or objects -> internal documents (every shape's; two rules for objects)
+
+local docs = require "rerank.engine.documents"
+local ok_tnew, table_new = pcall(require, "table.new")
+if not ok_tnew then table_new = function() return {} end end
+
+-- An object document's text, the client shapes' rule: its text_field (default "text"; any
+-- other field's scalar read as text), else its `text`, else its rank_fields; an image document
+-- with neither text_field nor `text` member has "" -> text | nil, err
+local function client_text(d, p, tf, rf, image)
+  local text = d[tf]
+  if text == null then text = nil end
+  if image and text == nil and d.text == nil then text = "" end
+  if text ~= nil and type(text) ~= "string" then
+    if tf == "text" then return fail(400, p .. ".text must be a string", p .. ".text") end
+    text = docs.field_text(d, tf)
+  end
+  if text == nil and tf ~= "text" and type(d.text) == "string" then text = d.text end -- field absent: text
+  if text == nil and rf then text = docs.rank_text(d, rf) or "" end
+  if text == nil then return fail(400, p .. "." .. tf .. " is required", p .. "." .. tf) end
+  return text
+end
+
+-- rerankd's rule: with text_field or rank_fields, the field's text, else a string `text`,
+-- else the rank_fields; without them `text`, which must be a string; an image document
+-- needs no text (its text is then "") -> text | nil, err
+local function rerankd_text(d, p, tf, rf, image)
+  local text = d.text
+  if tf ~= "text" or rf then
+    text = tf ~= "text" and docs.field_text(d, tf) or nil
+    if text == nil and type(d.text) == "string" then text = d.text end -- text_field absent: text
+    if text == nil and rf then text = docs.rank_text(d, rf) or "" end
+    if text == nil and not image then return fail(400, p .. "." .. tf .. " is required", p .. "." .. tf) end
+  end
+  if image and not present(text) then text = "" end
+  if not present(text) then return fail(400, p .. ".text is required", p .. ".text") end
+  if type(text) ~= "string" then return fail(400, p .. ".text must be a string", p .. ".text") end
+  return text
+end
+
+-- Documents: strings or objects {text, id?, title?, metadata?, image?} -> internal documents
+-- (the request's `documents` above). An object with `image` (check_image) needs no text.
+-- opts: { max = n, text_field = "text", rank_fields = raw list | nil, strings_only = bool,
+--         max_image_bytes = n, from_json = bool (check.is_array), body =, spans =
+--         (json.decode_request), rerankd = bool }.
+-- With body/spans, a document whose text is its JSON string `text` records the string's bytes:
+-- d.src, d.js, d.je (json.encode and responses splice them).
+-- opts.rerankd: rerankd's own rules (rerankd_text; a title that is not a string, metadata
+-- that is not an object and a numeric id that is not finite are errors, not dropped; no
+-- spans when text_field or rank_fields choose the texts); else the client shapes' rules
+-- (client_text; a wrong-typed title or metadata is dropped).
+local function check_documents(v, param, opts)
+  if not present(v) then return fail(400, param .. " is required", param) end
+  if not is_array(v, opts.from_json) then return fail(400, param .. " must be an array", param) end
+  local n = #v
+  local max_docs = opts.max or api.DEFAULT_MAX_DOCUMENTS
+  if n > max_docs then
+    return fail(422, param .. " has " .. n .. " items; the maximum is " .. max_docs, param)
+  end
+  local strict = opts.rerankd
+  local tf = opts.text_field or "text"
+  local rf = opts.rank_fields
+  if not docs.useful_fields(rf) then rf = nil end
+  local src, spans
+  if not (strict and (tf ~= "text" or rf)) then src, spans = doc_spans(opts, param) end
+  local object_text = strict and rerankd_text or client_text
+  local out = table_new(n, 0)
+  for i = 1, n do
+    local d = v[i]
+    local td = type(d)
+    if td == "string" then
+      local js, je = doc_span(spans, i)
+      out[i] = { index = i - 1, text = d, raw = d, src = js and src, js = js, je = je }
+    elseif td == "table" and kind(d) == "object" and not opts.strings_only then
+      local p = param .. "[" .. (i - 1) .. "]"
+      local id, title, md = d.id, d.title, d.metadata
+      local image, text, err = d.image
+      if present(image) then
+        image, err = check_image(image, p, opts.max_image_bytes)
+        if err then return nil, err end
+      else
+        image = nil
+      end
+      text, err = object_text(d, p, tf, rf, image ~= nil)
+      if err then return nil, err end
+      if id == null then
+        id = nil
+      elseif id ~= nil and type(id) ~= "string" and type(id) ~= "number" then
+        return fail(400, p .. ".id must be a string or a number", p .. ".id")
+      elseif strict and type(id) == "number" and not (id > -huge and id < huge) then
+        return fail(422, p .. ".id must be a finite number", p .. ".id")
+      end
+      if strict then
+        title, err = check_string(title, p .. ".title")
+        if err then return nil, err end
+        md, err = check_object(md, p .. ".metadata")
+        if err then return nil, err end
+      else
+        if type(title) ~= "string" then title = nil end
+        if not is_object(md) then md = nil end
+      end
+      local js, je -- the span of the "text" member: only when that is the text
+      if tf == "text" and text == d.text then js, je = doc_span(spans, i) end
+      out[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d,
+                 src = js and src, js = js, je = je, image = image }
+    else
+      local p = param .. "[" .. (i - 1) .. "]"
+      if opts.strings_only then return fail(400, p .. " must be a string", p) end
+      return fail(400, p .. " must be a string or an object with a " .. (strict and "text" or tf) .. " field", p)
+    end
+  end
+  return out
+end
+api.check.documents = check_documents
+
+-- the documents options (check.documents) from a shape's parse opts
+function api.documents_opts(opts)
+  return { max = opts.max_documents, text_field = opts.text_field, from_json = opts.from_json,
+           max_image_bytes = opts.max_image_bytes, body = opts.body, spans = opts.spans }
+end
 
 ---------------------------------------------------------------------------------------------
 -- answer helpers the shapes share (lua/rerank/shapes/)
@@ -201,8 +337,8 @@ local function get_shape(name)
   return sh
 end
 
-function api.parse(shape, body, opts)
-  local sh = get_shape(shape)
+-- A request body (a JSON string, or a table already decoded) as an object -> b | nil, err
+function api.body_object(body)
   local b = body
   if type(body) ~= "table" then
     local err
@@ -210,6 +346,13 @@ function api.parse(shape, body, opts)
     if b == nil then return fail(400, "invalid JSON body: " .. tostring(err)) end
   end
   if not is_object(b) then return fail(400, "request body must be a JSON object") end
+  return b
+end
+
+function api.parse(shape, body, opts)
+  local sh = get_shape(shape)
+  local b, err = api.body_object(body)
+  if not b then return nil, err end
   return sh.parse(b, api.parse_opts(opts, b ~= body))
 end
 

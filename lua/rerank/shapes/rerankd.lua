@@ -11,10 +11,9 @@
 -- "usage":{...}} (shapes/registry.lua's helpers for documents and score members).
 local api = require "rerank.shapes.registry"
 local json = require "rerank.json"
-local docs = require "rerank.engine.documents"
 
-local type, huge, concat = type, math.huge, table.concat
-local null, kind, number, jstring = json.null, json.kind, json.number, json.string
+local type, concat = type, table.concat
+local number, jstring = json.number, json.string
 local check, fail = api.check, api.fail
 local present = check.present
 
@@ -23,92 +22,19 @@ if not ok_tnew then table_new = function() return {} end end
 
 local S = { name = "rerankd" }
 
--- An object document's text when text_field or rank_fields choose it (nil: none found).
-local function chosen_text(d, tf, rf)
-  local text = tf ~= "text" and docs.field_text(d, tf) or nil
-  if text == nil and type(d.text) == "string" then text = d.text end -- text_field absent: text
-  if text == nil and rf then text = docs.rank_text(d, rf) or "" end
-  return text
-end
-
--- documents: strings or {text, id?, title?, metadata?, image?} objects -> internal documents.
--- opts: { max = n, text_field = "text", rank_fields = raw list | nil, max_image_bytes = n,
---         from_json = bool (api.check.is_array), body =, spans = (json.decode_request) }.
--- With body/spans, a document whose text is a JSON string of the body records its bytes:
--- d.src, d.js, d.je (json.encode and responses splice them); not when text_field or
--- rank_fields choose the texts. An object with `image` needs no text (its text is then "").
-function S.documents(v, param, opts)
-  if not present(v) then return fail(400, param .. " is required", param) end
-  if not check.is_array(v, opts.from_json) then return fail(400, param .. " must be an array", param) end
-  local n = #v
-  local max_docs = opts.max or api.DEFAULT_MAX_DOCUMENTS
-  if n > max_docs then
-    return fail(422, param .. " has " .. n .. " items; the maximum is " .. max_docs, param)
-  end
-  local tf = opts.text_field or "text"
-  local rf = opts.rank_fields
-  if not docs.useful_fields(rf) then rf = nil end
-  local chosen = tf ~= "text" or rf ~= nil
-  local src, spans
-  if not chosen then src, spans = api.doc_spans(opts, param) end
-  local out = table_new(n, 0)
-  for i = 1, n do
-    local d = v[i]
-    local td = type(d)
-    if td == "string" then
-      local js, je = api.doc_span(spans, i)
-      out[i] = { index = i - 1, text = d, raw = d, src = js and src, js = js, je = je }
-    elseif td == "table" and kind(d) == "object" then
-      local p = param .. "[" .. (i - 1) .. "]"
-      local text, id, title, md = d.text, d.id, d.title, d.metadata
-      local image, err = d.image
-      if chosen then
-        text = chosen_text(d, tf, rf)
-        if text == nil and not present(image) then -- an image document needs no text
-          return fail(400, p .. "." .. tf .. " is required", p .. "." .. tf)
-        end
-      end
-      if present(image) then
-        image, err = api.check_image(image, p, opts.max_image_bytes)
-        if err then return nil, err end
-        if not present(text) then text = "" end
-      else
-        image = nil
-      end
-      if not present(text) then return fail(400, p .. ".text is required", p .. ".text") end
-      if type(text) ~= "string" then return fail(400, p .. ".text must be a string", p .. ".text") end
-      if id == null then
-        id = nil
-      elseif id ~= nil and type(id) ~= "string" and type(id) ~= "number" then
-        return fail(400, p .. ".id must be a string or a number", p .. ".id")
-      elseif type(id) == "number" and not (id > -huge and id < huge) then
-        return fail(422, p .. ".id must be a finite number", p .. ".id")
-      end
-      if title ~= nil then
-        title, err = check.string(title, p .. ".title")
-        if err then return nil, err end
-      end
-      if md ~= nil then
-        md, err = check.object(md, p .. ".metadata")
-        if err then return nil, err end
-      end
-      local js, je = api.doc_span(spans, i) -- the span of the "text" member
-      out[i] = { index = i - 1, text = text, id = id, title = title, metadata = md, raw = d,
-                 src = js and src, js = js, je = je, image = image }
-    else
-      local p = param .. "[" .. (i - 1) .. "]"
-      return fail(400, p .. " must be a string or an object with a text field", p)
-    end
-  end
-  return out
-end
-
--- the documents options of a request body b under parse opts
+-- the documents options of a request body b under parse opts: rerankd's own rules for
+-- api.check.documents (lua/rerank/shapes/registry.lua)
 function S.documents_opts(b, opts)
-  return { max = opts.max_documents, text_field = opts.text_field, from_json = opts.from_json,
-           rank_fields = type(b.rank_fields) == "table" and b.rank_fields or nil,
-           max_image_bytes = opts.max_image_bytes, body = opts.body, spans = opts.spans }
+  local o = api.documents_opts(opts)
+  o.rank_fields = type(b.rank_fields) == "table" and b.rank_fields or nil
+  o.rerankd = true
+  return o
 end
+
+-- the optional fields after the documents (api.check.fields)
+local FIELDS = { { "top_n", check.int, 1 }, { "return_documents", check.bool }, { "truncate", check.truncate },
+                 { "max_tokens_per_document", check.int, 1 }, { "metadata", check.object },
+                 { "user", check.string }, { "extra_body", check.object } }
 
 function S.parse(b, opts)
   local req = { shape = "rerankd", return_documents = false }
@@ -129,7 +55,7 @@ function S.parse(b, opts)
     err = require("rerank.engine.pipeline").parse_fields(b, req, opts)
     if err then return nil, err end
   else
-    v, err = S.documents(b.documents, "documents", S.documents_opts(b, opts))
+    v, err = check.documents(b.documents, "documents", S.documents_opts(b, opts))
     if err then return nil, err end
     req.documents = v
   end
@@ -139,28 +65,7 @@ function S.parse(b, opts)
     return fail(422, 'return_score must be one of "relevance", "all"', "return_score")
   end
   req.return_score = v
-  v, err = check.int(b.top_n, "top_n", 1)
-  if err then return nil, err end
-  req.top_n = v
-  v, err = check.bool(b.return_documents, "return_documents")
-  if err then return nil, err end
-  if v ~= nil then req.return_documents = v end
-  v, err = check.truncate(b.truncate, "truncate")
-  if err then return nil, err end
-  req.truncate = v
-  v, err = check.int(b.max_tokens_per_document, "max_tokens_per_document", 1)
-  if err then return nil, err end
-  req.max_tokens_per_document = v
-  v, err = check.object(b.metadata, "metadata")
-  if err then return nil, err end
-  req.metadata = v
-  v, err = check.string(b.user, "user")
-  if err then return nil, err end
-  req.user = v
-  v, err = check.object(b.extra_body, "extra_body")
-  if err then return nil, err end
-  req.extra_body = v
-  return req
+  return check.fields(b, req, FIELDS)
 end
 
 local function value_json(v)

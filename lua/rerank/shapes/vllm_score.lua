@@ -78,7 +78,7 @@ function S.parse(b, opts)
   else
     dopts.body, dopts.spans = opts.body, opts.spans
   end
-  v, err = C.documents(docs, rk, dopts)
+  v, err = check.documents(docs, rk, dopts)
   if err then return nil, err end
   req.documents = v
   -- use_activation (activation, softmax: deprecated aliases)

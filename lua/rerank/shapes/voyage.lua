@@ -15,9 +15,7 @@ local S = { name = "voyage" }
 
 function S.parse(b, opts)
   local req, err = C.model_query_documents(b, { shape = S.name, return_documents = false }, "documents",
-                                           { max = opts.max_documents, text_field = opts.text_field,
-                                             body = opts.body, spans = opts.spans, from_json = opts.from_json,
-                                             max_image_bytes = opts.max_image_bytes })
+                                           api.documents_opts(opts))
   if not req then return nil, err end
   local v
   v, err = check.int(b.top_k, "top_k", 1)
