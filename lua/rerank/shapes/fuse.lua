@@ -18,8 +18,9 @@
 -- names in input order, ranks 1-based, scores only where the item had one.
 local fuse = require "rerank.fuse"
 local json = require "rerank.json"
+local api = require "rerank.shapes.registry" -- body_object: the JSON object every shape reads
 
-local type, tostring, next, pairs = type, tostring, next, pairs
+local type, next, pairs = type, next, pairs
 local floor, huge = math.floor, math.huge
 local concat = table.concat
 local null, kind, jnumber, jstring = json.null, json.kind, json.number, json.string
@@ -33,13 +34,8 @@ local function present(v) return v ~= nil and v ~= null end
 local S = { name = "fuse" }
 
 function S.parse(body, registry, limits)
-  local b = body
-  if type(body) ~= "table" then
-    local derr
-    b, derr = json.decode(body)
-    if b == nil then return fail(400, "invalid JSON body: " .. tostring(derr)) end
-  end
-  if type(b) ~= "table" or kind(b) ~= "object" then return fail(400, "request body must be a JSON object") end
+  local b, berr = api.body_object(body)
+  if not b then return nil, berr end
   local method, err = fuse.method(present(b.method) and b.method or nil, registry, "method")
   if not method then return nil, err end
   local top_n = b.top_n
