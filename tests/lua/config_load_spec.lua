@@ -81,6 +81,7 @@ describe("config good fixtures", function()
       header_timeout = 10, body_min_rate = 1024,
       max_documents = 500, api_keys = { "secret-key", "literal-key" }, log_level = "debug",
       max_fuse_lists = 1000, max_fuse_items = 100000, max_direct_models = 256, max_model_labels = 100,
+      gc_pause = 150,
     }, s)
     assert.are.equal(providers, cfg.paths.providers[1])
     assert.are.equal(REPO .. "/providers", cfg.paths.providers[#cfg.paths.providers])
@@ -148,6 +149,7 @@ describe("config good fixtures", function()
       header_timeout = 10, body_min_rate = 1024,
       max_documents = 10000, api_keys = {}, log_level = "info",
       max_fuse_lists = 1000, max_fuse_items = 100000, max_direct_models = 256, max_model_labels = 100,
+      gc_pause = 150,
     }, cfg.server)
     assert.are.equal("bm25", cfg.default_model)
     assert.are.equal(1, #cfg.models)
@@ -298,6 +300,7 @@ describe("config.from_table", function()
   it("validates a Lua table with location-free messages", function()
     local cases = {
       { { server = { port = "80x" } }, 'config: server.port must be an integer (got "80x")' },
+      { { server = { gc_pause = 50 } }, "config: server.gc_pause must be an integer between 100 and 1000 (got 50)" },
       { { server = { lisen = "x" } }, 'config: server.lisen: unknown key (did you mean "listen"?)' },
       { { server = { timeout = "10 parsecs" } },
         'config: server.timeout: invalid duration "10 parsecs" (use e.g. 250ms, 10s)' },

@@ -12,7 +12,7 @@
 --   cfg.file, cfg.dir; cfg.source, cfg.marks (config.load: the path as given, path -> "line:col")
 --   cfg.server = { listen ("host:port"), host, port, workers (0 = one per core), max_body (bytes),
 --                  timeout, keepalive, drain_timeout (seconds), max_documents, max_fuse_lists,
---                  max_fuse_items, max_direct_models, max_model_labels,
+--                  max_fuse_items, max_direct_models, max_model_labels, gc_pause,
 --                  api_keys = { non-empty strings }, auth? ("keys" | "none"), log_level }
 --   cfg.auth = { keys = { { name, key } }, names = { [name] = true }, open_paths = { "/health",
 --                "/metrics" }, mode? }  from server.api_keys (strings or {name, key}),
@@ -135,6 +135,9 @@ local SERVER = { type = "record", fields = {
   { "max_fuse_items", { type = "integer", min = 1, max = 100000000, default = 100000 } },
   { "max_direct_models", { type = "integer", min = 1, max = 1000000, default = 256 } },
   { "max_model_labels", { type = "integer", min = 0, max = 100000, default = 100 } },
+  -- the worker's Lua collector: a new cycle starts when the heap reaches gc_pause % of what the
+  -- last one left (LuaJIT's own default is 200; bench/RESULTS.md "GC pause" for the trade-off)
+  { "gc_pause", { type = "integer", min = 100, max = 1000, default = 150 } },
   { "api_keys", { type = "list", single = true, items = { check = function(...) return M.check_api_key(...) end },
                   default = {} } },
   { "open_paths", { type = "list", single = true, items = { check = function(...) return M.check_open_path(...) end },
