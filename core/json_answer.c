@@ -86,10 +86,13 @@ int jd_score_list(jdec *d)
                     lua_rawgeti(L, -1, (int)idx + 1);
                     int twice = !lua_isnil(L, -1);
                     lua_pop(L, 1);
-                    if (twice) bad = 1;
-                    lua_pushnumber(L, v[s]);
-                    lua_rawseti(L, -2, (int)idx + 1);
-                    nfound++;
+                    if (twice) {
+                        bad = 1;
+                    } else {
+                        lua_pushnumber(L, v[s]);
+                        lua_rawseti(L, -2, (int)idx + 1);
+                        nfound++;
+                    }
                 }
             }
         } else { /* not an object: U.read skips it */

@@ -72,7 +72,7 @@ function M.init(path, overrides)
   local r, err = rerank.new(path, { overrides = serving(overrides) })
   if not r then return nil, err end
   -- the worker's own Lua state (not nginx's, which M.adopt shares): the collector's pace
-  collectgarbage("setpause", r.cfg.server.gc_pause or 150)
+  collectgarbage("setpause", r.cfg.server.gc_pause) -- the schema fills its default
   if not overrides or (overrides.worker or 0) == 0 then log_auth(r.cfg) end
   return M.adopt(r)
 end
