@@ -76,9 +76,12 @@ oom:
     return -1;
 }
 
+/* The exact-word prefilter's bit: five low bits of the first and last bytes (the same for
+ * an ASCII letter in either case; digits share with p-y, which only loosens it) and the
+ * length's two low bits. 0..4095, no multiply: it runs once per document token. */
 static inline unsigned filter_slot(unsigned first, unsigned last, size_t len)
 {
-    return ((first << 16 ^ last << 8 ^ (unsigned)len) * 0x9E3779B1u) >> 22; /* 0..1023 */
+    return (first & 31u) << 7 | (last & 31u) << 2 | ((unsigned)len & 3u);
 }
 
 /* The prefilters for the terms now in the table (every pass builds them anew). */
@@ -203,36 +206,75 @@ static inline __attribute__((always_inline)) int32_t stem_id16(bm25_ctx *c, cons
     return stem_id(c, (const char *)b, len, h);
 }
 
+/* What a document token is checked for: its stem (else the exact word), whether it is a
+ * stopword (the length leaves those out), and with stems whether the three-letter prefilter
+ * applies. scan_doc picks one doc_token_* instance per field, so each scan() loop carries
+ * only its own checks. */
+enum { T_STEM = 1, T_STOP = 2, T_PF = 4 };
+
 static inline __attribute__((always_inline)) void
-doc_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, void *ud)
+doc_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, bm25_ctx *c, int mode)
 {
-    bm25_ctx *c = ud;
     size_t len = to - from;
-    c->ntok++; /* dl: the field's tokens but stopwords, times its weight (scan_doc) */
     if (ascii) {
         /* stopwords and stems are looked for only where the first three letters could start one */
-        unsigned k = (c->st || c->pf) ? rr_key3_token(s + from, len) : 0;
-        if (c->st && HASBIT(c->st->prefix, k)) c->nstop += (size_t)stop_token(c, s, from, len, lower, ascii);
-        if (!c->stem) {
-            unsigned f = filter_slot(s[from] | 0x20u, s[to - 1] | 0x20u, len);
+        unsigned k = (mode & (T_STOP | T_PF)) ? rr_key3_token4(s + from, len, c->cur_end - from) : 0;
+        if ((mode & T_STOP) && HASBIT(c->st->prefix, k)) c->nstop += (size_t)stop_token(c, s, from, len, lower, ascii);
+        if (!(mode & T_STEM)) {
+            unsigned f = filter_slot(s[from], s[to - 1], len);
             if (!HASBIT(c->filter, f)) return;
-        } else if (c->pf && !HASBIT(c->pf3, k)) {
+        } else if ((mode & T_PF) && !HASBIT(c->pf3, k)) {
             return;
         }
-    } else if (c->st) {
+    } else if (mode & T_STOP) {
         c->nstop += (size_t)stop_token(c, s, from, len, lower, ascii);
     }
     int32_t id;
-    if (c->cache && ascii && len <= 16) {
+    if ((mode & T_STEM) && c->cache && ascii && len <= 16) {
         id = stem_id16(c, s, from, len);
     } else {
         const char *tok = lower ? lower_token(s + from, len, &c->b, &len) : (const char *)s + from;
         uint64_t h = rr_hash_bytes(tok, len);
-        id = c->stem ? stem_id(c, tok, len, h) : find_term(c, tok, len, h);
+        id = (mode & T_STEM) ? stem_id(c, tok, len, h) : find_term(c, tok, len, h);
     }
     if (id < 0) return;
     if (c->tf[id] == 0) c->touched[c->ntouched++] = (uint32_t)id;
     c->tf[id] += c->w;
+}
+
+/* One scan() instance per mode, each in a function of its own (one loop's registers), and
+ * per mode one for a whole field and one for a window (truncation's skip and limit). */
+#define DOC_SCANNER(name, mode)                                                                    \
+    static inline __attribute__((always_inline)) void name##_token(const unsigned char *s, size_t from, \
+                                                                   size_t to, int lower, int ascii, void *ud) \
+    {                                                                                              \
+        doc_token(s, from, to, lower, ascii, ud, (mode));                                          \
+    }                                                                                              \
+    static __attribute__((noinline)) size_t name(bm25_ctx *c, const char *d, size_t len, size_t skip, size_t limit) \
+    {                                                                                              \
+        if (skip == 0 && limit == (size_t)-1) return scan(d, len, 0, (size_t)-1, name##_token, c);  \
+        return scan(d, len, skip, limit, name##_token, c);                                         \
+    }
+DOC_SCANNER(scan_exact, 0)
+DOC_SCANNER(scan_exact_stop, T_STOP)
+DOC_SCANNER(scan_stem, T_STEM)
+DOC_SCANNER(scan_stem_stop, T_STEM | T_STOP)
+DOC_SCANNER(scan_stem_pf, T_STEM | T_PF)
+DOC_SCANNER(scan_stem_pf_stop, T_STEM | T_PF | T_STOP)
+
+/* One field of the current document through the scanner of its mode; returns the tokens
+ * handed to doc_token (the window's). */
+static size_t scan_field(bm25_ctx *c, const char *d, size_t len, size_t skip, size_t limit)
+{
+    typedef size_t (*scanner)(bm25_ctx *, const char *, size_t, size_t, size_t);
+    static const scanner by_mode[8] = {
+        [0] = scan_exact, [T_STOP] = scan_exact_stop, [T_STEM] = scan_stem,
+        [T_STEM | T_STOP] = scan_stem_stop, [T_STEM | T_PF] = scan_stem_pf,
+        [T_STEM | T_PF | T_STOP] = scan_stem_pf_stop,
+    };
+    int mode = (c->stem ? T_STEM | (c->pf ? T_PF : 0) : 0) | (c->st ? T_STOP : 0);
+    size_t seen = by_mode[mode](c, d, len, skip, limit);
+    return seen > skip ? seen - skip : 0;
 }
 
 /* Token window of field 0 (the text) under max_tokens: skip, limit. */
@@ -263,10 +305,11 @@ static void scan_doc(bm25_ctx *c, const char *const *docs, const size_t *lens, s
         rr_bm25_window(d, len, p, f == 0, &skip, &limit);
         c->w = field_weight(p, f);
         if (c->w > 0) {
-            size_t before = c->ntok, stops = c->nstop;
+            size_t stops = c->nstop;
             c->cur_end = len;
-            scan(d, len, skip, limit, doc_token, c);
-            c->dl += c->w * (double)((c->ntok - before) - (c->nstop - stops));
+            size_t t = scan_field(c, d, len, skip, limit);
+            c->ntok += t;
+            c->dl += c->w * (double)(t - (c->nstop - stops));
         } else { /* not scored, still counted for usage */
             size_t t = scan(d, len, 0, (size_t)-1, NULL, NULL) - skip;
             c->ntok += t < limit ? t : limit;

@@ -21,10 +21,10 @@ typedef struct {
     char *arena;
     size_t aused, acap;
     int oom;
-    /* Exact words: prefilter over ASCII terms keyed by (first byte, last byte, length):
+    /* Exact words: prefilter over ASCII terms keyed by (first byte, last byte, length) (filter_slot):
      * most document tokens are rejected by one rarely-taken branch, before lower-casing
      * or hashing. Non-ASCII tokens skip it. */
-    uint64_t filter[16];
+    uint64_t filter[64];
     /* Stems: the same idea on a word's first three bytes (a Snowball stem keeps the
      * word's first letters, but for y -> i): pf3 has a bit per rr_key3 of (first, second, third)
      * ASCII letter or digit (or none, for shorter words): a stem of 4+ bytes sets its own

@@ -202,7 +202,9 @@ static inline masks64 classify64(const unsigned char *p)
 #define TOKEN(from, to, lower, ascii)                                  \
     do {                                                               \
         count++;                                                       \
-        if (count > skip) {                                            \
+        if (skip == 0 && limit == (size_t)-1) { /* folds for a whole text */ \
+            if (fn) fn(s, (from), (to), (lower), (ascii), ud);         \
+        } else if (count > skip) {                                     \
             if (fn) fn(s, (from), (to), (lower), (ascii), ud);         \
             if (count - skip >= limit) return count;                   \
         }                                                              \
