@@ -212,6 +212,30 @@ static inline __attribute__((always_inline)) int32_t stem_id16(bm25_ctx *c, cons
  * only its own checks. */
 enum { T_STEM = 1, T_STOP = 2, T_PF = 4 };
 
+/* The counted side of a document token: its term id (through its stem with T_STEM), its tf.
+ * Out of line, so the scan loops keep only the prefilters in registers. */
+static __attribute__((noinline)) void doc_term(bm25_ctx *c, const unsigned char *s, size_t from, size_t len,
+                                               int lower, int ascii, int stem)
+{
+    int32_t id;
+    if (stem && c->cache && ascii && len <= 16) {
+        id = stem_id16(c, s, from, len);
+    } else {
+        const char *tok = lower ? lower_token(s + from, len, &c->b, &len) : (const char *)s + from;
+        uint64_t h = rr_hash_bytes(tok, len);
+        id = stem ? stem_id(c, tok, len, h) : find_term(c, tok, len, h);
+    }
+    if (id < 0) return;
+    if (c->tf[id] == 0) c->touched[c->ntouched++] = (uint32_t)id;
+    c->tf[id] += c->w;
+}
+
+static __attribute__((noinline)) void doc_stop(bm25_ctx *c, const unsigned char *s, size_t from, size_t len,
+                                               int lower, int ascii)
+{
+    c->nstop += (size_t)stop_token(c, s, from, len, lower, ascii);
+}
+
 static inline __attribute__((always_inline)) void
 doc_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, bm25_ctx *c, int mode)
 {
@@ -219,7 +243,7 @@ doc_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, 
     if (ascii) {
         /* stopwords and stems are looked for only where the first three letters could start one */
         unsigned k = (mode & (T_STOP | T_PF)) ? rr_key3_token4(s + from, len, c->cur_end - from) : 0;
-        if ((mode & T_STOP) && HASBIT(c->st->prefix, k)) c->nstop += (size_t)stop_token(c, s, from, len, lower, ascii);
+        if ((mode & T_STOP) && HASBIT(c->st->prefix, k)) doc_stop(c, s, from, len, lower, ascii);
         if (!(mode & T_STEM)) {
             unsigned f = filter_slot(s[from], s[to - 1], len);
             if (!HASBIT(c->filter, f)) return;
@@ -227,19 +251,9 @@ doc_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, 
             return;
         }
     } else if (mode & T_STOP) {
-        c->nstop += (size_t)stop_token(c, s, from, len, lower, ascii);
+        doc_stop(c, s, from, len, lower, ascii);
     }
-    int32_t id;
-    if ((mode & T_STEM) && c->cache && ascii && len <= 16) {
-        id = stem_id16(c, s, from, len);
-    } else {
-        const char *tok = lower ? lower_token(s + from, len, &c->b, &len) : (const char *)s + from;
-        uint64_t h = rr_hash_bytes(tok, len);
-        id = (mode & T_STEM) ? stem_id(c, tok, len, h) : find_term(c, tok, len, h);
-    }
-    if (id < 0) return;
-    if (c->tf[id] == 0) c->touched[c->ntouched++] = (uint32_t)id;
-    c->tf[id] += c->w;
+    doc_term(c, s, from, len, lower, ascii, mode & T_STEM);
 }
 
 /* One scan() instance per mode, each in a function of its own (one loop's registers), and
