@@ -90,12 +90,22 @@ static void build_filters(bm25_ctx *c)
     memset(c->filter, 0, sizeof c->filter);
     memset(c->pf3, 0, sizeof c->pf3);
     c->pf = c->stem && rr_analyzer_prefix_stable(c->an);
+    unsigned char firsts[RR_SCREEN_MAX];
+    int nfirst = 0;
     for (uint32_t t = 0; t < c->nterms; t++) {
         const unsigned char *s = (const unsigned char *)c->arena + c->terms[t].off;
         size_t len = c->terms[t].len, j, ascii = 1;
         if (!c->stem) {
             for (j = 0; j < len; j++) ascii &= s[j] < 0x80;
-            if (ascii) SETBIT(c->filter, filter_slot(s[0], s[len - 1], len)); /* İ lowers to ASCII */
+            if (!ascii) continue; /* matches non-ASCII words only: those take scan()'s slow path */
+            SETBIT(c->filter, filter_slot(s[0], s[len - 1], len)); /* İ lowers to ASCII */
+            if (nfirst > RR_SCREEN_MAX) continue; /* too many first bytes to screen by */
+            int seen = 0;
+            for (int f = 0; f < nfirst; f++) seen |= firsts[f] == s[0];
+            if (!seen) {
+                if (nfirst < RR_SCREEN_MAX) firsts[nfirst] = s[0];
+                nfirst++;
+            }
             continue;
         }
         for (j = 0; j < len && j < 3; j++) ascii &= s[j] < 0x80;
@@ -122,6 +132,10 @@ static void build_filters(bm25_ctx *c)
             }
         }
     }
+    c->screen.n = nfirst <= RR_SCREEN_MAX ? nfirst : 0;
+#ifdef __SSE2__
+    for (int f = 0; f < c->screen.n; f++) c->screen.b[f] = _mm_set1_epi8((char)firsts[f]);
+#endif
 }
 
 
@@ -266,7 +280,8 @@ doc_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, 
     }                                                                                              \
     static __attribute__((noinline)) size_t name(bm25_ctx *c, const char *d, size_t len, size_t skip, size_t limit) \
     {                                                                                              \
-        if (skip == 0 && limit == (size_t)-1) return scan(d, len, 0, (size_t)-1, name##_token, c);  \
+        if (skip == 0 && limit == (size_t)-1)                                                      \
+            return scan_screened(d, len, 0, (size_t)-1, name##_token, c, (mode) ? NULL : &c->screen); \
         return scan(d, len, skip, limit, name##_token, c);                                         \
     }
 DOC_SCANNER(scan_exact, 0)

@@ -25,6 +25,7 @@ typedef struct {
      * most document tokens are rejected by one rarely-taken branch, before lower-casing
      * or hashing. Non-ASCII tokens skip it. */
     uint64_t filter[64];
+    rr_screen screen;  /* exact words: the terms' first bytes (n 0: too many to screen by) */
     /* Stems: the same idea on a word's first three bytes (a Snowball stem keeps the
      * word's first letters, but for y -> i): pf3 has a bit per rr_key3 of (first, second, third)
      * ASCII letter or digit (or none, for shorter words): a stem of 4+ bytes sets its own

@@ -173,6 +173,20 @@ static inline const char *lower_token(const unsigned char *t, size_t len, lbuf *
  * them, whether they are all ASCII. Inlined into each scan() instance. */
 typedef void (*tok_fn)(const unsigned char *s, size_t from, size_t to, int lower, int ascii, void *ud);
 
+/* Bits set in x: the instruction where the build targets it, else a few shifts and one
+ * multiply (cheaper than libgcc's __popcountdi2 call, once per 64-byte block). */
+static inline unsigned rr_popcount64(uint64_t x)
+{
+#ifdef __POPCNT__
+    return (unsigned)__builtin_popcountll(x);
+#else
+    x -= (x >> 1) & 0x5555555555555555ull;
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+    return (unsigned)((x * 0x0101010101010101ull) >> 56);
+#endif
+}
+
 #ifdef __SSE2__
 #include <emmintrin.h>
 /* Bit masks over 64 bytes: ASCII alnum, ASCII upper-case, bytes >= 0x80. */
@@ -196,6 +210,25 @@ static inline masks64 classify64(const unsigned char *p)
     }
     return m;
 }
+
+/* Screening (bm25's exact words): the lower-cased first bytes that some term starts with. In
+ * pure-ASCII blocks a token whose first byte is none of them is only counted, never handed
+ * to the hook. */
+#define RR_SCREEN_MAX 12
+typedef struct { int n; __m128i b[RR_SCREEN_MAX]; } rr_screen;
+static inline uint64_t screen64(const unsigned char *p, const rr_screen *sc)
+{
+    uint64_t r = 0;
+    for (int j = 0; j < 4; j++) {
+        __m128i v = _mm_or_si128(_mm_loadu_si128((const __m128i *)(const void *)(p + 16 * j)), _mm_set1_epi8(0x20));
+        __m128i hit = _mm_cmpeq_epi8(v, sc->b[0]);
+        for (int k = 1; k < sc->n; k++) hit = _mm_or_si128(hit, _mm_cmpeq_epi8(v, sc->b[k]));
+        r |= (uint64_t)(unsigned)_mm_movemask_epi8(hit) << (16 * j);
+    }
+    return r;
+}
+#else
+typedef struct { int n; } rr_screen;
 #endif
 
 /* Counts a token; hands tokens skip+1 .. skip+limit to the hook, then stops. */
@@ -214,25 +247,58 @@ static inline masks64 classify64(const unsigned char *p)
  * Pure-ASCII 64-byte blocks take the bit-mask path (token bounds from the word
  * mask's edges: one step per token, not per byte); the byte loop below is the
  * definition and handles non-ASCII, block tails and tokens crossing into them. */
+/* screen (a whole text only: no skip, no limit): pure-ASCII blocks hand the hook only the
+ * tokens that pass it; every token is still counted. */
 static inline __attribute__((always_inline)) size_t
-scan(const char *text, size_t len, size_t skip, size_t limit, tok_fn fn, void *ud)
+scan_screened(const char *text, size_t len, size_t skip, size_t limit, tok_fn fn, void *ud, const rr_screen *screen)
 {
     const unsigned char *s = (const unsigned char *)text;
     size_t i = 0, count = 0;
 #ifdef __SSE2__
     size_t slow_until = 0;
+    if (skip != 0 || limit != (size_t)-1 || (screen && screen->n == 0)) screen = NULL;
+#else
+    (void)screen;
 #endif
     for (;;) {
 #ifdef __SSE2__
         size_t tstart = 0; /* token carried over from the previous block */
-        int in_tok = 0, tlower = 0;
+        int in_tok = 0, tlower = 0, tpass = 1;
         while (i >= slow_until && i + 64 <= len) {
             masks64 m = classify64(s + i);
             if (m.high) { slow_until = i + 64; break; }
             uint64_t prev = (m.word << 1) | (uint64_t)in_tok;
             uint64_t starts = m.word & ~prev, ends = ~m.word & prev;
+            if (screen) {
+                count += rr_popcount64(starts);
+                if (in_tok) {
+                    if (!ends) { tlower |= m.upper != 0; i += 64; continue; }
+                    unsigned e = (unsigned)__builtin_ctzll(ends);
+                    tlower |= (m.upper & ((1ull << e) - 1)) != 0;
+                    in_tok = 0;
+                    if (tpass) fn(s, tstart, i + e, tlower, 1, ud);
+                }
+                uint64_t pass = starts & screen64(s + i, screen);
+                for (uint64_t c = pass; c;) {
+                    unsigned st = (unsigned)__builtin_ctzll(c);
+                    c &= c - 1;
+                    uint64_t after = ends & (~0ull << st);
+                    if (!after) break; /* runs into the next block: below */
+                    unsigned e = (unsigned)__builtin_ctzll(after);
+                    fn(s, i + st, i + e, ((m.upper >> st) & ((1ull << (e - st)) - 1)) != 0, 1, ud);
+                }
+                if ((m.word >> 63) && starts) { /* the block's last token runs on: it started here */
+                    unsigned st = 63 - (unsigned)__builtin_clzll(starts);
+                    in_tok = 1;
+                    tstart = i + st;
+                    tlower = (m.upper >> st) != 0;
+                    tpass = (int)((pass >> st) & 1);
+                }
+                i += 64;
+                continue;
+            }
             if (!fn && limit == (size_t)-1) { /* count only */
-                count += (size_t)__builtin_popcountll(starts);
+                count += rr_popcount64(starts);
                 if (m.word >> 63) {
                     if (starts) tstart = i + 63 - (size_t)__builtin_clzll(starts);
                     in_tok = 1;
@@ -267,7 +333,7 @@ scan(const char *text, size_t len, size_t skip, size_t limit, tok_fn fn, void *u
         }
         if (in_tok) { /* finish it the slow way (it may continue with non-ASCII) */
             i = tstart;
-            if (!fn && limit == (size_t)-1) count--; /* counted by popcount already */
+            if (screen || (!fn && limit == (size_t)-1)) count--; /* counted by popcount already */
         }
 #endif
         /* one token the slow way: skip separators, then the maximal word run */
@@ -298,6 +364,12 @@ scan(const char *text, size_t len, size_t skip, size_t limit, tok_fn fn, void *u
         TOKEN(start, i, lower, ascii);
     }
     return count;
+}
+
+static inline __attribute__((always_inline)) size_t
+scan(const char *text, size_t len, size_t skip, size_t limit, tok_fn fn, void *ud)
+{
+    return scan_screened(text, len, skip, limit, fn, ud, NULL);
 }
 
 /* Hash of a token (tables and caches only; never part of a score or an order): eight
