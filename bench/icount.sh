@@ -6,6 +6,9 @@
 #   sh bench/icount.sh [WORKDIR]     needs a previous `sh bench/proxy.sh` (its body and mock
 #                                    config, default build/bench/proxy) and valgrind
 # Env: RERANKD_BIN (./rerankd; its directory is RERANKD_HOME), ICOUNT_N1 (50), ICOUNT_N2 (350).
+#   ICOUNT_BODY=FILE: that body instead of the proxy benchmark's, against rerankd's own local
+#   models (bm25; bm25-en with language english) and no mock, e.g. ICOUNT_BODY=build/bench/body_100_1.json
+#   or build/bench/body_en_1000_1.json (written by make bench).
 set -eu
 cd "$(dirname "$0")/.."
 P=${1:-build/bench/proxy}
@@ -13,7 +16,12 @@ BIN=${RERANKD_BIN:-./rerankd}
 N1=${ICOUNT_N1:-50}
 N2=${ICOUNT_N2:-350}
 command -v valgrind >/dev/null || { echo "bench/icount.sh: valgrind not installed" >&2; exit 1; }
-[ -f "$P/body.json" ] && [ -f "$P/mock/nginx.conf" ] || { echo "bench/icount.sh: run sh bench/proxy.sh first" >&2; exit 1; }
+BODY=${ICOUNT_BODY:-$P/body.json}
+if [ -n "${ICOUNT_BODY:-}" ]; then
+    [ -f "$BODY" ] || { echo "bench/icount.sh: $BODY not found (make bench writes build/bench/body_*.json)" >&2; exit 1; }
+else
+    [ -f "$BODY" ] && [ -f "$P/mock/nginx.conf" ] || { echo "bench/icount.sh: run sh bench/proxy.sh first" >&2; exit 1; }
+fi
 T=$(mktemp -d)
 MOCK_PID=""
 cleanup() {
@@ -22,20 +30,30 @@ cleanup() {
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-# the mock on a fresh port, from proxy.sh's configuration
-MP=$(free_port)
-mkdir -p "$T/mock"
-sed -e "s|listen 127.0.0.1:[0-9]*|listen 127.0.0.1:$MP|" -e "s|^pid .*|pid $T/mock/nginx.pid;|" \
-    -e "s|^error_log .*|error_log $T/mock/error.log warn;|" "$P/mock/nginx.conf" > "$T/mock/nginx.conf"
-nginx -c "$T/mock/nginx.conf" -p "$T/mock" -g 'daemon off;' 2>/dev/null &
-MOCK_PID=$!
+# rerankd (and for the proxy body the mock, from proxy.sh's configuration) on fresh ports
 RP=$(free_port)
-cat > "$T/r.yaml" <<EOF
+if [ -n "${ICOUNT_BODY:-}" ]; then
+    cat > "$T/r.yaml" <<EOF
+server: { auth: none, listen: "127.0.0.1:$RP", max_body: 16m, timeout: 30s }
+default_model: bm25
+models:
+  - { name: bm25, provider: bm25 }
+  - { name: bm25-en, provider: bm25, language: english }
+EOF
+else
+    MP=$(free_port)
+    mkdir -p "$T/mock"
+    sed -e "s|listen 127.0.0.1:[0-9]*|listen 127.0.0.1:$MP|" -e "s|^pid .*|pid $T/mock/nginx.pid;|" \
+        -e "s|^error_log .*|error_log $T/mock/error.log warn;|" "$P/mock/nginx.conf" > "$T/mock/nginx.conf"
+    nginx -c "$T/mock/nginx.conf" -p "$T/mock" -g 'daemon off;' 2>/dev/null &
+    MOCK_PID=$!
+    cat > "$T/r.yaml" <<EOF
 server: { auth: none, listen: "127.0.0.1:$RP", max_body: 16m, timeout: 30s }
 default_model: fast
 models:
   - { name: fast, provider: cohere, model: rerank-v3.5, api_key: bench-key, base_url: "http://127.0.0.1:$MP", timeout: 10s }
 EOF
+fi
 count() { # N -> instructions of rerankd for N requests
     RERANKD_HOME=$(cd "$(dirname "$BIN")" && pwd) valgrind --tool=callgrind --trace-children=yes \
         --callgrind-out-file="$T/cg.$1.%p" "$BIN" -c "$T/r.yaml" -w 1 > "$T/log.$1" 2>&1 &
@@ -47,7 +65,7 @@ count() { # N -> instructions of rerankd for N requests
     urls=""
     for _ in $(seq 1 "$1"); do urls="$urls http://127.0.0.1:$RP/v1/rerank"; done
     # shellcheck disable=SC2086 # one URL per word: curl reuses the connection
-    curl -s -H 'content-type: application/json' --data-binary @"$P/body.json" $urls > /dev/null
+    curl -s -H 'content-type: application/json' --data-binary @"$BODY" $urls > /dev/null
     kill "$vp"; wait "$vp" 2>/dev/null || true
     # the largest profile is the worker's (the master only forks and waits)
     f=$(ls -S "$T"/cg."$1".* | head -1)
@@ -55,4 +73,4 @@ count() { # N -> instructions of rerankd for N requests
 }
 a=$(count "$N1")
 b=$(count "$N2")
-echo "instructions per proxied request: $(( (b - a) / (N2 - N1) )) ($BIN, $N2 - $N1 requests)"
+echo "instructions per request: $(( (b - a) / (N2 - N1) )) ($BIN, $(basename "$BODY"), $N2 - $N1 requests)"

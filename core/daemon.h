@@ -39,6 +39,7 @@ typedef struct {
     lua_State *L;
     int handler_ref;           /* rerank.daemon.server.handle */
     int tick_ref;              /* rerank.daemon.server.tick or LUA_NOREF */
+    int idle_ref;              /* rerank.daemon.server.idle or LUA_NOREF */
     int refs;                  /* in-flight requests whose coroutine lives in L */
     int retired;
 } rr_luahost;
@@ -50,7 +51,7 @@ struct rr_worker {
     int listen_fd;
     struct event_base *base;
     void *httpd;               /* http.c: listener event and connections */
-    struct event *stop_ev, *reload_ev, *tick_ev;
+    struct event *stop_ev, *reload_ev, *tick_ev, *idle_ev;
     rr_luahost *host;          /* the current configuration */
     size_t inflight;
     size_t unflushed;          /* connections with reply bytes not yet written out */
@@ -110,6 +111,7 @@ void rr_lua_free(lua_State *L); /* closes a state made by rr_lua_new */
 int rr_lua_init_worker(rr_worker *w, char *err, size_t errlen);
 void rr_lua_host_release(rr_luahost *h); /* drops one ref; closes a retired host at zero */
 void rr_lua_tick(rr_worker *w);          /* periodic rerank.daemon.server.tick() (metrics publish) */
+void rr_lua_idle(rr_worker *w);          /* rerank.daemon.server.idle(): no request in flight now */
 int rr_lua_check_config(const rr_options *opt, rr_options *out, char *err, size_t errlen);
 void rr_lua_start_request(rr_req *r);
 void rr_req_assign_id(rr_req *r);

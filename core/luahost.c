@@ -228,6 +228,7 @@ int rr_lua_init_worker(rr_worker *w, char *err, size_t errlen)
         return -1;
     }
     h->tick_ref = LUA_NOREF;
+    h->idle_ref = LUA_NOREF;
     h->L = rr_lua_new(w->opt->root, err, errlen);
     if (!h->L) {
         free(h);
@@ -243,6 +244,7 @@ int rr_lua_init_worker(rr_worker *w, char *err, size_t errlen)
     h->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     char ignored[64];
     if (push_server_fn(L, "tick", ignored, sizeof ignored) == 0) h->tick_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (push_server_fn(L, "idle", ignored, sizeof ignored) == 0) h->idle_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     rr_luahost *old = w->host;
     w->host = h;
     if (old) {
@@ -257,13 +259,23 @@ void rr_lua_host_release(rr_luahost *h)
     if (--h->refs == 0 && h->retired) host_close(h);
 }
 
-void rr_lua_tick(rr_worker *w)
+static void call_hook(rr_worker *w, int ref, const char *name)
 {
     rr_luahost *h = w->host;
-    if (!h || h->tick_ref == LUA_NOREF) return;
+    if (!h || ref == LUA_NOREF) return;
     char err[512];
-    lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->tick_ref);
-    if (pcall_tb(h->L, 0, 0, err, sizeof err) != 0) rr_log(RR_LOG_ERROR, "worker %d: tick: %s", w->id, err);
+    lua_rawgeti(h->L, LUA_REGISTRYINDEX, ref);
+    if (pcall_tb(h->L, 0, 0, err, sizeof err) != 0) rr_log(RR_LOG_ERROR, "worker %d: %s: %s", w->id, name, err);
+}
+
+void rr_lua_tick(rr_worker *w)
+{
+    if (w->host) call_hook(w, w->host->tick_ref, "tick");
+}
+
+void rr_lua_idle(rr_worker *w)
+{
+    if (w->host) call_hook(w, w->host->idle_ref, "idle");
 }
 
 rr_req *rr_lua_current_req(lua_State *co)

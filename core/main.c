@@ -253,6 +253,7 @@ int main(int argc, char **argv)
         rr_redis_free(w);
         if (w->tick_ev) event_free(w->tick_ev);
         if (w->reload_ev) event_free(w->reload_ev);
+        if (w->idle_ev) event_free(w->idle_ev);
         if (w->host) {
             lua_close(w->host->L);
             free(w->host);

@@ -105,6 +105,7 @@ void rr_req_finish(rr_req *r)
     if (r->big) w->mem_dirty = 1;
     free(r);
     w->inflight--;
+    if (w->inflight == 0 && w->idle_ev && !w->stopping) event_active(w->idle_ev, 0, 0);
     maybe_exit_drained(w);
 }
 
@@ -359,6 +360,16 @@ void rr_server_reject(rr_worker *w, struct rr_conn *c, int status, const char *m
     rr_req_finish(r);
 }
 
+/* The worker has no request in flight: Lua may do deferred work (its collector's steps, so
+ * that their cost falls between requests rather than inside one). Run from the event loop
+ * after the last request's reply was written. */
+static void on_idle(evutil_socket_t fd, short ev, void *arg)
+{
+    (void)fd; (void)ev;
+    rr_worker *w = arg;
+    if (w->inflight == 0 && !w->stopping) rr_lua_idle(w);
+}
+
 static void on_stop(evutil_socket_t fd, short ev, void *arg)
 {
     (void)fd; (void)ev;
@@ -449,6 +460,7 @@ int rr_worker_start(rr_worker *w)
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->reload_ev = event_new(w->base, -1, 0, on_reload, w);
     w->tick_ev = event_new(w->base, -1, EV_PERSIST, on_tick, w);
+    w->idle_ev = event_new(w->base, -1, 0, on_idle, w);
     struct timeval second = { 1, 0 };
     event_add(w->tick_ev, &second);
     if (rr_fetch_init(w) != 0) {

@@ -430,6 +430,36 @@ models:
 end)
 
 ---------------------------------------------------------------------------------------------
+describe("server.gc_idle_step", function()
+  -- Requests leave garbage; with gc_idle_step the worker collects it once nothing is in flight
+  -- (core/server.c calls server.idle()), so the next request does not pay for it. gc_pause 1000
+  -- keeps the collector from starting on its own; bodies stay under the 1 MB that makes the
+  -- worker collect everything on its next tick.
+  local function heap_after_requests(step)
+    local srv = assert(d.start(([[
+server: { auth: none, gc_pause: 1000, gc_idle_step: %d, max_body: 4m }
+models:
+  - { name: bm25, provider: bm25 }
+]]):format(step)))
+    for r = 1, 6 do
+      local docs = {} -- new texts each time (equal strings would be shared, not garbage)
+      for i = 1, 300 do docs[i] = ("document %d.%d about cats and dogs "):format(r, i) .. string.rep("lorem ipsum ", 60) end
+      local status, raw = rerank(srv, { query = "cats", documents = docs, top_n = 3 })
+      assert.are.equal(200, status, raw)
+    end
+    d.sleep(0.2) -- the idle hook runs right after the last reply
+    local bytes = sum(scrape(srv), "rerankd_lua_memory_bytes")
+    d.stop(srv)
+    return bytes
+  end
+
+  it("collects the requests' garbage between requests; 0 leaves it to the collector's pace", function()
+    local kept, collected = heap_after_requests(0), heap_after_requests(65536)
+    assert.is_true(kept > 0 and collected > 0, kept .. " " .. collected)
+    assert.is_true(collected < kept / 2, ("Lua heap %d bytes with idle steps, %d without"):format(collected, kept))
+  end)
+end)
+
 describe("GET /health?deep=1", function()
   local mock
   setup(function() mock = d.start_mock() end)

@@ -20,6 +20,34 @@ describe("daemon server.init", function()
     assert.are.equal(150, collectgarbage("setpause", before))
   end)
 
+  it("idle(): collects after requests left garbage, by server.gc_idle_step KB; 0 turns it off", function()
+    local before = collectgarbage("setpause", 200)
+    local function garbage() -- what a request leaves behind: about 4 MB
+      local t = {}
+      for i = 1, 4000 do t[i] = string.rep(string.char(65 + i % 26), 1000) .. i end
+      return #t
+    end
+    assert(init_with(", gc_pause: 1000, gc_idle_step: 0"))
+    collectgarbage("collect")
+    garbage()
+    local kb = collectgarbage("count")
+    server.idle()
+    assert.is_true(collectgarbage("count") > kb - 1024, "gc_idle_step 0: idle() does not collect")
+    assert(init_with(", gc_pause: 1000, gc_idle_step: 65536"))
+    collectgarbage("collect")
+    garbage()
+    kb = collectgarbage("count")
+    server.idle()
+    assert.is_true(collectgarbage("count") < kb - 2048, "idle() collected the garbage")
+    collectgarbage("setpause", before)
+  end)
+
+  it("refuses an idle step out of range with the file position", function()
+    local cfg, err = init_with(", gc_idle_step: -1")
+    assert.is_nil(cfg)
+    assert.truthy(err:find("c.yaml:1:", 1, true) and err:find("server.gc_idle_step", 1, true), err)
+  end)
+
   it("refuses a pause out of range with the file position", function()
     local cfg, err = init_with(", gc_pause: 99")
     assert.is_nil(cfg)

@@ -12,7 +12,7 @@
 --   cfg.file, cfg.dir; cfg.source, cfg.marks (config.load: the path as given, path -> "line:col")
 --   cfg.server = { listen ("host:port"), host, port, workers (0 = one per core), max_body (bytes),
 --                  timeout, keepalive, drain_timeout (seconds), max_documents, max_fuse_lists,
---                  max_fuse_items, max_direct_models, max_model_labels, gc_pause,
+--                  max_fuse_items, max_direct_models, max_model_labels, gc_pause, gc_idle_step,
 --                  api_keys = { non-empty strings }, auth? ("keys" | "none"), log_level }
 --   cfg.auth = { keys = { { name, key } }, names = { [name] = true }, open_paths = { "/health",
 --                "/metrics" }, mode? }  from server.api_keys (strings or {name, key}),
@@ -138,6 +138,9 @@ local SERVER = { type = "record", fields = {
   -- the worker's Lua collector: a new cycle starts when the heap reaches gc_pause % of what the
   -- last one left (LuaJIT's own default is 200; bench/RESULTS.md "GC pause" for the trade-off)
   { "gc_pause", { type = "integer", min = 100, max = 1000, default = 150 } },
+  -- KB of collector work each time the worker has no request in flight (0: none), so that
+  -- the collector's cost falls between requests (bench/RESULTS.md "idle GC steps")
+  { "gc_idle_step", { type = "integer", min = 0, max = 65536, default = 256 } },
   { "api_keys", { type = "list", single = true, items = { check = function(...) return M.check_api_key(...) end },
                   default = {} } },
   { "open_paths", { type = "list", single = true, items = { check = function(...) return M.check_open_path(...) end },

@@ -78,6 +78,7 @@ M.define("rerankd_stage_duration_seconds", H, "Time spent per request stage (par
 M.define("rerankd_gateway_overhead_seconds", H,
   "Time a request spent in rerankd itself: its total minus the time parked on upstream transfers", { "route", "model" })
 M.define("rerankd_in_flight_requests", G, "Requests being handled right now", {})
+M.define("rerankd_lua_memory_bytes", G, "Bytes held by the workers' Lua heaps (summed over workers)", {})
 M.define("rerankd_script_errors_total", C, "Requests answered 500 because a Lua script raised", {})
 M.define("rerankd_deadline_exceeded_total", C, "Requests answered 504 at the per-request deadline", {})
 M.define("rerankd_client_aborts_total", C, "Requests whose client disconnected before the answer", {})
@@ -439,6 +440,7 @@ local function refresh()
   M.set("rerankd_build_info", { version = version }, 1)
   M.set("rerankd_workers", nil, 1)
   M.set("rerankd_in_flight_requests", nil, in_flight())
+  M.set("rerankd_lua_memory_bytes", nil, math.floor(collectgarbage("count") * 1024))
   if daemon and daemon.counters then -- answered by C: Lua never saw these finish
     local c = daemon.counters()
     M.set("rerankd_script_errors_total", nil, c.lua_errors)

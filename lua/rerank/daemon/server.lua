@@ -362,6 +362,17 @@ function M.handle(ctx)
   return status, headers, body, log_fields(ctx)
 end
 
+-- Called by the worker when its last request in flight has been answered (core/server.c):
+-- server.gc_idle_step KB of the collector's work, done now rather than inside the next
+-- requests (their allocations would otherwise pay for it). Only once the heap has grown
+-- past what the last finished cycle left, so an idle worker does not collect for nothing.
+local gc_left_kb = 0
+function M.idle()
+  local step = instance and instance.cfg.server.gc_idle_step or 0
+  if step <= 0 or collectgarbage("count") < gc_left_kb * 1.1 then return end
+  if collectgarbage("step", step) then gc_left_kb = collectgarbage("count") end
+end
+
 -- Called by the worker about once a second (core/server.c): periodic housekeeping.
 function M.tick()
   metrics.publish() -- this worker's snapshot for GET /metrics on any worker
