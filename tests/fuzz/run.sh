@@ -4,7 +4,7 @@
 set -e
 cd "$(dirname "$0")/../.."
 SECONDS_EACH=${FUZZ_SECONDS:-600}
-TARGETS=${FUZZ_TARGETS:-"request config provider fusion http json answer"}
+TARGETS=${FUZZ_TARGETS:-"request config provider fusion http json answer bm25"}
 B=build/fuzz
 FLAGS="-std=c11 -O1 -g -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -DRERANKD_VERSION=\"fuzz\" $(pkg-config --cflags luajit yaml-0.1 libcurl) -Icore"
 mkdir -p $B tests/fuzz/crashes

@@ -136,6 +136,37 @@ function M.answer(s)
   end
 end
 
+-- Bytes -> the BM25 scorer (core/bm25.c, core/tok.h): a query line, then documents split on
+-- byte 0x1E. Every document token mode (exact words, stems, stopwords), whole texts (the
+-- 64-byte block path, which screens tokens by first byte for exact words) against the same
+-- texts through the truncation window's path (no screening) with a window larger than any
+-- text: the same scores, bit for bit, and the same token count; scores finite, never negative.
+local bm25_analyzers = { false }
+do
+  local stop = { "the", "a", "of", "and", "to", "in", "is", "ourselves", "x1" }
+  bm25_analyzers[2] = core.analyzer("none", stop)
+  bm25_analyzers[3] = core.analyzer("english")
+  bm25_analyzers[4] = core.analyzer("english", stop)
+end
+function M.bm25(s)
+  local q, rest = s:match("^([^\n]*)\n?(.*)$")
+  local docs = {}
+  for d in (rest .. "\30"):gmatch("([^\30]*)\30") do
+    if #docs == 40 then break end
+    docs[#docs + 1] = d
+  end
+  for _, an in ipairs(bm25_analyzers) do
+    local whole, tw = core.bm25(q, docs, { analyzer = an or nil })
+    local windowed, tn = core.bm25(q, docs, { analyzer = an or nil, max_tokens = 1e9 })
+    assert(tw == tn, ("token counts %s vs %s"):format(tostring(tw), tostring(tn)))
+    for i = 1, #docs do
+      local a, b = whole[i], windowed[i]
+      assert(a == b, ("document %d: %.17g whole vs %.17g windowed"):format(i, a, b))
+      assert(a >= 0 and a < math.huge, ("document %d: score %s"):format(i, tostring(a)))
+    end
+  end
+end
+
 -- JSON lists -> fusion input checking and every method.
 local fuse_ok, fuse = pcall(require, "rerank.fuse")
 function M.fusion(s)
