@@ -9,6 +9,7 @@
 #   ICOUNT_BODY=FILE: that body instead of the proxy benchmark's, against rerankd's own local
 #   models (bm25; bm25-en with language english) and no mock, e.g. ICOUNT_BODY=build/bench/body_100_1.json
 #   or build/bench/body_en_1000_1.json (written by make bench).
+#   ICOUNT_SERVER: more server settings, e.g. ICOUNT_SERVER="gc_idle_step: 0".
 set -eu
 cd "$(dirname "$0")/.."
 P=${1:-build/bench/proxy}
@@ -34,7 +35,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 RP=$(free_port)
 if [ -n "${ICOUNT_BODY:-}" ]; then
     cat > "$T/r.yaml" <<EOF
-server: { auth: none, listen: "127.0.0.1:$RP", max_body: 16m, timeout: 30s }
+server: { auth: none, listen: "127.0.0.1:$RP", max_body: 16m, timeout: 30s${ICOUNT_SERVER:+, $ICOUNT_SERVER} }
 default_model: bm25
 models:
   - { name: bm25, provider: bm25 }
@@ -48,7 +49,7 @@ else
     nginx -c "$T/mock/nginx.conf" -p "$T/mock" -g 'daemon off;' 2>/dev/null &
     MOCK_PID=$!
     cat > "$T/r.yaml" <<EOF
-server: { auth: none, listen: "127.0.0.1:$RP", max_body: 16m, timeout: 30s }
+server: { auth: none, listen: "127.0.0.1:$RP", max_body: 16m, timeout: 30s${ICOUNT_SERVER:+, $ICOUNT_SERVER} }
 default_model: fast
 models:
   - { name: fast, provider: cohere, model: rerank-v3.5, api_key: bench-key, base_url: "http://127.0.0.1:$MP", timeout: 10s }
