@@ -4,7 +4,9 @@
 # in the same run. Prints one Markdown table. Work files go to build/bench/.
 #   BENCH_SECONDS=10 (wrk throughput run), BENCH_LAT_SECONDS=5 (latency runs),
 #   RERANKD_BIN=./rerankd (the daemon under test; also for bench/proxy.sh),
-#   BENCH_PERF=1 (bench/proxy.sh profiles rerankd under load with perf; off by default)
+#   BENCH_PERF=1 (bench/proxy.sh profiles rerankd under load with perf; off by default),
+#   BENCH_ICOUNT=1 (instructions per request under callgrind, bench/icount.sh: the proxy body
+#   and the bm25 bodies; repeatable where times on a shared machine are not; off by default)
 set -eu
 cd "$(dirname "$0")/.."
 B=build/bench
@@ -256,6 +258,19 @@ e1k=""; [ "$HTTP" = 1 ] && e1k=$(field "$L1000EN" p50)
 p1k=$(kv fts5porter_1000_total_p50_us)
 e1k_x=$(awk -v a="$e1k" -v b="$p1k" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.3f", a / b }')
 echo "| **goal**: BM25 \`language: english\` HTTP 1000 docs p50 ≤ 1/10 of FTS5 \`porter\` build+rank p50 | $(fmt "$e1k") µs vs FTS5 porter $(fmt "$p1k") µs (${e1k_x:-n/a} of it) | | | $(verdict "$e1k_x" "<=" 0.1) |"
+# instructions per request (callgrind; sequential keep-alive requests, start-up cancelled out)
+if [ "${BENCH_ICOUNT:-0}" = 1 ] && [ "$HTTP" = 1 ] && command -v valgrind >/dev/null; then
+    echo "bench: instruction counts (callgrind)..." >&2
+    ic() { # LABEL ENV... -> a table row
+        label=$1; shift
+        n=$(env "$@" sh bench/icount.sh "$B/proxy" 2>/dev/null | sed -n 's/^instructions per request: \([0-9]*\).*/\1/p')
+        echo "| instructions per request (callgrind, bench/icount.sh): $label | $(fmt "${n:-}") | | | |"
+    }
+    [ "$PROXY" = 1 ] && ic "proxy, 100 docs × 1 KB" ICOUNT_N1=50 ICOUNT_N2=250
+    ic "bm25, 100 docs" ICOUNT_BODY="$B/body_100_1.json" ICOUNT_N1=20 ICOUNT_N2=120
+    ic "bm25, 1000 docs" ICOUNT_BODY="$B/body_1000_1.json" ICOUNT_N1=5 ICOUNT_N2=25
+    ic "bm25 \`language: english\`, 1000 docs" ICOUNT_BODY="$B/body_en_1000_1.json" ICOUNT_N1=5 ICOUNT_N2=25
+fi
 echo
 q=$(awk '$1 == "query" { sub(/^query /, ""); print }' "$B/kernels.txt")
 echo "Query \"$q\"; documents: Zipf(1.0) over a 20,000-word vocabulary from a seeded PRNG (bench/bench_kernels.c); in-process rows cycle through disjoint sets of all 10,000 docs, HTTP rows through 10 request bodies (docs 1-1,000 or 1-10,000)."
