@@ -222,8 +222,8 @@ static inline __attribute__((always_inline)) int32_t stem_id16(bm25_ctx *c, cons
 
 /* What a document token is checked for: its stem (else the exact word), whether it is a
  * stopword (the length leaves those out), and with stems whether the three-letter prefilter
- * applies. scan_doc picks one doc_token_* instance per field, so each scan() loop carries
- * only its own checks. */
+ * applies. scan_field picks one scanner per field (DOC_SCANNER below), so each scan() loop
+ * carries only its own checks. */
 enum { T_STEM = 1, T_STOP = 2, T_PF = 4 };
 
 /* The counted side of a document token: its term id (through its stem with T_STEM), its tf.
