@@ -33,9 +33,10 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 # rerankd (and for the proxy body the mock, from proxy.sh's configuration) on fresh ports
 RP=$(free_port)
+SERVER="server: { auth: none, listen: \"127.0.0.1:$RP\", max_body: 16m, timeout: 30s${ICOUNT_SERVER:+, $ICOUNT_SERVER} }"
 if [ -n "${ICOUNT_BODY:-}" ]; then
     cat > "$T/r.yaml" <<EOF
-server: { auth: none, listen: "127.0.0.1:$RP", max_body: 16m, timeout: 30s${ICOUNT_SERVER:+, $ICOUNT_SERVER} }
+$SERVER
 default_model: bm25
 models:
   - { name: bm25, provider: bm25 }
@@ -49,7 +50,7 @@ else
     nginx -c "$T/mock/nginx.conf" -p "$T/mock" -g 'daemon off;' 2>/dev/null &
     MOCK_PID=$!
     cat > "$T/r.yaml" <<EOF
-server: { auth: none, listen: "127.0.0.1:$RP", max_body: 16m, timeout: 30s${ICOUNT_SERVER:+, $ICOUNT_SERVER} }
+$SERVER
 default_model: fast
 models:
   - { name: fast, provider: cohere, model: rerank-v3.5, api_key: bench-key, base_url: "http://127.0.0.1:$MP", timeout: 10s }

@@ -1,5 +1,5 @@
 -- lua/rerank/daemon/server.lua in process (the daemon's routes are tested over HTTP in
--- tests/e2e): what init does to the worker's Lua state.
+-- tests/e2e): what init does to the worker's Lua state, and the idle hook core/server.c calls.
 local server = require "rerank.daemon.server"
 local files = require "support.files"
 

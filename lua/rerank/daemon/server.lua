@@ -364,8 +364,8 @@ end
 
 -- Called by the worker when its last request in flight has been answered (core/server.c):
 -- server.gc_idle_step KB of the collector's work, done now rather than inside the next
--- requests (their allocations would otherwise pay for it). Only once the heap has grown
--- past what the last finished cycle left, so an idle worker does not collect for nothing.
+-- requests (their allocations would otherwise pay for it). Only once the heap has grown by a
+-- tenth past what the last finished cycle left, so an idle worker does not collect for nothing.
 local gc_left_kb = 0
 function M.idle()
   local step = instance and instance.cfg.server.gc_idle_step or 0
