@@ -72,6 +72,8 @@ static int reserve(jdec *d, size_t need)
     return OK;
 }
 
+const char rr_json_lazy_tag = 'L';
+
 static int hex4(const unsigned char *p, unsigned *out)
 {
     unsigned v = 0;
@@ -171,6 +173,10 @@ int jd_string(jdec *d, int push, const char *ctx)
     }
     d->pos = close + 1;
     if (!push) return OK;
+    if (!escapes && push == 2) {
+        lua_pushlightuserdata(d->L, (void *)&rr_json_lazy_tag);
+        return OK;
+    }
     if (!escapes) {
         lua_pushlstring(d->L, (const char *)s + open + 1, close - open - 1);
         return OK;
@@ -363,6 +369,8 @@ static int parse_object(jdec *d, int top, size_t *span)
             lua_rawset(L, list ? d->lists_idx : -3);
         } else {
         int is_text = span && klen == 6 && memcmp(d->s + kpos, "\"text\"", 6) == 0;
+        d->lazy_next = spanned && d->lazy_key && klen == d->lazy_klen + 2 &&
+                       memcmp(d->s + kpos + 1, d->lazy_key, d->lazy_klen) == 0;
         if (jd_value(d, is_text ? span : NULL, spanned) != OK) return FAIL;
         if (spanned) d->keys[d->span_keys - 1].count = (d->nspans - d->keys[d->span_keys - 1].first) / 2;
         lua_rawset(L, -3);
@@ -378,6 +386,8 @@ static int parse_object(jdec *d, int top, size_t *span)
 static int parse_array(jdec *d, int spanned)
 {
     lua_State *L = d->L;
+    int lazy = d->lazy_next;
+    d->lazy_next = 0;
     lua_newtable(L);
     d->pos++;
     skip_ws(d);
@@ -392,7 +402,14 @@ static int parse_array(jdec *d, int spanned)
     for (int n = 1;; n++) {
         skip_ws(d);
         size_t span[2] = { 0, 0 };
-        if (jd_value(d, spanned ? span : NULL, 0) != OK) return FAIL;
+        if (lazy && d->pos < d->len && d->s[d->pos] == '"') { /* a string document: maybe lazy */
+            size_t at = d->pos;
+            if (jd_string(d, 2, "value") != OK) return FAIL;
+            span[0] = at + 1;
+            span[1] = d->pos;
+        } else if (jd_value(d, spanned ? span : NULL, 0) != OK) {
+            return FAIL;
+        }
         if (spanned) add_span(d, span[0], span[1]);
         lua_rawseti(L, -2, n);
         skip_ws(d);
@@ -440,7 +457,7 @@ int jd_value(jdec *d, size_t *span, int spanned)
     }
 }
 
-/* core.json_decode(s [, empty_array_mt [, want_spans = true [, n]]]) -> value, spans|nil [, utf8_bad] | nil, message
+/* core.json_decode(s [, empty_array_mt [, want_spans = true [, n [, lazy_key]]]]) -> value, spans|nil [, utf8_bad] | nil, message
  * With n (a rerank answer over n documents): -> value, lists, where each top-level array
  * under "results", "data" or "rankings" is in lists (not in value) as { [index + 1] = score }
  * or false (see parse_score_list).
@@ -449,7 +466,10 @@ int jd_value(jdec *d, size_t *span, int spanned)
  * inclusive byte ranges of each element's JSON string (quotes included) or of an object
  * element's "text" member; 0, 0 for other elements. utf8_bad: the 0-based offset of the
  * first invalid UTF-8 byte when the text is JSON but a string is not UTF-8 (the value is
- * still returned, so the caller can answer in the shape the client spoke). */
+ * still returned, so the caller can answer in the shape the client spoke).
+ * lazy_key (with spans): the string elements without escapes of the top-level array under
+ * that key come back as core.json_lazy (a light userdata), not as strings: their spans say
+ * where their text lies, byte for byte (core.json_text makes the string when one is needed). */
 int rr_json_decode(lua_State *L)
 {
     size_t len;
@@ -463,10 +483,19 @@ int rr_json_decode(lua_State *L)
     if (lua_istable(L, 2)) d.mt_idx = 2;
     d.want_spans = lua_isnoneornil(L, 3) || lua_toboolean(L, 3);
     d.n_scores = -1;
+    char lazy_key[64];
+    if (lua_type(L, 5) == LUA_TSTRING && d.want_spans) { /* copied: the stack is cut below */
+        const char *k = lua_tolstring(L, 5, &d.lazy_klen);
+        if (d.lazy_klen < sizeof lazy_key) {
+            memcpy(lazy_key, k, d.lazy_klen);
+            d.lazy_key = lazy_key;
+        }
+    }
     if (lua_type(L, 4) == LUA_TNUMBER) { /* answer mode: no spans, score lists */
         lua_Number n = lua_tonumber(L, 4);
         d.n_scores = n > 0 ? (n < 1e7 ? (long)n : 10000000) : 0;
         d.want_spans = 0;
+        d.lazy_key = NULL;
     }
     lua_settop(L, 2);
     lua_pushnil(L); /* 3: unescape scratch */
@@ -506,4 +535,31 @@ int rr_json_decode(lua_State *L)
     if (d.utf8_bad == len) return 2;
     lua_pushinteger(L, (lua_Integer)d.utf8_bad);
     return 3;
+}
+
+/* core.json_text(src, js, je) -> the text of the JSON string whose quotes are at the 1-based
+ * positions js and je of src (a span of json_decode); raises when that is not one string. */
+int rr_json_text(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    lua_Integer js = luaL_checkinteger(L, 2), je = luaL_checkinteger(L, 3);
+    if (js < 1 || je <= js || (size_t)je > len || s[js - 1] != '"' || s[je - 1] != '"')
+        return luaL_error(L, "json_text: %d..%d is not a string of the body", (int)js, (int)je);
+    const char *p = s + js, *q = s + je - 1;
+    if (!memchr(p, '\\', (size_t)(q - p))) { /* the common case: the bytes are the text */
+        lua_pushlstring(L, p, (size_t)(q - p));
+        return 1;
+    }
+    jdec d;
+    memset(&d, 0, sizeof d);
+    d.L = L;
+    d.s = (const unsigned char *)s + js - 1;
+    d.len = (size_t)(je - js + 1);
+    d.utf8_bad = d.len;
+    lua_settop(L, 3);
+    lua_pushnil(L); /* 4: unescape scratch */
+    d.buf_idx = 4;
+    if (jd_string(&d, 1, "value") != OK || d.pos != d.len) return luaL_error(L, "json_text: %s", d.err);
+    return 1;
 }

@@ -51,39 +51,77 @@ static void add_piece(lua_State *L, const char *p, size_t len)
     pieces[npieces++].len = len;
 }
 
-enum { K_JS = 2, K_JE, K_SRC, K_RAW, K_TEXT }; /* stack slots of the field names */
-
-static void field(lua_State *L, int t, int key)
+int rr_doc_keys(lua_State *L)
 {
-    lua_pushvalue(L, key);
-    lua_rawget(L, t);
+    int base = lua_gettop(L) + 1;
+    lua_pushliteral(L, "text");
+    lua_pushliteral(L, "js");
+    lua_pushliteral(L, "je");
+    lua_pushliteral(L, "src");
+    lua_pushliteral(L, "raw");
+    return base;
+}
+enum { K_TEXT, K_JS, K_JE, K_SRC, K_RAW }; /* offsets from rr_doc_keys' base */
+
+static void rawfield(lua_State *L, int idx, int keys, int k)
+{
+    lua_pushvalue(L, keys + k);
+    lua_rawget(L, idx);
 }
 
-/* The JSON string bytes of document d (a table at idx) when its text is still the string
- * the client sent, the value at s_idx (compared by identity: strings are interned). */
-static const char *doc_span(lua_State *L, int idx, int s_idx, size_t *len)
+/* The span of document d (the table at idx) in its request body: src[js..je], the JSON
+ * string quotes included; NULL when it has none. Stays valid: d references src. */
+static const char *span_of(lua_State *L, int idx, int keys, size_t *len)
 {
     const char *out = NULL;
-    field(L, idx, K_JS);
-    field(L, idx, K_JE);
-    field(L, idx, K_SRC);
-    field(L, idx, K_RAW);
-    if (lua_istable(L, -1)) field(L, lua_gettop(L), K_TEXT);
-    else lua_pushvalue(L, -1);
+    rawfield(L, idx, keys, K_JS);
+    rawfield(L, idx, keys, K_JE);
+    rawfield(L, idx, keys, K_SRC);
     size_t sl;
-    const char *src = lua_type(L, -3) == LUA_TSTRING ? lua_tolstring(L, -3, &sl) : NULL;
-    lua_Integer a = lua_tointeger(L, -5), b = lua_tointeger(L, -4);
-    if (src && a >= 1 && b > a && (size_t)b <= sl && lua_type(L, s_idx) == LUA_TSTRING && lua_rawequal(L, -1, s_idx)) {
+    const char *src = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &sl) : NULL;
+    lua_Integer a = lua_tointeger(L, -3), b = lua_tointeger(L, -2);
+    if (src && a >= 1 && b > a && (size_t)b <= sl && src[a - 1] == '"' && src[b - 1] == '"') {
         out = src + a - 1;
         *len = (size_t)(b - a + 1);
     }
-    lua_pop(L, 5);
-    return out; /* stays valid: src is referenced by the document */
+    lua_pop(L, 3);
+    return out;
+}
+
+/* The JSON string bytes of document d (a table at idx) when list entry s_idx stands for the
+ * text the client sent: d itself (a lazy text, lua/rerank/engine/documents.lua), or the
+ * string that is still d's original text (compared by identity: strings are interned). */
+static const char *doc_span(lua_State *L, int idx, int s_idx, int keys, size_t *len)
+{
+    if (lua_rawequal(L, idx, s_idx)) return span_of(L, idx, keys, len);
+    rawfield(L, idx, keys, K_RAW);
+    if (lua_istable(L, -1)) {
+        rawfield(L, lua_gettop(L), keys, K_TEXT);
+        lua_remove(L, -2);
+    }
+    int same = lua_type(L, s_idx) == LUA_TSTRING && lua_rawequal(L, -1, s_idx);
+    lua_pop(L, 1);
+    return same ? span_of(L, idx, keys, len) : NULL;
+}
+
+const char *rr_doc_text(lua_State *L, int idx, int keys, size_t *len)
+{
+    rawfield(L, idx, keys, K_TEXT);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        const char *t = lua_tolstring(L, -1, len);
+        lua_pop(L, 1); /* d references it */
+        return t;
+    }
+    lua_pop(L, 1);
+    const char *p = span_of(L, idx, keys, len);
+    if (!p || memchr(p + 1, '\\', *len - 2)) return NULL; /* lazy texts have no escapes */
+    *len -= 2;
+    return p + 1;
 }
 
 /* Adds "[" json(list[1]) "," ... "]" for the splice { list, docs } at idx; 0 when some
  * list[i] is not its document's original text. */
-static int splice_list(lua_State *L, int idx)
+static int splice_list(lua_State *L, int idx, int keys)
 {
     lua_rawgeti(L, idx, 1);
     lua_rawgeti(L, idx, 2);
@@ -95,7 +133,7 @@ static int splice_list(lua_State *L, int idx)
         lua_rawgeti(L, list, (int)i);
         lua_rawgeti(L, docs, (int)i);
         size_t len = 0;
-        const char *p = lua_istable(L, -1) ? doc_span(L, lua_gettop(L), lua_gettop(L) - 1, &len) : NULL;
+        const char *p = lua_istable(L, -1) ? doc_span(L, lua_gettop(L), lua_gettop(L) - 1, keys, &len) : NULL;
         lua_pop(L, 2);
         if (!p) ok = 0;
         else {
@@ -109,18 +147,14 @@ static int splice_list(lua_State *L, int idx)
 }
 
 /* core.json_concat(parts) -> the concatenation of parts | nil when a splice is stale.
- * A part is a string, or a splice { list, docs }: list (strings) written as a JSON array by
- * copying each document's JSON string from its request body (d.src, d.js, d.je), provided
- * list[i] is still that document's text. One body, written once into the reused buffer. */
+ * A part is a string, or a splice { list, docs }: list (strings, or documents standing for
+ * their own lazy text) written as a JSON array by copying each document's JSON string from
+ * its request body (d.src, d.js, d.je), provided list[i] is still that document's text. One body, written once into the reused buffer. */
 int rr_json_concat(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    lua_pushliteral(L, "js");
-    lua_pushliteral(L, "je");
-    lua_pushliteral(L, "src");
-    lua_pushliteral(L, "raw");
-    lua_pushliteral(L, "text");
+    int keys = rr_doc_keys(L);
     int n = (int)lua_objlen(L, 1);
     npieces = 0;
     for (int k = 1; k <= n; k++) {
@@ -130,7 +164,7 @@ int rr_json_concat(lua_State *L)
             const char *p = lua_tolstring(L, -1, &l);
             add_piece(L, p, l); /* alive: the parts table holds it */
         } else if (lua_istable(L, -1)) {
-            if (!splice_list(L, lua_gettop(L))) {
+            if (!splice_list(L, lua_gettop(L), keys)) {
                 lua_pushnil(L);
                 return 1;
             }

@@ -7,7 +7,8 @@
  *   core.terms(text [, analyzer]) -> { the terms BM25 matches: tokens less stopwords, stemmed }
  *   core.bm25(query, docs, opts) -> { scores }, tokens [, matches]
  *       opts: k1 (1.2), b (0.75), max_tokens, keep_end, analyzer, fields (n: docs holds n
- *       strings per document, field 0 the text; false or "" for a missing one), weights
+ *       strings per document, field 0 the text; false or "" for a missing one; a request
+ *       document table stands for its text, read in place when lazy), weights
  *       ({ n numbers }), feedback ({ docs =, terms =, weight = }), matches (true: a third
  *       result, per document { { term, tf }, ... } of the query terms it matched). */
 #include "rerank.h"
@@ -181,11 +182,15 @@ static int l_bm25(lua_State *L)
     const char **docs = lua_newuserdata(L, (total ? total : 1) * sizeof(char *));
     size_t *lens = lua_newuserdata(L, (total ? total : 1) * sizeof(size_t));
     double *scores = lua_newuserdata(L, (n ? n : 1) * sizeof(double));
+    int keys = rr_doc_keys(L);
     for (size_t i = 0; i < total; i++) {
         lua_rawgeti(L, 2, (int)i + 1);
         int t = lua_type(L, -1);
         if (t == LUA_TSTRING) {
             docs[i] = lua_tolstring(L, -1, &lens[i]);
+        } else if (t == LUA_TTABLE) { /* a request document: its text, maybe read in place */
+            docs[i] = rr_doc_text(L, lua_gettop(L), keys, &lens[i]);
+            if (!docs[i]) return luaL_error(L, "docs[%d] is a document without a text", (int)i + 1);
         } else if ((t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) || t == LUA_TNIL) {
             docs[i] = NULL;
             lens[i] = 0;

@@ -287,6 +287,7 @@ int luaopen_rerank_core(lua_State *L)
         { "utf8_check", l_utf8_check },
         { "json_decode", rr_json_decode },
         { "json_concat", rr_json_concat },
+        { "json_text", rr_json_text },
         { "now_us", l_now_us },
         { "time", l_time },
         { "random_hex", l_random_hex },
@@ -297,6 +298,8 @@ int luaopen_rerank_core(lua_State *L)
     luaL_register(L, NULL, fns);
     lua_pushstring(L, RERANKD_VERSION);
     lua_setfield(L, -2, "version");
+    lua_pushlightuserdata(L, (void *)&rr_json_lazy_tag);
+    lua_setfield(L, -2, "json_lazy");
     rr_lbm25_register(L);
 #ifdef RERANK_LUA_MODULE
     rr_fetch_blocking_register(L); /* the daemon's workers must never block: they use rerank.core.fetch */

@@ -102,9 +102,18 @@ int rr_yaml_push(lua_State *L, const char *text, size_t len, const char *name);
 /* ---- json.c, json_splice.c ---- the request-path JSON (Lua C functions, registered by lcore.c)
  * rr_json_decode: core.json_decode(s [, empty_array_mt]) -> value, spans [, utf8_bad] | nil, msg
  * rr_json_concat: core.json_concat(parts) -> parts joined | nil; a part is a string or a
- *                 splice { list, docs } (see json_splice.c) */
+ *                 splice { list, docs } (see json_splice.c)
+ * rr_json_text:   core.json_text(src, js, je) -> the text of the JSON string at src[js..je]
+ * rr_json_lazy_tag: its address is core.json_lazy, what rr_json_decode gives for a lazy text
+ * rr_doc_keys:    pushes the field names rr_doc_text reads (5 values); -> their first index
+ * rr_doc_text:    a request document's text (the table at idx): its `text` string, else the
+ *                 bytes of its lazy span in the request body; NULL when it has neither */
 int rr_json_decode(lua_State *L);
 int rr_json_concat(lua_State *L);
+int rr_json_text(lua_State *L);
+extern const char rr_json_lazy_tag;
+int rr_doc_keys(lua_State *L);
+const char *rr_doc_text(lua_State *L, int idx, int keys, size_t *len);
 
 /* ---- lcore.c ---- */
 int luaopen_rerank_core(lua_State *L);

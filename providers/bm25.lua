@@ -91,6 +91,7 @@ local function analyzer(opts)
 end
 
 local function title_of(d)
+  if docs_mod.is_lazy(d) then return false end -- a string document (no title), still bytes
   local t = d.title
   if t == nil and type(d.raw) == "table" then t = d.raw.title end
   if type(t) == "string" and t ~= "" then return t end
@@ -151,8 +152,11 @@ return {
     local names, weights = field_plan(opts, req)
     local nf = #names
     local texts = {}
-    if nf == 1 then
-      for i = 1, #docs do texts[i] = docs[i].text end
+    if nf == 1 then -- a lazy text (docs.lazy) is scored in place: core.bm25 reads its bytes
+      for i = 1, #docs do
+        local d = docs[i]
+        texts[i] = docs_mod.is_lazy(d) and d or d.text
+      end
     else
       local k = 0
       for i = 1, #docs do

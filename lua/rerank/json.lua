@@ -14,10 +14,12 @@
 --   json.decode_scores(s, n) -> value, lists | nil
 --                                             a rerank answer's item lists read as scores in C
 --                                             (U.parser, lua/rerank/provider_util.lua)
---   json.decode_request(s) -> value, spans, utf8_bad | nil, err
+--   json.decode_request(s [, lazy_key]) -> value, spans, utf8_bad | nil, err
 --                                             the request-path decoder (core/json.c): one strict
 --                                             pass (RFC 8259, UTF-8), spans of each document's
---                                             JSON string for splicing (see json.spliced)
+--                                             JSON string for splicing (see json.spliced);
+--                                             lazy_key's string elements come back as json.lazy
+--   json.lazy                                 what decode_request gives for a lazy text
 --   json.spliced(list, docs) -> list          marks list (the texts of request documents) so that
 --                                             json.encode copies the client's JSON bytes of
 --                                             each text instead of escaping it again
@@ -70,6 +72,7 @@ local cj_encode, cj_decode = encoder.encode, decoder.decode
 
 local null = cjson.null
 json.null = null
+json.lazy = core.json_lazy
 
 local array_mt = { __name = "rerank.json.array" }
 
@@ -145,6 +148,17 @@ end
 -- weak tables are not ephemerons, so { list, docs } as the value would keep list alive.
 local splices = setmetatable({}, { __mode = "k" })
 
+-- A marked list that changed since it was marked is encoded as it is: unmarked, its
+-- documents that stood for their own lazy text replaced by that text.
+local function unsplice(list)
+  local docs = splices[list]
+  splices[list] = nil
+  for i = 1, #list do
+    local v = list[i]
+    if type(v) == "table" and v == docs[i] then list[i] = v.text end
+  end
+end
+
 -- true when cjson encodes t exactly as we want: no marked-empty array, no spliced list and
 -- no number that needs more than 14 digits anywhere below. Past depth 1000 it answers true
 -- so that cjson reports the excessive nesting (or the cycle).
@@ -218,7 +232,7 @@ local function encode_table(t, depth)
   local out = core.json_concat(buf)
   if out then return out end
   for _, v in pairs(t) do -- a marked list changed since it was marked: encode them as they are
-    if type(v) == "table" then splices[v] = nil end
+    if type(v) == "table" and splices[v] then unsplice(v) end
   end
   return encode_table(t, depth)
 end
@@ -234,7 +248,7 @@ encode_value = function(v, depth)
     if docs then
       local s = core.json_concat({ { v, docs } })
       if s then return s end
-      splices[v] = nil -- the list changed since it was marked: encode it as it is
+      unsplice(v) -- the list changed since it was marked: encode it as it is
     end
     if getmetatable(v) == array_mt and next(v) == nil then return "[]" end
     if clean(v, depth) then return cj_encode(v) end
@@ -248,8 +262,9 @@ function json.encode(v)
 end
 
 -- list: the texts of docs (request documents carrying d.src, d.js, d.je: where the JSON
--- string of the text the client sent lies in its body). json.encode copies those bytes for
--- the list; if by then any list[i] is not docs[i]'s original text, it encodes list as is.
+-- string of the text the client sent lies in its body), or docs[i] itself for a lazy text
+-- (lua/rerank/engine/documents.lua). json.encode copies those bytes for the list; if by then
+-- any list[i] is neither, it encodes list as is (lazy entries as their texts).
 function json.spliced(list, docs)
   splices[list] = docs
   return list
@@ -355,9 +370,12 @@ function json.decode_scores(s, n)
 end
 
 -- Request bodies: strict JSON (RFC 8259) and UTF-8 in one C pass; empty arrays marked.
-function json.decode_request(s)
+-- lazy_key: the top-level array whose string elements without escapes come back as
+-- json.lazy (their spans say where the text lies; shapes/registry.lua check.documents reads
+-- them), not as strings.
+function json.decode_request(s, lazy_key)
   if type(s) ~= "string" then return nil, "expected a string, got " .. type(s) end
-  return core_decode(s, array_mt)
+  return core_decode(s, array_mt, true, nil, lazy_key)
 end
 
 ---------------------------------------------------------------------------------------------

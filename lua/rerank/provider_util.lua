@@ -18,6 +18,7 @@
 --   U.parse_scores(body, headers, n) the common answer read in C -> { scores, usage } | nil
 --   U.parser                       parse() for providers whose answer needs nothing special
 local json = require "rerank.json"
+local is_lazy = require("rerank.engine.documents").is_lazy
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local concat, min, floor, huge = table.concat, math.min, math.floor, math.huge
@@ -179,17 +180,32 @@ end
 -- One string per document. When every text is still the JSON string the client sent
 -- (shapes/registry.lua records its bytes: d.src, d.js, d.je), the list is marked for splicing: the
 -- upstream body copies those bytes instead of escaping the texts again (json.spliced).
-function U.texts(req, rank_fields)
+-- lazy (a list that only json.encode reads): a document whose text is still only bytes of
+-- the body (docs.lazy) stands for itself, so that no string is made for it.
+local function doc_texts(req, rank_fields, lazy)
   local out, docs = {}, req.documents
   local rf = has_fields(rank_fields) and rank_fields
   local spliceable = not rf
   for i = 1, #docs do
     local d = docs[i]
-    out[i] = rf and type(d.raw) == "table" and flatten(d.raw, rf) or d.text
     spliceable = spliceable and d.js ~= nil
+    if lazy and spliceable and is_lazy(d) then
+      out[i] = d
+    else
+      out[i] = rf and type(d.raw) == "table" and flatten(d.raw, rf) or d.text
+    end
   end
-  if spliceable and #docs > 0 then json.spliced(out, docs) end -- checked again when encoded
+  if spliceable and #docs > 0 then return json.spliced(out, docs) end -- checked again when encoded
+  if lazy then
+    for i = 1, #out do
+      if out[i] == docs[i] then out[i] = docs[i].text end
+    end
+  end
   return out
+end
+
+function U.texts(req, rank_fields)
+  return doc_texts(req, rank_fields, false)
 end
 
 function U.objects(req, rank_fields)
@@ -331,6 +347,7 @@ end
 
 -- Cohere's body: v1 (objects, rank_fields, return_documents, max_chunks_per_doc) or v2
 -- (strings, max_tokens_per_doc). with_model = false drops "model" (Bedrock InvokeModel).
+-- v2's documents list is for json.encode only: a lazy text is its document there (doc_texts).
 function U.cohere_body(model, p, req, version, with_model)
   local rf = U.param(model, req, "rank_fields")
   local b = { query = req.query, top_n = U.top_n(req) }
@@ -341,7 +358,7 @@ function U.cohere_body(model, p, req, version, with_model)
     b.return_documents = req.return_documents == true
     b.max_chunks_per_doc = U.opt(model, "max_chunks_per_doc")
   else
-    b.documents = U.texts(req, rf)
+    b.documents = doc_texts(req, rf, true)
     b.max_tokens_per_doc = U.param(model, req, "max_tokens_per_document")
     b.priority = U.param(model, req, "priority") -- 0..999, lower runs first
   end

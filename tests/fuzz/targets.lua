@@ -81,6 +81,22 @@ function M.json(s)
       assert(ref.decode(core.json_concat({ { { list[1] }, { doc } } }))[1] == list[1], "splice of " .. key)
     end
   end
+  -- lazy texts (the daemon's "documents"): the same value, where each json_lazy element is
+  -- the string its span holds, byte for byte
+  local lv, lspans = core.json_decode(s, nil, true, nil, "documents")
+  assert(lv ~= nil, "lazy decoding refuses what plain decoding accepts")
+  local list, llist = type(v) == "table" and v.documents, type(lv) == "table" and lv.documents
+  if type(llist) == "table" and lspans and lspans.documents then
+    local sp = lspans.documents
+    for i = 1, #llist do
+      if llist[i] == core.json_lazy then
+        local a, b = sp[2 * i - 1], sp[2 * i]
+        assert(s:sub(a + 1, b - 1) == list[i] and core.json_text(s, a, b) == list[i], "lazy documents[" .. i .. "]")
+        llist[i] = list[i]
+      end
+    end
+  end
+  same(lv, v, "$")
 end
 
 -- YAML text -> loader + validation.

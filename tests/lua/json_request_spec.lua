@@ -143,3 +143,105 @@ describe("splicing document bytes", function()
     assert.equals('["b"]', json.encode(U.texts(req)))
   end)
 end)
+
+describe("lazy document texts", function()
+  local core = require "rerank.core"
+  local docs = require "rerank.engine.documents"
+  local body = '{"query":"q","documents":["plain one","esc\\"aped",{"text":"obj"},"caf\195\169",""],"top_n":2}'
+  local function parse(shape, b)
+    b = b or body
+    local v, spans = json.decode_request(b, "documents")
+    return assert(shapes.parse(shape or "rerankd_v1", v, { from_json = true, body = b, spans = spans })), v
+  end
+
+  it("decode_request leaves unescaped strings of the lazy key as json.lazy, spans telling their text", function()
+    local v, spans = json.decode_request(body, "documents")
+    local d, sp = v.documents, spans.documents
+    assert.equals(json.lazy, d[1])
+    assert.equals('esc"aped', d[2]) -- escapes: a string as before
+    assert.equals("obj", d[3].text)
+    assert.equals(json.lazy, d[4])
+    assert.equals(json.lazy, d[5])
+    assert.equals("plain one", core.json_text(body, sp[1], sp[2]))
+    assert.equals("caf\195\169", core.json_text(body, sp[7], sp[8]))
+    assert.equals("", core.json_text(body, sp[9], sp[10]))
+    assert.equals('esc"aped', core.json_text(body, sp[3], sp[4])) -- json_text unescapes too
+    -- other keys and nested arrays stay strings
+    local w = json.decode_request('{"query":"q","texts":["a"],"documents":[["b"]],"x":{"documents":["c"]}}', "documents")
+    assert.equals("a", w.texts[1])
+    assert.equals("b", w.documents[1][1])
+    assert.equals("c", w.x.documents[1])
+    assert.has_error(function() core.json_text(body, 1, 3) end)
+    assert.has_error(function() core.json_text(body, 0, 9999) end)
+  end)
+
+  it("a lazy document makes its text only when read, and estimates without it", function()
+    local req = parse()
+    local d = req.documents[1]
+    assert.is_true(docs.is_lazy(d))
+    assert.equals(9, docs.text_bytes(d))
+    assert.equals(3, docs.estimate_doc(d, docs.settings()))
+    assert.is_nil(d.image)
+    assert.is_nil(d.title)
+    assert.is_true(docs.is_lazy(d))
+    assert.equals("plain one", d.text)
+    assert.equals("plain one", d.raw)
+    assert.is_false(docs.is_lazy(d))
+    assert.is_false(docs.is_lazy(req.documents[2])) -- escaped: a string from the start
+    assert.equals(3, docs.estimate_doc(req.documents[1], docs.settings()))
+    assert.equals(2, docs.estimate_doc(req.documents[1], docs.settings({ chars_per_token = "whitespace" })))
+  end)
+
+  it("every shape reads lazy documents as the strings they stand for", function()
+    local plain = '{"query":"q","documents":["plain one","two"]}'
+    for _, shape in ipairs({ "rerankd_v1", "cohere_v1", "cohere_v2", "jina", "voyage" }) do
+      local req = parse(shape, plain)
+      assert.equals("plain one", req.documents[1].text, shape)
+      assert.equals("two", req.documents[2].raw, shape)
+    end
+    -- where texts are not spliced (rank_fields in rerankd's shape, pipelines), they are made at once
+    local req = parse("rerankd_v1", '{"query":"q","rank_fields":["a"],"documents":["x",{"a":"y"}]}')
+    assert.equals("x", rawget(req.documents[1], "text"))
+  end)
+
+  it("Cohere v2 bodies splice lazy documents without making their strings", function()
+    local req = parse()
+    local b = U.cohere_body({}, { defaults = {} }, req, "v2")
+    local enc = json.encode({ documents = b.documents })
+    assert.equals('{"documents":["plain one","esc\\"aped","obj","caf\195\169",""]}', enc)
+    assert.is_true(docs.is_lazy(req.documents[1]))
+    assert.is_true(docs.is_lazy(req.documents[5]))
+    -- the public U.texts still gives strings
+    assert.equals("plain one", U.texts(req)[1])
+  end)
+
+  it("a lazy list that changed is encoded as its texts", function()
+    local req = parse()
+    local b = U.cohere_body({}, { defaults = {} }, req, "v2")
+    b.documents[2] = "changed"
+    assert.equals('["plain one","changed","obj","caf\195\169",""]', json.encode(b.documents))
+    local req2 = parse()
+    local b2 = U.cohere_body({}, { defaults = {} }, req2, "v2")
+    b2.documents[6] = "extra"
+    assert.same({ "plain one", 'esc"aped', "obj", "caf\195\169", "", "extra" }, cjson.decode(json.encode(b2.documents)))
+  end)
+
+  it("returned documents of lazy texts are the client's bytes", function()
+    local req = parse()
+    assert.equals('"plain one"', api.document_json(req, 0))
+    assert.is_true(docs.is_lazy(req.documents[1]))
+  end)
+
+  it("bm25 scores lazy texts in place exactly as their strings", function()
+    local core_bm25 = core.bm25
+    local b = '{"query":"plain esc","documents":["plain one","esc\\"aped plain","caf\195\169 plain plain",""]}'
+    local req = parse("rerankd_v1", b)
+    local strings = {}
+    for i = 1, #req.documents do strings[i] = json.decode(b).documents[i] end
+    local lazy = {}
+    for i, d in ipairs(req.documents) do lazy[i] = docs.is_lazy(d) and d or d.text end
+    assert.same(core_bm25("plain esc", strings), core_bm25("plain esc", lazy))
+    assert.is_true(docs.is_lazy(req.documents[1]))
+    assert.has_error(function() core_bm25("q", { {} }) end)
+  end)
+end)

@@ -133,8 +133,9 @@ local function handle_rerank(ctx, route)
       ("unsupported Content-Type %q; send application/json"):format(ctx.headers["content-type"]))
   end
   local t0 = core.now_us()
-  -- one strict pass in C (core/json.c): JSON, UTF-8, and where each document's bytes lie
-  local decoded, spans, utf8_bad = json.decode_request(ctx.body)
+  -- one strict pass in C (core/json.c): JSON, UTF-8, and where each document's bytes lie;
+  -- string documents stay bytes of the body until a stage reads their text (docs.lazy)
+  local decoded, spans, utf8_bad = json.decode_request(ctx.body, "documents")
   local shape = shapes.detect(route, decoded, ctx.headers)
   if decoded == nil then
     return shape_error(shape, { status = 400, type = "invalid_request_error",

@@ -16,6 +16,11 @@
 --             rank_fields, truncated where the provider cannot, split into chunks);
 --       owners[j] = the 1-based index in req.documents of preq.documents[j] (nil when 1:1)
 --   docs.collapse(scores, owners, n)    -> n scores, each the max over the document's chunks
+--   docs.lazy(index, src, js, je)       -> a string document whose text stays bytes of the
+--                                          request body src (the JSON string src[js..je], no
+--                                          escapes) until d.text or d.raw is read
+--   docs.is_lazy(d)                     -> true while d's text is still only bytes of its body
+--   docs.text_bytes(d)                  -> #d.text, without making the string of a lazy one
 --
 -- Token estimate: the byte length divided by chars_per_token (default 4), rounded up. Bytes
 -- rather than code points: a CJK character (3 bytes) is about one token, so bytes/4
@@ -29,6 +34,37 @@ local byte, sub, find, concat = string.byte, string.sub, string.find, table.conc
 local null = json.null
 
 local M = {}
+
+---------------------------------------------------------------------------------------------
+-- lazy texts: no Lua string per document until a stage reads one. Splicing (json.spliced,
+-- core/json_splice.c) and the bm25 scorer (core/lbm25.c) read a lazy text in place.
+
+local json_text = require("rerank.core").json_text
+local rawget, rawset, getmetatable, setmetatable = rawget, rawset, getmetatable, setmetatable
+
+local LAZY = {
+  __index = function(d, k)
+    if k ~= "text" and k ~= "raw" then return nil end
+    local s = json_text(rawget(d, "src"), rawget(d, "js"), rawget(d, "je"))
+    rawset(d, "text", s)
+    if rawget(d, "raw") == nil then rawset(d, "raw", s) end
+    return s
+  end,
+}
+
+function M.lazy(index, src, js, je)
+  return setmetatable({ index = index, src = src, js = js, je = je }, LAZY)
+end
+
+function M.is_lazy(d)
+  return getmetatable(d) == LAZY and rawget(d, "text") == nil
+end
+
+function M.text_bytes(d)
+  if getmetatable(d) == LAZY and rawget(d, "text") == nil then return d.je - d.js - 1 end
+  local t = d.text
+  return type(t) == "string" and #t or 0
+end
 
 M.DEFAULT_CHARS_PER_TOKEN = 4
 M.DEFAULT_CHUNK_TOKENS = 512
@@ -66,11 +102,17 @@ function M.estimate(text, s)
   return ceil(#text / cpt(s))
 end
 
+-- A document's estimate (docs.estimate of its text), a lazy text's from its length alone.
+function M.estimate_doc(d, s)
+  if not words_mode(s) and M.is_lazy(d) then return ceil(M.text_bytes(d) / cpt(s)) end
+  return M.estimate(d.text, s)
+end
+
 -- The one estimate of a call's prompt tokens when the upstream reports none: the query's
 -- estimate counted once per document (rerankers score each pair) plus each document's.
 function M.prompt_tokens(query, documents, s)
   local q, total = M.estimate(query, s), 0
-  for i = 1, #documents do total = total + q + M.estimate(documents[i].text, s) end
+  for i = 1, #documents do total = total + q + M.estimate_doc(documents[i], s) end
   return total
 end
 

@@ -231,7 +231,7 @@ function M.parse_fields(b, req, opts)
   elseif present(b.documents) then
     local R = require "rerank.shapes.rerankd"
     local dopts = R.documents_opts(b, opts)
-    dopts.body, dopts.spans = nil, nil -- a pipeline's documents are not spliced
+    dopts.no_splice = true -- a pipeline's documents are not spliced (their texts are made)
     local docs, err = require("rerank.shapes.registry").check.documents(b.documents, "documents", dopts)
     if not docs then return err end
     req.documents = docs

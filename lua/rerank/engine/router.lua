@@ -458,7 +458,7 @@ function R:account(model, preq)
   local calls = n > 0 and ceil(n / batch) or 0
   if n > 0 and type(p) == "table" and type(p.plan) == "function" then calls = 1 end
   for i = 1, n do
-    local d = docs.estimate(preq.documents[i].text, s)
+    local d = docs.estimate_doc(preq.documents[i], s)
     tokens = tokens + q + d
     local b = floor((i - 1) / batch) + 1
     units[b] = (units[b] or 0) + max(1, ceil((q + d) / 500))

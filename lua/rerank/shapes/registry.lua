@@ -174,6 +174,7 @@ api.check = {
 -- documents: strings or objects -> internal documents (every shape's; two rules for objects)
 
 local docs = require "rerank.engine.documents"
+local LAZY, json_text = require("rerank.core").json_lazy, require("rerank.core").json_text
 local ok_tnew, table_new = pcall(require, "table.new")
 if not ok_tnew then table_new = function() return {} end end
 
@@ -215,9 +216,11 @@ end
 -- (the request's `documents` above). An object with `image` (check_image) needs no text.
 -- opts: { max = n, text_field = "text", rank_fields = raw list | nil, strings_only = bool,
 --         max_image_bytes = n, from_json = bool (check.is_array), body =, spans =
---         (json.decode_request), rerankd = bool }.
+--         (json.decode_request), rerankd = bool, no_splice = bool }.
 -- With body/spans, a document whose text is its JSON string `text` records the string's bytes:
--- d.src, d.js, d.je (json.encode and responses splice them).
+-- d.src, d.js, d.je (json.encode and responses splice them; not with no_splice). A string
+-- document that json.decode_request left lazy (core.json_lazy) stays bytes of the body
+-- (docs.lazy, lua/rerank/engine/documents.lua) while it may be spliced, else becomes its text.
 -- opts.rerankd: rerankd's own rules (rerankd_text; a title that is not a string, metadata
 -- that is not an object and a numeric id that is not finite are errors, not dropped; no
 -- spans when text_field or rank_fields choose the texts); else the client shapes' rules
@@ -234,14 +237,26 @@ local function check_documents(v, param, opts)
   local tf = opts.text_field or "text"
   local rf = opts.rank_fields
   if not docs.useful_fields(rf) then rf = nil end
+  -- the body and spans: where lazy texts lie (json.decode_request with a lazy key) and, when
+  -- the texts are the documents' own (not chosen by text_field or rank_fields), what splices
+  local body, all_spans = doc_spans(opts, param)
   local src, spans
-  if not (strict and (tf ~= "text" or rf)) then src, spans = doc_spans(opts, param) end
+  if not (strict and (tf ~= "text" or rf)) and not opts.no_splice then src, spans = body, all_spans end
   local object_text = strict and rerankd_text or client_text
   local out = table_new(n, 0)
   for i = 1, n do
     local d = v[i]
     local td = type(d)
-    if td == "string" then
+    if d == LAZY then -- a string document still in the body (no escapes)
+      local js, je = doc_span(all_spans, i)
+      if not js then error("documents: a lazy text without its span (pass the body and spans)", 0) end
+      if spans then
+        out[i] = docs.lazy(i - 1, src, js, je)
+      else
+        local text = json_text(body, js, je)
+        out[i] = { index = i - 1, text = text, raw = text }
+      end
+    elseif td == "string" then
       local js, je = doc_span(spans, i)
       out[i] = { index = i - 1, text = d, raw = d, src = js and src, js = js, je = je }
     elseif td == "table" and kind(d) == "object" and not opts.strings_only then
@@ -299,6 +314,7 @@ end
 local function document_json(req, index)
   local d = req.documents and req.documents[index + 1]
   if not d then return "null" end
+  if docs.is_lazy(d) then return sub(d.src, d.js, d.je) end -- the client's own bytes, no string made
   local raw = d.raw
   if raw == nil then raw = d.text end
   if type(raw) == "string" then

@@ -135,7 +135,7 @@ function S.run(instance, req, timing)
     local docs = {}
     for j, i in ipairs(g.members) do
       local d = req.documents[i]
-      local c = {}
+      local c = setmetatable({}, getmetatable(d)) -- a lazy text stays lazy (docs.lazy)
       for k, x in pairs(d) do c[k] = x end
       c.index = j - 1
       docs[j] = c
