@@ -21,7 +21,7 @@ LDLIBS   += $(PKG_LIBS) -lstemmer -levent_pthreads -lpthread -lm -ldl
 BUILD    ?= build
 
 # Sources shared by the daemon and the Lua C module rerank/core.so.
-LIB_SRC    := core/topk.c core/tokenize.c core/analyzer.c core/bm25.c core/bm25_prf.c core/lbm25.c core/json.c core/json_answer.c core/json_splice.c core/yaml.c core/yaml_scalar.c core/lcore.c core/log.c core/curl_call.c core/fetch_blocking.c
+LIB_SRC    := core/body.c core/topk.c core/tokenize.c core/analyzer.c core/bm25.c core/bm25_prf.c core/lbm25.c core/json.c core/json_answer.c core/json_splice.c core/yaml.c core/yaml_scalar.c core/lcore.c core/log.c core/curl_call.c core/fetch_blocking.c
 DAEMON_SRC := core/main.c core/cli.c core/server.c core/http.c core/http_parse.c core/luahost.c core/fetch_loop.c core/ldaemon.c core/redis.c core/deadline.c
 LIB_OBJ    := $(LIB_SRC:core/%.c=$(BUILD)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:core/%.c=$(BUILD)/%.o)
@@ -70,9 +70,9 @@ $(BUILD)/tests/test_http_parse: tests/c/test_http_parse.c $(BUILD)/http_parse.o 
 	$(CC) $(CFLAGS) -Icore -o $@ $< $(BUILD)/http_parse.o $(LDLIBS) -lhttp_parser
 
 # json and yaml push Lua values: a bare lua_State from libluajit (in LDLIBS) drives them.
-$(BUILD)/tests/test_json: tests/c/test_json.c $(BUILD)/json.o $(BUILD)/json_answer.o $(BUILD)/tokenize.o tests/c/ctest.h
+$(BUILD)/tests/test_json: tests/c/test_json.c $(BUILD)/json.o $(BUILD)/json_answer.o $(BUILD)/body.o $(BUILD)/tokenize.o tests/c/ctest.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Icore -o $@ $< $(BUILD)/json.o $(BUILD)/json_answer.o $(BUILD)/tokenize.o $(LDLIBS)
+	$(CC) $(CFLAGS) -Icore -o $@ $< $(BUILD)/json.o $(BUILD)/json_answer.o $(BUILD)/body.o $(BUILD)/tokenize.o $(LDLIBS)
 $(BUILD)/tests/test_yaml: tests/c/test_yaml.c $(BUILD)/yaml.o $(BUILD)/yaml_scalar.o tests/c/ctest.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icore -o $@ $< $(BUILD)/yaml.o $(BUILD)/yaml_scalar.o $(LDLIBS)

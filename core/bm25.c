@@ -16,6 +16,18 @@ static inline int32_t find_term(const bm25_ctx *c, const char *tok, size_t len, 
     }
 }
 
+/* find_term for an ASCII token of len <= 16 bytes packed as pack16 gives it (lower-cased):
+ * compared as two words, no copy or byte-wise hash (h = rr_hash_packed) */
+static inline int32_t find_term16(const bm25_ctx *c, uint64_t x, uint64_t y, size_t len, uint64_t h)
+{
+    for (uint32_t i = (uint32_t)h & c->mask;; i = (i + 1) & c->mask) {
+        uint32_t s = c->slots[i];
+        if (!s) return -1;
+        const term *t = &c->terms[s - 1];
+        if (t->hash == h && t->len == len && t->px == x && t->py == y) return (int32_t)(s - 1);
+    }
+}
+
 static int grow(void **p, size_t *cap, size_t need, size_t size)
 {
     if (need <= *cap) return 0;
@@ -62,6 +74,13 @@ int32_t rr_bm25_add_term(bm25_ctx *c, const char *tok, size_t len, uint64_t h)
     memcpy(c->arena + c->aused, tok, len);
     term *t = &c->terms[c->nterms];
     t->hash = h;
+    t->px = t->py = 0;
+    if (len <= 16) {
+        unsigned char b[16] = { 0 };
+        memcpy(b, tok, len);
+        memcpy(&t->px, b, 8);
+        memcpy(&t->py, b + 8, 8);
+    }
     t->off = (uint32_t)c->aused;
     t->len = (uint32_t)len;
     t->w = 0;
@@ -234,6 +253,10 @@ static __attribute__((noinline)) void doc_term(bm25_ctx *c, const unsigned char 
     int32_t id;
     if (stem && c->cache && ascii && len <= 16) {
         id = stem_id16(c, s, from, len);
+    } else if (!stem && ascii && len <= 16) { /* exact words: the packed token against the terms */
+        uint64_t x, y;
+        pack16(c, s, from, len, &x, &y);
+        id = find_term16(c, x, y, len, rr_hash_packed(x, y, len));
     } else {
         const char *tok = lower ? lower_token(s + from, len, &c->b, &len) : (const char *)s + from;
         uint64_t h = rr_hash_bytes(tok, len);

@@ -8,6 +8,7 @@
 
 typedef struct {
     uint64_t hash;
+    uint64_t px, py;   /* a term of <= 16 bytes as two little-endian words, zero past len */
     uint32_t off, len; /* the term's bytes in the arena */
     double w;          /* query weight: 1 for the query's own terms, feedback adds some */
     double fw;         /* feedback candidates: score-weighted frequency in the top documents */

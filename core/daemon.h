@@ -32,6 +32,7 @@ typedef struct {
 
 typedef struct rr_worker rr_worker;
 typedef struct rr_req rr_req;
+typedef struct rr_body rr_body; /* body.c */
 
 /* One loaded configuration: a Lua state with rerank.daemon.server initialised. A reload makes a
  * new host; the old one is closed when its last in-flight request finishes. */
@@ -72,6 +73,8 @@ struct rr_req {
     struct rr_conn *conn;          /* NULL once answered or when the client left */
     lua_State *co;
     int co_ref;
+    rr_body *body;                 /* ctx.body (body.c), kept alive by body_ref; released at the end */
+    int body_ref;
     struct event *deadline_ev, *resume_ev;
     uint64_t t0_us;
     char id[80];                   /* x-request-id */

@@ -473,7 +473,7 @@ int jd_value(jdec *d, size_t *span, int spanned)
 int rr_json_decode(lua_State *L)
 {
     size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
+    const char *s = rr_check_bytes(L, 1, &len); /* a string, or the daemon's request body */
     jdec d;
     memset(&d, 0, sizeof d);
     d.L = L;
@@ -542,7 +542,7 @@ int rr_json_decode(lua_State *L)
 int rr_json_text(lua_State *L)
 {
     size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
+    const char *s = rr_check_bytes(L, 1, &len);
     lua_Integer js = luaL_checkinteger(L, 2), je = luaL_checkinteger(L, 3);
     if (js < 1 || je <= js || (size_t)je > len || s[js - 1] != '"' || s[je - 1] != '"')
         return luaL_error(L, "json_text: %d..%d is not a string of the body", (int)js, (int)je);

@@ -78,7 +78,7 @@ static const char *span_of(lua_State *L, int idx, int keys, size_t *len)
     rawfield(L, idx, keys, K_JE);
     rawfield(L, idx, keys, K_SRC);
     size_t sl;
-    const char *src = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &sl) : NULL;
+    const char *src = rr_bytes(L, -1, &sl); /* the body: a string or the daemon's body userdata */
     lua_Integer a = lua_tointeger(L, -3), b = lua_tointeger(L, -2);
     if (src && a >= 1 && b > a && (size_t)b <= sl && src[a - 1] == '"' && src[b - 1] == '"') {
         out = src + a - 1;

@@ -412,9 +412,12 @@ static void push_ctx(lua_State *co, rr_req *r, const char *id)
     }
     lua_setfield(co, -2, "headers");
     const char *body = rr_hmsg_body(m); /* in place in the connection's input: read it now */
-    lua_pushlstring(co, body ? body : "", m->body_len);
+    /* a copy outside the Lua heap (body.c), freed when the request ends (rr_req_finish) */
+    r->body = rr_body_new(co, body ? body : "", m->body_len);
+    lua_pushvalue(co, -1);
+    r->body_ref = luaL_ref(co, LUA_REGISTRYINDEX);
     lua_setfield(co, -2, "body");
-    rr_conn_drop_body(r->conn); /* Lua holds the copy: one body-sized buffer fewer while it runs */
+    rr_conn_drop_body(r->conn); /* the request holds the copy: one body-sized buffer fewer while it runs */
 }
 
 void rr_lua_start_request(rr_req *r)

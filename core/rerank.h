@@ -99,6 +99,22 @@ int rr_yaml_push(lua_State *L, const char *text, size_t len, const char *name);
 #define RR_MAX_CONFIG (1 << 20)
 #define RR_MAX_FILE (4 << 20)
 
+/* ---- body.c ---- request bodies outside the Lua heap (the daemon's ctx.body)
+ * rr_body_new:     pushes a body userdata holding a copy of p[0..len)
+ * rr_body_release: frees its bytes now (its request ended); later reads raise
+ * rr_bytes:        the bytes of a Lua string or body at idx; NULL for anything else
+ * rr_check_bytes:  the same, raising for anything else (a released body says so)
+ * rr_l_bytes:      core.bytes(v [, i [, j]]), string.sub over a string or body
+ * rr_l_body, rr_l_body_release: core.body(s) -> body, core.body_release(body) */
+typedef struct rr_body rr_body;
+rr_body *rr_body_new(lua_State *L, const char *p, size_t len);
+void rr_body_release(rr_body *b);
+const char *rr_bytes(lua_State *L, int idx, size_t *len);
+const char *rr_check_bytes(lua_State *L, int idx, size_t *len);
+int rr_l_bytes(lua_State *L);
+int rr_l_body(lua_State *L);
+int rr_l_body_release(lua_State *L);
+
 /* ---- json.c, json_splice.c ---- the request-path JSON (Lua C functions, registered by lcore.c)
  * rr_json_decode: core.json_decode(s [, empty_array_mt]) -> value, spans [, utf8_bad] | nil, msg
  * rr_json_concat: core.json_concat(parts) -> parts joined | nil; a part is a string or a

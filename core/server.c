@@ -99,6 +99,8 @@ void rr_req_finish(rr_req *r)
     if (r->cancel) r->cancel(r);
     if (r->deadline_ev) event_free(r->deadline_ev);
     if (r->resume_ev) event_free(r->resume_ev);
+    if (r->body) rr_body_release(r->body); /* nothing of this request reads it any more */
+    if (r->body_ref != LUA_NOREF) luaL_unref(r->host->L, LUA_REGISTRYINDEX, r->body_ref);
     if (r->co_ref != LUA_NOREF) luaL_unref(r->host->L, LUA_REGISTRYINDEX, r->co_ref);
     if (r->host) rr_lua_host_release(r->host);
     free(r->log_fields);
@@ -323,6 +325,7 @@ static rr_req *req_new(rr_worker *w, struct rr_conn *c)
     r->w = w;
     r->conn = c;
     r->co_ref = LUA_NOREF;
+    r->body_ref = LUA_NOREF;
     r->t0_us = rr_now_us();
     w->inflight++;
     rr_req_assign_id(r);

@@ -14,7 +14,8 @@
 --   json.decode_scores(s, n) -> value, lists | nil
 --                                             a rerank answer's item lists read as scores in C
 --                                             (U.parser, lua/rerank/provider_util.lua)
---   json.decode_request(s [, lazy_key]) -> value, spans, utf8_bad | nil, err
+--   json.decode_request(s [, lazy_key]) -> value, spans, utf8_bad | nil, err    (s: a string or
+--                                             the daemon's request body, core/body.c)
 --                                             the request-path decoder (core/json.c): one strict
 --                                             pass (RFC 8259, UTF-8), spans of each document's
 --                                             JSON string for splicing (see json.spliced);
@@ -374,7 +375,8 @@ end
 -- json.lazy (their spans say where the text lies; shapes/registry.lua check.documents reads
 -- them), not as strings.
 function json.decode_request(s, lazy_key)
-  if type(s) ~= "string" then return nil, "expected a string, got " .. type(s) end
+  local t = type(s) -- a string, or the daemon's request body (core/body.c)
+  if t ~= "string" and t ~= "userdata" then return nil, "expected a string, got " .. t end
   return core_decode(s, array_mt, true, nil, lazy_key)
 end
 

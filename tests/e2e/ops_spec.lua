@@ -435,15 +435,20 @@ describe("server.gc_idle_step", function()
   -- (core/server.c calls server.idle()), so the next request does not pay for it. gc_pause 1000
   -- keeps the collector from starting on its own; bodies stay under the 1 MB that makes the
   -- worker collect everything on its next tick.
-  local function heap_after_requests(step)
+  local function heap_after_requests(step, strings)
     local srv = assert(d.start(([[
 server: { auth: none, gc_pause: 1000, gc_idle_step: %d, max_body: 4m }
 models:
   - { name: bm25, provider: bm25 }
 ]]):format(step)))
     for r = 1, 6 do
-      local docs = {} -- new texts each time (equal strings would be shared, not garbage)
-      for i = 1, 300 do docs[i] = ("document %d.%d about cats and dogs "):format(r, i) .. string.rep("lorem ipsum ", 60) end
+      -- new texts each time (equal strings would be shared, not garbage), as objects: a string
+      -- document's text stays bytes of the body, outside the Lua heap (docs.lazy, core/body.c)
+      local docs = {}
+      for i = 1, 300 do
+        local text = ("document %d.%d about cats and dogs "):format(r, i) .. string.rep("lorem ipsum ", 60)
+        docs[i] = strings and text or { text = text }
+      end
       local status, raw = rerank(srv, { query = "cats", documents = docs, top_n = 3 })
       assert.are.equal(200, status, raw)
     end
@@ -457,6 +462,11 @@ models:
     local kept, collected = heap_after_requests(0), heap_after_requests(65536)
     assert.is_true(kept > 0 and collected > 0, kept .. " " .. collected)
     assert.is_true(collected < kept / 2, ("Lua heap %d bytes with idle steps, %d without"):format(collected, kept))
+  end)
+
+  it("string documents and the body stay outside the Lua heap (nothing for the collector)", function()
+    local strings, objects = heap_after_requests(0, true), heap_after_requests(0, false)
+    assert.is_true(strings < objects / 2, ("Lua heap %d bytes after string documents, %d after objects"):format(strings, objects))
   end)
 end)
 

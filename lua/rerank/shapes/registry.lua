@@ -38,7 +38,7 @@
 -- id must be finite too.
 local json = require "rerank.json"
 
-local type, next, floor, find, lower, sub, tostring = type, next, math.floor, string.find, string.lower, string.sub, tostring
+local type, next, floor, find, lower, tostring = type, next, math.floor, string.find, string.lower, tostring
 local huge, pairs = math.huge, pairs
 local null, kind, number = json.null, json.kind, json.number
 local jstring, jencode = json.string, json.encode
@@ -174,7 +174,8 @@ api.check = {
 -- documents: strings or objects -> internal documents (every shape's; two rules for objects)
 
 local docs = require "rerank.engine.documents"
-local LAZY, json_text = require("rerank.core").json_lazy, require("rerank.core").json_text
+local core = require "rerank.core"
+local LAZY, json_text, bytes = core.json_lazy, core.json_text, core.bytes -- bytes: sub of a string or body
 local ok_tnew, table_new = pcall(require, "table.new")
 if not ok_tnew then table_new = function() return {} end end
 
@@ -314,11 +315,11 @@ end
 local function document_json(req, index)
   local d = req.documents and req.documents[index + 1]
   if not d then return "null" end
-  if docs.is_lazy(d) then return sub(d.src, d.js, d.je) end -- the client's own bytes, no string made
+  if docs.is_lazy(d) then return bytes(d.src, d.js, d.je) end -- the client's own bytes, no string made
   local raw = d.raw
   if raw == nil then raw = d.text end
   if type(raw) == "string" then
-    if d.js and raw == d.text then return sub(d.src, d.js, d.je) end -- the client's own bytes
+    if d.js and raw == d.text then return bytes(d.src, d.js, d.je) end -- the client's own bytes
     return jstring(raw)
   end
   return jencode(raw)
