@@ -359,7 +359,8 @@ int main(void)
 
     /* mostly-ASCII documents (the 64-byte block path, where the exact-word mode screens tokens
      * by first byte): words and tokens that run across blocks, into a rare non-ASCII word or
-     * a 70-byte word; queries with few and with more than RR_SCREEN_MAX first letters */
+     * a 70-byte word; queries with few and with more than RR_SCREEN_MAX first letters, terms
+     * of several lengths on one first letter (the screen's lengths) and of 64+ bytes */
     static const char *avocab[] = { "the", "The", "cat", "Cat", "dog", "DOG", "a", "ab", "abc", "x1", "1x",
                                     "2026", "zz", "q", "m", "mm", "Mmm", "catdog", "ba", "ab1", "B", "bb",
                                     "longwordlongword", "y", "yy", "Yes", "k", "kk", "o", "oo", "p", "r",
@@ -371,8 +372,8 @@ int main(void)
         char qb[512] = "", db[20][4096];
         const char *docs[20];
         size_t n = 1 + ct_next() % 20;
-        for (int w = (int)(ct_next() % (r % 2 ? 30 : 5)); w >= 0; w--) {
-            strcat(qb, avocab[ct_next() % (nav - 2)]);
+        for (int w = (int)(ct_next() % (r % 2 ? 30 : 5)); w >= 0; w--) { /* every third: école, 70 q too */
+            strcat(qb, avocab[ct_next() % (r % 3 ? nav - 2 : nav)]);
             strcat(qb, " ");
         }
         for (size_t i = 0; i < n; i++) {
