@@ -8,7 +8,9 @@
 # Env: RERANKD_BIN (./rerankd; its directory is RERANKD_HOME), ICOUNT_N1 (50), ICOUNT_N2 (350).
 #   ICOUNT_BODY=FILE: that body instead of the proxy benchmark's, against rerankd's own local
 #   models (bm25; bm25-en with language english) and no mock, e.g. ICOUNT_BODY=build/bench/body_100_1.json
-#   or build/bench/body_en_1000_1.json (written by make bench).
+#   or build/bench/body_en_1000_1.json (written by make bench). Several files (a glob:
+#   ICOUNT_BODY="build/bench/body_1000_*.json") are sent in turn, as distinct clients' bodies
+#   would be: one body repeated lets LuaJIT find every string of it already interned.
 #   ICOUNT_SERVER: more server settings, e.g. ICOUNT_SERVER="gc_idle_step: 0".
 set -eu
 cd "$(dirname "$0")/.."
@@ -19,7 +21,9 @@ N2=${ICOUNT_N2:-350}
 command -v valgrind >/dev/null || { echo "bench/icount.sh: valgrind not installed" >&2; exit 1; }
 BODY=${ICOUNT_BODY:-$P/body.json}
 if [ -n "${ICOUNT_BODY:-}" ]; then
-    [ -f "$BODY" ] || { echo "bench/icount.sh: $BODY not found (make bench writes build/bench/body_*.json)" >&2; exit 1; }
+    for f in $BODY; do
+        [ -f "$f" ] || { echo "bench/icount.sh: $f not found (make bench writes build/bench/body_*.json)" >&2; exit 1; }
+    done
 else
     [ -f "$BODY" ] && [ -f "$P/mock/nginx.conf" ] || { echo "bench/icount.sh: run sh bench/proxy.sh first" >&2; exit 1; }
 fi
@@ -64,10 +68,17 @@ count() { # N -> instructions of rerankd for N requests
     until curl -s -o /dev/null "http://127.0.0.1:$RP/health"; do
         i=$((i + 1)); [ $i -lt 300 ] || { echo "bench/icount.sh: rerankd did not start" >&2; exit 1; }; sleep 0.2
     done
-    urls=""
-    for _ in $(seq 1 "$1"); do urls="$urls http://127.0.0.1:$RP/v1/rerank"; done
-    # shellcheck disable=SC2086 # one URL per word: curl reuses the connection
-    curl -s -H 'content-type: application/json' --data-binary @"$BODY" $urls > /dev/null
+    # one curl, one keep-alive connection: each request with the next body in turn (--next)
+    args="" n=0
+    while [ "$n" -lt "$1" ]; do
+        for f in $BODY; do
+            [ "$n" -lt "$1" ] || break
+            args="$args --next -s -o /dev/null -H content-type:application/json --data-binary @$f http://127.0.0.1:$RP/v1/rerank"
+            n=$((n + 1))
+        done
+    done
+    # shellcheck disable=SC2086 # one option per word
+    curl ${args# --next}
     kill "$vp"; wait "$vp" 2>/dev/null || true
     # the largest profile is the worker's (the master only forks and waits)
     f=$(ls -S "$T"/cg."$1".* | head -1)
@@ -75,4 +86,5 @@ count() { # N -> instructions of rerankd for N requests
 }
 a=$(count "$N1")
 b=$(count "$N2")
-echo "instructions per request: $(( (b - a) / (N2 - N1) )) ($BIN, $(basename "$BODY"), $N2 - $N1 requests)"
+set -- $BODY
+echo "instructions per request: $(( (b - a) / (N2 - N1) )) ($BIN, $(basename "$1")$([ $# -gt 1 ] && echo " and $(($# - 1)) more"), $N2 - $N1 requests)"

@@ -267,9 +267,10 @@ if [ "${BENCH_ICOUNT:-0}" = 1 ] && [ "$HTTP" = 1 ] && command -v valgrind >/dev/
         echo "| instructions per request (callgrind, bench/icount.sh): $label | $(fmt "${n:-}") | | | |"
     }
     [ "$PROXY" = 1 ] && ic "proxy, 100 docs × 1 KB" ICOUNT_N1=50 ICOUNT_N2=250
-    ic "bm25, 100 docs" ICOUNT_BODY="$B/body_100_1.json" ICOUNT_N1=20 ICOUNT_N2=120
-    ic "bm25, 1000 docs" ICOUNT_BODY="$B/body_1000_1.json" ICOUNT_N1=5 ICOUNT_N2=25
-    ic "bm25 \`language: english\`, 1000 docs" ICOUNT_BODY="$B/body_en_1000_1.json" ICOUNT_N1=5 ICOUNT_N2=25
+    # the bm25 rows send the ten bodies in turn, as the latency rows do (distinct clients)
+    ic "bm25, 100 docs" ICOUNT_BODY="$(echo "$B"/body_100_*.json)" ICOUNT_N1=20 ICOUNT_N2=120
+    ic "bm25, 1000 docs" ICOUNT_BODY="$(echo "$B"/body_1000_*.json)" ICOUNT_N1=10 ICOUNT_N2=30
+    ic "bm25 \`language: english\`, 1000 docs" ICOUNT_BODY="$(echo "$B"/body_en_1000_*.json)" ICOUNT_N1=10 ICOUNT_N2=30
 fi
 echo
 q=$(awk '$1 == "query" { sub(/^query /, ""); print }' "$B/kernels.txt")

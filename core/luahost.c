@@ -3,6 +3,7 @@
 #include "daemon.h"
 #include "http.h"
 #include "rerank.h"
+#include "buf.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -397,6 +398,8 @@ static void push_ctx(lua_State *co, rr_req *r, const char *id)
     lua_setfield(co, -2, "t0_us");
     lua_pushlightuserdata(co, &reply_key);
     lua_setfield(co, -2, "reply_early");
+    lua_pushboolean(co, 1); /* a body may be a list of strings (reply_from joins them) */
+    lua_setfield(co, -2, "reply_parts");
     lua_createtable(co, 0, m->nhdr);
     for (int i = 0; i < m->nhdr; i++) { /* a repeated name: the last one wins */
         const rr_hfield *h = &m->hdr[i];
@@ -441,12 +444,47 @@ void rr_lua_start_request(rr_req *r)
     rr_lua_resume(r, 1);
 }
 
-/* Answers with the handler's values at co[base..base+3]: status, headers, body, log fields. */
+/* A body given as a list of strings, joined in a buffer reused by the worker's thread (the
+ * reply copies what it cannot write at once); NULL when an element is not a string. No
+ * response-sized Lua string: those differ in a few bytes and crowd LuaJIT's hash chains. */
+#define PARTS_KEEP (1u << 20)
+static _Thread_local char *parts_buf;
+static _Thread_local size_t parts_cap;
+
+static const char *join_parts(lua_State *co, int idx, size_t *len)
+{
+    size_t n = lua_objlen(co, idx), total = 0, l;
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(co, idx, (int)i);
+        if (lua_type(co, -1) != LUA_TSTRING) { lua_pop(co, 1); return NULL; }
+        total += lua_objlen(co, -1);
+        lua_pop(co, 1);
+    }
+    if (parts_cap > PARTS_KEEP && total <= PARTS_KEEP) { /* one huge answer does not pin memory */
+        free(parts_buf);
+        parts_buf = NULL;
+        parts_cap = 0;
+    }
+    if (rr_buf_reserve(&parts_buf, &parts_cap, total + 1, 16 * 1024, (size_t)-1) != 0) return NULL;
+    size_t w = 0;
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(co, idx, (int)i);
+        const char *p = lua_tolstring(co, -1, &l);
+        memcpy(parts_buf + w, p, l);
+        w += l;
+        lua_pop(co, 1);
+    }
+    *len = w;
+    return parts_buf;
+}
+
+/* Answers with the handler's values at co[base..base+3]: status, headers, body (a string or
+ * a list of strings), log fields. */
 static void reply_from(rr_req *r, lua_State *co, int base)
 {
     int status = (int)lua_tointeger(co, base);
     size_t len = 0;
-    const char *body = lua_tolstring(co, base + 2, &len);
+    const char *body = lua_istable(co, base + 2) ? join_parts(co, base + 2, &len) : lua_tolstring(co, base + 2, &len);
     if (status < 100 || status > 599 || !body) {
         rr_log(RR_LOG_ERROR, "request handler returned an invalid response (status %d)", status);
         rr_req_reply_error(r, 500, "internal_error", "internal error: invalid handler response");

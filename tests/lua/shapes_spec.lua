@@ -65,6 +65,19 @@ describe("rerankd_v1", function()
     assert.are.equal(1, j.meta.billed_units.search_units)
     assert.are.equal(12, j.usage.total_tokens)
   end)
+
+  it("as parts (the daemon's reply): the same bytes as a list of strings; other shapes a string", function()
+    local req = assert(parse("rerankd_v1", { query = "q", documents = { "a", "b" }, return_documents = true }))
+    for _, shape in ipairs({ "rerankd_v1", "rerankd" }) do
+      local parts = shapes.render(shape, RESULT, req, true)
+      assert.is_table(parts, shape)
+      assert.is_true(#parts >= 3, shape)
+      for _, p in ipairs(parts) do assert.is_string(p) end
+      assert.are.equal(shapes.render(shape, RESULT, req), table.concat(parts), shape)
+    end
+    assert.is_string(shapes.render("cohere_v2", RESULT, req, true))
+    assert.is_string(shapes.render("rerankd_v1", RESULT, req)) -- the library's callers: a string
+  end)
 end)
 
 describe("cohere_v1", function()

@@ -187,7 +187,8 @@ local function handle_rerank(ctx, route)
   info.usage, info.cache = result.usage, result.cache
   if result.pipeline then info.model, info.stages = result.model, result.stages end
   local t1 = core.now_us()
-  local body, shape_headers = shapes.render(shape, result, req)
+  -- ctx.reply_parts (core/luahost.c): the body may be a list of strings, written out in C
+  local body, shape_headers = shapes.render(shape, result, req, ctx.reply_parts)
   timing.serialize = core.now_us() - t1
   local headers = {
     ["content-type"] = "application/json",

@@ -13,7 +13,10 @@
 --               body = the request's JSON text, spans = its document spans (json.decode_request) }
 --       The shape's parse gets opts with text_field resolved (the body's, else the default)
 --       and from_json set (api.parse_opts); it reads its documents with them.
---   shapes.render(shape, result, req) -> body, extra_headers | nil
+--   shapes.render(shape, result, req [, parts]) -> body, extra_headers | nil
+--       parts: the caller takes the body as a list of strings too (the daemon writes them
+--       out in C): a shape with render_parts gives one, so no response-sized Lua string
+--       is made (long strings that differ in a few bytes share LuaJIT's hash chains).
 --   shapes.render_error(shape, err) -> body
 --
 -- Detection on /v1/rerank (and on /rerank without `texts`); the first match wins:
@@ -140,10 +143,11 @@ function M.parse(shape, body, opts)
   return common(req, b)
 end
 
-function M.render(shape, result, req)
+function M.render(shape, result, req, parts)
   local sh = api.shapes[shape]
   if not sh then error("unknown API shape " .. tostring(shape), 2) end
-  local body = sh.render(result, req)
+  local body
+  if parts and sh.render_parts then body = sh.render_parts(result, req) else body = sh.render(result, req) end
   local headers = sh.headers and sh.headers(result, req) or nil
   return body, headers
 end
@@ -200,12 +204,15 @@ end
 -- registration
 
 -- rerankd's shape as answered on /v1/rerank: byte for byte the spec's answer, plus "meta"
-local function render_rerankd_v1(result, req)
-  local body = api.shapes.rerankd.render(result, req)
-  return body:sub(1, -2) .. ',"meta":' .. C.cohere_meta("1", result) .. '}'
+local function render_rerankd_v1_parts(result, req)
+  local parts = api.shapes.rerankd.render_parts(result, req)
+  local n = #parts
+  parts[n] = parts[n]:sub(1, -2) .. ',"meta":' .. C.cohere_meta("1", result) .. '}'
+  return parts
 end
 
 for _, name in ipairs(M.NAMES) do api.register(name, require("rerank.shapes." .. name)) end
-api.register("rerankd_v1", { parse = api.shapes.rerankd.parse, render = render_rerankd_v1 })
+api.register("rerankd_v1", { parse = api.shapes.rerankd.parse, render_parts = render_rerankd_v1_parts,
+  render = function(result, req) return table.concat(render_rerankd_v1_parts(result, req)) end })
 
 return M

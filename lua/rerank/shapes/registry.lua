@@ -11,7 +11,8 @@
 --   api.render_error(shape, err) -> JSON error body in that shape
 --   api.register(shape, { parse = fn(body_table, opts) -> req | nil, err,   (one module a shape:
 --                                                                        lua/rerank/shapes/)
---                         render = fn(result, req) -> string, render_error = fn(err)? })
+--                         render = fn(result, req) -> string, render_error = fn(err)?,
+--                         render_parts = fn(result, req) -> { strings }? })
 --
 -- The internal request every shape normalises to (others rely on it):
 --   req = { model = string|nil (nil: the default model), query = string,

@@ -78,7 +78,9 @@ end
 -- "document":..?}],"usage":{"prompt_tokens":..,"total_tokens":..},"degraded":true?}
 -- relevance_score goes through json.number (exact, shortest; a non-finite score, which the
 -- runtime never produces, would print as null rather than break the JSON).
-function S.render(result, req)
+-- render_parts: the same body as a list of strings, the last one closing it (the daemon
+-- writes them out without making one string of them: shapes/init.lua).
+function S.render_parts(result, req)
   local results = result.results or {}
   local n = #results
   local with_docs = req and req.return_documents
@@ -112,7 +114,11 @@ function S.render(result, req)
       .. (result.score_kind and result.score_kind ~= "relevance" and (',"score_kind":' .. jstring(result.score_kind)) or '')
       .. (result.repairs and result.repairs > 0 and (',"repairs":' .. number(result.repairs)) or '')
       .. (result.degraded and ',"degraded":true}' or '}')
-  return concat(buf)
+  return buf
+end
+
+function S.render(result, req)
+  return concat(S.render_parts(result, req))
 end
 
 return S
