@@ -216,16 +216,31 @@ static inline masks64 classify64(const unsigned char *p)
  * to the hook. */
 #define RR_SCREEN_MAX 12
 typedef struct { int n; __m128i b[RR_SCREEN_MAX]; } rr_screen;
-static inline uint64_t screen64(const unsigned char *p, const rr_screen *sc)
+static inline __attribute__((always_inline)) uint64_t screen64_n(const unsigned char *p, const rr_screen *sc, int n)
 {
     uint64_t r = 0;
     for (int j = 0; j < 4; j++) {
         __m128i v = _mm_or_si128(_mm_loadu_si128((const __m128i *)(const void *)(p + 16 * j)), _mm_set1_epi8(0x20));
         __m128i hit = _mm_cmpeq_epi8(v, sc->b[0]);
-        for (int k = 1; k < sc->n; k++) hit = _mm_or_si128(hit, _mm_cmpeq_epi8(v, sc->b[k]));
+        for (int k = 1; k < n; k++) hit = _mm_or_si128(hit, _mm_cmpeq_epi8(v, sc->b[k]));
         r |= (uint64_t)(unsigned)_mm_movemask_epi8(hit) << (16 * j);
     }
     return r;
+}
+/* one unrolled instance per count of first bytes (a loop over them cost as much as the compares) */
+static inline uint64_t screen64(const unsigned char *p, const rr_screen *sc)
+{
+    switch (sc->n) {
+    case 1: return screen64_n(p, sc, 1);
+    case 2: return screen64_n(p, sc, 2);
+    case 3: return screen64_n(p, sc, 3);
+    case 4: return screen64_n(p, sc, 4);
+    case 5: return screen64_n(p, sc, 5);
+    case 6: return screen64_n(p, sc, 6);
+    case 7: return screen64_n(p, sc, 7);
+    case 8: return screen64_n(p, sc, 8);
+    default: return screen64_n(p, sc, sc->n);
+    }
 }
 #else
 typedef struct { int n; } rr_screen;
