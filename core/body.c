@@ -77,13 +77,11 @@ rr_body *rr_body_new(lua_State *L, const char *p, size_t len)
     lua_rawget(L, LUA_REGISTRYINDEX);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
+        static const luaL_Reg meta[] = {
+            { "__gc", body_gc }, { "__len", body_len }, { "__tostring", body_tostring }, { NULL, NULL },
+        };
         lua_createtable(L, 0, 4);
-        lua_pushcfunction(L, body_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, body_len);
-        lua_setfield(L, -2, "__len");
-        lua_pushcfunction(L, body_tostring);
-        lua_setfield(L, -2, "__tostring");
+        luaL_register(L, NULL, meta);
         lua_pushliteral(L, "rerank.body");
         lua_setfield(L, -2, "__name");
         lua_pushlightuserdata(L, &body_mt_key);

@@ -122,6 +122,39 @@ describe("bm25 options over HTTP", function()
   end)
 end)
 
+describe("bm25 over HTTP: string documents read in place (lazy texts, the body outside the Lua heap)", function()
+  local srv
+  setup(function() srv = assert(d.start(CONFIG)) end)
+  teardown(function() d.stop(srv) end)
+
+  it("scores plain, escaped and non-ASCII strings as the library does, and echoes the client's bytes", function()
+    -- the raw JSON: escapes and non-ASCII written as the client wrote them
+    local raw = [[{"model":"%s","query":"deploy models caf\u00e9","top_n":5,"return_documents":true,"documents":[]]
+        .. [["Deploy models behind an endpoint",]]          -- plain: read in place
+        .. [["deploy \"quoted\" models\nnext line",]]      -- escapes: made a string
+        .. [["caf\u00e9 deploy",]]                           -- escaped non-ASCII
+        .. [["café models café",]]                            -- raw UTF-8, read in place
+        .. [[{"text":"models deploy deploy","id":"o1"},]]     -- an object
+        .. [[""]}]]
+    local rerank = require "rerank"
+    for _, model in ipairs({ "en", "none" }) do
+      local body = raw:format(model)
+      local by, j, text = rank(srv, body)
+      local lib = assert(rerank.new({ models = { { name = model, provider = "bm25",
+                                                   language = model == "en" and "english" or "none" } } }))
+      local want = assert(lib:rerank(cjson.decode(body)))
+      for _, r in ipairs(want.results) do
+        assert.are.equal(r.relevance_score, by[r.index], model .. " document " .. r.index)
+      end
+      -- returned documents are the client's own bytes
+      assert.truthy(text:find([["document":"deploy \"quoted\" models\nnext line"]], 1, true), text)
+      assert.truthy(text:find([["document":"caf\u00e9 deploy"]], 1, true), text)
+      assert.truthy(text:find('"document":"café models café"', 1, true), text)
+      assert.are.equal(5, #j.results)
+    end
+  end)
+end)
+
 describe("bm25 config errors", function()
   for _, c in ipairs({
     { "language: englsh", ':4:15: models%[0%]%.language: unknown language "englsh" %(did you mean "english"%?%)' },

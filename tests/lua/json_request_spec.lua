@@ -5,6 +5,8 @@ local cjson = require "cjson"
 local shapes = require "rerank.shapes"
 local U = require "rerank.provider_util"
 local api = require "rerank.shapes.registry"
+local core = require "rerank.core"
+local docs = require "rerank.engine.documents"
 
 local function same(a, b)
   assert.are.same(cjson.decode(cjson.encode(a)), cjson.decode(cjson.encode(b)))
@@ -145,8 +147,6 @@ describe("splicing document bytes", function()
 end)
 
 describe("lazy document texts", function()
-  local core = require "rerank.core"
-  local docs = require "rerank.engine.documents"
   local body = '{"query":"q","documents":["plain one","esc\\"aped",{"text":"obj"},"caf\195\169",""],"top_n":2}'
   local function parse(shape, b)
     b = b or body
@@ -247,8 +247,6 @@ describe("lazy document texts", function()
 end)
 
 describe("request bodies outside the Lua heap (core.body, the daemon's ctx.body)", function()
-  local core = require "rerank.core"
-  local docs = require "rerank.engine.documents"
   local text = '{"query":"q","documents":["plain one","esc\\"aped",{"text":"obj","id":"7"}]}'
 
   it("reads like the string it holds", function()
