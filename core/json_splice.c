@@ -149,7 +149,8 @@ static int splice_list(lua_State *L, int idx, int keys)
 /* core.json_concat(parts) -> the concatenation of parts | nil when a splice is stale.
  * A part is a string, or a splice { list, docs }: list (strings, or documents standing for
  * their own lazy text) written as a JSON array by copying each document's JSON string from
- * its request body (d.src, d.js, d.je), provided list[i] is still that document's text. One body, written once into the reused buffer. */
+ * its request body (d.src, d.js, d.je), provided list[i] is still that document's text.
+ * One body, written once into the reused buffer. */
 int rr_json_concat(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
