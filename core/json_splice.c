@@ -114,9 +114,14 @@ const char *rr_doc_text(lua_State *L, int idx, int keys, size_t *len)
     }
     lua_pop(L, 1);
     const char *p = span_of(L, idx, keys, len);
-    if (!p || memchr(p + 1, '\\', *len - 2)) return NULL; /* lazy texts have no escapes */
-    *len -= 2;
-    return p + 1;
+    if (p && !memchr(p + 1, '\\', *len - 2)) { /* the bytes are the text (no escapes) */
+        *len -= 2;
+        return p + 1;
+    }
+    lua_getfield(L, idx, "text"); /* anything else: its text as a lazy document makes it */
+    const char *t = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, len) : NULL;
+    lua_pop(L, 1); /* d now references it */
+    return t;
 }
 
 /* Adds "[" json(list[1]) "," ... "]" for the splice { list, docs } at idx; 0 when some

@@ -123,7 +123,8 @@ int rr_l_body_release(lua_State *L);
  * rr_json_lazy_tag: its address is core.json_lazy, what rr_json_decode gives for a lazy text
  * rr_doc_keys:    pushes the field names rr_doc_text reads (5 values); -> their first index
  * rr_doc_text:    a request document's text (the table at idx): its `text` string, else the
- *                 bytes of its lazy span in the request body; NULL when it has neither */
+ *                 bytes of its lazy span in the request body read in place (no escapes), else
+ *                 the text its __index makes; NULL when it has none */
 int rr_json_decode(lua_State *L);
 int rr_json_concat(lua_State *L);
 int rr_json_text(lua_State *L);

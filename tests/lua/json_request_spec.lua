@@ -242,6 +242,11 @@ describe("lazy document texts", function()
     for i, d in ipairs(req.documents) do lazy[i] = docs.is_lazy(d) and d or d.text end
     assert.same(core_bm25("plain esc", strings), core_bm25("plain esc", lazy))
     assert.is_true(docs.is_lazy(req.documents[1]))
+    -- a lazy document over an escaped span (the decoder never makes one): its text is made
+    local _, spans = json.decode_request(b, "documents")
+    local escaped = docs.lazy(1, b, spans.documents[3], spans.documents[4])
+    assert.same(core_bm25("plain esc", { strings[2] }), core_bm25("plain esc", { escaped }))
+    assert.equals(strings[2], rawget(escaped, "text"))
     assert.has_error(function() core_bm25("q", { {} }) end)
   end)
 end)
