@@ -1,4 +1,5 @@
-/* Growable byte buffers: the one growth rule shared by the HTTP layer and libcurl plumbing. */
+/* Growable byte buffers: the one growth rule shared by the HTTP layer, libcurl plumbing and
+ * the reused per-thread buffers (json_splice.c, luahost.c), and their one trim rule. */
 #ifndef RERANKD_BUF_H
 #define RERANKD_BUF_H
 #include <stdlib.h>
@@ -17,5 +18,15 @@ static inline int rr_buf_reserve(char **data, size_t *cap, size_t need, size_t f
     *data = p;
     *cap = c;
     return 0;
+}
+
+/* After a use of a buffer reused across requests: one that a large use grew past keep is
+ * freed, so one huge request does not pin its memory. */
+static inline void rr_buf_trim(char **data, size_t *cap, size_t keep)
+{
+    if (*cap <= keep) return;
+    free(*data);
+    *data = NULL;
+    *cap = 0;
 }
 #endif

@@ -26,11 +26,7 @@ static char *scratch(lua_State *L, size_t n)
 static void push_scratch(lua_State *L, size_t n)
 {
     lua_pushlstring(L, scratch_buf, n);
-    if (scratch_cap > SCRATCH_KEEP) {
-        free(scratch_buf);
-        scratch_buf = NULL;
-        scratch_cap = 0;
-    }
+    rr_buf_trim(&scratch_buf, &scratch_cap, SCRATCH_KEEP);
 }
 
 /* The pieces of one body: pointers into Lua strings that the parts keep alive. */

@@ -460,11 +460,6 @@ static const char *join_parts(lua_State *co, int idx, size_t *len)
         total += lua_objlen(co, -1);
         lua_pop(co, 1);
     }
-    if (parts_cap > PARTS_KEEP && total <= PARTS_KEEP) { /* one huge answer does not pin memory */
-        free(parts_buf);
-        parts_buf = NULL;
-        parts_cap = 0;
-    }
     if (rr_buf_reserve(&parts_buf, &parts_cap, total + 1, 16 * 1024, (size_t)-1) != 0) return NULL;
     size_t w = 0;
     for (size_t i = 1; i <= n; i++) {
@@ -491,7 +486,8 @@ static void reply_from(rr_req *r, lua_State *co, int base)
         return;
     }
     if (!r->log_fields) r->log_fields = encode_log_fields(co, base + 3);
-    rr_req_reply(r, status, co, base + 1, body, len);
+    rr_req_reply(r, status, co, base + 1, body, len); /* copies what it cannot write now */
+    rr_buf_trim(&parts_buf, &parts_cap, PARTS_KEEP); /* one huge answer does not pin memory */
 }
 
 void rr_lua_resume(rr_req *r, int nargs)

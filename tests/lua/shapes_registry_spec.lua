@@ -372,6 +372,15 @@ describe("api.render_error and api.register", function()
     api.shapes.test_shape = nil
     assert.has_error(function() api.register("x", { parse = print }) end)
   end)
+
+  it("a shape with render_parts alone renders its parts joined", function()
+    api.register("test_parts", {
+      parse = function() return { shape = "test_parts", query = "q", documents = {} } end,
+      render_parts = function(result) return { "[", tostring(#result.results), "]" } end,
+    })
+    assert.equal("[0]", api.render("test_parts", { results = {} }, {}))
+    api.shapes.test_parts = nil
+  end)
 end)
 
 describe("api.check.fields, api.check.documents, api.body_object", function()

@@ -212,7 +212,6 @@ local function render_rerankd_v1_parts(result, req)
 end
 
 for _, name in ipairs(M.NAMES) do api.register(name, require("rerank.shapes." .. name)) end
-api.register("rerankd_v1", { parse = api.shapes.rerankd.parse, render_parts = render_rerankd_v1_parts,
-  render = function(result, req) return table.concat(render_rerankd_v1_parts(result, req)) end })
+api.register("rerankd_v1", { parse = api.shapes.rerankd.parse, render_parts = render_rerankd_v1_parts })
 
 return M

@@ -13,6 +13,7 @@
 --                                                                        lua/rerank/shapes/)
 --                         render = fn(result, req) -> string, render_error = fn(err)?,
 --                         render_parts = fn(result, req) -> { strings }? })
+--       (a shape with render_parts alone gets render = the parts joined)
 --
 -- The internal request every shape normalises to (others rely on it):
 --   req = { model = string|nil (nil: the default model), query = string,
@@ -342,9 +343,14 @@ end
 ---------------------------------------------------------------------------------------------
 
 function api.register(name, shape)
+  if type(shape) == "table" and type(shape.render) ~= "function"
+      and type(shape.render_parts) == "function" then -- render: the parts joined
+    local parts = shape.render_parts
+    shape.render = function(result, req) return table.concat(parts(result, req)) end
+  end
   if type(name) ~= "string" or type(shape) ~= "table" or type(shape.parse) ~= "function"
       or type(shape.render) ~= "function" then
-    error("api.register(name, { parse = fn, render = fn })", 2)
+    error("api.register(name, { parse = fn, render = fn or render_parts = fn })", 2)
   end
   shapes[name] = shape
 end
@@ -400,6 +406,6 @@ end
 
 -- rerankd's own shape is always there (lua/rerank/shapes/rerankd.lua; it requires this module)
 package.loaded["rerank.shapes.registry"] = api
-shapes.rerankd = require "rerank.shapes.rerankd"
+api.register("rerankd", require "rerank.shapes.rerankd")
 
 return api

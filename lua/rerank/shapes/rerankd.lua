@@ -12,7 +12,7 @@
 local api = require "rerank.shapes.registry"
 local json = require "rerank.json"
 
-local type, concat = type, table.concat
+local type = type
 local number, jstring = json.number, json.string
 local check, fail = api.check, api.fail
 local present = check.present
@@ -78,8 +78,8 @@ end
 -- "document":..?}],"usage":{"prompt_tokens":..,"total_tokens":..},"degraded":true?}
 -- relevance_score goes through json.number (exact, shortest; a non-finite score, which the
 -- runtime never produces, would print as null rather than break the JSON).
--- render_parts: the same body as a list of strings, the last one closing it (the daemon
--- writes them out without making one string of them: shapes/init.lua).
+-- As a list of strings, the last one closing it: the daemon writes them out without making
+-- one string of them (shapes/init.lua); render, the parts joined, is added on registration.
 function S.render_parts(result, req)
   local results = result.results or {}
   local n = #results
@@ -115,10 +115,6 @@ function S.render_parts(result, req)
       .. (result.repairs and result.repairs > 0 and (',"repairs":' .. number(result.repairs)) or '')
       .. (result.degraded and ',"degraded":true}' or '}')
   return buf
-end
-
-function S.render(result, req)
-  return concat(S.render_parts(result, req))
 end
 
 return S
