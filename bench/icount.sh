@@ -12,6 +12,7 @@
 #   ICOUNT_BODY="build/bench/body_1000_*.json") are sent in turn, as distinct clients' bodies
 #   would be: one body repeated lets LuaJIT find every string of it already interned.
 #   ICOUNT_SERVER: more server settings, e.g. ICOUNT_SERVER="gc_idle_step: 0".
+#   ICOUNT_KEEP=DIR: keep the worker's two callgrind profiles there (callgrind_annotate them).
 set -eu
 cd "$(dirname "$0")/.."
 P=${1:-build/bench/proxy}
@@ -82,6 +83,7 @@ count() { # N -> instructions of rerankd for N requests
     kill "$vp"; wait "$vp" 2>/dev/null || true
     # the largest profile is the worker's (the master only forks and waits)
     f=$(ls -S "$T"/cg."$1".* | head -1)
+    [ -z "${ICOUNT_KEEP:-}" ] || { mkdir -p "$ICOUNT_KEEP" && cp "$f" "$ICOUNT_KEEP/callgrind.out.$1"; }
     awk '/^(summary|totals):/ { print $2; exit }' "$f"
 }
 a=$(count "$N1")

@@ -34,12 +34,24 @@ describe("rerankd lifecycle", function()
     return false
   end
 
+  -- the access-log line is written once the reply has gone out, so a client can read its
+  -- reply first: wait for the line rather than race the worker
+  local function wait_access(plain)
+    for _ = 1, 50 do
+      local text = d.readfile(access) or ""
+      if text:find(plain, 1, true) then return text end
+      d.sleep(0.05)
+    end
+    return d.readfile(access) or ""
+  end
+
   it("writes one JSON access-log line per request", function()
     d.request(srv, "/v1/rerank", { body = { model = "bm25", query = "a", documents = { "a", "b" } },
       headers = { ["x-request-id"] = "trace-123" } })
     d.request(srv, "/nope")
     local lines = {}
-    for line in (d.readfile(access) or ""):gmatch("[^\n]+") do lines[#lines + 1] = cjson.decode(line) end
+    wait_access('"id":"trace-123"')
+    for line in wait_access('"path":"/nope"'):gmatch("[^\n]+") do lines[#lines + 1] = cjson.decode(line) end
     local hit, miss
     for _, l in ipairs(lines) do
       if l.id == "trace-123" then hit = l end
@@ -94,6 +106,6 @@ describe("rerankd lifecycle", function()
     os.execute("kill -USR1 " .. srv.pid)
     assert.is_true(wait_log("log files reopened"))
     d.request(srv, "/health")
-    assert.truthy((d.readfile(access) or ""):find('"path":"/health"', 1, true))
+    assert.truthy(wait_access('"path":"/health"'):find('"path":"/health"', 1, true))
   end)
 end)
