@@ -301,7 +301,7 @@ doc_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, 
     {                                                                                              \
         doc_token(s, from, to, lower, ascii, ud, (mode));                                          \
     }                                                                                              \
-    static __attribute__((noinline)) size_t name(bm25_ctx *c, const char *d, size_t len, size_t skip, size_t limit) \
+    static RR_SCAN_CLONES __attribute__((noinline)) size_t name(bm25_ctx *c, const char *d, size_t len, size_t skip, size_t limit) \
     {                                                                                              \
         if (skip == 0 && limit == (size_t)-1)                                                      \
             return scan_screened(d, len, 0, (size_t)-1, name##_token, c, (mode) ? NULL : &c->screen); \

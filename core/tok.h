@@ -10,6 +10,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A hot scanner compiled twice, picked once at load time (an ifunc): for x86-64-v3 CPUs
+ * (AVX2, BMI1/2, POPCNT: one instruction for each ctz, clear-lowest-bit, popcount and
+ * variable shift of the token loop) and for the baseline. gcc only: clang's target_clones
+ * needs a newer release than Debian's; other builds keep the one baseline function (so
+ * `make test` runs the v3 clone on such a CPU and `make sanitize`, built by clang, the
+ * baseline, against the same naive reference in tests/c/test_bm25.c). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__ELF__) && __GNUC__ >= 12
+#define RR_SCAN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define RR_SCAN_CLONES
+#endif
+
 /* ---- UTF-8 ---- */
 
 /* Strict decode (no overlongs, surrogates or > U+10FFFF); 0 = invalid byte. */
