@@ -69,15 +69,31 @@ static void write_line(int fd, const char *buf, size_t len)
     }
 }
 
+/* UTC, millisecond precision: "2026-12-03T07:30:00.123Z" (24 bytes). The part up to the
+ * second is formatted once a second per thread (every access-log line takes one). */
 static size_t timestamp(char *buf, size_t cap)
 {
+    static _Thread_local time_t cached_sec = (time_t)-1;
+    static _Thread_local char cached[24];
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                     tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
-    return n > 0 ? (size_t)n : 0;
+    if (cap < 25) return 0;
+    if (ts.tv_sec != cached_sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        int n = snprintf(cached, sizeof cached, "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900,
+                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        if (n != 20) return 0; /* a year past 9999 */
+        cached_sec = ts.tv_sec;
+    }
+    unsigned ms = (unsigned)(ts.tv_nsec / 1000000);
+    memcpy(buf, cached, 20);
+    buf[20] = (char)('0' + ms / 100);
+    buf[21] = (char)('0' + ms / 10 % 10);
+    buf[22] = (char)('0' + ms % 10);
+    buf[23] = 'Z';
+    buf[24] = 0;
+    return 24;
 }
 
 /* {"ts":"…","level":"…","msg":"…"}: the message JSON-escaped (control characters as \u00XX;
@@ -190,12 +206,28 @@ void rr_alog_str(rr_alog *b, const char *key, const char *s, size_t n)
     alog_string(b, s ? s : "", s ? n : 0);
 }
 
+/* v in decimal, as "%lld" writes it (most access-log numbers: counts, statuses, µs) */
+static size_t fmt_int(char *out, long long v)
+{
+    char tmp[24];
+    size_t n = 0, w = 0;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) out[w++] = '-';
+    while (n) out[w++] = tmp[--n];
+    out[w] = 0;
+    return w;
+}
+
 void rr_alog_num(rr_alog *b, const char *key, double v)
 {
     char num[40];
     int n;
     if (v != v || v > 1e300 || v < -1e300) n = snprintf(num, sizeof num, "null");
-    else if (v > -9e15 && v < 9e15 && v == (double)(long long)v) n = snprintf(num, sizeof num, "%lld", (long long)v);
+    else if (v > -9e15 && v < 9e15 && v == (double)(long long)v) n = (int)fmt_int(num, (long long)v);
     else n = snprintf(num, sizeof num, "%.17g", v);
     alog_key(b, key);
     alog_put(b, num, (size_t)n);
