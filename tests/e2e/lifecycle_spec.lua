@@ -64,7 +64,8 @@ describe("rerankd lifecycle", function()
     assert.are.equal("/v1/rerank", hit.route)
     assert.is_number(hit.total_us)
     assert.is_number(hit.us.upstream)
-    assert.truthy(hit.ts)
+    assert.truthy(tostring(hit.ts):match("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$"), hit.ts)
+    assert.is_true(hit.total_us == math.floor(hit.total_us) and hit.total_us >= 0) -- written as an integer
     assert.are.equal(404, miss.status)
   end)
 
