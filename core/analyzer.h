@@ -61,32 +61,30 @@ static const uint8_t rr_alnum_idx[256] = {
     ['p'] = 26, ['q'] = 27, ['r'] = 28, ['s'] = 29, ['t'] = 30, ['u'] = 31, ['v'] = 32, ['w'] = 33,
     ['x'] = 34, ['y'] = 35, ['z'] = 36,
 };
-/* (first, second, third) lower-case letter or digit, 0 for none -> 0 .. RR_KEY3_N - 1:
- * five bits of each (no table, no multiply: one step per token). Only digits and the
- * letters p-y share keys, which makes a prefilter built on it looser, never wrong. */
+/* (first, second, third) byte of an ASCII letter-or-digit word, 0 for none -> 0 ..
+ * RR_KEY3_N - 1: the three bytes, case-folded (| 0x20), in one word, hashed by one multiply.
+ * Different triples may share a key, which makes a prefilter built on it looser, never
+ * wrong (a token that passes is checked exactly). */
+static inline unsigned rr_key3_mix(uint32_t v) { return (unsigned)((v * 0x9E3779B1u) >> 17); }
 static inline unsigned rr_key3(unsigned b0, unsigned b1, unsigned b2)
 {
-    return (b0 & 31u) << 10 | (b1 & 31u) << 5 | (b2 & 31u);
+    uint32_t f0 = b0 ? (b0 | 0x20u) & 0xFFu : 0, f1 = b1 ? (b1 | 0x20u) & 0xFFu : 0, f2 = b2 ? (b2 | 0x20u) & 0xFFu : 0;
+    return rr_key3_mix(f0 | f1 << 8 | f2 << 16);
 }
-/* the same of an ASCII alnum token as written; branch-free: lengths 2 / 3+ mix
- * unpredictably (reads stay inside the token) */
+/* the same of an ASCII alnum token as written */
 static inline unsigned rr_key3_token(const unsigned char *s, size_t len)
 {
-    unsigned b1 = s[len > 1] & -(unsigned)(len > 1);
-    unsigned b2 = s[(len > 2) * 2] & -(unsigned)(len > 2);
-    return rr_key3(s[0], b1, b2);
+    return rr_key3(s[0], len > 1 ? s[1] : 0, len > 2 ? s[2] : 0);
 }
-/* rr_key3_token where 4 bytes can be read at s (avail >= 4): one load, the bytes past the
- * token masked off, the three fields moved into place (a document token's hot path). */
+/* rr_key3_token where 4 bytes can be read at s (avail >= 4): one load, case-folded, the
+ * bytes past the token (or the third) masked off (a document token's hot path) */
 static inline unsigned rr_key3_token4(const unsigned char *s, size_t len, size_t avail)
 {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     if (avail >= 4) {
-        static const uint32_t keep[4] = { 0, 0x1Fu, 0x1F1Fu, 0x1F1F1Fu };
-        uint32_t w;
+        uint32_t w, n = len < 3 ? (uint32_t)len : 3u;
         memcpy(&w, s, 4); /* s[0] in the low byte */
-        w &= keep[len < 3 ? len : 3];
-        return (w & 31u) << 10 | (w >> 3 & 0x3E0u) | (w >> 16 & 31u);
+        return rr_key3_mix((w | 0x20202020u) & ((1u << (8 * n)) - 1)); /* one bzhi on x86-64-v3 */
     }
 #else
     (void)avail;

@@ -151,6 +151,7 @@ static void build_filters(bm25_ctx *c)
             }
         }
     }
+    for (size_t w = 0; w < RR_KEY3_N / 64; w++) c->any3[w] = c->pf3[w] | (c->st ? c->st->prefix[w] : 0);
     c->screen.n = nfirst <= RR_SCREEN_MAX ? nfirst : 0;
 #ifdef __SSE2__
     for (int f = 0; f < c->screen.n; f++) c->screen.b[f] = _mm_set1_epi8((char)firsts[f]);
@@ -280,6 +281,7 @@ doc_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, 
     if (ascii) {
         /* stopwords and stems are looked for only where the first three letters could start one */
         unsigned k = (mode & (T_STOP | T_PF)) ? rr_key3_token4(s + from, len, c->cur_end - from) : 0;
+        if ((mode & T_STOP) && (mode & T_PF) && !HASBIT(c->any3, k)) return; /* neither test can pass */
         if ((mode & T_STOP) && HASBIT(c->st->prefix, k)) doc_stop(c, s, from, len, lower, ascii);
         if (!(mode & T_STEM)) {
             unsigned f = filter_slot(s[from], s[to - 1], len);

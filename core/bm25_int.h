@@ -32,6 +32,8 @@ typedef struct {
      * ASCII letter or digit (or none, for shorter words): a stem of 4+ bytes sets its own
      * three, a shorter one every third after its first one or two. pf 0: no prefilter. */
     uint64_t pf3[RR_KEY3_N / 64];
+    /* pf3 | the stopwords' prefix bits: with both checks, most tokens need one test */
+    uint64_t any3[RR_KEY3_N / 64];
     int pf, stem;
     rr_analyzer *an;
     rr_acache_entry *cache; /* the analyzer's word -> stem cache (this pass), NULL: none */
