@@ -104,18 +104,27 @@ static size_t put_utf8(char *o, unsigned cp)
 }
 
 /* Length of the leading run of plain string bytes (no quote, backslash, control byte or
- * byte >= 0x80): 16 bytes per step with SSE2 (document text is mostly such runs). */
+ * byte >= 0x80): 64 then 16 bytes per step with SSE2 (document text is mostly such runs). */
+#ifdef __SSE2__
+static inline __m128i stop16(const unsigned char *p)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    /* signed compare: bytes >= 0x80 are negative, so they count as "< 0x20" too */
+    return _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+                        _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
+}
+#endif
 static inline size_t plain_run(const unsigned char *p, size_t n)
 {
     size_t i = 0;
 #ifdef __SSE2__
-    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20);
+    for (; i + 64 <= n; i += 64) { /* one test per 64 bytes; the 16-byte steps find the byte */
+        __m128i a = _mm_or_si128(stop16(p + i), stop16(p + i + 16));
+        __m128i b = _mm_or_si128(stop16(p + i + 32), stop16(p + i + 48));
+        if (_mm_movemask_epi8(_mm_or_si128(a, b))) break;
+    }
     for (; i + 16 <= n; i += 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
-        /* signed compare: bytes >= 0x80 are negative, so they count as "< 0x20" too */
-        __m128i stop = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
-                                    _mm_cmplt_epi8(v, space));
-        int m = _mm_movemask_epi8(stop);
+        int m = _mm_movemask_epi8(stop16(p + i));
         if (m) return i + (size_t)__builtin_ctz((unsigned)m);
     }
 #endif
@@ -174,7 +183,7 @@ int jd_string(jdec *d, int push, const char *ctx)
     d->pos = close + 1;
     if (!push) return OK;
     if (!escapes && push == 2) {
-        lua_pushlightuserdata(d->L, (void *)&rr_json_lazy_tag);
+        lua_pushvalue(d->L, d->lazy_idx);
         return OK;
     }
     if (!escapes) {
@@ -213,74 +222,59 @@ int jd_string(jdec *d, int push, const char *ctx)
     return OK;
 }
 
-/* Clinger's fast path: a mantissa of at most 15 digits (exact in a double) times or
- * divided by an exact power of ten (<= 1e22) is correctly rounded by one IEEE operation.
- * Covers integers and the scores upstreams send; anything else goes to strtod. */
-static int fast_number(const unsigned char *p, size_t n, double *out)
+static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+/* A JSON number at d->pos (RFC 8259 grammar), validated and converted in one pass.
+ * Clinger's fast path: a mantissa of at most 15 digits (exact in a double) times or divided
+ * by an exact power of ten (<= 1e22) is correctly rounded by one IEEE operation. That covers
+ * integers and the scores upstreams send; anything else goes to strtod. */
+int jd_number(jdec *d, double *out)
 {
     static const double pow10[] = { 1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
                                     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22 };
-    size_t k = 0;
-    int neg = 0, digits = 0, exp10 = 0;
-    uint64_t m = 0;
-    if (p[k] == '-') { neg = 1; k++; }
-    for (; k < n && p[k] >= '0' && p[k] <= '9'; k++) {
-        if (m == 0 && p[k] == '0') continue; /* leading zeros are not significant */
-        if (++digits > 15) return 0;
-        m = m * 10 + (uint64_t)(p[k] - '0');
-    }
-    if (k < n && p[k] == '.') {
-        for (k++; k < n && p[k] >= '0' && p[k] <= '9'; k++) {
-            exp10--;
-            if (m == 0 && p[k] == '0') continue;
-            if (++digits > 15) return 0;
-            m = m * 10 + (uint64_t)(p[k] - '0');
-        }
-    }
-    if (k < n) { /* exponent */
-        k++;
-        int eneg = 0, e = 0;
-        if (p[k] == '+' || p[k] == '-') eneg = p[k++] == '-';
-        for (; k < n; k++) {
-            if (e > 10000) return 0;
-            e = e * 10 + (p[k] - '0');
-        }
-        exp10 += eneg ? -e : e;
-    }
-    double v = (double)m;
-    if (m == 0) v = 0;
-    else if (exp10 >= 0 && exp10 <= 22) v *= pow10[exp10];
-    else if (exp10 < 0 && exp10 >= -22) v /= pow10[-exp10];
-    else return 0;
-    if (isinf(v)) return 0;
-    *out = neg ? -v : v;
-    return 1;
-}
-
-int jd_number(jdec *d, double *out)
-{
     const unsigned char *s = d->s;
     size_t start = d->pos, i = start, len = d->len;
-    if (i < len && s[i] == '-') i++;
-    if (i >= len || s[i] < '0' || s[i] > '9') return jd_found(d, "value", "invalid number", start);
+    int neg = 0, digits = 0, exp10 = 0, fast = 1;
+    uint64_t m = 0;
+    if (i < len && s[i] == '-') { neg = 1; i++; }
+    if (i >= len || !is_digit(s[i])) return jd_found(d, "value", "invalid number", start);
     if (s[i] == '0') i++;
-    else while (i < len && s[i] >= '0' && s[i] <= '9') i++;
+    else for (; i < len && is_digit(s[i]); i++) {
+        if (++digits > 15) fast = 0;
+        else m = m * 10 + (uint64_t)(s[i] - '0');
+    }
     if (i < len && s[i] == '.') {
         i++;
-        if (i >= len || s[i] < '0' || s[i] > '9') return jd_found(d, "value", "invalid number", start);
-        while (i < len && s[i] >= '0' && s[i] <= '9') i++;
+        if (i >= len || !is_digit(s[i])) return jd_found(d, "value", "invalid number", start);
+        for (; i < len && is_digit(s[i]); i++) {
+            exp10--;
+            if (m == 0 && s[i] == '0') continue; /* leading zeros are not significant */
+            if (++digits > 15) fast = 0;
+            else m = m * 10 + (uint64_t)(s[i] - '0');
+        }
     }
     if (i < len && (s[i] == 'e' || s[i] == 'E')) {
         i++;
-        if (i < len && (s[i] == '+' || s[i] == '-')) i++;
-        if (i >= len || s[i] < '0' || s[i] > '9') return jd_found(d, "value", "invalid number", start);
-        while (i < len && s[i] >= '0' && s[i] <= '9') i++;
+        int eneg = 0, e = 0;
+        if (i < len && (s[i] == '+' || s[i] == '-')) eneg = s[i++] == '-';
+        if (i >= len || !is_digit(s[i])) return jd_found(d, "value", "invalid number", start);
+        for (; i < len && is_digit(s[i]); i++) {
+            if (e > 10000) fast = 0;
+            else e = e * 10 + (s[i] - '0');
+        }
+        exp10 += eneg ? -e : e;
     }
-    if (i < len && ((s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == 'x' || s[i] == 'X'))
+    if (i < len && (is_digit(s[i]) || s[i] == '.' || s[i] == 'x' || s[i] == 'X'))
         return jd_found(d, "value", "invalid number", start); /* "01", "0x1" */
-    double v;
-    size_t n = i - start;
-    if (!fast_number(s + start, n, &v)) {
+    double v = (double)m;
+    if (fast && m == 0) v = 0;
+    else if (fast && exp10 >= 0 && exp10 <= 22) v *= pow10[exp10];
+    else if (fast && exp10 < 0 && exp10 >= -22) v /= pow10[-exp10];
+    else fast = 0;
+    if (fast && !isinf(v)) {
+        v = neg ? -v : v;
+    } else { /* Clinger's fast path does not apply: strtod rounds it */
+        size_t n = i - start;
         char tmp[64], *p = tmp;
         if (n >= sizeof tmp) {
             reserve(d, n + 1);
@@ -501,9 +495,11 @@ int rr_json_decode(lua_State *L)
     lua_pushnil(L); /* 3: unescape scratch */
     lua_pushnil(L); /* 4: spans scratch */
     lua_newtable(L); /* 5: score lists (answer mode) */
+    lua_pushlightuserdata(L, (void *)&rr_json_lazy_tag); /* 6: copied per lazy text (no intern lookup each) */
     d.buf_idx = 3;
     d.spans_idx = 4;
     d.lists_idx = 5;
+    d.lazy_idx = 6;
     skip_ws(&d);
     int rc = jd_value(&d, NULL, 0);
     if (rc == OK) {

@@ -19,6 +19,7 @@ static int member_is(const jdec *d, size_t kpos, size_t klen, const char *quoted
  * string sets *bad (U.read would convert it: Lua decides). */
 static const char *const item_keys[5] = { "\"index\"", "\"relevance_score\"", "\"score\"", "\"logit\"",
                                           "\"relevanceScore\"" };
+static const size_t item_klen[5] = { 7, 17, 7, 7, 16 }; /* with the quotes */
 
 static int score_item(jdec *d, double v[5], int has[5], int *bad)
 {
@@ -28,16 +29,18 @@ static int score_item(jdec *d, double v[5], int has[5], int *bad)
     for (;;) {
         skip_ws(d);
         if (d->pos >= d->len || d->s[d->pos] != '"') return jd_expected(d, "object key string");
-        size_t kpos = d->pos;
-        if (jd_string(d, 0, "object key string") != OK) return FAIL;
-        size_t klen = d->pos - kpos;
+        /* a member named as written in item_keys (quotes included, so the whole name) is a
+         * valid string as it stands; any other name is scanned, and matches none of them
+         * (names are compared as written, escapes and all) */
+        int k = -1;
+        for (int j = 0; j < 5 && k < 0; j++)
+            if (d->len - d->pos >= item_klen[j] && memcmp(d->s + d->pos, item_keys[j], item_klen[j]) == 0) k = j;
+        if (k >= 0) d->pos += item_klen[k];
+        else if (jd_string(d, 0, "object key string") != OK) return FAIL;
         skip_ws(d);
         if (d->pos >= d->len || d->s[d->pos] != ':') return jd_expected(d, "colon");
         d->pos++;
         skip_ws(d);
-        int k = -1;
-        for (int j = 0; j < 5 && k < 0; j++)
-            if (member_is(d, kpos, klen, item_keys[j])) k = j;
         unsigned char c = d->pos < d->len ? d->s[d->pos] : 0;
         if (k >= 0 && (c == '-' || (c >= '0' && c <= '9'))) {
             if (jd_number(d, &v[k]) != OK) return FAIL;
@@ -66,6 +69,11 @@ int jd_score_list(jdec *d)
     lua_State *L = d->L;
     long n = d->n_scores, nfound = 0;
     int bad = 0;
+    /* which indexes were seen: bits for answers up to SEEN_MAX documents, else the table */
+    enum { SEEN_MAX = 8192 };
+    uint64_t seen[SEEN_MAX / 64];
+    int bits = n <= SEEN_MAX;
+    if (bits) memset(seen, 0, (size_t)(n + 63) / 64 * sizeof *seen);
     lua_createtable(L, (int)n, 0);
     d->pos++;
     for (int first = 1;; first = 0) {
@@ -83,9 +91,16 @@ int jd_score_list(jdec *d)
                 if (!isfinite(v[s]) || !(idx >= 0 && idx < (double)n) || idx != floor(idx)) {
                     bad = 1;
                 } else {
-                    lua_rawgeti(L, -1, (int)idx + 1);
-                    int twice = !lua_isnil(L, -1);
-                    lua_pop(L, 1);
+                    int twice;
+                    size_t at = (size_t)idx;
+                    if (bits) {
+                        twice = (int)(seen[at / 64] >> (at % 64) & 1);
+                        seen[at / 64] |= 1ull << (at % 64);
+                    } else {
+                        lua_rawgeti(L, -1, (int)idx + 1);
+                        twice = !lua_isnil(L, -1);
+                        lua_pop(L, 1);
+                    }
                     if (twice) {
                         bad = 1;
                     } else {

@@ -33,6 +33,7 @@ typedef struct {
      * become score tables in the table at lists_idx instead of values of the object */
     long n_scores;
     int lists_idx;
+    int lazy_idx;             /* stack index of core.json_lazy */
     /* lazy texts: the top-level key (lazy_key, lazy_klen bytes between its quotes) whose
      * array's string elements without escapes are pushed as RR_JSON_LAZY (their span tells
      * where the text lies), not as Lua strings; lazy_next: the array about to be parsed is it */
