@@ -69,7 +69,8 @@ static int body_tostring(lua_State *L)
     return 1;
 }
 
-rr_body *rr_body_new(lua_State *L, const char *p, size_t len)
+/* Pushes a body of len bytes, left for the caller to write; returns them. */
+char *rr_body_alloc(lua_State *L, size_t len)
 {
     rr_body *b = lua_newuserdata(L, sizeof *b);
     memset(b, 0, sizeof *b);
@@ -92,10 +93,16 @@ rr_body *rr_body_new(lua_State *L, const char *p, size_t len)
     if (len) {
         b->p = malloc(len);
         if (!b->p) luaL_error(L, "request body: out of memory (%d bytes)", (int)len);
-        memcpy(b->p, p, len);
         b->len = len;
     }
-    return b;
+    return b->p;
+}
+
+rr_body *rr_body_new(lua_State *L, const char *p, size_t len)
+{
+    char *o = rr_body_alloc(L, len);
+    if (len) memcpy(o, p, len);
+    return lua_touserdata(L, -1);
 }
 
 void rr_body_release(rr_body *b)

@@ -1,5 +1,6 @@
 /* Shared libcurl plumbing (see curl_call.h). */
 #include "curl_call.h"
+#include "rerank.h"
 #include "buf.h"
 
 #include <stdio.h>
@@ -143,8 +144,8 @@ void rr_curl_read_opts(lua_State *L, int idx, rr_curl_opts *o)
     o->url = opt_str(L, idx, "url");
     if (!o->url) luaL_error(L, "http request: url is required");
     lua_getfield(L, idx, "body");
-    if (lua_type(L, -1) == LUA_TSTRING) o->body = lua_tolstring(L, -1, &o->body_len);
-    else if (!lua_isnil(L, -1)) luaL_error(L, "http request: body must be a string");
+    if (!lua_isnil(L, -1) && !(o->body = rr_bytes(L, -1, &o->body_len))) /* a string or a body (body.c) */
+        luaL_error(L, "http request: body must be a string or a body");
     lua_pop(L, 1);
     o->sigv4 = opt_str(L, idx, "aws_sigv4");
     o->userpwd = opt_str(L, idx, "userpwd");

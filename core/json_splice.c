@@ -161,14 +161,17 @@ static int splice_list(lua_State *L, int idx, int keys)
     return ok;
 }
 
-/* core.json_concat(parts) -> the concatenation of parts | nil when a splice is stale.
- * A part is a string, or a splice { list, docs }: list (strings, or documents standing for
- * their own lazy text) written as a JSON array by copying each document's JSON string from
- * its request body (d.src, d.js, d.je), provided list[i] is still that document's text.
- * One body, written once into the reused buffer. */
+/* core.json_concat(parts [, as_body]) -> the concatenation of parts | nil when a splice is
+ * stale. A part is a string, or a splice { list, docs }: list (strings, or documents
+ * standing for their own lazy text) written as a JSON array by copying each document's JSON
+ * string from its request body (d.src, d.js, d.je), provided list[i] is still that
+ * document's text. One body, written once: into the reused buffer and pushed as a string,
+ * or with as_body into a body (body.c), outside the Lua heap (an upstream request body:
+ * a string that size would pace the collector and be interned, for one send). */
 int rr_json_concat(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
+    int as_body = lua_toboolean(L, 2);
     lua_settop(L, 1);
     int keys = rr_doc_keys(L);
     int n = (int)lua_objlen(L, 1);
@@ -191,8 +194,8 @@ int rr_json_concat(lua_State *L)
     }
     size_t total = 0;
     for (size_t i = 0; i < npieces; i++) total += pieces[i].len;
-    char *o = scratch(L, total);
+    char *o = as_body ? rr_body_alloc(L, total) : scratch(L, total);
     for (size_t i = 0, w = 0; i < npieces; w += pieces[i].len, i++) memcpy(o + w, pieces[i].p, pieces[i].len);
-    push_scratch(L, total);
+    if (!as_body) push_scratch(L, total);
     return 1;
 }

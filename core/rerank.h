@@ -99,8 +99,10 @@ int rr_yaml_push(lua_State *L, const char *text, size_t len, const char *name);
 #define RR_MAX_CONFIG (1 << 20)
 #define RR_MAX_FILE (4 << 20)
 
-/* ---- body.c ---- request bodies outside the Lua heap (the daemon's ctx.body)
+/* ---- body.c ---- request bodies outside the Lua heap (the daemon's ctx.body, spliced
+ * upstream bodies)
  * rr_body_new:     pushes a body userdata holding a copy of p[0..len)
+ * rr_body_alloc:   pushes a body of len bytes for the caller to write, returns them
  * rr_body_release: frees its bytes now (its request ended); later reads raise
  * rr_bytes:        the bytes of a Lua string or body at idx; NULL for anything else
  * rr_check_bytes:  the same, raising for anything else (a released body says so)
@@ -108,6 +110,7 @@ int rr_yaml_push(lua_State *L, const char *text, size_t len, const char *name);
  * rr_l_body, rr_l_body_release: core.body(s) -> body, core.body_release(body) */
 typedef struct rr_body rr_body;
 rr_body *rr_body_new(lua_State *L, const char *p, size_t len);
+char *rr_body_alloc(lua_State *L, size_t len);
 void rr_body_release(rr_body *b);
 const char *rr_bytes(lua_State *L, int idx, size_t *len);
 const char *rr_check_bytes(lua_State *L, int idx, size_t *len);

@@ -5,6 +5,8 @@
 --                                             marked with json.array so they re-encode as [].
 --   json.encode(v)      -> string             raises on values JSON cannot carry (functions, cycles,
 --                                             non-string/number keys), like cjson.encode
+--   json.encode_body(v) -> string | body      json.encode, but JSON that splices documents comes
+--                                             back as a body (core.body: outside the Lua heap)
 --   json.array(t)       -> t                  marks t as an array: encodes as [] when empty
 --   json.is_array(t)    -> bool               t carries the array mark
 --   json.kind(v)        -> "object"|"array"|"string"|"number"|"boolean"|"null"|nil
@@ -148,6 +150,7 @@ end
 -- list -> its documents (see json.spliced). The value must not reference the key: LuaJIT's
 -- weak tables are not ephemerons, so { list, docs } as the value would keep list alive.
 local splices = setmetatable({}, { __mode = "k" })
+local body_at = 0 -- json.encode_body: the depth whose spliced JSON is made a body
 
 -- A marked list that changed since it was marked is encoded as it is: unmarked, its
 -- documents that stood for their own lazy text replaced by that text.
@@ -230,7 +233,7 @@ local function encode_table(t, depth)
   end
   buf[i + 1] = "}"
   if not spliced then return concat(buf) end
-  local out = core.json_concat(buf)
+  local out = core.json_concat(buf, depth == body_at)
   if out then return out end
   for _, v in pairs(t) do -- a marked list changed since it was marked: encode them as they are
     if type(v) == "table" and splices[v] then unsplice(v) end
@@ -247,7 +250,7 @@ encode_value = function(v, depth)
   elseif tv == "table" then
     local docs = splices[v]
     if docs then
-      local s = core.json_concat({ { v, docs } })
+      local s = core.json_concat({ { v, docs } }, depth == body_at)
       if s then return s end
       unsplice(v) -- the list changed since it was marked: encode it as it is
     end
@@ -260,6 +263,16 @@ end
 
 function json.encode(v)
   return encode_value(v, 1)
+end
+
+-- json.encode, but a value whose JSON splices documents comes back as a body (core.body:
+-- its bytes outside the Lua heap; #body, tostring(body)); anything else as a string.
+function json.encode_body(v)
+  body_at = 1
+  local ok, out = pcall(encode_value, v, 1)
+  body_at = 0
+  if not ok then error(out, 0) end
+  return out
 end
 
 -- list: the texts of docs (request documents carrying d.src, d.js, d.je: where the JSON

@@ -301,3 +301,58 @@ describe("request bodies outside the Lua heap (core.body, the daemon's ctx.body)
     assert.has_error(function() json.decode_request(b) end, "the request body was released (its request ended)")
   end)
 end)
+
+describe("upstream bodies outside the Lua heap (json.encode_body)", function()
+  local text = '{"query":"q","documents":["plain one","esc\\"aped",{"text":"obj","id":"7"}],"top_n":2}'
+  local upstream = require "rerank.engine.upstream"
+  local function request(b)
+    local v, spans = json.decode_request(b, "documents")
+    return assert(shapes.parse("rerankd_v1", v, { from_json = true, body = b, spans = spans }))
+  end
+
+  it("JSON that splices documents is a body with json.encode's bytes; other JSON a string", function()
+    for _, src in ipairs({ text, core.body(text) }) do
+      local req = request(src)
+      local t = U.cohere_body({}, { defaults = {} }, req, "v2")
+      local b = json.encode_body(t)
+      assert.equals("userdata", type(b))
+      assert.equals(json.encode(t), tostring(b))
+      assert.equals(#tostring(b), #b)
+      assert.is_true(docs.is_lazy(req.documents[1])) -- still no string made for it
+    end
+    assert.equals('{"a":[1,2]}', json.encode_body({ a = { 1, 2 } }))
+    assert.equals('"x"', json.encode_body("x"))
+    assert.has_error(function() json.encode_body({ f = print }) end)
+    -- a spliced list at the top and nested below the top level
+    local req = request(text)
+    local list = U.texts(req)
+    assert.equals(json.encode(list), tostring(json.encode_body(list)))
+    local nested = { outer = { documents = U.cohere_body({}, { defaults = {} }, req, "v2").documents } }
+    assert.equals(json.encode(nested), json.encode_body(nested)) -- the inner splice stays a string part
+  end)
+
+  it("a transport that sends bodies gets one, released once it has answered; others get strings", function()
+    local seen = {}
+    local function transport(sends)
+      return {
+        sends_bodies = sends,
+        request = function(opts)
+          seen[#seen + 1] = { kind = type(opts.body), text = tostring(opts.body), body = opts.body }
+          return { status = 200, headers = {}, body = '{"results":[{"index":0,"relevance_score":0.5}]}' }
+        end,
+      }
+    end
+    local p = { parse = U.parser }
+    local model = { name = "m", provider = "cohere" }
+    for _, sends in ipairs({ true, false }) do
+      local req = request(core.body(text))
+      local spec = { url = "http://u/v2/rerank", body = U.cohere_body({}, { defaults = {} }, req, "v2") }
+      local out = assert(upstream.call_one(transport(sends), model, p, req, spec, {}))
+      assert.equals(0.5, out.scores and out.scores[1] or out.results[1].relevance_score)
+    end
+    assert.equals("userdata", seen[1].kind)
+    assert.equals("string", seen[2].kind)
+    assert.equals(seen[2].text, seen[1].text)
+    assert.has_error(function() return #seen[1].body end) -- released: its bytes are gone
+  end)
+end)

@@ -1,6 +1,8 @@
 -- Upstream calls for HTTP providers: build → transport → parse, with the error mapping
 -- every provider shares. The transport is injected (daemon: rerank.core.fetch; library:
 -- libcurl or nginx cosockets; tests: a double) and has request(opts) and request_all(list, n).
+-- A transport with sends_bodies (the daemon's) takes a spliced body as a body (core.body):
+-- built outside the Lua heap, and released here once the transport is done with it.
 local core = require "rerank.core"
 local json = require "rerank.json"
 local probe = require "rerank.engine.probe"
@@ -65,14 +67,15 @@ local function valid_retry_after_ms(v)
   return ms and #ms <= 12 and ms or nil
 end
 
--- Encodes a built request: body tables become JSON. Returns transport options.
-function M.prepare(model, spec)
+-- Encodes a built request: body tables become JSON (as_body: a spliced one as a body,
+-- json.encode_body). Returns transport options.
+function M.prepare(model, spec, as_body)
   local headers = {}
   for k, v in pairs(spec.headers or {}) do headers[k] = v end
   for k, v in pairs(model.headers or {}) do headers[k] = v end
   local body = spec.body
   if type(body) == "table" then
-    body = json.encode(body)
+    body = as_body and json.encode_body(body) or json.encode(body)
     headers["Content-Type"] = headers["Content-Type"] or "application/json"
   end
   -- SigV4 signs each path segment URI-encoded twice; libcurl 7.88 signs the path as given.
@@ -210,9 +213,19 @@ local function parse_result(model, p, req, res, terr, report)
   return out
 end
 
+-- The transport options of spec for transport, and their release once it has answered
+local function prepared(transport, model, spec)
+  return M.prepare(model, spec, transport.sends_bodies)
+end
+local function sent(opts)
+  if type(opts.body) == "userdata" then core.body_release(opts.body) end
+end
+
 -- One call: returns parse's result table | nil, err.
 function M.call_one(transport, model, p, req, spec, report)
-  local res, terr = transport.request(M.prepare(model, spec))
+  local opts = prepared(transport, model, spec)
+  local res, terr = transport.request(opts)
+  sent(opts)
   return parse_result(model, p, req, res, terr, report)
 end
 
@@ -269,9 +282,10 @@ local function call_split(transport, model, p, req, max_docs, report)
     if not spec then return nil, err end
     if probe.applies(model, p) then spec = probe.resolve(model, p, spec) end
     subs[#subs + 1] = { req = sub, offset = first - 1 }
-    opts[#opts + 1] = M.prepare(model, spec)
+    opts[#opts + 1] = prepared(transport, model, spec)
   end
   local responses = transport.request_all(opts, model.concurrency or p.concurrency or 4)
+  for i = 1, #opts do sent(opts[i]) end
   local scores, usage, degraded = {}, {}, false
   -- scores not comparable across calls (listwise LLMs): merge by rank within each batch
   local by_rank = p.comparable_scores == false or model.comparable_scores == false
@@ -327,7 +341,10 @@ end
 local function call_hedged(transport, model, p, req, spec, h, report)
   local hspec = build(h.model, h.provider, req)
   if not hspec or probe.applies(h.model, h.provider) then return M.call_one(transport, model, p, req, spec, report) end
-  local r = transport.hedge(M.prepare(model, spec), M.prepare(h.model, hspec), h.after)
+  local o1, o2 = prepared(transport, model, spec), prepared(transport, h.model, hspec)
+  local r = transport.hedge(o1, o2, h.after)
+  sent(o1)
+  sent(o2)
   local res = r.result
   local who, wp = model, p
   if r.index == 2 then who, wp = h.model, h.provider end

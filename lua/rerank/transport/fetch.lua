@@ -8,4 +8,7 @@ return {
   request_all = fetch.request_all,
   hedge = fetch.hedge, -- two transfers raced (lua/rerank/engine/hedge.lua)
   sleep = fetch.sleep,
+  -- upstream bodies may be bodies (core.body); every call frees its transfers before it
+  -- returns, so lua/rerank/engine/upstream.lua may release them then
+  sends_bodies = true,
 }
