@@ -274,21 +274,44 @@ static __attribute__((noinline)) void doc_stop(bm25_ctx *c, const unsigned char 
     c->nstop += (size_t)stop_token(c, s, from, len, lower, ascii);
 }
 
+/* The gathered candidates of the field s (doc_token): exact words looked up; with stems, a
+ * stopword counted and a stem looked up. As doc_token would have at once: the results are
+ * sums, so the order is free. Their case is not kept: lower 1 is right for any ASCII token
+ * (only long ones are copied). */
+static __attribute__((noinline)) void check_candidates(bm25_ctx *c, const unsigned char *s)
+{
+    for (uint32_t j = 0; j < c->ncand; j++) {
+        size_t from = (uint32_t)c->cand[j], len = (size_t)(c->cand[j] >> 32);
+        if (!c->stem) { /* exact words: they passed the filter */
+            doc_term(c, s, from, len, 1, 1, 0);
+            continue;
+        }
+        unsigned k = rr_key3_token4(s + from, len, c->cur_end - from);
+        if (c->st && HASBIT(c->st->prefix, k)) doc_stop(c, s, from, len, 1, 1);
+        if (HASBIT(c->pf3, k)) doc_term(c, s, from, len, 1, 1, 1);
+    }
+    c->ncand = 0;
+}
+
 static inline __attribute__((always_inline)) void
 doc_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, bm25_ctx *c, int mode)
 {
     size_t len = to - from;
+    if (ascii && (mode & T_PF || mode == 0)) {
+        /* gathered for check_candidates: the prefilter's answer is stored, not branched on (the
+         * text makes it unpredictable). Stems (and stopwords): where the first three letters
+         * could start one; exact words: by (first byte, last byte, length) */
+        int pass = mode & T_PF ? (int)HASBIT(c->any3, rr_key3_token4(s + from, len, c->cur_end - from))
+                               : (int)HASBIT(c->filter, filter_slot(s[from], s[to - 1], len));
+        c->cand[c->ncand] = (uint64_t)from | (uint64_t)len << 32;
+        c->ncand += (uint32_t)pass;
+        if (c->ncand == sizeof c->cand / sizeof *c->cand) check_candidates(c, s);
+        return;
+    }
     if (ascii) {
-        /* stopwords and stems are looked for only where the first three letters could start one */
-        unsigned k = (mode & (T_STOP | T_PF)) ? rr_key3_token4(s + from, len, c->cur_end - from) : 0;
-        if ((mode & T_STOP) && (mode & T_PF) && !HASBIT(c->any3, k)) return; /* neither test can pass */
-        if ((mode & T_STOP) && HASBIT(c->st->prefix, k)) doc_stop(c, s, from, len, lower, ascii);
-        if (!(mode & T_STEM)) {
-            unsigned f = filter_slot(s[from], s[to - 1], len);
-            if (!HASBIT(c->filter, f)) return;
-        } else if ((mode & T_PF) && !HASBIT(c->pf3, k)) {
-            return;
-        }
+        if ((mode & T_STOP) && HASBIT(c->st->prefix, rr_key3_token4(s + from, len, c->cur_end - from)))
+            doc_stop(c, s, from, len, lower, ascii);
+        if (!(mode & T_STEM) && !HASBIT(c->filter, filter_slot(s[from], s[to - 1], len))) return;
     } else if (mode & T_STOP) {
         doc_stop(c, s, from, len, lower, ascii);
     }
@@ -305,9 +328,11 @@ doc_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, 
     }                                                                                              \
     static RR_SCAN_CLONES __attribute__((noinline)) size_t name(bm25_ctx *c, const char *d, size_t len, size_t skip, size_t limit) \
     {                                                                                              \
-        if (skip == 0 && limit == (size_t)-1)                                                      \
-            return scan_screened(d, len, 0, (size_t)-1, name##_token, c, (mode) ? NULL : &c->screen); \
-        return scan(d, len, skip, limit, name##_token, c);                                         \
+        size_t seen = skip == 0 && limit == (size_t)-1                                             \
+                          ? scan_screened(d, len, 0, (size_t)-1, name##_token, c, (mode) ? NULL : &c->screen) \
+                          : scan(d, len, skip, limit, name##_token, c);                            \
+        if ((mode) & T_PF || (mode) == 0) check_candidates(c, (const unsigned char *)d);            \
+        return seen;                                                                               \
     }
 DOC_SCANNER(scan_exact, 0)
 DOC_SCANNER(scan_exact_stop, T_STOP)

@@ -34,6 +34,10 @@ typedef struct {
     uint64_t pf3[RR_KEY3_N / 64];
     /* pf3 | the stopwords' prefix bits: with both checks, most tokens need one test */
     uint64_t any3[RR_KEY3_N / 64];
+    /* with the stems' prefilter: the ASCII tokens that pass any3 (from | len << 32), gathered
+     * without a branch per token and checked in batches (bm25.c check_candidates) */
+    uint64_t cand[256];
+    uint32_t ncand;
     int pf, stem;
     rr_analyzer *an;
     rr_acache_entry *cache; /* the analyzer's word -> stem cache (this pass), NULL: none */
