@@ -47,8 +47,15 @@ static void add_piece(lua_State *L, const char *p, size_t len)
     pieces[npieces++].len = len;
 }
 
+/* The bytes of the last src seen since rr_doc_keys: a request's documents share their body,
+ * so it is resolved once per call (rr_bytes checks a userdata's metatable through the
+ * registry). Valid within the C call that pushed the keys: its documents reference every
+ * src, and no Lua code that could release one runs meanwhile. */
+static _Thread_local struct { const void *obj; const char *p; size_t len; } memo;
+
 int rr_doc_keys(lua_State *L)
 {
+    memo.obj = NULL;
     int base = lua_gettop(L) + 1;
     lua_pushliteral(L, "text");
     lua_pushliteral(L, "js");
@@ -65,28 +72,35 @@ static void rawfield(lua_State *L, int idx, int keys, int k)
     lua_rawget(L, idx);
 }
 
-/* The bytes of the last src seen by one splice: a request's documents share their body, so
- * it is resolved once (rr_bytes checks a userdata's metatable through the registry). Valid
- * within one call: the parts reference every src, and no Lua code runs meanwhile. */
-typedef struct { const void *obj; const char *p; size_t len; } src_memo;
-
 /* The span of document d (the table at idx) in its request body: src[js..je], the JSON
- * string quotes included; NULL when it has none. Stays valid: d references src. */
-static const char *span_of(lua_State *L, int idx, int keys, size_t *len, src_memo *memo)
+ * string quotes included (d.src, d.js, d.je; a lazy document keeps them in its slots 1..3);
+ * NULL when it has none. Stays valid: d references src. */
+static const char *span_of(lua_State *L, int idx, int keys, size_t *len)
 {
     const char *out = NULL;
     rawfield(L, idx, keys, K_JS);
-    rawfield(L, idx, keys, K_JE);
-    rawfield(L, idx, keys, K_SRC);
+    if (lua_isnil(L, -1)) { /* a lazy document (docs.lazy): { src, js, je, index } */
+        lua_pop(L, 1);
+        lua_rawgeti(L, idx, 2);
+        lua_rawgeti(L, idx, 3);
+        lua_rawgeti(L, idx, 1);
+    } else {
+        rawfield(L, idx, keys, K_JE);
+        rawfield(L, idx, keys, K_SRC);
+    }
     size_t sl = 0;
     const void *obj = lua_topointer(L, -1);
     const char *src;
-    if (memo && obj && obj == memo->obj) {
-        src = memo->p;
-        sl = memo->len;
+    if (obj && obj == memo.obj) {
+        src = memo.p;
+        sl = memo.len;
     } else {
         src = rr_bytes(L, -1, &sl); /* the body: a string or the daemon's body userdata */
-        if (memo && src) *memo = (src_memo){ obj, src, sl };
+        if (src) {
+            memo.obj = obj;
+            memo.p = src;
+            memo.len = sl;
+        }
     }
     lua_Integer a = lua_tointeger(L, -3), b = lua_tointeger(L, -2);
     if (src && a >= 1 && b > a && (size_t)b <= sl && src[a - 1] == '"' && src[b - 1] == '"') {
@@ -100,9 +114,9 @@ static const char *span_of(lua_State *L, int idx, int keys, size_t *len, src_mem
 /* The JSON string bytes of document d (a table at idx) when list entry s_idx stands for the
  * text the client sent: d itself (a lazy text, lua/rerank/engine/documents.lua), or the
  * string that is still d's original text (compared by identity: strings are interned). */
-static const char *doc_span(lua_State *L, int idx, int s_idx, int keys, size_t *len, src_memo *memo)
+static const char *doc_span(lua_State *L, int idx, int s_idx, int keys, size_t *len)
 {
-    if (lua_rawequal(L, idx, s_idx)) return span_of(L, idx, keys, len, memo);
+    if (lua_rawequal(L, idx, s_idx)) return span_of(L, idx, keys, len);
     rawfield(L, idx, keys, K_RAW);
     if (lua_istable(L, -1)) {
         rawfield(L, lua_gettop(L), keys, K_TEXT);
@@ -110,7 +124,7 @@ static const char *doc_span(lua_State *L, int idx, int s_idx, int keys, size_t *
     }
     int same = lua_type(L, s_idx) == LUA_TSTRING && lua_rawequal(L, -1, s_idx);
     lua_pop(L, 1);
-    return same ? span_of(L, idx, keys, len, memo) : NULL;
+    return same ? span_of(L, idx, keys, len) : NULL;
 }
 
 const char *rr_doc_text(lua_State *L, int idx, int keys, size_t *len)
@@ -122,7 +136,7 @@ const char *rr_doc_text(lua_State *L, int idx, int keys, size_t *len)
         return t;
     }
     lua_pop(L, 1);
-    const char *p = span_of(L, idx, keys, len, NULL);
+    const char *p = span_of(L, idx, keys, len);
     if (p && !memchr(p + 1, '\\', *len - 2)) { /* the bytes are the text (no escapes) */
         *len -= 2;
         return p + 1;
@@ -140,7 +154,6 @@ static int splice_list(lua_State *L, int idx, int keys)
     lua_rawgeti(L, idx, 1);
     lua_rawgeti(L, idx, 2);
     int list = lua_gettop(L) - 1, docs = list + 1, ok = 1;
-    src_memo memo = { NULL, NULL, 0 };
     size_t n = lua_istable(L, list) ? lua_objlen(L, list) : 0;
     if (!lua_istable(L, docs) || lua_objlen(L, docs) != n) ok = 0;
     if (ok) add_piece(L, "[", 1);
@@ -148,7 +161,7 @@ static int splice_list(lua_State *L, int idx, int keys)
         lua_rawgeti(L, list, (int)i);
         lua_rawgeti(L, docs, (int)i);
         size_t len = 0;
-        const char *p = lua_istable(L, -1) ? doc_span(L, lua_gettop(L), lua_gettop(L) - 1, keys, &len, &memo) : NULL;
+        const char *p = lua_istable(L, -1) ? doc_span(L, lua_gettop(L), lua_gettop(L) - 1, keys, &len) : NULL;
         lua_pop(L, 2);
         if (!p) ok = 0;
         else {

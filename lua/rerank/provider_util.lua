@@ -188,8 +188,9 @@ local function doc_texts(req, rank_fields, lazy)
   local spliceable = not rf
   for i = 1, #docs do
     local d = docs[i]
-    spliceable = spliceable and d.js ~= nil
-    if lazy and spliceable and is_lazy(d) then
+    local lz = is_lazy(d)
+    spliceable = spliceable and (lz or d.js ~= nil)
+    if lazy and spliceable and lz then
       out[i] = d
     else
       out[i] = rf and type(d.raw) == "table" and flatten(d.raw, rf) or d.text
