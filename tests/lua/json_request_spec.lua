@@ -354,5 +354,11 @@ describe("upstream bodies outside the Lua heap (json.encode_body)", function()
     assert.equals("string", seen[2].kind)
     assert.equals(seen[2].text, seen[1].text)
     assert.has_error(function() return #seen[1].body end) -- released: its bytes are gone
+    -- a body the provider built itself is its own: sent as it is, never released here
+    local own = core.body('{"query":"q","documents":["a"]}')
+    local req = request(text)
+    assert(upstream.call_one(transport(true), model, p, req, { url = "http://u/v2/rerank", body = own }, {}))
+    assert.equals(own, seen[3].body)
+    assert.equals(31, #own)
   end)
 end)

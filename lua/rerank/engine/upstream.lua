@@ -73,9 +73,10 @@ function M.prepare(model, spec, as_body)
   local headers = {}
   for k, v in pairs(spec.headers or {}) do headers[k] = v end
   for k, v in pairs(model.headers or {}) do headers[k] = v end
-  local body = spec.body
+  local body, made = spec.body, false
   if type(body) == "table" then
     body = as_body and json.encode_body(body) or json.encode(body)
+    made = type(body) == "userdata"
     headers["Content-Type"] = headers["Content-Type"] or "application/json"
   end
   -- SigV4 signs each path segment URI-encoded twice; libcurl 7.88 signs the path as given.
@@ -93,6 +94,7 @@ function M.prepare(model, spec, as_body)
     url = url, request_target = target, headers = headers, body = body,
     timeout = spec.timeout or model.timeout or 30,
     aws_sigv4 = spec.aws_sigv4, userpwd = spec.userpwd,
+    made_body = made or nil, -- a body made here, released by sent() below
   }
 end
 
@@ -218,7 +220,7 @@ local function prepared(transport, model, spec)
   return M.prepare(model, spec, transport.sends_bodies)
 end
 local function sent(opts)
-  if type(opts.body) == "userdata" then core.body_release(opts.body) end
+  if opts.made_body then core.body_release(opts.body) end
 end
 
 -- One call: returns parse's result table | nil, err.
