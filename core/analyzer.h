@@ -66,10 +66,10 @@ static const uint8_t rr_alnum_idx[256] = {
  * Different triples may share a key, which makes a prefilter built on it looser, never
  * wrong (a token that passes is checked exactly). */
 static inline unsigned rr_key3_mix(uint32_t v) { return (unsigned)((v * 0x9E3779B1u) >> 17); }
+static inline uint32_t rr_key3_fold(unsigned b) { return b ? (b | 0x20u) & 0xFFu : 0; } /* 0: no byte */
 static inline unsigned rr_key3(unsigned b0, unsigned b1, unsigned b2)
 {
-    uint32_t f0 = b0 ? (b0 | 0x20u) & 0xFFu : 0, f1 = b1 ? (b1 | 0x20u) & 0xFFu : 0, f2 = b2 ? (b2 | 0x20u) & 0xFFu : 0;
-    return rr_key3_mix(f0 | f1 << 8 | f2 << 16);
+    return rr_key3_mix(rr_key3_fold(b0) | rr_key3_fold(b1) << 8 | rr_key3_fold(b2) << 16);
 }
 /* the same of an ASCII alnum token as written */
 static inline unsigned rr_key3_token(const unsigned char *s, size_t len)

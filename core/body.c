@@ -1,5 +1,6 @@
-/* Request bodies as bytes outside the Lua heap: the daemon's ctx.body is a small userdata
- * owning a malloc'd copy of the body, released when its request ends (core/server.c), so a
+/* Bodies as bytes outside the Lua heap (json_splice.c builds spliced upstream bodies in them
+ * too): the daemon's ctx.body is a small userdata owning a malloc'd copy of the request
+ * body, released when its request ends (core/server.c), so a
  * large body neither paces LuaJIT's collector nor waits for a collection to be freed. The
  * request-path JSON (json.c, json_splice.c) reads a body or a Lua string alike (rr_bytes).
  *   core.bytes(v [, i [, j]]) -> string   bytes i..j of a string or body, as string.sub
@@ -92,7 +93,7 @@ char *rr_body_alloc(lua_State *L, size_t len)
     lua_setmetatable(L, -2);
     if (len) {
         b->p = malloc(len);
-        if (!b->p) luaL_error(L, "request body: out of memory (%d bytes)", (int)len);
+        if (!b->p) luaL_error(L, "body: out of memory (%d bytes)", (int)len);
         b->len = len;
     }
     return b->p;

@@ -34,7 +34,7 @@ static const char *token_name(const jdec *d, size_t at)
     case 't': case 'f': return "T_BOOLEAN";
     case 'n': return "T_NULL";
     default:
-        if (d->s[at] == '-' || (d->s[at] >= '0' && d->s[at] <= '9')) return "T_NUMBER";
+        if (d->s[at] == '-' || is_digit(d->s[at])) return "T_NUMBER";
         return "invalid token";
     }
 }
@@ -221,8 +221,6 @@ int jd_string(jdec *d, int push, const char *ctx)
     lua_pushlstring(d->L, o, w);
     return OK;
 }
-
-static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
 /* A JSON number at d->pos (RFC 8259 grammar), validated and converted in one pass.
  * Clinger's fast path: a mantissa of at most 15 digits (exact in a double) times or divided

@@ -42,7 +42,7 @@ static int score_item(jdec *d, double v[5], int has[5], int *bad)
         d->pos++;
         skip_ws(d);
         unsigned char c = d->pos < d->len ? d->s[d->pos] : 0;
-        if (k >= 0 && (c == '-' || (c >= '0' && c <= '9'))) {
+        if (k >= 0 && (c == '-' || is_digit(c))) {
             if (jd_number(d, &v[k]) != OK) return FAIL;
             has[k] = 1; /* a repeated member: the last one wins, as in the decoded table */
         } else {

@@ -44,6 +44,8 @@ typedef struct {
 
 enum { OK = 0, FAIL = -1 };
 
+static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
 static inline void skip_ws(jdec *d)
 {
     while (d->pos < d->len) {
