@@ -6,7 +6,14 @@
  * handler: luajit.c stops a script on SIGINT this way); the hook raises an error in the
  * coroutine at every VM instruction from then on, so a script's pcall cannot swallow it, and
  * luahost.c answers 504 while the worker goes on. Between deadlines there is no hook and no
- * signal: the cost is two timer_settime calls per resume.
+ * signal.
+ *
+ * The timer is not disarmed after a resume: requests share server.timeout, so a later
+ * request's deadline is later, and the timer armed for an earlier one fires first. A fire
+ * before the running request's deadline (stray: armed for another request, or while no Lua
+ * ran) is harmless: the hook sees time left, removes itself and re-arms for what the running
+ * request has left. So a resume calls timer_settime only when the armed expiry is later than
+ * its own deadline or has passed: about once per server.timeout, instead of twice a resume.
  *
  * LuaJIT runs hooks in its interpreter only, not in compiled traces: the built-in code
  * bounds its loops by the request limits (server.max_documents, max_fuse_lists/items), and
@@ -33,11 +40,20 @@ static _Thread_local lua_State *volatile running_co;
 static _Thread_local timer_t timer;
 static _Thread_local int timer_state;       /* 0 untried, 1 ready, -1 unavailable */
 static _Thread_local volatile sig_atomic_t hooked;
+static _Thread_local volatile sig_atomic_t fired;  /* the armed expiry has passed */
+static _Thread_local int64_t armed_us;              /* its expiry (rr_now_us clock), 0: none */
+
+static int64_t deadline_us(const rr_req *r) /* on the rr_now_us clock */
+{
+    return (int64_t)r->t0_us + (int64_t)(r->w->opt->timeout * 1e6);
+}
 
 static double left_s(const rr_req *r)
 {
     return r->w->opt->timeout - (double)(rr_now_us() - r->t0_us) / 1e6;
 }
+
+static void arm_until(int64_t at_us);
 
 static void deadline_hook(lua_State *L, lua_Debug *ar)
 {
@@ -46,6 +62,7 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
     if (!r || (!r->cpu_expired && left_s(r) > 0)) { /* early or stray: not this request's */
         lua_sethook(L, NULL, 0, 0);
         hooked = 0;
+        if (r && fired) arm_until(deadline_us(r)); /* the fire was another's: wait for ours */
         return;
     }
     r->cpu_expired = 1;
@@ -55,6 +72,7 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
 static void on_signal(int sig)
 {
     (void)sig;
+    fired = 1;
     lua_State *co = running_co;
     if (co) {
         hooked = 1;
@@ -94,15 +112,16 @@ static int timer_ready(void)
     return 1;
 }
 
-static void arm(double seconds)
+static void arm_until(int64_t at_us)
 {
+    int64_t us = at_us - (int64_t)rr_now_us();
+    if (us < 1) us = 1; /* already due: fire at once */
     struct itimerspec its;
     memset(&its, 0, sizeof its);
-    if (seconds > 0) {
-        its.it_value.tv_sec = (time_t)seconds;
-        its.it_value.tv_nsec = (long)((seconds - (double)its.it_value.tv_sec) * 1e9);
-        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1;
-    }
+    its.it_value.tv_sec = (time_t)(us / 1000000);
+    its.it_value.tv_nsec = (long)(us % 1000000) * 1000;
+    fired = 0;
+    armed_us = at_us;
     timer_settime(timer, 0, &its, NULL);
 }
 
@@ -115,13 +134,13 @@ void rr_deadline_begin(rr_req *r, lua_State *co)
         hooked = 1;
         lua_sethook(co, deadline_hook, LUA_MASKCOUNT, 1);
     } else if (timer_ready()) {
-        arm(left);
+        int64_t at = deadline_us(r);
+        if (fired || !armed_us || armed_us > at) arm_until(at); /* else it fires first anyway */
     }
 }
 
 void rr_deadline_end(lua_State *co)
 {
-    if (timer_state > 0) arm(0);
     running_co = NULL;
     running = NULL;
     if (hooked) {

@@ -1,12 +1,16 @@
 /* Logging: leveled error log lines (text, or JSON objects with log.format: json) and one
  * JSON access-log line per request, each to stderr or a file; rr_log_reopen() (SIGUSR1) reopens files in place for log rotation.
- * Each line is a single write(2) on an O_APPEND descriptor, so worker threads never
- * interleave within a line. */
+ * Each write(2) is of whole lines on an O_APPEND descriptor, so worker threads never
+ * interleave within a line. A worker batches its access-log lines (nginx's access_log
+ * buffer= flush=): they go out when the worker has no request in flight, when 32 KB are
+ * pending, on its once-a-second tick and when it exits, so a busy worker does not pay a
+ * write(2) per request and an idle one leaves nothing pending. */
 #include "rerank.h"
 
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,6 +71,44 @@ static void write_line(int fd, const char *buf, size_t len)
         buf += w;
         len -= (size_t)w;
     }
+}
+
+#define ALOG_BATCH 32768
+typedef struct {
+    size_t len;
+    char p[ALOG_BATCH];
+} alog_batch;
+static _Thread_local alog_batch *batch; /* this worker's pending access-log lines */
+_Static_assert(sizeof(((rr_alog *)0)->p) + 64 < ALOG_BATCH, "an access-log line fits in a batch");
+
+void rr_log_batch_begin(void)
+{
+    if (!batch && (batch = malloc(sizeof *batch)) != NULL) batch->len = 0;
+}
+
+void rr_log_flush(void)
+{
+    if (!batch || !batch->len) return;
+    write_line(access_fd, batch->p, batch->len);
+    batch->len = 0;
+}
+
+void rr_log_batch_end(void)
+{
+    rr_log_flush();
+    free(batch);
+    batch = NULL;
+}
+
+static void access_line(const char *line, size_t n)
+{
+    if (!batch) {
+        write_line(access_fd, line, n);
+        return;
+    }
+    if (batch->len + n > sizeof batch->p) rr_log_flush();
+    memcpy(batch->p + batch->len, line, n); /* n < sizeof batch->p: a line's buffer is smaller */
+    batch->len += n;
 }
 
 /* UTC, millisecond precision: "2026-12-03T07:30:00.123Z" (24 bytes). The part up to the
@@ -274,5 +316,5 @@ void rr_alog_write(rr_alog *b)
     n += b->len;
     line[n++] = '}';
     line[n++] = '\n';
-    write_line(access_fd, line, n);
+    access_line(line, n);
 }

@@ -155,6 +155,11 @@ void rr_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 /* error_file/access_file: "stderr", "off" (access only) or a path; -1 if a file can't open */
 int rr_log_open(const char *error_file, const char *access_file);
 int rr_log_reopen(void);
+/* A worker thread batches its access-log lines between rr_log_batch_begin and _end (which
+ * flushes); rr_log_flush writes what is pending (idle, tick). Other threads write each line. */
+void rr_log_batch_begin(void);
+void rr_log_flush(void);
+void rr_log_batch_end(void);
 /* One access-log line, built field by field: the only JSON encoder of the access log (C and
  * Lua fields alike), so no value can forge a field. rr_alog_write prepends "ts". */
 typedef struct {

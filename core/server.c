@@ -371,6 +371,7 @@ static void on_idle(evutil_socket_t fd, short ev, void *arg)
     (void)fd; (void)ev;
     rr_worker *w = arg;
     if (w->inflight == 0 && !w->stopping) rr_lua_idle(w);
+    rr_log_flush(); /* nothing in flight: the batched access-log lines go out now */
 }
 
 static void on_stop(evutil_socket_t fd, short ev, void *arg)
@@ -441,13 +442,16 @@ static void on_tick(evutil_socket_t fd, short ev, void *arg)
     (void)fd; (void)ev;
     rr_lua_tick(arg);
     give_back_memory(arg);
+    rr_log_flush();
 }
 
 static void *worker_main(void *arg)
 {
     rr_worker *w = arg;
     atomic_fetch_add(&rr_workers_up, 1);
+    rr_log_batch_begin();
     event_base_dispatch(w->base);
+    rr_log_batch_end();
     atomic_fetch_sub(&rr_workers_up, 1);
     return NULL;
 }

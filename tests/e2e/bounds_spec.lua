@@ -55,6 +55,20 @@ fusion: [%s/spin_fusion.lua, %s/spin_pcall_fusion.lua]
     assert.are.equal(200, (d.request(dm, "/health")))
     assert.truthy(d.logtext(dm):find("Lua code stopped", 1, true))
   end)
+
+  it("a script looping past an earlier request's deadline is stopped at its own, not before", function()
+    -- core/deadline.c leaves the timer armed for the earlier request (server.timeout 3 s
+    -- after it began); it fires 1.5 s into the loop, which must then wait for its own deadline
+    assert.are.equal(200, (post(dm, "/v1/fuse", { method = "rrf", lists = { { "a" } } })))
+    d.sleep(1.5)
+    local t0 = d.now()
+    local status, body, _, j = post(dm, "/v1/fuse", { method = "spin", lists = { { "a", "b" } } })
+    local took = d.now() - t0
+    assert.are.equal(504, status, body)
+    assert.are.equal("timeout_error", j.error.type)
+    assert.truthy(took > 2.5 and took < 10, ("stopped after %.2f s, server.timeout is 3 s"):format(took))
+    assert.are.equal(200, (post(dm, "/v1/fuse", { method = "rrf", lists = { { "a" } } })))
+  end)
 end)
 
 describe("the self-test is bounded too", function()
