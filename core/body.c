@@ -1,6 +1,7 @@
 /* Bodies as bytes outside the Lua heap (json_splice.c builds spliced upstream bodies in them
- * too): the daemon's ctx.body is a small userdata owning a malloc'd copy of the request
- * body, released when its request ends (core/server.c), so a
+ * too): the daemon's ctx.body is a small userdata owning the request body's bytes (the
+ * connection's input buffer they arrived in, handed over, or a malloc'd copy), released
+ * when its request ends (core/server.c), so a
  * large body neither paces LuaJIT's collector nor waits for a collection to be freed. The
  * request-path JSON (json.c, json_splice.c) reads a body or a Lua string alike (rr_bytes).
  *   core.bytes(v [, i [, j]]) -> string   bytes i..j of a string or body, as string.sub
@@ -18,6 +19,7 @@
 struct rr_body {
     char *p;
     size_t len;
+    char *base; /* what to free when p lies inside an adopted buffer (rr_body_adopt), else NULL */
     int released;
 };
 
@@ -36,8 +38,8 @@ static rr_body *to_body(lua_State *L, int idx)
 
 static void release(rr_body *b)
 {
-    free(b->p);
-    b->p = NULL;
+    free(b->base ? b->base : b->p);
+    b->p = b->base = NULL;
     b->len = 0;
     b->released = 1;
 }
@@ -104,6 +106,15 @@ rr_body *rr_body_new(lua_State *L, const char *p, size_t len)
     char *o = rr_body_alloc(L, len);
     if (len) memcpy(o, p, len);
     return lua_touserdata(L, -1);
+}
+
+void rr_body_adopt(rr_body *b, char *base, const char *p, size_t len)
+{
+    release(b);
+    b->base = base;
+    b->p = (char *)p;
+    b->len = len;
+    b->released = 0;
 }
 
 void rr_body_release(rr_body *b)

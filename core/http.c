@@ -62,6 +62,26 @@ static struct timeval tv_of(double s)
 
 const rr_hmsg *rr_conn_msg(const rr_conn *c) { return &c->m; }
 void rr_conn_drop_body(rr_conn *c) { rr_hmsg_drop_body(&c->m); }
+
+/* The request keeps the bytes it arrived in: when its body lies whole in the input buffer,
+ * that buffer becomes the caller's (to free) and the connection reads on into a new one of
+ * the same size, holding the bytes received after the body. NULL (nothing changes) when
+ * the body was copied out by the parser or no buffer could be had. */
+char *rr_conn_take_input(rr_conn *c)
+{
+    const char *body = c->m.body_in;
+    if (!body || body < c->in || body + c->m.body_len > c->in + c->in_len) return NULL;
+    size_t rest = c->in_len - c->in_off;
+    char *fresh = malloc(c->in_cap);
+    if (!fresh) return NULL;
+    memcpy(fresh, c->in + c->in_off, rest); /* pipelined bytes, usually none */
+    char *taken = c->in;
+    c->in = fresh;
+    c->in_off = 0;
+    c->in_len = rest;
+    c->m.body_in = NULL;
+    return taken;
+}
 int rr_conn_closing(const rr_conn *c) { return c->closing; }
 void rr_conn_bind(rr_conn *c, struct rr_req *r) { c->req = r; }
 

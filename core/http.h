@@ -61,6 +61,10 @@ void rr_http_free(struct rr_worker *w);  /* after the loop ended: close everythi
 const rr_hmsg *rr_conn_msg(const rr_conn *c);
 /* The request body has been copied out: a large buffer is freed now, not after the reply. */
 void rr_conn_drop_body(rr_conn *c);
+/* A body that arrived whole in the input buffer: the buffer is handed over (the caller frees
+ * it; the body's bytes stay where rr_hmsg_body said) and the connection takes a new one.
+ * NULL when the body is not there. */
+char *rr_conn_take_input(rr_conn *c);
 /* Queues the reply of the request in flight: status line, hdrs ("Name: value\r\n" lines),
  * Content-Length, Connection; body dropped for HEAD. One writev when the socket takes it. */
 void rr_conn_reply(rr_conn *c, int status, const char *hdrs, size_t hlen, const char *body, size_t blen);

@@ -112,6 +112,8 @@ typedef struct rr_body rr_body;
 rr_body *rr_body_new(lua_State *L, const char *p, size_t len);
 char *rr_body_alloc(lua_State *L, size_t len);
 void rr_body_release(rr_body *b);
+/* b's bytes become p[0..len), inside base (malloc'd; b frees it); what b held is freed */
+void rr_body_adopt(rr_body *b, char *base, const char *p, size_t len);
 const char *rr_bytes(lua_State *L, int idx, size_t *len);
 const char *rr_check_bytes(lua_State *L, int idx, size_t *len);
 int rr_l_bytes(lua_State *L);

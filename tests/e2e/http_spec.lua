@@ -62,6 +62,26 @@ describe("HTTP/1.1 layer", function()
     c:close()
   end)
 
+  it("answers pipelined large bodies each from its own bytes (the input buffer handed to the request)", function()
+    -- a body from 32 KB on keeps the buffer it arrived in (core/http.c rr_conn_take_input);
+    -- the bytes after it (the next requests) move to the connection's new buffer
+    local function big(word, n)
+      local docs = {}
+      for i = 1, n do docs[i] = ("filler %d "):format(i):rep(22) .. (i == n and word or "") end
+      return cjson.encode({ query = word, documents = docs, top_n = 1 })
+    end
+    local bodies = { big("alpha", 200), big("bravo", 160), big("charlie", 250) }
+    for _, b in ipairs(bodies) do assert(#b > 32 * 1024 and #b < 64 * 1024, #b) end
+    local c = assert(raw.connect(srv.port))
+    assert(c:send(post(bodies[1]) .. post(bodies[2]) .. post(bodies[3])))
+    for i, n in ipairs({ 200, 160, 250 }) do
+      local r = assert(c:read_response(5))
+      assert.are.equal(200, r.status, r.body)
+      assert.are.equal(n - 1, cjson.decode(r.body).results[1].index, "request " .. i)
+    end
+    c:close()
+  end)
+
   it("honours Connection: close and HTTP/1.0 keep-alive", function()
     local r, res = one(srv, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert.are.equal(200, r.status)
