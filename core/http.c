@@ -63,12 +63,14 @@ static struct timeval tv_of(double s)
 const rr_hmsg *rr_conn_msg(const rr_conn *c) { return &c->m; }
 void rr_conn_drop_body(rr_conn *c) { rr_hmsg_drop_body(&c->m); }
 
-/* The request keeps the bytes it arrived in: when its body lies whole in the input buffer,
- * that buffer becomes the caller's (to free) and the connection reads on into a new one of
- * the same size, holding the bytes received after the body. NULL (nothing changes) when
- * the body was copied out by the parser or no buffer could be had. */
-char *rr_conn_take_input(rr_conn *c)
+/* The request keeps the buffer its body is in (the caller frees it; the bytes stay where
+ * rr_hmsg_body said): the parser's, when it gathered the body, else the input buffer, and
+ * the connection reads on into a new one of the same size holding the bytes received after
+ * the body. NULL (nothing changes) when no buffer could be had. */
+char *rr_conn_take_body(rr_conn *c)
 {
+    char *gathered = rr_hmsg_take_body(&c->m);
+    if (gathered) return gathered;
     const char *body = c->m.body_in;
     if (!body || body < c->in || body + c->m.body_len > c->in + c->in_len) return NULL;
     size_t rest = c->in_len - c->in_off;
@@ -87,6 +89,22 @@ void rr_conn_bind(rr_conn *c, struct rr_req *r) { c->req = r; }
 
 static size_t in_max(const rr_conn *c) { return RR_HTTP_MAX_HEAD + c->w->opt->max_body + 4096; }
 static int partial(const rr_conn *c) { return c->m.started || c->in_off < c->in_len; }
+
+/* A Content-Length body that fits the buffer grow_for_body gives is not fed to the parser
+ * until all of it is there: then it is parsed whole, in place, and handed to the request
+ * without a copy (rr_conn_take_body). */
+static int body_held(const rr_conn *c)
+{
+    const rr_hmsg *m = &c->m;
+    return m->headers_done && !m->complete && !m->status && !m->chunked && !m->expect_continue && m->body_len == 0
+        && m->body_expected <= BUF_KEEP && c->in_len - c->in_off < m->body_expected;
+}
+
+/* body bytes received: parsed, and held unparsed */
+static size_t body_received(const rr_conn *c)
+{
+    return c->m.body_len + (body_held(c) ? c->in_len - c->in_off : 0);
+}
 
 /* ---- lifetime ---- */
 
@@ -166,7 +184,7 @@ static void arm_timer(rr_conn *c)
             if (o->header_timeout > 0) deadline = (double)c->msg_t0 / 1e6 + o->header_timeout - now;
         } else if (o->body_min_rate > 0) {
             if (!c->body_t0) c->body_t0 = rr_now_us();
-            deadline = (double)c->body_t0 / 1e6 + 1.0 + (double)c->m.body_len / o->body_min_rate - now;
+            deadline = (double)c->body_t0 / 1e6 + 1.0 + (double)body_received(c) / o->body_min_rate - now;
         }
         if (deadline < t) t = deadline;
         if (t >= 1e9) t = -1;
@@ -336,14 +354,18 @@ static void grow_for_body(rr_conn *c)
     if (!c->m.headers_done || c->m.complete || c->m.chunked) return;
     size_t need = c->m.body_expected - c->m.body_len, have = c->in_len - c->in_off;
     if (need > BUF_KEEP) need = BUF_KEEP; /* larger bodies grow the buffer as they arrive */
-    if (c->in_cap - c->in_len >= need) return;
+    /* from in_off: the body still to parse (held bytes are part of it) and the header's last
+     * byte, which a held body leaves unparsed */
+    size_t want = (have > need ? have : need) + 64;
+    if (c->in_cap - c->in_off >= want) return;
     if (c->in_off) {
         memmove(c->in, c->in + c->in_off, have);
         c->in_off = 0;
         c->in_len = have;
     }
-    size_t cap = (have + need + 4096 + 4095) & ~(size_t)4095;
-    if (cap <= c->in_cap) return;
+    if (c->in_cap >= want) return;
+    /* in 64 KB steps: the next request's body, a little larger, fits the same buffer */
+    size_t cap = (want + 4096 + 65535) & ~(size_t)65535;
     char *p = realloc(c->in, cap);
     if (p) {
         c->in = p;
@@ -355,7 +377,7 @@ static void conn_process(rr_conn *c)
 {
     if (c->dead || c->lingering || c->closing || c->out_off < c->out_len) return;
     enter(c);
-    while (!c->dead && !c->closing && !c->req && c->in_off < c->in_len) {
+    while (!c->dead && !c->closing && !c->req && c->in_off < c->in_len && !body_held(c)) {
         size_t n = rr_hmsg_feed(&c->m, c->in + c->in_off, c->in_len - c->in_off);
         c->in_off += n;
         if (c->m.status) {
@@ -363,7 +385,7 @@ static void conn_process(rr_conn *c)
             rr_server_reject(c->w, c, c->m.status, c->m.msg);
         } else if (c->m.complete) {
             rr_server_request(c->w, c); /* may answer at once; then the loop goes on */
-        } else break;
+        } else if (n == 0) break; /* all parsed (or a partial method token): more bytes first */
     }
     if (!c->dead && !c->closing && !c->req) {
         if (c->m.expect_continue && !c->continue_sent && c->m.body_len == 0 && c->in_off == c->in_len) {
@@ -476,6 +498,7 @@ static void conn_new(rr_httpd *d, int fd)
     c->fd = fd;
     c->in_cap = IN_START;
     rr_hmsg_init(&c->m, w->opt->max_body);
+    c->m.pause_body = 1; /* body_held */
     c->next = d->conns;
     if (d->conns) d->conns->prev = c;
     d->conns = c;

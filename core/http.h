@@ -29,6 +29,8 @@ typedef struct {
     size_t body_expected;      /* Content-Length, else 0 */
     int started;               /* bytes of this message seen */
     int headers_done, complete, expect_continue, is_head, keepalive, chunked;
+    int pause_body;            /* set by the caller: pause after the headers of a Content-Length
+                                * body (no 100-continue), so it can feed the body whole */
     int status;                /* rejection status (400, 413, ...) or 0 */
     char msg[200];             /* rejection message */
 } rr_hmsg;
@@ -45,6 +47,9 @@ void rr_hmsg_next(rr_hmsg *m);
 static inline const char *rr_hmsg_body(const rr_hmsg *m) { return m->body_in ? m->body_in : m->body; }
 /* Frees a large body buffer once its bytes were copied (ctx.body); body_len stays. */
 void rr_hmsg_drop_body(rr_hmsg *m);
+/* A body the parser gathered (chunked, or fed in pieces): its buffer, handed to the caller
+ * (who frees it; the bytes start at the returned pointer). NULL when the body is in place. */
+char *rr_hmsg_take_body(rr_hmsg *m);
 /* First header named `name` (case-insensitive), or NULL. */
 const char *rr_hmsg_header(const rr_hmsg *m, const char *name, size_t *len);
 /* The raw path (before '?'/'#') and query (after '?', before '#') of the request target. */
@@ -61,10 +66,10 @@ void rr_http_free(struct rr_worker *w);  /* after the loop ended: close everythi
 const rr_hmsg *rr_conn_msg(const rr_conn *c);
 /* The request body has been copied out: a large buffer is freed now, not after the reply. */
 void rr_conn_drop_body(rr_conn *c);
-/* A body that arrived whole in the input buffer: the buffer is handed over (the caller frees
- * it; the body's bytes stay where rr_hmsg_body said) and the connection takes a new one.
- * NULL when the body is not there. */
-char *rr_conn_take_input(rr_conn *c);
+/* The buffer the request body's bytes are in (the parser's, or the input buffer it arrived
+ * in whole), handed over: the caller frees it; the connection takes a new one. NULL when
+ * none could be had. */
+char *rr_conn_take_body(rr_conn *c);
 /* Queues the reply of the request in flight: status line, hdrs ("Name: value\r\n" lines),
  * Content-Length, Connection; body dropped for HEAD. One writev when the socket takes it. */
 void rr_conn_reply(rr_conn *c, int status, const char *hdrs, size_t hlen, const char *body, size_t blen);

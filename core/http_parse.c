@@ -148,6 +148,9 @@ static int on_headers_complete(http_parser *p)
     m->expect_continue = f && p->http_minor == 1 && (m->chunked || m->body_expected > 0);
     m->keepalive = http_should_keep_alive(p) && !p->upgrade;
     m->is_head = strcmp(m->method, "HEAD") == 0;
+    /* a Content-Length body: the caller may hold its bytes until they are all there, so that
+     * on_body sees it whole, in place (not with 100-continue: the client waits for us) */
+    if (m->pause_body && !m->chunked && m->body_expected > 0 && !m->expect_continue) http_parser_pause(p, 1);
     m->headers_done = 1;
     return 0;
 }
@@ -207,6 +210,15 @@ void rr_hmsg_free(rr_hmsg *m)
     m->head_cap = m->body_cap = 0;
 }
 
+char *rr_hmsg_take_body(rr_hmsg *m)
+{
+    if (m->body_in || !m->body || !m->body_len) return NULL;
+    char *b = m->body;
+    m->body = NULL;
+    m->body_cap = 0;
+    return b;
+}
+
 void rr_hmsg_drop_body(rr_hmsg *m)
 {
     if (m->body_cap <= BODY_KEEP) return; /* small buffers are reused by the next message */
@@ -250,6 +262,7 @@ static int known_method(const char *s)
 size_t rr_hmsg_feed(rr_hmsg *m, const char *data, size_t len)
 {
     if (m->complete || m->status || len == 0) return 0; /* (len 0 would mean EOF to http_parser) */
+    if (HTTP_PARSER_ERRNO(&m->p) == HPE_PAUSED) http_parser_pause(&m->p, 0); /* after the headers */
     size_t used = 0;
     if (!m->started) {
         /* http_parser knows a fixed list of methods; any other token still reaches the

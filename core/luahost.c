@@ -43,8 +43,8 @@ static int pcall_tb(lua_State *L, int nargs, int nres, char *err, size_t errlen)
  * faults) on every request; malloc's adaptive threshold keeps such blocks in the worker's
  * arena and reuses them. osize tells which allocator owns a block. */
 #define LARGE_BLOCK (128u * 1024u)
-/* a request body from this size on keeps the input buffer it arrived in (no copy); a
- * smaller one is copied, which costs less than a new buffer for the connection */
+/* a request body from this size on keeps the buffer it is in (no copy); a smaller one is
+ * copied, which costs less than a new buffer for the connection */
 #define TAKE_INPUT_MIN (32u * 1024u)
 
 typedef struct {
@@ -419,11 +419,11 @@ static void push_ctx(lua_State *co, rr_req *r, const char *id)
     lua_setfield(co, -2, "headers");
     const char *body = rr_hmsg_body(m); /* in place in the connection's input: read it now */
     /* outside the Lua heap (body.c), freed when the request ends (rr_req_finish): the input
-     * buffer the body arrived in when it is whole there (no copy), else a copy */
+     * buffer the body's bytes are in (the connection's input, or the parser's), else a copy */
     r->body = NULL;
     if (body && m->body_len >= TAKE_INPUT_MIN) {
         rr_body *b = rr_body_new(co, "", 0); /* first: raising here leaves the buffer where it is */
-        char *base = rr_conn_take_input(r->conn);
+        char *base = rr_conn_take_body(r->conn);
         if (base) {
             rr_body_adopt(b, base, body, m->body_len);
             r->body = b;

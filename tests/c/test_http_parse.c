@@ -310,6 +310,41 @@ static void expect_and_pipelining(void)
     free(chunk);
 }
 
+/* pause_body (core/http.c): the parser stops after the headers of a Content-Length body, so
+ * the caller can feed the body once it is all there (in place, no copy); rr_hmsg_take_body
+ * hands over a body the parser gathered. */
+static void paused_bodies(void)
+{
+    rr_hmsg m;
+    rr_hmsg_init(&m, 1024);
+    m.pause_body = 1;
+    const char *head = "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel";
+    size_t n = rr_hmsg_feed(&m, head, strlen(head));
+    CHECK(n < strlen(head) - 3 && m.headers_done && !m.complete && m.body_len == 0 && m.body_expected == 5,
+          "pause_body: the headers are parsed, no body byte is taken");
+    char again[16];
+    size_t rest = strlen(head) - n;
+    memcpy(again, head + n, rest);
+    memcpy(again + rest, "lo", 2); /* the caller's buffer, once the body is all there */
+    size_t used = rr_hmsg_feed(&m, again, rest + 2);
+    CHECK(used == rest + 2 && m.complete && body_is(&m, "hello") && rr_hmsg_body(&m) == again + rest + 2 - 5
+          && m.body_cap == 0, "pause_body: then the body is parsed whole, in place");
+    CHECK(rr_hmsg_take_body(&m) == NULL, "take_body: nothing to take for a body in place");
+    rr_hmsg_next(&m);
+    CHECK(m.pause_body == 1, "next: pause_body stays");
+    const char *cont = "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
+    n = rr_hmsg_feed(&m, cont, strlen(cont));
+    CHECK(n == strlen(cont) && m.headers_done && m.expect_continue, "pause_body: not with 100-continue");
+    rr_hmsg_feed(&m, "o", 1);
+    rr_hmsg_feed(&m, "k", 1);
+    CHECK(m.complete && body_is(&m, "ok") && m.body_in == NULL, "a body fed in pieces is gathered");
+    char *b = rr_hmsg_take_body(&m);
+    CHECK(b != NULL && memcmp(b, "ok", 2) == 0 && m.body == NULL && m.body_cap == 0,
+          "take_body: the gathered buffer is handed over");
+    free(b);
+    rr_hmsg_free(&m);
+}
+
 static void reasons(void)
 {
     CHECK(strcmp(rr_http_reason(431), "Request Header Fields Too Large") == 0, "reason 431");
@@ -325,6 +360,7 @@ int main(void)
     bodies();
     header_limits();
     expect_and_pipelining();
+    paused_bodies();
     reasons();
     return CT_DONE();
 }

@@ -63,7 +63,7 @@ describe("HTTP/1.1 layer", function()
   end)
 
   it("answers pipelined large bodies each from its own bytes (the input buffer handed to the request)", function()
-    -- a body from 32 KB on keeps the buffer it arrived in (core/http.c rr_conn_take_input);
+    -- a body from 32 KB on keeps the buffer it arrived in (core/http.c rr_conn_take_body);
     -- the bytes after it (the next requests) move to the connection's new buffer
     local function big(word, n)
       local docs = {}
