@@ -1,6 +1,7 @@
 /* The rerank.core Lua module: a small, uniform Lua API over the C kernels.
  * Misuse raises (luaL_check*); expected failures return nil, err. */
 #include "rerank.h"
+#include "buf.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -28,6 +29,12 @@ static size_t array_len(lua_State *L, int idx)
     return lua_objlen(L, idx);
 }
 
+/* topk's work arrays: one buffer per thread (worker), reused, so a request's sort leaves
+ * no garbage for the collector; one that grew past TOPK_KEEP is freed after its use. */
+#define TOPK_KEEP (4u << 20)
+static _Thread_local char *topk_buf;
+static _Thread_local size_t topk_cap;
+
 /* core.topk(scores, k) -> { 1-based indices }, score desc, ties by index asc, NaN last */
 static int l_topk(lua_State *L)
 {
@@ -35,9 +42,11 @@ static int l_topk(lua_State *L)
     lua_Integer k = luaL_optinteger(L, 2, (lua_Integer)n);
     luaL_argcheck(L, k >= 0, 2, "k must be >= 0");
     if (n > UINT32_MAX) return luaL_argerror(L, 1, "too many scores");
-    double *s = scratch(L, n * sizeof(double));
-    uint32_t *out = scratch(L, n * sizeof(uint32_t));
-    uint32_t *tmp = scratch(L, n * sizeof(uint32_t));
+    if (rr_buf_reserve(&topk_buf, &topk_cap, n * 16 + 16, 16384, (size_t)-1) != 0)
+        return luaL_error(L, "topk: out of memory (%d scores)", (int)n);
+    double *s = (double *)(void *)topk_buf; /* n doubles, then two arrays of n indices */
+    uint32_t *out = (uint32_t *)(void *)(topk_buf + n * sizeof(double));
+    uint32_t *tmp = out + n;
     for (size_t i = 0; i < n; i++) {
         lua_rawgeti(L, 1, (int)i + 1);
         if (!lua_isnumber(L, -1)) return luaL_error(L, "scores[%d] is not a number", (int)i + 1);
@@ -50,6 +59,7 @@ static int l_topk(lua_State *L)
         lua_pushinteger(L, (lua_Integer)out[i] + 1);
         lua_rawseti(L, -2, (int)i + 1);
     }
+    rr_buf_trim(&topk_buf, &topk_cap, TOPK_KEEP);
     return 1;
 }
 

@@ -27,3 +27,39 @@ describe("core.utf8_check", function()
     end
   end)
 end)
+
+describe("core.topk", function()
+  -- the definition: every index, score desc, ties by index asc, NaN last
+  local function reference(scores, k)
+    local idx = {}
+    for i = 1, #scores do idx[i] = i end
+    table.sort(idx, function(a, b)
+      local x, y = scores[a], scores[b]
+      local nx, ny = x ~= x, y ~= y
+      if nx ~= ny then return ny end -- a number before NaN
+      if not nx and x ~= y then return x > y end
+      return a < b
+    end)
+    local out = {}
+    for i = 1, math.min(k, #idx) do out[i] = idx[i] end
+    return out
+  end
+
+  it("orders like the definition, small and large inputs one after another (its buffer is reused)", function()
+    local seed = 7
+    local function rnd(n) seed = (seed * 16807) % 2147483647; return seed % n end
+    for _, n in ipairs({ 0, 1, 5, 100, 3000, 10, 70000, 3 }) do
+      local scores = {}
+      for i = 1, n do scores[i] = rnd(50) / 10 end -- many ties
+      if n > 2 then scores[2] = 0 / 0 end
+      for _, k in ipairs({ 0, 1, 10, n }) do
+        assert.are.same(reference(scores, k), core.topk(scores, k), ("n=%d k=%d"):format(n, k))
+      end
+    end
+  end)
+
+  it("refuses a score that is not a number, and works on afterwards", function()
+    assert.has_error(function() core.topk({ 1, "x", 3 }, 2) end)
+    assert.are.same({ 3, 1 }, core.topk({ 2, 1, 3 }, 2))
+  end)
+end)
