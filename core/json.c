@@ -8,6 +8,7 @@
  * when it decoded first and checked UTF-8 second). Stricter than lua-cjson 2.1.0 where the
  * RFC is: unescaped control characters in strings, leading zeros, "1." and "-" are refused. */
 #include "json_int.h"
+#include "buf.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -53,8 +54,23 @@ int jd_found(jdec *d, const char *what, const char *thing, size_t at)
 }
 
 
+/* The scratch of a decode: per-thread buffers reused across requests, so a request's decode
+ * leaves no scratch for the collector (with a thousand documents its spans grew through
+ * 30 KB of userdata). A decode that starts while another is under way on the thread (a
+ * finalizer run by an allocation) uses userdata, as does every decode after a raise left
+ * tls_busy set. */
+#define SCRATCH_KEEP (4u << 20)
+static _Thread_local struct { char *p; size_t cap; } tls_scratch[2]; /* buf, spans */
+static _Thread_local int tls_busy;
+
 static void *grow(jdec *d, int idx, void *old, size_t bytes)
 {
+    if (d->tls) { /* realloc keeps what the buffer held */
+        int which = idx == d->spans_idx;
+        if (rr_buf_reserve(&tls_scratch[which].p, &tls_scratch[which].cap, bytes, 256, (size_t)-1) != 0)
+            luaL_error(d->L, "json: out of memory (%d bytes)", (int)bytes);
+        return tls_scratch[which].p;
+    }
     /* the new block lives in a userdata replacing the old one at idx: a raise frees it */
     void *p = lua_newuserdata(d->L, bytes);
     if (old) memcpy(p, old, lua_objlen(d->L, idx));
@@ -462,13 +478,14 @@ int jd_value(jdec *d, size_t *span, int spanned)
  * lazy_key (with spans): the string elements without escapes of the top-level array under
  * that key come back as core.json_lazy (a light userdata), not as strings: their spans say
  * where their text lies, byte for byte (core.json_text makes the string when one is needed). */
-int rr_json_decode(lua_State *L)
+static int decode(lua_State *L, int tls)
 {
     size_t len;
     const char *s = rr_check_bytes(L, 1, &len); /* a string, or the daemon's request body */
     jdec d;
     memset(&d, 0, sizeof d);
     d.L = L;
+    d.tls = tls;
     d.s = (const unsigned char *)s;
     d.len = len;
     d.utf8_bad = len;
@@ -529,6 +546,18 @@ int rr_json_decode(lua_State *L)
     if (d.utf8_bad == len) return 2;
     lua_pushinteger(L, (lua_Integer)d.utf8_bad);
     return 3;
+}
+
+int rr_json_decode(lua_State *L)
+{
+    int tls = !tls_busy;
+    tls_busy = 1;
+    int n = decode(L, tls);
+    if (tls) {
+        tls_busy = 0;
+        for (int k = 0; k < 2; k++) rr_buf_trim(&tls_scratch[k].p, &tls_scratch[k].cap, SCRATCH_KEEP);
+    }
+    return n;
 }
 
 /* core.json_text(src, js, je) -> the text of the JSON string whose quotes are at the 1-based

@@ -18,15 +18,15 @@ typedef struct {
     int mt_idx;               /* stack index of the empty-array metatable (0: none) */
     size_t utf8_bad;          /* first invalid UTF-8 byte inside a string, or len */
     char err[200];
-    char *buf;                /* unescape scratch: grows, owned by a userdata at buf_idx */
-    size_t cap;
-    int buf_idx;
+    char *buf;                /* unescape scratch: grows, owned by a userdata at buf_idx, */
+    size_t cap;               /* or with tls by this thread's reused buffer (json.c grow) */
+    int buf_idx, tls;
     /* document spans: for each top-level key whose value is an array, the [start, end]
      * (1-based, inclusive, quotes included) of each element's string, or of its "text"
      * member when the element is an object; 0 0 when neither */
     int span_keys, want_spans;
     struct { size_t kpos, klen, first, count; } keys[MAX_SPAN_KEYS];
-    size_t *spans;            /* pairs; scratch owned by a userdata at spans_idx */
+    size_t *spans;            /* pairs; scratch owned like buf, by a userdata at spans_idx */
     size_t nspans, spans_cap;
     int spans_idx;
     /* answer mode (n_scores >= 0): top-level arrays under "results", "data" or "rankings"
