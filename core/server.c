@@ -122,6 +122,7 @@ static void access_log(rr_req *r, int status, unsigned long long total)
     rr_alog_num(&b, "status", status);
     rr_alog_num(&b, "total_us", (double)total);
     rr_alog_write(&b);
+    if (r->w->stopping) rr_log_flush(); /* draining: no idle turn or tick comes to write it */
 }
 
 /* The reply's header lines, on the stack unless they are large. */
