@@ -57,8 +57,8 @@ int jd_found(jdec *d, const char *what, const char *thing, size_t at)
 /* The scratch of a decode: per-thread buffers reused across requests, so a request's decode
  * leaves no scratch for the collector (with a thousand documents its spans grew through
  * 30 KB of userdata). A decode that starts while another is under way on the thread (a
- * finalizer run by an allocation) uses userdata, as does every decode after a raise left
- * tls_busy set. */
+ * finalizer run by an allocation) uses userdata, as would every decode after a raise
+ * from inside Lua's API (out of memory) left tls_busy set. */
 #define SCRATCH_KEEP (4u << 20)
 static _Thread_local struct { char *p; size_t cap; } tls_scratch[2]; /* buf, spans */
 static _Thread_local int tls_busy;
@@ -67,8 +67,10 @@ static void *grow(jdec *d, int idx, void *old, size_t bytes)
 {
     if (d->tls) { /* realloc keeps what the buffer held */
         int which = idx == d->spans_idx;
-        if (rr_buf_reserve(&tls_scratch[which].p, &tls_scratch[which].cap, bytes, 256, (size_t)-1) != 0)
+        if (rr_buf_reserve(&tls_scratch[which].p, &tls_scratch[which].cap, bytes, 256, (size_t)-1) != 0) {
+            tls_busy = 0; /* this decode owned the buffers: the raise ends it */
             luaL_error(d->L, "json: out of memory (%d bytes)", (int)bytes);
+        }
         return tls_scratch[which].p;
     }
     /* the new block lives in a userdata replacing the old one at idx: a raise frees it */
@@ -550,6 +552,8 @@ static int decode(lua_State *L, int tls)
 
 int rr_json_decode(lua_State *L)
 {
+    size_t len;
+    rr_check_bytes(L, 1, &len); /* a wrong argument raises here, before the buffers are taken */
     int tls = !tls_busy;
     tls_busy = 1;
     int n = decode(L, tls);

@@ -45,7 +45,7 @@ static int pcall_tb(lua_State *L, int nargs, int nres, char *err, size_t errlen)
 #define LARGE_BLOCK (128u * 1024u)
 /* a request body from this size on keeps the buffer it is in (no copy); a smaller one is
  * copied, which costs less than a new buffer for the connection */
-#define TAKE_INPUT_MIN (32u * 1024u)
+#define TAKE_BODY_MIN (32u * 1024u)
 
 typedef struct {
     lua_Alloc small;
@@ -421,7 +421,7 @@ static void push_ctx(lua_State *co, rr_req *r, const char *id)
     /* outside the Lua heap (body.c), freed when the request ends (rr_req_finish): the input
      * buffer the body's bytes are in (the connection's input, or the parser's), else a copy */
     r->body = NULL;
-    if (body && m->body_len >= TAKE_INPUT_MIN) {
+    if (body && m->body_len >= TAKE_BODY_MIN) {
         rr_body *b = rr_body_new(co, "", 0); /* first: raising here leaves the buffer where it is */
         char *base = rr_conn_take_body(r->conn);
         if (base) {
