@@ -21,7 +21,9 @@ static inline int rr_buf_reserve(char **data, size_t *cap, size_t need, size_t f
 }
 
 /* After a use of a buffer reused across requests: one that a large use grew past keep is
- * freed, so one huge request does not pin its memory. */
+ * freed, so one huge request does not pin its memory. RR_SCRATCH_KEEP: the keep of the
+ * per-thread scratch buffers (the decoder's, the splicer's, topk's). */
+#define RR_SCRATCH_KEEP (4u << 20)
 static inline void rr_buf_trim(char **data, size_t *cap, size_t keep)
 {
     if (*cap <= keep) return;

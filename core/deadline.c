@@ -50,7 +50,7 @@ static int64_t deadline_us(const rr_req *r) /* on the rr_now_us clock */
 
 static double left_s(const rr_req *r)
 {
-    return r->w->opt->timeout - (double)(rr_now_us() - r->t0_us) / 1e6;
+    return (double)(deadline_us(r) - (int64_t)rr_now_us()) / 1e6;
 }
 
 static void arm_until(int64_t at_us);

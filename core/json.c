@@ -59,7 +59,6 @@ int jd_found(jdec *d, const char *what, const char *thing, size_t at)
  * 30 KB of userdata). A decode that starts while another is under way on the thread (a
  * finalizer run by an allocation) uses userdata, as would every decode after a raise
  * from inside Lua's API (out of memory) left tls_busy set. */
-#define SCRATCH_KEEP (4u << 20)
 static _Thread_local struct { char *p; size_t cap; } tls_scratch[2]; /* buf, spans */
 static _Thread_local int tls_busy;
 
@@ -480,10 +479,8 @@ int jd_value(jdec *d, size_t *span, int spanned)
  * lazy_key (with spans): the string elements without escapes of the top-level array under
  * that key come back as core.json_lazy (a light userdata), not as strings: their spans say
  * where their text lies, byte for byte (core.json_text makes the string when one is needed). */
-static int decode(lua_State *L, int tls)
+static int decode(lua_State *L, const char *s, size_t len, int tls)
 {
-    size_t len;
-    const char *s = rr_check_bytes(L, 1, &len); /* a string, or the daemon's request body */
     jdec d;
     memset(&d, 0, sizeof d);
     d.L = L;
@@ -553,13 +550,15 @@ static int decode(lua_State *L, int tls)
 int rr_json_decode(lua_State *L)
 {
     size_t len;
-    rr_check_bytes(L, 1, &len); /* a wrong argument raises here, before the buffers are taken */
+    /* a string, or the daemon's request body; a wrong argument raises here, before the
+     * buffers are taken */
+    const char *s = rr_check_bytes(L, 1, &len);
     int tls = !tls_busy;
     tls_busy = 1;
-    int n = decode(L, tls);
+    int n = decode(L, s, len, tls);
     if (tls) {
         tls_busy = 0;
-        for (int k = 0; k < 2; k++) rr_buf_trim(&tls_scratch[k].p, &tls_scratch[k].cap, SCRATCH_KEEP);
+        for (int k = 0; k < 2; k++) rr_buf_trim(&tls_scratch[k].p, &tls_scratch[k].cap, RR_SCRATCH_KEEP);
     }
     return n;
 }

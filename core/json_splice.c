@@ -10,9 +10,8 @@
 #include <lauxlib.h>
 
 /* Bodies are assembled in one reusable buffer per thread (worker) and pushed as one Lua
- * string: no body-sized allocation per request. A use that grew it past SCRATCH_KEEP frees
+ * string: no body-sized allocation per request. A use that grew it past RR_SCRATCH_KEEP frees
  * it afterwards, so one huge request does not pin memory. */
-#define SCRATCH_KEEP (4u << 20)
 static _Thread_local char *scratch_buf;
 static _Thread_local size_t scratch_cap;
 
@@ -26,7 +25,7 @@ static char *scratch(lua_State *L, size_t n)
 static void push_scratch(lua_State *L, size_t n)
 {
     lua_pushlstring(L, scratch_buf, n);
-    rr_buf_trim(&scratch_buf, &scratch_cap, SCRATCH_KEEP);
+    rr_buf_trim(&scratch_buf, &scratch_cap, RR_SCRATCH_KEEP);
 }
 
 /* The pieces of one body: pointers into Lua strings that the parts keep alive. */

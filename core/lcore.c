@@ -30,8 +30,7 @@ static size_t array_len(lua_State *L, int idx)
 }
 
 /* topk's work arrays: one buffer per thread (worker), reused, so a request's sort leaves
- * no garbage for the collector; one that grew past TOPK_KEEP is freed after its use. */
-#define TOPK_KEEP (4u << 20)
+ * no garbage for the collector; one that grew past RR_SCRATCH_KEEP is freed after its use. */
 static _Thread_local char *topk_buf;
 static _Thread_local size_t topk_cap;
 
@@ -59,7 +58,7 @@ static int l_topk(lua_State *L)
         lua_pushinteger(L, (lua_Integer)out[i] + 1);
         lua_rawseti(L, -2, (int)i + 1);
     }
-    rr_buf_trim(&topk_buf, &topk_cap, TOPK_KEEP);
+    rr_buf_trim(&topk_buf, &topk_cap, RR_SCRATCH_KEEP);
     return 1;
 }
 
