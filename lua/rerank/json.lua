@@ -154,13 +154,17 @@ local body_at = 0 -- json.encode_body: the depth whose spliced JSON is made a bo
 
 -- A marked list that changed since it was marked is encoded as it is: unmarked, its
 -- documents that stood for their own lazy text replaced by that text.
+-- The list to encode in its place: list itself, or a new one when list is its documents
+-- (provider_util's doc_texts marks a request's documents themselves), which stay as they are.
 local function unsplice(list)
   local docs = splices[list]
   splices[list] = nil
+  local out = list == docs and {} or list
   for i = 1, #list do
     local v = list[i]
-    if type(v) == "table" and v == docs[i] then list[i] = v.text end
+    if type(v) == "table" and v == docs[i] then out[i] = v.text else out[i] = v end
   end
+  return out
 end
 
 -- true when cjson encodes t exactly as we want: no marked-empty array, no spliced list and
@@ -235,8 +239,8 @@ local function encode_table(t, depth)
   if not spliced then return concat(buf) end
   local out = core.json_concat(buf, depth == body_at)
   if out then return out end
-  for _, v in pairs(t) do -- a marked list changed since it was marked: encode them as they are
-    if type(v) == "table" and splices[v] then unsplice(v) end
+  for k, v in pairs(t) do -- a marked list changed since it was marked: encode them as they are
+    if type(v) == "table" and splices[v] then t[k] = unsplice(v) end
   end
   return encode_table(t, depth)
 end
@@ -252,7 +256,7 @@ encode_value = function(v, depth)
     if docs then
       local s = core.json_concat({ { v, docs } }, depth == body_at)
       if s then return s end
-      unsplice(v) -- the list changed since it was marked: encode it as it is
+      v = unsplice(v) -- the list changed since it was marked: encode it as it is
     end
     if getmetatable(v) == array_mt and next(v) == nil then return "[]" end
     if clean(v, depth) then return cj_encode(v) end

@@ -183,8 +183,16 @@ end
 -- lazy (a list that only json.encode reads): a document whose text is still only bytes of
 -- the body (docs.lazy) stands for itself, so that no string is made for it.
 local function doc_texts(req, rank_fields, lazy)
-  local out, docs = {}, req.documents
+  local docs = req.documents
   local rf = has_fields(rank_fields) and rank_fields
+  if lazy and not rf and #docs > 0 then -- the common proxy case: every text still lazy, so the
+    local all = true                     -- documents stand for themselves (no list made)
+    for i = 1, #docs do
+      if not is_lazy(docs[i]) then all = false break end
+    end
+    if all then return json.spliced(docs, docs) end
+  end
+  local out = {}
   local spliceable = not rf
   for i = 1, #docs do
     local d = docs[i]

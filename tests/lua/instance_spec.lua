@@ -85,6 +85,22 @@ describe("Instance:score checks every provider answer", function()
     assert.are.same({ 1, 2 }, s)
   end)
 
+  it("keeps the provider's score table only when it is exactly n numbers", function()
+    local given = { 0.5, 0.25 }
+    local inst, m = scoring(function() return { scores = given } end)
+    assert.equals(given, (inst:score(m, req(2)))) -- no copy
+    given = { 0.5, 0.25, 0.125 } -- one more than the documents: cut to n, a copy
+    local s = inst:score(m, req(2))
+    assert.are.same({ 0.5, 0.25 }, s)
+    assert.are_not.equal(given, s)
+    assert.equals(3, #given)
+    given = { 0.5, "x" } -- not a number: missing (-inf), in a copy; the provider's table stays
+    local s2, _, degraded = inst:score(m, req(2))
+    assert.are.same({ 0.5, -math.huge }, s2)
+    assert.is_true(degraded)
+    assert.are.same({ 0.5, "x" }, given)
+  end)
+
   it("answers nothing for no documents without calling the provider", function()
     local inst, m = scoring(function() error("not called") end)
     local s, u, degraded = inst:score(m, req(0))

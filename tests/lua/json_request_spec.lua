@@ -331,6 +331,21 @@ describe("upstream bodies outside the Lua heap (json.encode_body)", function()
     assert.equals(json.encode(nested), json.encode_body(nested)) -- the inner splice stays a string part
   end)
 
+  it("every document lazy: the request's documents are the spliced list, and a stale splice leaves them be", function()
+    local req = request('{"query":"q","documents":["one","two"]}')
+    local list = U.cohere_body({}, { defaults = {} }, req, "v2").documents
+    assert.equals(req.documents, list) -- no list of its own
+    assert.equals('["one","two"]', json.encode(list))
+    -- a document replaced by one without its bytes since: encoded from the texts, the
+    -- documents themselves untouched
+    local d1 = req.documents[1]
+    req.documents[2] = { index = 1, text = "other" }
+    assert.equals('{"documents":["one","other"]}', json.encode({ documents = list }))
+    assert.equals(d1, req.documents[1])
+    assert.equals("table", type(req.documents[2]))
+    assert.equals("one", d1.text)
+  end)
+
   it("a transport that sends bodies gets one, released once it has answered; others get strings", function()
     local seen = {}
     local function transport(sends)

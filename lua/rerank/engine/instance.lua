@@ -55,16 +55,23 @@ local function collect_scores(out, n, pname)
   if type(out) ~= "table" then
     return fail(502, ("provider %q returned no scores"):format(pname))
   end
-  local scores, missing = {}, 0
-  if type(out.scores) == "table" then
+  local scores, missing = nil, 0
+  local given = out.scores
+  if type(given) == "table" then
+    local whole = #given == n -- n numbers and nothing else: the provider's own table serves
     for i = 1, n do
-      local x = out.scores[i]
-      if type(x) == "number" and not (x > -huge and x < huge) then
+      local x = given[i]
+      if type(x) ~= "number" then
+        whole = false
+      elseif not (x > -huge and x < huge) then
         return refuse(pname, ("the score of document %d is not a finite number"):format(i - 1))
       end
-      scores[i] = x
     end
+    if whole then return given, 0 end
+    scores = {}
+    for i = 1, n do scores[i] = given[i] end
   elseif type(out.results) == "table" then
+    scores = {}
     for k, r in ipairs(out.results) do
       local idx = type(r) == "table" and tonumber(r.index)
       if not idx or idx < 0 or idx >= n or idx ~= math.floor(idx) then
