@@ -55,7 +55,8 @@ local function collect_scores(out, n, pname)
   if type(out) ~= "table" then
     return fail(502, ("provider %q returned no scores"):format(pname))
   end
-  local scores, missing = nil, 0
+  local scores
+  local missing = 0
   local given = out.scores
   if type(given) == "table" then
     local whole = #given == n -- n numbers and nothing else: the provider's own table serves
