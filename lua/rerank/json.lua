@@ -149,7 +149,14 @@ end
 
 -- list -> its documents (see json.spliced). The value must not reference the key: LuaJIT's
 -- weak tables are not ephemerons, so { list, docs } as the value would keep list alive.
+-- A list that is its own documents maps to SELF: as its own value it would never be collected.
 local splices = setmetatable({}, { __mode = "k" })
+local SELF = {}
+local function spliced_docs(list)
+  local docs = splices[list]
+  if docs == SELF then return list end
+  return docs
+end
 local body_at = 0 -- json.encode_body: the depth whose spliced JSON is made a body
 
 -- A marked list that changed since it was marked is encoded as it is: unmarked, its
@@ -157,7 +164,7 @@ local body_at = 0 -- json.encode_body: the depth whose spliced JSON is made a bo
 -- The list to encode in its place: list itself, or a new one when list is its documents
 -- (provider_util's doc_texts marks a request's documents themselves), which stay as they are.
 local function unsplice(list)
-  local docs = splices[list]
+  local docs = spliced_docs(list)
   splices[list] = nil
   local out = list == docs and {} or list
   for i = 1, #list do
@@ -224,7 +231,7 @@ local function encode_table(t, depth)
     else
       error("Cannot serialise " .. tk .. ": table key must be a number or string", 0)
     end
-    local docs = type(v) == "table" and splices[v]
+    local docs = type(v) == "table" and spliced_docs(v)
     i = i + 1
     if docs then
       buf[i] = (i == 1 and "{" or ",") .. key .. ":"
@@ -252,7 +259,7 @@ encode_value = function(v, depth)
   elseif tv == "number" then
     return number(v)
   elseif tv == "table" then
-    local docs = splices[v]
+    local docs = spliced_docs(v)
     if docs then
       local s = core.json_concat({ { v, docs } }, depth == body_at)
       if s then return s end
@@ -284,7 +291,7 @@ end
 -- (lua/rerank/engine/documents.lua). json.encode copies those bytes for the list; if by then
 -- any list[i] is neither, it encodes list as is (lazy entries as their texts).
 function json.spliced(list, docs)
-  splices[list] = docs
+  splices[list] = list == docs and SELF or docs
   return list
 end
 

@@ -346,6 +346,21 @@ describe("upstream bodies outside the Lua heap (json.encode_body)", function()
     assert.equals("one", d1.text)
   end)
 
+  it("a spliced list, its own documents or not, does not outlive its request", function()
+    local probe = setmetatable({}, { __mode = "v" })
+    do
+      local req = request('{"query":"q","documents":["one","two"]}')
+      local own = U.cohere_body({}, { defaults = {} }, req, "v2").documents -- the documents themselves
+      local list = U.texts(request('{"query":"q","documents":["three"]}')) -- a list of its own
+      assert.equals('["one","two"]', json.encode(own))
+      assert.equals('["three"]', json.encode(list))
+      probe[1], probe[2], probe[3] = own, list, req
+    end
+    collectgarbage()
+    collectgarbage()
+    assert.is_nil(next(probe)) -- all collected: nothing keeps them alive
+  end)
+
   it("a transport that sends bodies gets one, released once it has answered; others get strings", function()
     local seen = {}
     local function transport(sends)
