@@ -255,6 +255,14 @@ int main(int argc, char **argv)
 {
     make_corpus();
     if (argc == 3 && strcmp(argv[1], "--dump") == 0) return dump(argv[2]) ? 1 : 0;
+#ifdef HAVE_SQLITE
+    /* --fts5 NAME PORTER N ITERS: one FTS5 row alone, for bench/run.sh's rounds that alternate
+     * it with the HTTP rows it is compared against (a slow spell then hits both) */
+    if (argc == 6 && strcmp(argv[1], "--fts5") == 0) {
+        bench_fts5(argv[2], atoi(argv[3]), (size_t)atol(argv[4]), atoi(argv[5]));
+        return 0;
+    }
+#endif
     size_t bytes = 0;
     for (int d = 0; d < NDOCS; d++) bytes += lens[d];
     printf("doc_bytes_avg %zu\nquery %s\n", bytes / NDOCS, query);

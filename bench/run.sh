@@ -13,6 +13,7 @@ B=build/bench
 CC=${CC:-cc}
 SECS=${BENCH_SECONDS:-10}
 LAT_SECS=${BENCH_LAT_SECONDS:-5}
+ROUND_SECS=${BENCH_ROUND_SECONDS:-2}
 RERANKD_BIN=${RERANKD_BIN:-./rerankd}
 export RERANKD_BIN
 mkdir -p "$B"
@@ -122,6 +123,19 @@ if [ "$HTTP" = 1 ]; then
     L1000=$(run_wrk lat1000 "$B1000" 1 1 "$LAT_SECS" /v1/rerank)
     L100EN=$(run_wrk lat100en "$(echo "$B"/body_en_100_*.json)" 1 1 "$LAT_SECS" /v1/rerank)
     L1000EN=$(run_wrk lat1000en "$(echo "$B"/body_en_1000_*.json)" 1 1 "$LAT_SECS" /v1/rerank)
+    # The two FTS5 goals in rounds: FTS5 in process, then the HTTP row compared with it, five
+    # times over; each round gives a ratio and the median is judged, so that a slow spell of
+    # the machine hits both sides of a ratio rather than one (the rows above are one-offs).
+    ROUNDS=""
+    if [ -n "$SQL_DEF" ]; then
+        for r in 1 2 3 4 5; do
+            f=$("$B/bench_kernels" --fts5 fts5 0 1000 15 | awk '$1 == "fts5_1000_total_p50_us" { print $2 }')
+            h=$(field "$(run_wrk "round${r}_1000" "$B1000" 1 1 "$ROUND_SECS" /v1/rerank)" p50)
+            fp=$("$B/bench_kernels" --fts5 fts5porter 1 1000 15 | awk '$1 == "fts5porter_1000_total_p50_us" { print $2 }')
+            he=$(field "$(run_wrk "round${r}_1000en" "$(echo "$B"/body_en_1000_*.json)" 1 1 "$ROUND_SECS" /v1/rerank)" p50)
+            ROUNDS="$ROUNDS $f:$h:$fp:$he"
+        done
+    fi
     T100=$(run_wrk rps100 "$B100" 2 32 "$SECS" /v1/rerank)
     # the same bodies naming the shadowed model (shadow: {model: bm25, sample: 1.0})
     BS100=""
@@ -251,13 +265,32 @@ h1k=""; h100=""
 if [ "$HTTP" = 1 ]; then h1k=$(field "$L1000" p50); h100=$(field "$L100" p50); fi
 f1k=$(kv fts5_1000_total_p50_us)
 h1k_x=$(awk -v a="$h1k" -v b="$f1k" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.3f", a / b }')
+# rounds (above): "FTS5:HTTP:FTS5porter:HTTPen" per round -> each round's ratio for the pair
+# of fields given, then the median of the three
+round_ratios() { for x in $ROUNDS; do echo "$x" | awk -F: -v h="$1" -v f="$2" '{ if ($h + 0 > 0 && $f + 0 > 0) printf "%.3f\n", $h / $f }'; done; }
+round_median() { round_ratios "$1" "$2" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
+round_row() { # LABEL HTTP_FIELD FTS_FIELD
+    med=$(round_median "$2" "$3")
+    [ -n "$med" ] || return 0
+    echo "| **goal**: $1, in 5 rounds (FTS5 then HTTP, alternated; the median judged) | $(round_ratios "$2" "$3" | tr '\n' ' ')| | median $med | $(verdict "$med" "<=" 0.1) |"
+}
+if [ -z "$ROUNDS" ]; then
 echo "| **goal**: BM25 HTTP 1000 docs p50 ≤ 1/10 of FTS5 build+rank p50 | $(fmt "$h1k") µs vs FTS5 $(fmt "$f1k") µs (${h1k_x:-n/a} of it) | | | $(verdict "$h1k_x" "<=" 0.1) |"
+else
+echo "| BM25 HTTP 1000 docs p50 against FTS5 build+rank p50, the rows above | $(fmt "$h1k") µs vs FTS5 $(fmt "$f1k") µs (${h1k_x:-n/a} of it) | | | |"
+round_row "BM25 HTTP 1000 docs p50 ≤ 1/10 of FTS5 build+rank p50" 2 1
+fi
 echo "| **goal**: BM25 HTTP 100 docs p50 ≤ 200 µs | $(fmt "$h100") µs | | | $(verdict "$h100" "<=" 200) |"
 # issue 19: stemmed BM25 over HTTP against FTS5 with its porter stemmer, same docs, same run
 e1k=""; [ "$HTTP" = 1 ] && e1k=$(field "$L1000EN" p50)
 p1k=$(kv fts5porter_1000_total_p50_us)
 e1k_x=$(awk -v a="$e1k" -v b="$p1k" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.3f", a / b }')
+if [ -z "$ROUNDS" ]; then
 echo "| **goal**: BM25 \`language: english\` HTTP 1000 docs p50 ≤ 1/10 of FTS5 \`porter\` build+rank p50 | $(fmt "$e1k") µs vs FTS5 porter $(fmt "$p1k") µs (${e1k_x:-n/a} of it) | | | $(verdict "$e1k_x" "<=" 0.1) |"
+else
+echo "| BM25 \`language: english\` HTTP 1000 docs p50 against FTS5 \`porter\` build+rank p50, the rows above | $(fmt "$e1k") µs vs FTS5 porter $(fmt "$p1k") µs (${e1k_x:-n/a} of it) | | | |"
+round_row "BM25 \`language: english\` HTTP 1000 docs p50 ≤ 1/10 of FTS5 \`porter\` build+rank p50" 4 3
+fi
 # instructions per request (callgrind; sequential keep-alive requests, start-up cancelled out)
 if [ "${BENCH_ICOUNT:-0}" = 1 ] && [ "$HTTP" = 1 ] && command -v valgrind >/dev/null; then
     echo "bench: instruction counts (callgrind)..." >&2
