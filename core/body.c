@@ -21,6 +21,13 @@ struct rr_body {
     size_t len;
     char *base; /* what to free when p lies inside an adopted buffer (rr_body_adopt), else NULL */
     int released;
+    /* a pieced body (rr_body_pieced): its bytes are pieces of Lua strings and of request
+     * bodies (srcs), which its environment table keeps alive; p stays NULL until a reader
+     * needs them contiguous. The pieces outlive that (a transfer may be reading them). */
+    rr_piece *pieces;
+    size_t npieces;
+    rr_body **srcs;
+    size_t nsrcs;
 };
 
 static char body_mt_key; /* the metatable, in the registry under this address */
@@ -39,9 +46,35 @@ static rr_body *to_body(lua_State *L, int idx)
 static void release(rr_body *b)
 {
     free(b->base ? b->base : b->p);
+    free(b->pieces);
+    free(b->srcs);
     b->p = b->base = NULL;
-    b->len = 0;
+    b->pieces = NULL;
+    b->srcs = NULL;
+    b->len = b->npieces = b->nsrcs = 0;
     b->released = 1;
+}
+
+/* A pieced body reads only while every request body its pieces lie in is still there. */
+static int live(const rr_body *b)
+{
+    if (b->released) return 0;
+    for (size_t i = 0; i < b->nsrcs; i++)
+        if (b->srcs[i]->released) return 0;
+    return 1;
+}
+
+/* The bytes of b in one block: a pieced body's are joined once (NULL: out of memory, or a
+ * request body they lie in was released). */
+static const char *contiguous(rr_body *b)
+{
+    if (b->p || !b->pieces) return b->p ? b->p : "";
+    if (!live(b)) return NULL;
+    char *o = malloc(b->len ? b->len : 1);
+    if (!o) return NULL;
+    for (size_t i = 0, w = 0; i < b->npieces; w += b->pieces[i].len, i++) memcpy(o + w, b->pieces[i].p, b->pieces[i].len);
+    b->p = o;
+    return o;
 }
 
 static int body_gc(lua_State *L)
@@ -55,8 +88,13 @@ static rr_body *check_body(lua_State *L, int idx)
 {
     rr_body *b = to_body(L, idx);
     if (!b) luaL_typerror(L, idx, "request body");
-    if (b->released) luaL_error(L, "the request body was released (its request ended)");
+    if (!live(b)) luaL_error(L, "the request body was released (its request ended)");
     return b;
+}
+
+rr_body *rr_body_at(lua_State *L, int idx)
+{
+    return lua_type(L, idx) == LUA_TUSERDATA ? to_body(L, idx) : NULL;
 }
 
 static int body_len(lua_State *L)
@@ -68,7 +106,9 @@ static int body_len(lua_State *L)
 static int body_tostring(lua_State *L)
 {
     rr_body *b = check_body(L, 1);
-    lua_pushlstring(L, b->p ? b->p : "", b->len);
+    const char *p = contiguous(b);
+    if (!p) return luaL_error(L, "body: out of memory (%d bytes)", (int)b->len);
+    lua_pushlstring(L, p, b->len);
     return 1;
 }
 
@@ -101,6 +141,39 @@ char *rr_body_alloc(lua_State *L, size_t len)
     return b->p;
 }
 
+rr_body *rr_body_pieced(lua_State *L, const rr_piece *pieces, size_t n, rr_body *const *srcs, size_t nsrcs, int anchor)
+{
+    anchor = anchor < 0 ? lua_gettop(L) + anchor + 1 : anchor;
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) len += pieces[i].len;
+    rr_body_alloc(L, 0);
+    rr_body *b = lua_touserdata(L, -1);
+    b->pieces = malloc((n ? n : 1) * sizeof *pieces);
+    b->srcs = malloc((nsrcs ? nsrcs : 1) * sizeof *srcs);
+    if (!b->pieces || !b->srcs) luaL_error(L, "body: out of memory");
+    memcpy(b->pieces, pieces, n * sizeof *pieces);
+    if (nsrcs) memcpy(b->srcs, srcs, nsrcs * sizeof *srcs);
+    b->npieces = n;
+    b->nsrcs = nsrcs;
+    b->len = len;
+    lua_pushvalue(L, anchor);
+    lua_setfenv(L, -2);
+    return b;
+}
+
+const rr_piece *rr_body_pieces(const rr_body *b, size_t *n, size_t *len)
+{
+    if (!b || !b->pieces || !live(b)) return NULL;
+    *n = b->npieces;
+    *len = b->len;
+    return b->pieces;
+}
+
+int rr_body_live(const rr_body *b)
+{
+    return live(b);
+}
+
 rr_body *rr_body_new(lua_State *L, const char *p, size_t len)
 {
     char *o = rr_body_alloc(L, len);
@@ -126,9 +199,9 @@ const char *rr_bytes(lua_State *L, int idx, size_t *len)
 {
     if (lua_type(L, idx) == LUA_TSTRING) return lua_tolstring(L, idx, len);
     rr_body *b = lua_type(L, idx) == LUA_TUSERDATA ? to_body(L, idx) : NULL;
-    if (!b || b->released) return NULL;
+    if (!b || !live(b)) return NULL;
     *len = b->len;
-    return b->p ? b->p : "";
+    return contiguous(b);
 }
 
 const char *rr_check_bytes(lua_State *L, int idx, size_t *len)

@@ -31,6 +31,42 @@ static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
     return grow(&t->resp, p, sz * nm) == 0 ? sz * nm : 0;
 }
 
+/* A pieced body's bytes into libcurl's upload buffer, from where the last call stopped; an
+ * abort if a request body the pieces lie in was released meanwhile. */
+static size_t on_read(char *buf, size_t sz, size_t nm, void *ud)
+{
+    rr_transfer *t = ud;
+    if (!rr_body_live(t->up_body)) return CURL_READFUNC_ABORT;
+    size_t room = sz * nm, w = 0;
+    while (w < room && t->up_i < t->nup) {
+        const rr_piece *pc = &t->up[t->up_i];
+        size_t n = pc->len - t->up_off;
+        if (n > room - w) n = room - w;
+        memcpy(buf + w, pc->p + t->up_off, n);
+        w += n;
+        t->up_off += n;
+        if (t->up_off == pc->len) {
+            t->up_i++;
+            t->up_off = 0;
+        }
+    }
+    return w;
+}
+
+/* libcurl rewinds to send the body again (a reused connection that was gone, a retry) */
+static int on_seek(void *ud, curl_off_t offset, int origin)
+{
+    rr_transfer *t = ud;
+    if (origin != SEEK_SET || offset < 0) return CURL_SEEKFUNC_CANTSEEK;
+    size_t at = (size_t)offset;
+    t->up_i = 0;
+    t->up_off = 0;
+    while (t->up_i < t->nup && at >= t->up[t->up_i].len) at -= t->up[t->up_i++].len;
+    if (t->up_i == t->nup && at > 0) return CURL_SEEKFUNC_FAIL;
+    t->up_off = at;
+    return CURL_SEEKFUNC_OK;
+}
+
 static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
 {
     rr_transfer *t = ud;
@@ -143,11 +179,16 @@ void rr_curl_read_opts(lua_State *L, int idx, rr_curl_opts *o)
     o->method = opt_str(L, idx, "method");
     o->url = opt_str(L, idx, "url");
     if (!o->url) luaL_error(L, "http request: url is required");
-    lua_getfield(L, idx, "body");
-    if (!lua_isnil(L, -1) && !(o->body = rr_bytes(L, -1, &o->body_len))) /* a string or a body (body.c) */
-        luaL_error(L, "http request: body must be a string or a body");
-    lua_pop(L, 1);
     o->sigv4 = opt_str(L, idx, "aws_sigv4");
+    lua_getfield(L, idx, "body");
+    rr_body *b = o->sigv4 ? NULL : rr_body_at(L, -1); /* signing needs the body in one block */
+    if (b && (o->pieces = rr_body_pieces(b, &o->npieces, &o->body_len)) != NULL) {
+        o->pieced = b;
+        o->body = "";
+    } else if (!lua_isnil(L, -1) && !(o->body = rr_bytes(L, -1, &o->body_len))) { /* a string or a body (body.c) */
+        luaL_error(L, "http request: body must be a string or a body");
+    }
+    lua_pop(L, 1);
     o->userpwd = opt_str(L, idx, "userpwd");
     o->target = opt_str(L, idx, "request_target");
     lua_getfield(L, idx, "timeout");
@@ -187,8 +228,20 @@ int rr_curl_setup(lua_State *L, int idx, rr_transfer *t, const rr_curl_opts *o, 
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
     }
-    if (o->body) { /* sent in place: every caller keeps the Lua string alive until the transfer is freed */
+    if (o->pieced) { /* read from its pieces (the body's owner keeps it alive, as a string below) */
+        t->up_body = o->pieced;
+        t->up = o->pieces;
+        t->nup = o->npieces;
+        t->up_i = t->up_off = 0;
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(e, CURLOPT_READDATA, t);
+        curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
+    } else if (o->body) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, o->body);
+    }
+    if (o->body) { /* sent in place: every caller keeps the Lua string alive until the transfer is freed */
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
         /* above 64 KB libcurl copies the body through its upload buffer: one that holds it
          * all (up to libcurl's 2 MB) sends it in one write instead of one per 64 KB */

@@ -7,6 +7,8 @@
 #include <curl/curl.h>
 #include <lua.h>
 
+#include "rerank.h"
+
 typedef struct {
     char *data;
     size_t len, cap;
@@ -23,11 +25,18 @@ typedef struct {
     long status;
     int started, done;
     double done_us;             /* CLOCK_MONOTONIC µs when it finished (core.now_us's clock) */
+    /* a pieced body sent from its pieces (on_read): where the upload stands */
+    const struct rr_body *up_body;
+    const rr_piece *up;
+    size_t nup, up_i, up_off;
 } rr_transfer;
 
 typedef struct {
     const char *method, *url, *body, *sigv4, *userpwd, *target;
     size_t body_len;
+    const struct rr_body *pieced; /* body is a pieced body read in place (pieces, npieces) */
+    const rr_piece *pieces;
+    size_t npieces;
     double timeout, connect_timeout;
     int insecure;
 } rr_curl_opts;

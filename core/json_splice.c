@@ -29,7 +29,10 @@ static void push_scratch(lua_State *L, size_t n)
 }
 
 /* The pieces of one body: pointers into Lua strings that the parts keep alive. */
-typedef struct { const char *p; size_t len; } piece;
+typedef rr_piece piece;
+/* Upstream bodies above this go out as pieces: libcurl copies a body through its upload
+ * buffer anyway, and sends one up to 64 KB together with the headers from a copy of its own */
+#define PIECED_MIN (64 * 1024)
 static _Thread_local piece *pieces;
 static _Thread_local size_t npieces, pieces_cap;
 
@@ -52,9 +55,36 @@ static void add_piece(lua_State *L, const char *p, size_t len)
  * src, and no Lua code that could release one runs meanwhile. */
 static _Thread_local struct { const void *obj; const char *p; size_t len; } memo;
 
+/* A pieced body (json_concat's as_body, large): the request bodies its pieces lie in, and
+ * the stack index of the table that keeps every src alive with it (0: not collecting) */
+static _Thread_local rr_body **srcs;
+static _Thread_local size_t nsrcs, srcs_cap;
+static _Thread_local int anchor_idx;
+
+static void keep_src(lua_State *L, int idx)
+{
+    if (!anchor_idx) return;
+    lua_pushvalue(L, idx);
+    lua_rawseti(L, anchor_idx, (int)lua_objlen(L, anchor_idx) + 1);
+    rr_body *b = rr_body_at(L, idx);
+    if (!b) return; /* a Lua string: the anchor keeps it */
+    for (size_t i = 0; i < nsrcs; i++)
+        if (srcs[i] == b) return;
+    if (nsrcs == srcs_cap) {
+        size_t cap = srcs_cap ? srcs_cap * 2 : 4;
+        rr_body **ns = realloc(srcs, cap * sizeof *ns);
+        if (!ns) luaL_error(L, "json: out of memory");
+        srcs = ns;
+        srcs_cap = cap;
+    }
+    srcs[nsrcs++] = b;
+}
+
 int rr_doc_keys(lua_State *L)
 {
     memo.obj = NULL;
+    anchor_idx = 0; /* only json_concat collects, and only after this */
+    nsrcs = 0;
     int base = lua_gettop(L) + 1;
     lua_pushliteral(L, "text");
     lua_pushliteral(L, "js");
@@ -99,6 +129,7 @@ static const char *span_of(lua_State *L, int idx, int keys, size_t *len)
             memo.obj = obj;
             memo.p = src;
             memo.len = sl;
+            keep_src(L, lua_gettop(L));
         }
     }
     lua_Integer a = lua_tointeger(L, -3), b = lua_tointeger(L, -2);
@@ -185,7 +216,16 @@ int rr_json_concat(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     int as_body = lua_toboolean(L, 2);
     lua_settop(L, 1);
+    /* a body keeps what its pieces lie in: the parts (their strings, the documents) and each src */
+    if (as_body) {
+        lua_createtable(L, 2, 0);
+        lua_pushvalue(L, 1);
+        lua_rawseti(L, 2, 1);
+    } else {
+        lua_pushnil(L);
+    }
     int keys = rr_doc_keys(L);
+    anchor_idx = as_body ? 2 : 0;
     int n = (int)lua_objlen(L, 1);
     npieces = 0;
     for (int k = 1; k <= n; k++) {
@@ -196,16 +236,23 @@ int rr_json_concat(lua_State *L)
             add_piece(L, p, l); /* alive: the parts table holds it */
         } else if (lua_istable(L, -1)) {
             if (!splice_list(L, lua_gettop(L), keys)) {
+                anchor_idx = 0;
                 lua_pushnil(L);
                 return 1;
             }
         } else {
+            anchor_idx = 0;
             return luaL_error(L, "json_concat: part %d is a %s", k, luaL_typename(L, -1));
         }
         lua_pop(L, 1);
     }
     size_t total = 0;
     for (size_t i = 0; i < npieces; i++) total += pieces[i].len;
+    anchor_idx = 0;
+    if (as_body && total > PIECED_MIN) { /* sent from the pieces (curl_call.c): no copy here */
+        rr_body_pieced(L, (const rr_piece *)pieces, npieces, srcs, nsrcs, 2);
+        return 1;
+    }
     char *o = as_body ? rr_body_alloc(L, total) : scratch(L, total);
     for (size_t i = 0, w = 0; i < npieces; w += pieces[i].len, i++) memcpy(o + w, pieces[i].p, pieces[i].len);
     if (!as_body) push_scratch(L, total);

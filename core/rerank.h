@@ -109,7 +109,16 @@ int rr_yaml_push(lua_State *L, const char *text, size_t len, const char *name);
  * rr_l_bytes:      core.bytes(v [, i [, j]]), string.sub over a string or body
  * rr_l_body, rr_l_body_release: core.body(s) -> body, core.body_release(body) */
 typedef struct rr_body rr_body;
+typedef struct { const char *p; size_t len; } rr_piece;
 rr_body *rr_body_new(lua_State *L, const char *p, size_t len);
+/* rr_body_pieced: pushes a body made of pieces (copied: pointers), which lie in Lua values
+ * that the table at anchor keeps alive and in the request bodies srcs (a pieced body stops
+ * reading once one of them is released). rr_bytes joins them on first use; a sender may read
+ * them in place instead (rr_body_pieces: NULL for other bodies, or when no longer readable) */
+rr_body *rr_body_pieced(lua_State *L, const rr_piece *pieces, size_t n, rr_body *const *srcs, size_t nsrcs, int anchor);
+const rr_piece *rr_body_pieces(const rr_body *b, size_t *n, size_t *len);
+int rr_body_live(const rr_body *b);
+rr_body *rr_body_at(lua_State *L, int idx); /* the body at idx, or NULL */
 char *rr_body_alloc(lua_State *L, size_t len);
 void rr_body_release(rr_body *b);
 /* b's bytes become p[0..len), inside base (malloc'd; b frees it); what b held is freed */

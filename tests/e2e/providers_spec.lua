@@ -169,6 +169,29 @@ describe("providers end to end through the mock upstreams", function()
     end)
   end
 
+  it("an upstream body over 64 KB goes out from its pieces: the client's bytes, whole again after a rewind", function()
+    local docs = {} -- ~110 KB; every tenth with escapes (spliced as the client sent them)
+    for i = 1, 120 do
+      docs[i] = ("doc %d apple "):format(i) .. string.rep("pie ", 220) .. (i % 10 == 0 and ' "quoted" \\ back\n' or "")
+    end
+    local body = { query = "apple", documents = docs, top_n = 3 }
+    mock_reset(mock)
+    local status, raw = rerank(srv, "cohere", body)
+    assert.are.equal(200, status, raw)
+    local seen = mock_requests(mock)
+    assert.are.equal("/cohere/v2/rerank", seen[#seen].path)
+    assert.are.same(docs, seen[#seen].json.documents)
+    assert.are.equal(#seen[#seen].body, tonumber(seen[#seen].headers["content-length"]))
+    -- the upstream resets the connection it kept alive: libcurl sends the request again on a
+    -- fresh one, rewinding the body (a body it could not rewind would fail before resending)
+    mock_reset(mock)
+    status, raw = rerank(srv, "cohere-reset", body)
+    assert.are.equal(502, status, raw)
+    seen = mock_requests(mock)
+    assert.are.equal(2, #seen)
+    for _, r in ipairs(seen) do assert.are.same(docs, r.json.documents) end
+  end)
+
   it("retries a 5xx per the model's retries", function()
     local status, raw = rerank(srv, "cohere-flaky")
     assert.are.equal(200, status, raw)

@@ -346,6 +346,32 @@ describe("upstream bodies outside the Lua heap (json.encode_body)", function()
     assert.equals("one", d1.text)
   end)
 
+  it("a body over 64 KB is its pieces: the same bytes, kept alive by the body, unreadable once released", function()
+    local parts = {}
+    for i = 1, 90 do
+      parts[i] = ("%q"):format(("doc %d "):format(i) .. string.rep("word ", 200) .. (i % 9 == 0 and 'a "q" \\' or ""))
+    end
+    local big = '{"query":"q","documents":[' .. table.concat(parts, ",") .. ']}'
+    for _, make in ipairs({ function(s) return s end, core.body }) do
+      local b, want
+      do
+        local src = make(big)
+        local t = U.cohere_body({}, { defaults = {} }, request(src), "v2")
+        want = json.encode(t)
+        b = json.encode_body(t)
+      end
+      assert.is_true(#want > 64 * 1024)
+      collectgarbage()
+      collectgarbage() -- only the body references the request now: it keeps what it needs
+      assert.equals(#want, #b)
+      assert.equals(want, tostring(b))
+    end
+    local src = core.body(big)
+    local b = json.encode_body(U.cohere_body({}, { defaults = {} }, request(src), "v2"))
+    core.body_release(src)
+    assert.has_error(function() return tostring(b) end, "the request body was released (its request ended)")
+  end)
+
   it("a spliced list, its own documents or not, does not outlive its request", function()
     local probe = setmetatable({}, { __mode = "v" })
     do
