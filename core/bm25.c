@@ -107,7 +107,7 @@ static inline unsigned filter_slot(unsigned first, unsigned last, size_t len)
 static void build_filters(bm25_ctx *c)
 {
     memset(c->filter, 0, sizeof c->filter);
-    memset(c->pf3, 0, sizeof c->pf3);
+    if (c->stem) memset(c->pf3, 0, sizeof c->pf3); /* read with stems only */
     c->pf = c->stem && rr_analyzer_prefix_stable(c->an);
     unsigned char firsts[RR_SCREEN_MAX];
     int nfirst = 0;
@@ -151,7 +151,8 @@ static void build_filters(bm25_ctx *c)
             }
         }
     }
-    for (size_t w = 0; w < RR_KEY3_N / 64; w++) c->any3[w] = c->pf3[w] | (c->st ? c->st->prefix[w] : 0);
+    if (c->stem)
+        for (size_t w = 0; w < RR_KEY3_N / 64; w++) c->any3[w] = c->pf3[w] | (c->st ? c->st->prefix[w] : 0);
     c->screen.n = nfirst <= RR_SCREEN_MAX ? nfirst : 0;
 #ifdef __SSE2__
     for (int f = 0; f < c->screen.n; f++) c->screen.b[f] = _mm_set1_epi8((char)firsts[f]);
@@ -512,7 +513,10 @@ int rr_bm25(const char *query, size_t qlen, const char *const *docs, const size_
     if (n == 0) return 0;
     size_t nf = p->nfields ? p->nfields : 1;
     bm25_ctx c;
-    memset(&c, 0, sizeof c);
+    /* zeroed but for the prefilters (build_filters writes them) and the candidate buffer
+     * (written before read): 10 KB a request need not be cleared */
+    memset(&c, 0, offsetof(bm25_ctx, filter));
+    memset(&c.ncand, 0, sizeof c - offsetof(bm25_ctx, ncand));
     c.an = p->analyzer;
     c.stem = rr_analyzer_stems(c.an);
     c.st = rr_analyzer_stoptab(c.an);
