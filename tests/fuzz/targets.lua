@@ -5,6 +5,7 @@ local config = require "rerank.config.load"
 local json = require "rerank.json"
 local paths = require "rerank.config.paths"
 local core = require "rerank.core"
+local U = require "rerank.provider_util"
 
 local M = {}
 
@@ -24,6 +25,12 @@ function M.request(s)
       local out = api.render(shape, { id = "fuzz", model = "m", results = results,
                                       usage = { prompt_tokens = 1, total_tokens = 1 } }, req)
       assert(type(out) == "string")
+      -- an upstream body splicing the documents (lazy ones in place): json.encode's bytes
+      if type(req.query) == "string" and #req.documents > 0 then
+        local t = U.cohere_body({}, { defaults = {} }, req, "v2")
+        local b = json.encode_body(t)
+        assert(tostring(b) == json.encode(t), "encode_body differs from encode")
+      end
     end
   end
 end
