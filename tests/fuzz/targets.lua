@@ -137,7 +137,6 @@ end
 
 -- Upstream answer -> U.parse_scores (core/json_answer.c) against U.parse: where the fast
 -- path answers, U.parse accepts the answer with the same scores and usage.
-local U = require "rerank.provider_util"
 function M.answer(s)
   for n = 1, 4, 3 do
     local fast = U.parse_scores(s, {}, n)
