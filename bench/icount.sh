@@ -12,6 +12,8 @@
 #   ICOUNT_BODY="build/bench/body_1000_*.json") are sent in turn, as distinct clients' bodies
 #   would be: one body repeated lets LuaJIT find every string of it already interned.
 #   ICOUNT_SERVER: more server settings, e.g. ICOUNT_SERVER="gc_idle_step: 0".
+#   ICOUNT_PROVIDER: the proxied model's provider (default cohere; jina, voyage, tei, ...
+#   whose answers the mock's Cohere-shaped results[] also satisfy).
 #   ICOUNT_KEEP=DIR: keep the worker's two callgrind profiles there (callgrind_annotate them).
 set -eu
 cd "$(dirname "$0")/.."
@@ -58,7 +60,7 @@ else
 $SERVER
 default_model: fast
 models:
-  - { name: fast, provider: cohere, model: rerank-v3.5, api_key: bench-key, base_url: "http://127.0.0.1:$MP", timeout: 10s }
+  - { name: fast, provider: ${ICOUNT_PROVIDER:-cohere}, model: rerank-v3.5, api_key: bench-key, base_url: "http://127.0.0.1:$MP", timeout: 10s }
 EOF
 fi
 count() { # N -> instructions of rerankd for N requests

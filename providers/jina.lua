@@ -18,7 +18,7 @@ local P = {
 
 P.build = U.rerank_build(P, {
   model = "model", query = "query", top_n = "top_n",
-  documents = function(model, req) return U.media(req, U.param(model, req, "rank_fields"), image_doc) end,
+  documents = function(model, req) return U.media_body(req, U.param(model, req, "rank_fields"), image_doc) end,
   return_documents = "return_documents",
 })
 

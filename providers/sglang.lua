@@ -21,7 +21,7 @@ local P = {
 function P.build(model, req)
   return U.post(model, P, req, {
     query = req.query,
-    documents = U.media(req, U.param(model, req, "rank_fields"), U.image_parts),
+    documents = U.media_body(req, U.param(model, req, "rank_fields"), U.image_parts),
     instruct = req.instruction,
     top_n = U.top_n(req),
     -- documents are filled in locally; a multimodal document cannot be echoed as a string

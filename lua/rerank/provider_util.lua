@@ -11,6 +11,7 @@
 --   U.texts(req, rank_fields)      one string per document (object docs flattened on rank_fields)
 --   U.objects(req, rank_fields)    one object per document ({text, id?, <rank_fields>...})
 --   U.media(req, rank_fields, fn)  U.texts, with each image document replaced by fn(text|nil, image)
+--   U.media_body(req, rank_fields, fn)  the same for a list only json.encode reads (lazy texts kept)
 --   U.image_parts(text, image)     OpenAI content parts for an image document (vLLM, SGLang)
 --   U.text_image(req, rank_fields) one {text?, image?} object per document
 --   U.parse(body, headers, n)      tolerant results parser -> { results|scores, usage? } | nil, err
@@ -254,6 +255,17 @@ function U.media(req, rank_fields, fn)
   return out or texts
 end
 
+-- U.media for a body field that only json.encode reads: without image documents, a
+-- document whose text is still bytes of the request body stands for itself (doc_texts), so
+-- no string is made for it. A provider that reads the list uses U.media.
+function U.media_body(req, rank_fields, fn)
+  local docs = req.documents
+  for i = 1, #docs do
+    if docs[i].image then return U.media(req, rank_fields, fn) end
+  end
+  return doc_texts(req, rank_fields, true)
+end
+
 -- One {text?, image?} object per document (DashScope qwen3-vl, NIM VL passages): an image
 -- document without text has no text member (never "")
 function U.text_image(req, rank_fields)
@@ -317,8 +329,13 @@ end
 local SOURCES = {
   model = function(model, p) return U.model_id(model, p) end,
   query = function(_, _, req) return req.query end,
-  texts = function(_, _, req, rf) return U.texts(req, rf) end,         -- strings (objects flattened on rf)
-  documents = function(_, _, req, rf) return U.documents(req, rf) end, -- strings, or objects with rf
+  -- strings (objects flattened on rf); only json.encode reads a built body's list, so a
+  -- document whose text is still bytes of the request body stands for itself (doc_texts)
+  texts = function(_, _, req, rf) return doc_texts(req, rf, true) end,
+  documents = function(_, _, req, rf) -- strings, or objects with rf
+    if has_fields(rf) then return U.objects(req, rf) end
+    return doc_texts(req, nil, true)
+  end,
   rank_fields = function(_, _, _, rf) return has_fields(rf) and rf or nil end,
   top_n = function(_, _, req) return U.top_n(req) end,
   return_documents = function(_, _, req) return req.return_documents == true end,

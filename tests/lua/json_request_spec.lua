@@ -372,6 +372,24 @@ describe("upstream bodies outside the Lua heap (json.encode_body)", function()
     assert.has_error(function() return tostring(b) end, "the request body was released (its request ended)")
   end)
 
+  it("rerank_build's texts and documents, and U.media_body without images, leave lazy texts lazy", function()
+    local src = '{"query":"q","documents":["one","t\\"wo",{"text":"three"}]}'
+    local P = { defaults = { base_url = "http://u" }, path = "/rerank" }
+    for _, field in ipairs({ "texts", "documents" }) do
+      local req = request(src)
+      local spec = U.rerank_build(P, { query = "query", documents = field })({ name = "m" }, req)
+      assert.same({ query = "q", documents = { "one", 't"wo', "three" } }, json.decode(json.encode(spec.body)))
+      assert.is_true(docs.is_lazy(req.documents[1])) -- no string was made for it
+    end
+    local req = request(src)
+    local list = U.media_body(req, nil, function() error("no image here") end)
+    assert.equals('["one","t\\"wo","three"]', json.encode(list))
+    assert.is_true(docs.is_lazy(req.documents[1]))
+    -- a provider that reads the texts still gets strings
+    assert.same({ "one", 't"wo', "three" }, U.texts(request(src)))
+    assert.same({ "one", 't"wo', "three" }, U.media(request(src), nil, function() end))
+  end)
+
   it("a spliced list, its own documents or not, does not outlive its request", function()
     local probe = setmetatable({}, { __mode = "v" })
     do
