@@ -68,7 +68,7 @@ function P.build(model, req)
       body = U.cohere_body(model, P, req, "v2", false)
       body.api_version = 2
     else -- amazon.rerank-v1:0 (body as in the opensearch ml-commons Bedrock tutorial)
-      body = { query = req.query, documents = U.texts(req, rf) }
+      body = { query = req.query, documents = U.texts_body(req, rf) }
     end
   elseif api == "rerank" then
     body = agent_body(req, id, r, rf)

@@ -49,7 +49,7 @@ function P.build(model, req)
   return U.post(model, P, req, {
     model = U.model_id(model, P),
     query = req.query,
-    documents = U.texts(req, U.param(model, req, "rank_fields")),
+    documents = U.texts_body(req, U.param(model, req, "rank_fields")),
     instruction = req.instruction,
     metadata = P.metadata(req),
     top_n = U.top_n(req),

@@ -52,7 +52,7 @@ function P.build(model, req)
   local id = U.model_id(model, P)
   if P.api(model) == "compatible" then
     local spec = U.post(model, P, req, {
-      model = id, query = req.query, documents = U.texts(req, rf), top_n = U.top_n(req), instruct = req.instruction,
+      model = id, query = req.query, documents = U.texts_body(req, rf), top_n = U.top_n(req), instruct = req.instruction,
     })
     if model.path == nil or model.path == P.defaults.path then
       spec.url = U.join(U.base_url(model, P), P.compatible_path)
@@ -61,7 +61,7 @@ function P.build(model, req)
   end
   return U.post(model, P, req, {
     model = id,
-    input = { query = req.query, documents = has_images(req) and U.text_image(req, rf) or U.texts(req, rf) },
+    input = { query = req.query, documents = has_images(req) and U.text_image(req, rf) or U.texts_body(req, rf) },
     parameters = { return_documents = false, top_n = U.top_n(req), instruct = req.instruction },
   })
 end

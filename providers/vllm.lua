@@ -48,7 +48,7 @@ function P.build(model, req)
   local instruction = ins and mode == "field" and ins or nil
   local ctk = ins and mode == "chat_template_kwargs" and { instruction = ins } or nil
   if score_route(model) then
-    return U.post(model, P, req, { model = U.model_id(model, P), text_1 = query, text_2 = U.texts(req, rf),
+    return U.post(model, P, req, { model = U.model_id(model, P), text_1 = query, text_2 = U.texts_body(req, rf),
                                    instruction = instruction, chat_template_kwargs = ctk })
   end
   local t = U.param(model, req, "truncate")

@@ -45,7 +45,7 @@ function P.build(model, req)
   return U.post(model, P, req, {
     model = U.model_id(model, P),
     query = P.query(req.query, req.instruction),
-    documents = U.texts(req, U.param(model, req, "rank_fields")),
+    documents = U.texts_body(req, U.param(model, req, "rank_fields")),
     top_n = U.top_n(req),
     latency = U.opt(model, "latency"), -- null: fast, then slow once the fast limit is used up
   })

@@ -9,6 +9,7 @@
 --   U.rerank_build(p, fields, opts) -> build(model, req) for a declared JSON rerank body
 --   U.merge(body, ...)             deep merge of objects; later wins; json.null deletes a key
 --   U.texts(req, rank_fields)      one string per document (object docs flattened on rank_fields)
+--   U.texts_body(req, rank_fields) the same for a list only json.encode reads (lazy texts kept)
 --   U.objects(req, rank_fields)    one object per document ({text, id?, <rank_fields>...})
 --   U.media(req, rank_fields, fn)  U.texts, with each image document replaced by fn(text|nil, image)
 --   U.media_body(req, rank_fields, fn)  the same for a list only json.encode reads (lazy texts kept)
@@ -218,6 +219,12 @@ function U.texts(req, rank_fields)
   return doc_texts(req, rank_fields, false)
 end
 
+-- U.texts for a body field that only json.encode reads: a document whose text is still
+-- bytes of the request body stands for itself, so no string is made for it
+function U.texts_body(req, rank_fields)
+  return doc_texts(req, rank_fields, true)
+end
+
 function U.objects(req, rank_fields)
   local out, docs = {}, req.documents
   local rf = type(rank_fields) == "table" and rank_fields or {}
@@ -263,7 +270,7 @@ function U.media_body(req, rank_fields, fn)
   for i = 1, #docs do
     if docs[i].image then return U.media(req, rank_fields, fn) end
   end
-  return doc_texts(req, rank_fields, true)
+  return U.texts_body(req, rank_fields)
 end
 
 -- One {text?, image?} object per document (DashScope qwen3-vl, NIM VL passages): an image
@@ -331,10 +338,10 @@ local SOURCES = {
   query = function(_, _, req) return req.query end,
   -- strings (objects flattened on rf); only json.encode reads a built body's list, so a
   -- document whose text is still bytes of the request body stands for itself (doc_texts)
-  texts = function(_, _, req, rf) return doc_texts(req, rf, true) end,
+  texts = function(_, _, req, rf) return U.texts_body(req, rf) end,
   documents = function(_, _, req, rf) -- strings, or objects with rf
     if has_fields(rf) then return U.objects(req, rf) end
-    return doc_texts(req, nil, true)
+    return U.texts_body(req)
   end,
   rank_fields = function(_, _, _, rf) return has_fields(rf) and rf or nil end,
   top_n = function(_, _, req) return U.top_n(req) end,

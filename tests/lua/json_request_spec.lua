@@ -388,6 +388,9 @@ describe("upstream bodies outside the Lua heap (json.encode_body)", function()
     -- a provider that reads the texts still gets strings
     assert.same({ "one", 't"wo', "three" }, U.texts(request(src)))
     assert.same({ "one", 't"wo', "three" }, U.media(request(src), nil, function() end))
+    req = request(src)
+    assert.equals('["one","t\\"wo","three"]', json.encode(U.texts_body(req)))
+    assert.is_true(docs.is_lazy(req.documents[1]))
   end)
 
   it("a spliced list, its own documents or not, does not outlive its request", function()
