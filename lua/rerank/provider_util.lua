@@ -386,7 +386,7 @@ function U.cohere_body(model, p, req, version, with_model)
   local b = { query = req.query, top_n = U.top_n(req) }
   if with_model ~= false then b.model = U.model_id(model, p) end
   if version == "v1" or version == 1 then
-    b.documents = U.documents(req, rf)
+    b.documents = has_fields(rf) and U.objects(req, rf) or U.texts_body(req)
     b.rank_fields = has_fields(rf) and rf or nil
     b.return_documents = req.return_documents == true
     b.max_chunks_per_doc = U.opt(model, "max_chunks_per_doc")
