@@ -236,19 +236,17 @@ int rr_json_concat(lua_State *L)
             add_piece(L, p, l); /* alive: the parts table holds it */
         } else if (lua_istable(L, -1)) {
             if (!splice_list(L, lua_gettop(L), keys)) {
-                anchor_idx = 0;
                 lua_pushnil(L);
                 return 1;
             }
         } else {
-            anchor_idx = 0;
             return luaL_error(L, "json_concat: part %d is a %s", k, luaL_typename(L, -1));
         }
         lua_pop(L, 1);
     }
     size_t total = 0;
     for (size_t i = 0; i < npieces; i++) total += pieces[i].len;
-    anchor_idx = 0;
+    anchor_idx = 0; /* (an early return leaves it set: the next rr_doc_keys clears it) */
     if (as_body && total > PIECED_MIN) { /* sent from the pieces (curl_call.c): no copy here */
         rr_body_pieced(L, (const rr_piece *)pieces, npieces, srcs, nsrcs, 2);
         return 1;
