@@ -192,6 +192,18 @@ describe("providers end to end through the mock upstreams", function()
     for _, r in ipairs(seen) do assert.are.same(docs, r.json.documents) end
   end)
 
+  it("bedrock invoke: a spliced body over 64 KB is signed whole (SigV4 over the joined pieces)", function()
+    local docs = {}
+    for i = 1, 120 do docs[i] = ("doc %d apple "):format(i) .. string.rep("pie ", 220) end
+    for _, model in ipairs({ "bedrock-invoke", "bedrock-invoke-amazon" }) do
+      mock_reset(mock)
+      local status, raw = rerank(srv, model, { query = "apple", documents = docs, top_n = 3 })
+      assert.are.equal(200, status, raw) -- the mock verifies the signature against the body it got
+      local seen = mock_requests(mock)
+      assert.are.same(docs, seen[#seen].json.documents)
+    end
+  end)
+
   it("retries a 5xx per the model's retries", function()
     local status, raw = rerank(srv, "cohere-flaky")
     assert.are.equal(200, status, raw)
