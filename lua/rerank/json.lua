@@ -160,9 +160,9 @@ end
 local body_at = 0 -- json.encode_body: the depth whose spliced JSON is made a body
 
 -- A marked list that changed since it was marked is encoded as it is: unmarked, its
--- documents that stood for their own lazy text replaced by that text.
--- The list to encode in its place: list itself, or a new one when list is its documents
--- (provider_util's doc_texts marks a request's documents themselves), which stay as they are.
+-- documents that stood for their own lazy text replaced by that text. Returns the list to
+-- encode: list itself, or a new one when list is its own documents (provider_util's
+-- doc_texts marks a request's documents themselves), which stay as they are.
 local function unsplice(list)
   local docs = spliced_docs(list)
   splices[list] = nil

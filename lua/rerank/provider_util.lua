@@ -9,7 +9,8 @@
 --   U.rerank_build(p, fields, opts) -> build(model, req) for a declared JSON rerank body
 --   U.merge(body, ...)             deep merge of objects; later wins; json.null deletes a key
 --   U.texts(req, rank_fields)      one string per document (object docs flattened on rank_fields)
---   U.texts_body(req, rank_fields) the same for a list only json.encode reads (lazy texts kept)
+--   U.texts_body(req, rank_fields) the same for a list only json.encode reads (lazy texts kept;
+--                                  U.documents_body likewise for U.documents)
 --   U.objects(req, rank_fields)    one object per document ({text, id?, <rank_fields>...})
 --   U.media(req, rank_fields, fn)  U.texts, with each image document replaced by fn(text|nil, image)
 --   U.media_body(req, rank_fields, fn)  the same for a list only json.encode reads (lazy texts kept)
@@ -298,6 +299,12 @@ function U.documents(req, rank_fields)
   return U.texts(req)
 end
 
+-- U.documents for a body field that only json.encode reads (U.texts_body's lazy texts)
+function U.documents_body(req, rank_fields)
+  if has_fields(rank_fields) then return U.objects(req, rank_fields) end
+  return U.texts_body(req)
+end
+
 -- rerankd truncate ("none"|"start"|"end") -> the upstream's word, via map
 function U.truncate(model, req, map)
   local t = U.param(model, req, "truncate")
@@ -339,10 +346,7 @@ local SOURCES = {
   -- strings (objects flattened on rf); only json.encode reads a built body's list, so a
   -- document whose text is still bytes of the request body stands for itself (doc_texts)
   texts = function(_, _, req, rf) return U.texts_body(req, rf) end,
-  documents = function(_, _, req, rf) -- strings, or objects with rf
-    if has_fields(rf) then return U.objects(req, rf) end
-    return U.texts_body(req)
-  end,
+  documents = function(_, _, req, rf) return U.documents_body(req, rf) end, -- strings, or objects with rf
   rank_fields = function(_, _, _, rf) return has_fields(rf) and rf or nil end,
   top_n = function(_, _, req) return U.top_n(req) end,
   return_documents = function(_, _, req) return req.return_documents == true end,
@@ -386,7 +390,7 @@ function U.cohere_body(model, p, req, version, with_model)
   local b = { query = req.query, top_n = U.top_n(req) }
   if with_model ~= false then b.model = U.model_id(model, p) end
   if version == "v1" or version == 1 then
-    b.documents = has_fields(rf) and U.objects(req, rf) or U.texts_body(req)
+    b.documents = U.documents_body(req, rf)
     b.rank_fields = has_fields(rf) and rf or nil
     b.return_documents = req.return_documents == true
     b.max_chunks_per_doc = U.opt(model, "max_chunks_per_doc")
