@@ -266,7 +266,7 @@ if [ "$HTTP" = 1 ]; then h1k=$(field "$L1000" p50); h100=$(field "$L100" p50); f
 f1k=$(kv fts5_1000_total_p50_us)
 h1k_x=$(awk -v a="$h1k" -v b="$f1k" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.3f", a / b }')
 # rounds (above): "FTS5:HTTP:FTS5porter:HTTPen" per round -> each round's ratio for the pair
-# of fields given, then the median of the three
+# of fields given, then their median
 round_ratios() { for x in $ROUNDS; do echo "$x" | awk -F: -v h="$1" -v f="$2" '{ if ($h + 0 > 0 && $f + 0 > 0) printf "%.3f\n", $h / $f }'; done; }
 round_median() { round_ratios "$1" "$2" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
 round_row() { # LABEL HTTP_FIELD FTS_FIELD
