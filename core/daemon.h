@@ -114,7 +114,7 @@ void rr_lua_free(lua_State *L); /* closes a state made by rr_lua_new */
 int rr_lua_init_worker(rr_worker *w, char *err, size_t errlen);
 void rr_lua_host_release(rr_luahost *h); /* drops one ref; closes a retired host at zero */
 void rr_lua_tick(rr_worker *w);          /* periodic rerank.daemon.server.tick() (metrics publish) */
-void rr_lua_idle(rr_worker *w);          /* rerank.daemon.server.idle(): no request in flight now */
+int rr_lua_idle(rr_worker *w);           /* rerank.daemon.server.idle(): no request in flight now; 1: call again */
 int rr_lua_check_config(const rr_options *opt, rr_options *out, char *err, size_t errlen);
 void rr_lua_start_request(rr_req *r);
 void rr_req_assign_id(rr_req *r);

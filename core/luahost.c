@@ -277,9 +277,19 @@ void rr_lua_tick(rr_worker *w)
     if (w->host) call_hook(w, w->host->tick_ref, "tick");
 }
 
-void rr_lua_idle(rr_worker *w)
+int rr_lua_idle(rr_worker *w)
 {
-    if (w->host) call_hook(w, w->host->idle_ref, "idle");
+    rr_luahost *h = w->host;
+    if (!h || h->idle_ref == LUA_NOREF) return 0;
+    char err[512];
+    lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->idle_ref);
+    if (pcall_tb(h->L, 0, 1, err, sizeof err) != 0) {
+        rr_log(RR_LOG_ERROR, "worker %d: idle: %s", w->id, err);
+        return 0;
+    }
+    int more = lua_toboolean(h->L, -1);
+    lua_pop(h->L, 1);
+    return more;
 }
 
 rr_req *rr_lua_current_req(lua_State *co)

@@ -22,6 +22,7 @@
 #define BIG_BODY (1u << 20)
 #define BIG_LUA_KB (16 * 1024)
 #define BUSY_TICKS 5
+#define RR_PRI_IDLE 2 /* the idle event's priority: the last of three (0 and 1: everything else) */
 
 atomic_int rr_workers_up;
 int rr_workers_total;
@@ -365,13 +366,15 @@ void rr_server_reject(rr_worker *w, struct rr_conn *c, int status, const char *m
 }
 
 /* The worker has no request in flight: Lua may do deferred work (its collector's steps, so
- * that their cost falls between requests rather than inside one). Run from the event loop
- * after the last request's reply was written. */
+ * that their cost falls between requests rather than inside one). Activated after the last
+ * request's reply was written; the event has the loop's lowest priority (RR_PRI_IDLE), so it
+ * runs only when no other event is ready, and re-activated while Lua has work left: a
+ * request whose bytes arrive meanwhile is read first. */
 static void on_idle(evutil_socket_t fd, short ev, void *arg)
 {
     (void)fd; (void)ev;
     rr_worker *w = arg;
-    if (w->inflight == 0 && !w->stopping) rr_lua_idle(w);
+    if (w->inflight == 0 && !w->stopping && rr_lua_idle(w)) event_active(w->idle_ev, 0, 0);
     rr_log_flush(); /* nothing in flight: the batched access-log lines go out now */
 }
 
@@ -461,6 +464,12 @@ int rr_worker_start(rr_worker *w)
 {
     char err[512];
     w->base = event_base_new();
+    /* three priorities: every event gets the middle one (libevent's default for a new event),
+     * the idle event the last */
+    if (w->base && event_base_priority_init(w->base, RR_PRI_IDLE + 1) != 0) {
+        event_base_free(w->base);
+        w->base = NULL;
+    }
     if (!w->base || rr_http_start(w) != 0) {
         rr_log(RR_LOG_ERROR, "worker %d: cannot create its event loop or accept on the listener", w->id);
         return -1;
@@ -469,6 +478,7 @@ int rr_worker_start(rr_worker *w)
     w->reload_ev = event_new(w->base, -1, 0, on_reload, w);
     w->tick_ev = event_new(w->base, -1, EV_PERSIST, on_tick, w);
     w->idle_ev = event_new(w->base, -1, 0, on_idle, w);
+    if (w->idle_ev) event_priority_set(w->idle_ev, RR_PRI_IDLE);
     struct timeval second = { 1, 0 };
     event_add(w->tick_ev, &second);
     if (rr_fetch_init(w) != 0) {

@@ -368,11 +368,26 @@ end
 -- server.gc_idle_step KB of the collector's work, done now rather than inside the next
 -- requests (their allocations would otherwise pay for it). Only once the heap has grown by a
 -- tenth past what the last finished cycle left, so an idle worker does not collect for nothing.
-local gc_left_kb = 0
+-- The work comes in slices of IDLE_SLICE_KB: idle() returns true while some of it is left,
+-- and the worker calls it again only when no connection has bytes waiting (its idle event
+-- has the event loop's lowest priority), so a request that arrives meanwhile is read and
+-- started first, and the rest waits for the next idle moment.
+local IDLE_SLICE_KB = 32
+local gc_left_kb, idle_left_kb = 0, 0
 function M.idle()
   local step = instance and instance.cfg.server.gc_idle_step or 0
-  if step <= 0 or collectgarbage("count") < gc_left_kb * 1.1 then return end
-  if collectgarbage("step", step) then gc_left_kb = collectgarbage("count") end
+  if step <= 0 then idle_left_kb = 0; return false end
+  if idle_left_kb <= 0 then
+    if collectgarbage("count") < gc_left_kb * 1.1 then return false end
+    idle_left_kb = step
+  end
+  local slice = idle_left_kb < IDLE_SLICE_KB and idle_left_kb or IDLE_SLICE_KB
+  idle_left_kb = idle_left_kb - slice
+  if collectgarbage("step", slice) then -- a cycle finished: what it left is the new base
+    gc_left_kb = collectgarbage("count")
+    idle_left_kb = 0
+  end
+  return idle_left_kb > 0
 end
 
 -- Called by the worker about once a second (core/server.c): periodic housekeeping.
