@@ -11,7 +11,8 @@
 #
 #   sh bench/proxy.sh [WORKDIR]   writes WORKDIR/proxy.txt ("key value" lines; default
 #                                 build/bench) and prints it. Called by bench/run.sh.
-# Env: BENCH_SECONDS (throughput runs, 10), BENCH_LAT_SECONDS (latency runs, 5), NGINX,
+# Env: BENCH_SECONDS (throughput runs, 10), BENCH_LAT_SECONDS (latency runs, 5),
+#      BENCH_ROUND_SECONDS (each of the five alternated latency rounds, 2), NGINX,
 #      RERANKD_BIN (./rerankd; RERANKD_HOME defaults to its directory), BENCH_PERF (0),
 #      BENCH_PERF_SECONDS (5), NGINX_MODULES (/usr/lib/nginx/modules: the Lua peer's modules).
 set -eu
@@ -19,6 +20,7 @@ cd "$(dirname "$0")/.."
 B=${1:-build/bench}
 SECS=${BENCH_SECONDS:-10}
 LAT_SECS=${BENCH_LAT_SECONDS:-5}
+ROUND_SECS=${BENCH_ROUND_SECONDS:-2}
 N=$(nproc)
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 P="$B/proxy"
@@ -241,6 +243,12 @@ put timing_1 "$(tr -d '\r' < "$P/resp.hdr" | sed -n 's/^x-rerankd-timing: //p')"
 run_wrk direct "$BODY" 1 1 "$LAT_SECS" "http://127.0.0.1:$MOCK_PORT/v2/rerank"
 run_wrk nginx_lat "$BODY" 1 1 "$LAT_SECS" "http://127.0.0.1:$PROXY_PORT/v2/rerank"
 run_wrk rerankd_lat "$BODY" 1 1 "$LAT_SECS" "http://127.0.0.1:$R_PORT/v1/rerank"
+# the added-p99 goal in rounds: nginx then rerankd, five times over (BENCH_ROUND_SECONDS each),
+# so that a slow spell of the machine hits both sides of a round's difference rather than one
+for round in 1 2 3 4 5; do # (run_wrk sets r)
+    run_wrk "nginx_lat_r$round" "$BODY" 1 1 "$ROUND_SECS" "http://127.0.0.1:$PROXY_PORT/v2/rerank"
+    run_wrk "rerankd_lat_r$round" "$BODY" 1 1 "$ROUND_SECS" "http://127.0.0.1:$R_PORT/v1/rerank"
+done
 # a few more timing headers after warm-up
 for i in 1 2 3 4 5; do
     curl -s -D "$P/resp.hdr" -o /dev/null -H 'content-type: application/json' --data-binary "@$BODY" \

@@ -231,7 +231,18 @@ if [ "$PROXY" = 1 ]; then
     echo "| RSS under load (peak during the 1-worker proxy run / after it) | $(mb "$(pv rss_load_1w_kb)") / $(mb "$(pv rss_after_1w_kb)") | | | |"
     echo "| where a proxied request's time goes (x-rerankd-timing, µs, warm) | $(pv timing_warm_5) | | | |"
     # the issue's goals
-    echo "| **goal**: added p99 ≤ 500 µs (proxy, 1 connection) | +$(fmt "$dp99") µs | | | $(verdict "$dp99" "<=" 500) |"
+    # the goal on five alternated rounds (bench/proxy.sh): each round's rerankd p99 minus the
+    # nginx p99 just before it; the median judged
+    lat_rounds=$(for r in 1 2 3 4 5; do
+        awk -v a="$(pv "rerankd_lat_r${r}_p99")" -v b="$(pv "nginx_lat_r${r}_p99")" \
+            'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%d\n", a - b }'
+    done)
+    dp99_med=$(echo "$lat_rounds" | sort -g | awk 'NF { v[++n] = $1 } END { if (n) print v[int((n + 1) / 2)] }')
+    if [ -n "$dp99_med" ]; then
+        echo "| **goal**: added p99 ≤ 500 µs (proxy, 1 connection), in 5 rounds (nginx then rerankd, alternated; the median judged) | $(echo "$lat_rounds" | awk 'NF { printf "%+d ", $1 }')µs | | median $(printf '%+d' "$dp99_med") µs | $(verdict "$dp99_med" "<=" 500) |"
+    else
+        echo "| **goal**: added p99 ≤ 500 µs (proxy, 1 connection) | +$(fmt "$dp99") µs | | | $(verdict "$dp99" "<=" 500) |"
+    fi
     echo "| **goal**: ≥ 50 % of nginx throughput (1 worker each, wrk -t2 -c32) | $(awk -v s="$share1" 'BEGIN { printf "%.0f %%", s * 100 }') | | | $(verdict "$share1" ">=" 0.5) |"
     echo "| **goal**: idle RSS ≤ 20 MB (1 worker) | $(mb "$(pv rss_idle_1w_kb)") | | | $(verdict "$(pv rss_idle_1w_kb)" "<=" 20480) |"
     # side by side (issue 13): the same run, 1 worker each, wrk -t1 -c32, the same body and mock
