@@ -81,7 +81,7 @@ describe("config good fixtures", function()
       header_timeout = 10, body_min_rate = 1024,
       max_documents = 500, api_keys = { "secret-key", "literal-key" }, log_level = "debug",
       max_fuse_lists = 1000, max_fuse_items = 100000, max_direct_models = 256, max_model_labels = 100,
-      gc_pause = 150, gc_idle_step = 256,
+      gc_pause = 150, gc_idle_step = 65536,
     }, s)
     assert.are.equal(providers, cfg.paths.providers[1])
     assert.are.equal(REPO .. "/providers", cfg.paths.providers[#cfg.paths.providers])
@@ -149,7 +149,7 @@ describe("config good fixtures", function()
       header_timeout = 10, body_min_rate = 1024,
       max_documents = 10000, api_keys = {}, log_level = "info",
       max_fuse_lists = 1000, max_fuse_items = 100000, max_direct_models = 256, max_model_labels = 100,
-      gc_pause = 150, gc_idle_step = 256,
+      gc_pause = 150, gc_idle_step = 65536,
     }, cfg.server)
     assert.are.equal("bm25", cfg.default_model)
     assert.are.equal(1, #cfg.models)

@@ -139,8 +139,10 @@ local SERVER = { type = "record", fields = {
   -- last one left (LuaJIT's own default is 200; bench/RESULTS.md "GC pause" for the trade-off)
   { "gc_pause", { type = "integer", min = 100, max = 1000, default = 150 } },
   -- KB of collector work each time the worker has no request in flight (0: none), so that
-  -- the collector's cost falls between requests (bench/RESULTS.md, issue 13's third pass)
-  { "gc_idle_step", { type = "integer", min = 0, max = 65536, default = 256 } },
+  -- the collector's cost falls between requests; done in slices that yield to waiting
+  -- connections, so the default lets the cycle in progress finish (bench/RESULTS.md, issue
+  -- 13's third and ninth passes)
+  { "gc_idle_step", { type = "integer", min = 0, max = 65536, default = 65536 } },
   { "api_keys", { type = "list", single = true, items = { check = function(...) return M.check_api_key(...) end },
                   default = {} } },
   { "open_paths", { type = "list", single = true, items = { check = function(...) return M.check_open_path(...) end },
