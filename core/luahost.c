@@ -263,13 +263,21 @@ void rr_lua_host_release(rr_luahost *h)
     if (--h->refs == 0 && h->retired) host_close(h);
 }
 
-static void call_hook(rr_worker *w, int ref, const char *name)
+/* Calls a rerank.daemon.server hook (tick, idle) protected; returns whether it returned true
+ * (0 after an error, which is logged). */
+static int call_hook(rr_worker *w, int ref, const char *name)
 {
     rr_luahost *h = w->host;
-    if (!h || ref == LUA_NOREF) return;
+    if (!h || ref == LUA_NOREF) return 0;
     char err[512];
     lua_rawgeti(h->L, LUA_REGISTRYINDEX, ref);
-    if (pcall_tb(h->L, 0, 0, err, sizeof err) != 0) rr_log(RR_LOG_ERROR, "worker %d: %s: %s", w->id, name, err);
+    if (pcall_tb(h->L, 0, 1, err, sizeof err) != 0) {
+        rr_log(RR_LOG_ERROR, "worker %d: %s: %s", w->id, name, err);
+        return 0;
+    }
+    int yes = lua_toboolean(h->L, -1);
+    lua_pop(h->L, 1);
+    return yes;
 }
 
 void rr_lua_tick(rr_worker *w)
@@ -279,17 +287,7 @@ void rr_lua_tick(rr_worker *w)
 
 int rr_lua_idle(rr_worker *w)
 {
-    rr_luahost *h = w->host;
-    if (!h || h->idle_ref == LUA_NOREF) return 0;
-    char err[512];
-    lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->idle_ref);
-    if (pcall_tb(h->L, 0, 1, err, sizeof err) != 0) {
-        rr_log(RR_LOG_ERROR, "worker %d: idle: %s", w->id, err);
-        return 0;
-    }
-    int more = lua_toboolean(h->L, -1);
-    lua_pop(h->L, 1);
-    return more;
+    return w->host ? call_hook(w, w->host->idle_ref, "idle") : 0;
 }
 
 rr_req *rr_lua_current_req(lua_State *co)
