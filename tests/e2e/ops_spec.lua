@@ -572,6 +572,13 @@ models:
       if d.readfile(rcfile) then break end
       d.sleep(0.05)
     end
+    -- each curl writes its status when it exits, which may come a moment after the daemon's
+    for _ = 1, 100 do
+      local done = 0
+      for i = 1, 3 do if (d.readfile(outs[i]) or "") ~= "" then done = done + 1 end end
+      if done == 3 then break end
+      d.sleep(0.05)
+    end
     for i = 1, 3 do
       assert.are.equal("200", d.readfile(outs[i]), "slow request " .. i)
       local j = cjson.decode(d.readfile(outs[i] .. ".body"))
