@@ -181,6 +181,8 @@ cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 echo "rerankd bench: $(date -u +%Y-%m-%dT%H:%MZ), nproc $(nproc), CPU: ${cpu:-unknown}, workers $WORKERS, wrk and rerankd on the same machine"
 echo
 fmt() { awk -v v="$1" 'BEGIN { if (v == "") print "n/a"; else if (v >= 100) printf "%.0f", v; else printf "%.1f", v }'; }
+# the median of the numbers on stdin, one a line (empty lines skipped; nothing when none)
+median() { sort -g | awk 'NF { v[++n] = $1 } END { if (n) print v[int((n + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a + 0 == 0 || b + 0 == 0) print "n/a"; else printf "%.1f×", b / a }'; }
 echo "| benchmark | rerankd | baseline (same run) | baseline | ratio |"
 echo "|---|---|---|---|---|"
@@ -237,7 +239,7 @@ if [ "$PROXY" = 1 ]; then
         awk -v a="$(pv "rerankd_lat_r${r}_p99")" -v b="$(pv "nginx_lat_r${r}_p99")" \
             'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%d\n", a - b }'
     done)
-    dp99_med=$(echo "$lat_rounds" | sort -g | awk 'NF { v[++n] = $1 } END { if (n) print v[int((n + 1) / 2)] }')
+    dp99_med=$(echo "$lat_rounds" | median)
     if [ -n "$dp99_med" ]; then
         echo "| **goal**: added p99 ≤ 500 µs (proxy, 1 connection), in 5 rounds (nginx then rerankd, alternated; the median judged) | $(echo "$lat_rounds" | awk 'NF { printf "%+d ", $1 }')µs | | median $(printf '%+d' "$dp99_med") µs | $(verdict "$dp99_med" "<=" 500) |"
     else
@@ -279,7 +281,7 @@ h1k_x=$(awk -v a="$h1k" -v b="$f1k" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf 
 # rounds (above): "FTS5:HTTP:FTS5porter:HTTPen" per round -> each round's ratio for the pair
 # of fields given, then their median
 round_ratios() { for x in $ROUNDS; do echo "$x" | awk -F: -v h="$1" -v f="$2" '{ if ($h + 0 > 0 && $f + 0 > 0) printf "%.3f\n", $h / $f }'; done; }
-round_median() { round_ratios "$1" "$2" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
+round_median() { round_ratios "$1" "$2" | median; }
 round_row() { # LABEL HTTP_FIELD FTS_FIELD
     med=$(round_median "$2" "$3")
     [ -n "$med" ] || return 0
