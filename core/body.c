@@ -198,7 +198,7 @@ void rr_body_release(rr_body *b)
 const char *rr_bytes(lua_State *L, int idx, size_t *len)
 {
     if (lua_type(L, idx) == LUA_TSTRING) return lua_tolstring(L, idx, len);
-    rr_body *b = lua_type(L, idx) == LUA_TUSERDATA ? to_body(L, idx) : NULL;
+    rr_body *b = rr_body_at(L, idx);
     if (!b || !live(b)) return NULL;
     *len = b->len;
     return contiguous(b);

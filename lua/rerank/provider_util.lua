@@ -293,17 +293,17 @@ function U.image_parts(text, image)
   return parts
 end
 
--- strings, or objects when the request ranks on fields of object documents
-function U.documents(req, rank_fields)
+-- strings, or objects when the request ranks on fields of object documents; lazy: for a
+-- body field that only json.encode reads (doc_texts)
+local function documents(req, rank_fields, lazy)
   if has_fields(rank_fields) then return U.objects(req, rank_fields) end
-  return U.texts(req)
+  return doc_texts(req, nil, lazy)
 end
 
+function U.documents(req, rank_fields) return documents(req, rank_fields, false) end
+
 -- U.documents for a body field that only json.encode reads (U.texts_body's lazy texts)
-function U.documents_body(req, rank_fields)
-  if has_fields(rank_fields) then return U.objects(req, rank_fields) end
-  return U.texts_body(req)
-end
+function U.documents_body(req, rank_fields) return documents(req, rank_fields, true) end
 
 -- rerankd truncate ("none"|"start"|"end") -> the upstream's word, via map
 function U.truncate(model, req, map)
