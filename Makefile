@@ -22,7 +22,7 @@ BUILD    ?= build
 
 # Sources shared by the daemon and the Lua C module rerank/core.so.
 LIB_SRC    := core/body.c core/topk.c core/tokenize.c core/analyzer.c core/bm25.c core/bm25_prf.c core/lbm25.c core/json.c core/json_answer.c core/json_splice.c core/yaml.c core/yaml_scalar.c core/lcore.c core/log.c core/curl_call.c core/fetch_blocking.c
-DAEMON_SRC := core/main.c core/cli.c core/server.c core/http.c core/http_parse.c core/luahost.c core/fetch_loop.c core/ldaemon.c core/redis.c core/deadline.c
+DAEMON_SRC := core/main.c core/cli.c core/server.c core/loop.c core/http.c core/http_parse.c core/luahost.c core/fetch_loop.c core/ldaemon.c core/redis.c core/deadline.c
 LIB_OBJ    := $(LIB_SRC:core/%.c=$(BUILD)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:core/%.c=$(BUILD)/%.o)
 PIC_OBJ    := $(LIB_SRC:core/%.c=$(BUILD)/pic/%.o)

@@ -2,6 +2,7 @@
  * http.c); each request becomes a Lua coroutine (luahost.c). Replies, deadlines, drain. */
 #include "daemon.h"
 #include "http.h"
+#include "loop.h"
 #include "rerank.h"
 
 #include <errno.h>
@@ -22,7 +23,6 @@
 #define BIG_BODY (1u << 20)
 #define BIG_LUA_KB (16 * 1024)
 #define BUSY_TICKS 5
-#define RR_PRI_IDLE 2 /* the idle event's priority: the last of three (0 and 1: everything else) */
 
 atomic_int rr_workers_up;
 int rr_workers_total;
@@ -463,13 +463,7 @@ static void *worker_main(void *arg)
 int rr_worker_start(rr_worker *w)
 {
     char err[512];
-    w->base = event_base_new();
-    /* three priorities: every event gets the middle one (libevent's default for a new event),
-     * the idle event the last */
-    if (w->base && event_base_priority_init(w->base, RR_PRI_IDLE + 1) != 0) {
-        event_base_free(w->base);
-        w->base = NULL;
-    }
+    w->base = rr_loop_new();
     if (!w->base || rr_http_start(w) != 0) {
         rr_log(RR_LOG_ERROR, "worker %d: cannot create its event loop or accept on the listener", w->id);
         return -1;
