@@ -12,6 +12,7 @@
  *       ({ n numbers }), feedback ({ docs =, terms =, weight = }), matches (true: a third
  *       result, per document { { term, tf }, ... } of the query terms it matched). */
 #include "rerank.h"
+#include "buf.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -125,6 +126,30 @@ static int matches_gc(lua_State *L)
     return 0;
 }
 
+/* The per-document arrays of a call (texts, lengths, scores) in one per-thread block reused
+ * across calls, so a request leaves no scratch for the collector (24 KB of userdata for a
+ * thousand documents). A call that starts while another is under way on the thread (a
+ * document's text made by Lua code) uses userdata, as does every call after a raise from
+ * inside Lua's API (out of memory) left the block marked busy. */
+static _Thread_local char *tls_block;
+static _Thread_local size_t tls_cap;
+static _Thread_local int tls_busy;
+
+static char *scratch(lua_State *L, size_t bytes, int *own)
+{
+    *own = !tls_busy && rr_buf_reserve(&tls_block, &tls_cap, bytes, 4096, (size_t)-1) == 0;
+    if (!*own) return lua_newuserdata(L, bytes); /* freed with the call's stack */
+    tls_busy = 1;
+    return tls_block;
+}
+
+static void scratch_done(int own)
+{
+    if (!own) return;
+    tls_busy = 0;
+    rr_buf_trim(&tls_block, &tls_cap, RR_SCRATCH_KEEP);
+}
+
 static int l_bm25(lua_State *L)
 {
     size_t qlen;
@@ -179,9 +204,11 @@ static int l_bm25(lua_State *L)
     }
     if (total % p.nfields) return luaL_error(L, "bm25: %d docs is not a multiple of %d fields", (int)total, (int)p.nfields);
     size_t n = total / p.nfields;
-    const char **docs = lua_newuserdata(L, (total ? total : 1) * sizeof(char *));
-    size_t *lens = lua_newuserdata(L, (total ? total : 1) * sizeof(size_t));
-    double *scores = lua_newuserdata(L, (n ? n : 1) * sizeof(double));
+    int own = 0;
+    char *block = scratch(L, (total ? total : 1) * (sizeof(char *) + sizeof(size_t)) + (n ? n : 1) * sizeof(double), &own);
+    const char **docs = (const char **)(void *)block;
+    size_t *lens = (size_t *)(void *)(block + (total ? total : 1) * sizeof(char *));
+    double *scores = (double *)(void *)(block + (total ? total : 1) * (sizeof(char *) + sizeof(size_t)));
     int keys = rr_doc_keys(L);
     for (size_t i = 0; i < total; i++) {
         lua_rawgeti(L, 2, (int)i + 1);
@@ -190,11 +217,15 @@ static int l_bm25(lua_State *L)
             docs[i] = lua_tolstring(L, -1, &lens[i]);
         } else if (t == LUA_TTABLE) { /* a request document: its text, maybe read in place */
             docs[i] = rr_doc_text(L, lua_gettop(L), keys, &lens[i]);
-            if (!docs[i]) return luaL_error(L, "docs[%d] is a document without a text", (int)i + 1);
+            if (!docs[i]) {
+                scratch_done(own);
+                return luaL_error(L, "docs[%d] is a document without a text", (int)i + 1);
+            }
         } else if ((t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) || t == LUA_TNIL) {
             docs[i] = NULL;
             lens[i] = 0;
         } else {
+            scratch_done(own);
             return luaL_error(L, "docs[%d] is not a string", (int)i + 1);
         }
         lua_pop(L, 1); /* still referenced by the docs table */
@@ -209,12 +240,16 @@ static int l_bm25(lua_State *L)
     }
     size_t doc_tokens = 0;
     p.doc_tokens = &doc_tokens;
-    if (rr_bm25(q, qlen, docs, lens, n, &p, scores) != 0) return luaL_error(L, "bm25: out of memory");
+    if (rr_bm25(q, qlen, docs, lens, n, &p, scores) != 0) {
+        scratch_done(own);
+        return luaL_error(L, "bm25: out of memory");
+    }
     lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {
         lua_pushnumber(L, scores[i]);
         lua_rawseti(L, -2, (int)i + 1);
     }
+    scratch_done(own);
     lua_pushnumber(L, (lua_Number)doc_tokens);
     if (!m) return 2;
     lua_createtable(L, (int)n, 0);

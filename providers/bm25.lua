@@ -151,13 +151,11 @@ return {
     local docs = req.documents
     local names, weights = field_plan(opts, req)
     local nf = #names
-    local texts = {}
-    if nf == 1 then -- a lazy text (docs.lazy) is scored in place: core.bm25 reads its bytes
-      for i = 1, #docs do
-        local d = docs[i]
-        texts[i] = docs_mod.is_lazy(d) and d or d.text
-      end
+    local texts
+    if nf == 1 then -- the documents themselves: core.bm25 reads a lazy text (docs.lazy) in place
+      texts = docs
     else
+      texts = {}
       local k = 0
       for i = 1, #docs do
         local d = docs[i]
