@@ -107,13 +107,13 @@ static void rawfield(lua_State *L, int idx, int keys, int k)
 static const char *span_of(lua_State *L, int idx, int keys, size_t *len)
 {
     const char *out = NULL;
-    rawfield(L, idx, keys, K_JS);
-    if (lua_isnil(L, -1)) { /* a lazy document (docs.lazy): { src, js, je, index } */
-        lua_pop(L, 1);
-        lua_rawgeti(L, idx, 2);
+    lua_rawgeti(L, idx, 2);
+    if (lua_type(L, -1) == LUA_TNUMBER) { /* a lazy document (docs.lazy): { src, js, je, index } */
         lua_rawgeti(L, idx, 3);
         lua_rawgeti(L, idx, 1);
     } else {
+        lua_pop(L, 1);
+        rawfield(L, idx, keys, K_JS);
         rawfield(L, idx, keys, K_JE);
         rawfield(L, idx, keys, K_SRC);
     }
@@ -187,12 +187,20 @@ static int splice_list(lua_State *L, int idx, int keys)
     size_t n = lua_istable(L, list) ? lua_objlen(L, list) : 0;
     if (!lua_istable(L, docs) || lua_objlen(L, docs) != n) ok = 0;
     if (ok) add_piece(L, "[", 1);
+    int same = lua_rawequal(L, list, docs); /* the documents stand for their own texts */
     for (size_t i = 1; i <= n && ok; i++) {
-        lua_rawgeti(L, list, (int)i);
-        lua_rawgeti(L, docs, (int)i);
         size_t len = 0;
-        const char *p = lua_istable(L, -1) ? doc_span(L, lua_gettop(L), lua_gettop(L) - 1, keys, &len) : NULL;
-        lua_pop(L, 2);
+        const char *p;
+        if (same) {
+            lua_rawgeti(L, docs, (int)i);
+            p = lua_istable(L, -1) ? span_of(L, lua_gettop(L), keys, &len) : NULL;
+            lua_pop(L, 1);
+        } else {
+            lua_rawgeti(L, list, (int)i);
+            lua_rawgeti(L, docs, (int)i);
+            p = lua_istable(L, -1) ? doc_span(L, lua_gettop(L), lua_gettop(L) - 1, keys, &len) : NULL;
+            lua_pop(L, 2);
+        }
         if (!p) ok = 0;
         else {
             if (i > 1) add_piece(L, ",", 1);
