@@ -302,7 +302,7 @@ doc_token(const unsigned char *s, size_t from, size_t to, int lower, int ascii, 
         /* gathered for check_candidates: the prefilter's answer is stored, not branched on (the
          * text makes it unpredictable). Stems (and stopwords): where the first three letters
          * could start one; exact words: by (first byte, last byte, length) */
-        int pass = mode & T_PF ? (int)HASBIT(c->any3, rr_key3_token4(s + from, len, c->cur_end - from))
+        int pass = mode & T_PF ? (int)HASBIT(c->any3, rr_key3_token4(s + from, len, ascii == RR_ASCII4 ? 4 : c->cur_end - from))
                                : (int)HASBIT(c->filter, filter_slot(s[from], s[to - 1], len));
         c->cand[c->ncand] = (uint64_t)from | (uint64_t)len << 32;
         c->ncand += (uint32_t)pass;

@@ -182,7 +182,9 @@ static inline const char *lower_token(const unsigned char *t, size_t len, lbuf *
 }
 
 /* Internal per-token hook: raw bytes s[from..to), whether lower-casing changes
- * them, whether they are all ASCII. Inlined into each scan() instance. */
+ * them, whether they are all ASCII (RR_ASCII4: and 4 bytes can be read at s + from, the
+ * bit-mask path's tokens). Inlined into each scan() instance. */
+#define RR_ASCII4 2
 typedef void (*tok_fn)(const unsigned char *s, size_t from, size_t to, int lower, int ascii, void *ud);
 
 /* Bits set in x: the instruction where the build targets it, else a few shifts and one
@@ -292,6 +294,7 @@ scan_screened(const char *text, size_t len, size_t skip, size_t limit, tok_fn fn
         size_t tstart = 0; /* token carried over from the previous block */
         int in_tok = 0, tlower = 0, tpass = 1;
         while (i >= slow_until && i + 64 <= len) {
+            int a4 = i + 64 + 3 <= len ? RR_ASCII4 : 1; /* a token of the block has 4 bytes */
             masks64 m = classify64(s + i);
             if (m.high) { slow_until = i + 64; break; }
             uint64_t prev = (m.word << 1) | (uint64_t)in_tok;
@@ -341,7 +344,7 @@ scan_screened(const char *text, size_t len, size_t skip, size_t limit, tok_fn fn
                 ends &= ends - 1;
                 tlower |= (m.upper & ((1ull << e) - 1)) != 0;
                 in_tok = 0;
-                TOKEN(tstart, i + e, tlower, 1);
+                TOKEN(tstart, i + e, tlower, a4);
             }
             while (starts) {
                 unsigned st = (unsigned)__builtin_ctzll(starts);
@@ -354,7 +357,7 @@ scan_screened(const char *text, size_t len, size_t skip, size_t limit, tok_fn fn
                 }
                 unsigned e = (unsigned)__builtin_ctzll(ends);
                 ends &= ends - 1;
-                TOKEN(i + st, i + e, ((m.upper >> st) & ((1ull << (e - st)) - 1)) != 0, 1);
+                TOKEN(i + st, i + e, ((m.upper >> st) & ((1ull << (e - st)) - 1)) != 0, a4);
             }
             i += 64;
         }
