@@ -370,8 +370,9 @@ end
 -- tenth past what the last finished cycle left, so an idle worker does not collect for nothing.
 -- The work comes in slices of IDLE_SLICE_KB: idle() returns true while some of it is left,
 -- and the worker calls it again only when no connection has bytes waiting (its idle event
--- has the event loop's lowest priority), so a request that arrives meanwhile is read and
--- started first, and the rest waits for the next idle moment. The default step (64 MB) lets
+-- has the event loop's lowest priority and runs once per loop turn, core/loop.c), so a
+-- request that arrives meanwhile is read and started first, and the rest waits for the next
+-- idle moment. The default step (64 MB) lets
 -- the cycle finish: a cycle left half done is carried on by the next request's allocations.
 local IDLE_SLICE_KB = 32
 local gc_left_kb, idle_left_kb = 0, 0
