@@ -21,7 +21,7 @@ LDLIBS   += $(PKG_LIBS) -lstemmer -levent_pthreads -lpthread -lm -ldl
 BUILD    ?= build
 
 # Sources shared by the daemon and the Lua C module rerank/core.so.
-LIB_SRC    := core/body.c core/topk.c core/tokenize.c core/analyzer.c core/bm25.c core/bm25_prf.c core/lbm25.c core/json.c core/json_answer.c core/json_splice.c core/yaml.c core/yaml_scalar.c core/lcore.c core/log.c core/curl_call.c core/fetch_blocking.c
+LIB_SRC    := core/body.c core/topk.c core/tokenize.c core/analyzer.c core/bm25.c core/bm25_par.c core/bm25_prf.c core/lbm25.c core/json.c core/json_answer.c core/json_splice.c core/yaml.c core/yaml_scalar.c core/lcore.c core/log.c core/curl_call.c core/fetch_blocking.c
 DAEMON_SRC := core/main.c core/cli.c core/server.c core/loop.c core/http.c core/http_parse.c core/luahost.c core/fetch_loop.c core/ldaemon.c core/redis.c core/deadline.c
 LIB_OBJ    := $(LIB_SRC:core/%.c=$(BUILD)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:core/%.c=$(BUILD)/%.o)
@@ -59,8 +59,8 @@ $(BUILD)/pic/%.o: core/%.c core/*.h
 $(BUILD)/tests/test_%: tests/c/test_%.c $(BUILD)/%.o tests/c/ctest.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icore -o $@ $< $(BUILD)/$*.o $(LDLIBS)
-BM25_OBJ := $(BUILD)/bm25.o $(BUILD)/bm25_prf.o $(BUILD)/tokenize.o $(BUILD)/analyzer.o
-$(BUILD)/tests/test_bm25 $(BUILD)/tests/test_analyzer: $(BUILD)/tests/test_%: tests/c/test_%.c $(BM25_OBJ) tests/c/ctest.h
+BM25_OBJ := $(BUILD)/bm25.o $(BUILD)/bm25_par.o $(BUILD)/bm25_prf.o $(BUILD)/tokenize.o $(BUILD)/analyzer.o
+$(BUILD)/tests/test_bm25 $(BUILD)/tests/test_bm25_par $(BUILD)/tests/test_analyzer: $(BUILD)/tests/test_%: tests/c/test_%.c $(BM25_OBJ) tests/c/ctest.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icore -o $@ $< $(BM25_OBJ) $(LDLIBS)
 
@@ -93,10 +93,14 @@ unit: build $(CTEST_BIN)
 
 # ASan/UBSan build in build/asan (binary and module there too: the normal build is untouched)
 ASAN_FLAGS = -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+TSAN_FLAGS = -O1 -fno-omit-frame-pointer -fsanitize=thread
 sanitize: deps build
 	$(MAKE) CC=clang OPT="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" BUILD=build/asan \
 	        BIN=build/asan/rerankd MODULE=build/asan/rerank/core.so \
 	        build/asan/rerankd build/asan/rerank/core.so $(patsubst build/%,build/asan/%,$(CTEST_BIN))
+	@# the C test that runs threads (a bm25 pass shared out), under ThreadSanitizer too
+	$(MAKE) CC=clang OPT="$(TSAN_FLAGS)" BUILD=build/tsan build/tsan/tests/test_bm25_par
+	build/tsan/tests/test_bm25_par > build/tsan/test_bm25_par.out 2>&1 || { cat build/tsan/test_bm25_par.out; exit 1; }
 	ASAN_OPTIONS=detect_leaks=0 RERANKD_SANITIZE=1 CTEST_BUILD=build/asan RERANKD_BIN=$(CURDIR)/build/asan/rerankd \
 	        CORE_CPATH="$(CURDIR)/build/asan/?.so" sh tests/run.sh
 

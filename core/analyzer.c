@@ -6,6 +6,7 @@
 #include "tok.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <libstemmer.h>
 
 typedef struct { uint64_t hash; uint32_t off, len; } stopword;
@@ -19,6 +20,9 @@ struct rr_analyzer {
     rr_stoptab packed;     /* the same words as 16-byte keys (analyzer.h) */
     rr_acache_entry *cache; /* RR_ACACHE entries, allocated on first use */
     uint32_t epoch;
+    char language[32];     /* the stemmer's, for twins */
+    int twin;              /* a twin: the stop tables are its original's */
+    rr_analyzer *twins[RR_MAX_TWINS]; /* created on first use (rr_analyzer_twin) */
 };
 
 const char **rr_analyzer_languages(void)
@@ -92,6 +96,7 @@ rr_analyzer *rr_analyzer_new(const char *language, const char *const *stop, cons
     if (!a) return NULL;
     a->epoch = 1;
     if (!exact) {
+        snprintf(a->language, sizeof a->language, "%s", language);
         a->st = sb_stemmer_new(language, NULL);
         if (!a->st) goto oom;
         /* these two strip prefixes too (Indonesian me-/di-, Irish initial mutations):
@@ -126,14 +131,40 @@ oom:
     return NULL;
 }
 
+/* Twin k of a (k < RR_MAX_TWINS) for another thread: the same language and stopwords, its
+ * own stemmer and word cache (libstemmer objects and the cache's entries are written while
+ * scanning). Owned by a; NULL when out of memory. */
+rr_analyzer *rr_analyzer_twin(rr_analyzer *a, size_t k)
+{
+    if (!a || a->twin || k >= RR_MAX_TWINS) return NULL;
+    if (a->twins[k]) return a->twins[k];
+    rr_analyzer *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    *t = *a;
+    t->twin = 1;
+    t->cache = NULL;
+    t->epoch = 1;
+    memset(t->twins, 0, sizeof t->twins);
+    if (a->st && !(t->st = sb_stemmer_new(a->language, NULL))) {
+        free(t);
+        return NULL;
+    }
+    return a->twins[k] = t;
+}
+
 void rr_analyzer_free(rr_analyzer *a)
 {
     if (!a) return;
+    for (size_t k = 0; k < RR_MAX_TWINS; k++) rr_analyzer_free(a->twins[k]);
     sb_stemmer_delete(a->st);
+    free(a->cache);
+    if (a->twin) { /* the stop tables are the original's */
+        free(a);
+        return;
+    }
     free(a->stop);
     free(a->stop_arena);
     free(a->packed.keys);
-    free(a->cache);
     free(a);
 }
 

@@ -27,6 +27,8 @@ typedef struct {
  * until the next call. */
 rr_acache_entry *rr_analyzer_entry(rr_analyzer *a, const char *tok, size_t len, uint64_t h);
 uint32_t rr_analyzer_next_epoch(rr_analyzer *a);
+#define RR_MAX_TWINS 3
+rr_analyzer *rr_analyzer_twin(rr_analyzer *a, size_t k);
 /* The cache (RR_ACACHE entries, allocated here on first use; NULL when the analyzer does
  * not stem or is out of memory) and a word's slot in it: bm25.c looks up short ASCII
  * words itself, comparing them as two words (an entry's word is zero past wlen). */

@@ -397,7 +397,39 @@ static void scan_doc(bm25_ctx *c, const char *const *docs, const size_t *lens, s
     }
 }
 
+/* Documents [a, b) into s: postings (document i's end at s->post_end[i], counted from
+ * s->npost's start), lengths (unless c->keep_dl), df, tokens. -1 when out of memory. */
+int rr_bm25_scan_range(bm25_ctx *c, const char *const *docs, const size_t *lens, size_t nf,
+                       const rr_bm25_params *p, size_t a, size_t b, scan_sink *s)
+{
+    for (size_t i = a; i < b; i++) {
+        scan_doc(c, docs, lens, i, nf, p);
+        if (!c->keep_dl) s->dls[i] = c->dl;
+        s->tokens += c->ntok;
+        if (grow((void **)&s->post, &s->cap, s->npost + c->ntouched, sizeof *s->post)) return -1;
+        /* canonical term order so equal documents get bit-identical scores */
+        if (c->ntouched <= 32) {
+            sort_u32(c->touched, c->ntouched);
+        } else {
+            uint32_t m = 0;
+            for (uint32_t t = 0; t < c->nterms; t++)
+                if (c->tf[t] != 0) c->touched[m++] = t;
+        }
+        for (uint32_t j = 0; j < c->ntouched; j++) {
+            uint32_t t = c->touched[j];
+            s->post[s->npost].term = t;
+            s->post[s->npost].tf = c->tf[t];
+            s->npost++;
+            s->df[t] += 1;
+            c->tf[t] = 0;
+        }
+        s->post_end[i] = s->npost;
+    }
+    return 0;
+}
+
 /* One pass over every document with the current term table: postings, lengths, idf.
+ * Large texts are shared out between threads (bm25_par.c), with the same result.
  * Returns -1 when out of memory. */
 int rr_bm25_run_pass(bm25_ctx *c, const char *const *docs, const size_t *lens, size_t n, size_t nf,
                     const rr_bm25_params *p, pass_out *o)
@@ -412,34 +444,18 @@ int rr_bm25_run_pass(bm25_ctx *c, const char *const *docs, const size_t *lens, s
     if (grow((void **)&o->idf, &nd, c->nterms, sizeof *o->idf)) return -1;
     o->ndf = nd;
     for (uint32_t t = 0; t < c->nterms; t++) o->df[t] = 0;
-    o->npost = 0;
-    o->tokens = 0;
-    double total_dl = 0;
-    for (size_t i = 0; i < n; i++) {
-        scan_doc(c, docs, lens, i, nf, p);
-        if (!c->keep_dl) o->dls[i] = c->dl;
-        total_dl += c->dl;
-        o->tokens += c->ntok;
-        if (grow((void **)&o->post, &o->cap, o->npost + c->ntouched, sizeof *o->post)) return -1;
-        /* canonical term order so equal documents get bit-identical scores */
-        if (c->ntouched <= 32) {
-            sort_u32(c->touched, c->ntouched);
-        } else {
-            uint32_t m = 0;
-            for (uint32_t t = 0; t < c->nterms; t++)
-                if (c->tf[t] != 0) c->touched[m++] = t;
-        }
-        for (uint32_t j = 0; j < c->ntouched; j++) {
-            uint32_t t = c->touched[j];
-            o->post[o->npost].term = t;
-            o->post[o->npost].tf = c->tf[t];
-            o->npost++;
-            o->df[t] += 1;
-            c->tf[t] = 0;
-        }
-        o->post_end[i] = o->npost;
+    scan_sink s = { o->post, 0, o->cap, o->post_end, o->dls, o->df, 0 };
+    int rc = rr_bm25_scan_parallel(c, docs, lens, n, nf, p, &s);
+    o->post = s.post;
+    o->cap = s.cap;
+    o->npost = s.npost;
+    o->tokens = s.tokens;
+    if (rc != 0) return -1;
+    if (!c->keep_dl) { /* summed in document order: the same avgdl however the pass ran */
+        double total_dl = 0;
+        for (size_t i = 0; i < n; i++) total_dl += o->dls[i];
+        o->avgdl = total_dl / (double)n;
     }
-    if (!c->keep_dl) o->avgdl = total_dl / (double)n;
     double N = (double)n;
     for (uint32_t t = 0; t < c->nterms; t++)
         o->idf[t] = log(1.0 + (N - o->df[t] + 0.5) / (o->df[t] + 0.5));

@@ -85,11 +85,26 @@ static inline double field_weight(const rr_bm25_params *p, size_t f)
     return p->weights ? p->weights[f] : 1.0;
 }
 
+/* Where a pass's documents go: postings, post_end and dls indexed by document, df by term */
+typedef struct {
+    posting *post;
+    size_t npost, cap;
+    size_t *post_end;
+    double *dls, *df;
+    size_t tokens;
+} scan_sink;
+
 /* bm25.c */
+int rr_bm25_scan_range(bm25_ctx *c, const char *const *docs, const size_t *lens, size_t nf,
+                       const rr_bm25_params *p, size_t a, size_t b, scan_sink *s);
 int32_t rr_bm25_add_term(bm25_ctx *c, const char *tok, size_t len, uint64_t h);
 void rr_bm25_window(const char *d, size_t len, const rr_bm25_params *p, int text, size_t *skip, size_t *limit);
 int rr_bm25_run_pass(bm25_ctx *c, const char *const *docs, const size_t *lens, size_t n, size_t nf,
                      const rr_bm25_params *p, pass_out *o);
+/* bm25_par.c: rr_bm25_scan_range over all n documents, shared out between p->threads
+ * threads when the text is large enough to be worth it */
+int rr_bm25_scan_parallel(bm25_ctx *c, const char *const *docs, const size_t *lens, size_t n, size_t nf,
+                          const rr_bm25_params *p, scan_sink *s);
 /* bm25_prf.c: expands c's query from the first pass's scores (first); o holds the second pass */
 int rr_bm25_feedback(bm25_ctx *c, const char *const *docs, const size_t *lens, size_t n, size_t nf,
                      const rr_bm25_params *p, pass_out *o, const double *first);

@@ -161,6 +161,7 @@ static int l_bm25(lua_State *L)
     p.k1 = 1.2;
     p.b = 0.75;
     p.nfields = 1;
+    p.threads = rr_bm25_auto_threads();
     int want_matches = 0;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
@@ -191,6 +192,16 @@ static int l_bm25(lua_State *L)
         } else {
             lua_pop(L, 1);
         }
+        lua_getfield(L, 3, "threads"); /* "auto" (or nil): the CPUs per worker */
+        if (lua_type(L, -1) == LUA_TNUMBER) {
+            lua_Number t = lua_tonumber(L, -1);
+            if (!(t >= 1 && t <= RR_BM25_MAX_THREADS) || t != (lua_Number)(size_t)t)
+                return luaL_error(L, "bm25: threads must be \"auto\" or 1 to %d", RR_BM25_MAX_THREADS);
+            p.threads = (size_t)t;
+        } else if (!lua_isnil(L, -1) && !(lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "auto") == 0)) {
+            return luaL_error(L, "bm25: threads must be \"auto\" or 1 to %d", RR_BM25_MAX_THREADS);
+        }
+        lua_pop(L, 1);
         lua_getfield(L, 3, "feedback");
         if (!lua_isnil(L, -1)) {
             luaL_checktype(L, -1, LUA_TTABLE);
@@ -292,4 +303,6 @@ void rr_lbm25_register(lua_State *L)
     }
     lua_pop(L, 1);
     luaL_register(L, NULL, fns);
+    lua_pushinteger(L, RR_BM25_MAX_THREADS);
+    lua_setfield(L, -2, "bm25_max_threads");
 }

@@ -68,7 +68,18 @@ typedef struct {
     size_t fb_docs, fb_terms;
     double fb_weight;
     rr_bm25_matches *matches; /* out, optional (zeroed by the caller) */
+    /* threads a pass may use (0 or 1: the caller's alone): the documents are shared out when
+     * their text is at least par_bytes (0: RR_BM25_PAR_BYTES) per thread; same scores */
+    size_t threads, par_bytes;
 } rr_bm25_params;
+#define RR_BM25_PAR_BYTES (128 * 1024)
+#define RR_BM25_MAX_THREADS 4
+/* bm25_par.c: threads "auto" is the CPUs that no busy worker (one with a request in flight,
+ * rr_bm25_busy from server.c) and no other scan's helper uses, counting the caller, 1 to
+ * RR_BM25_MAX_THREADS; 1 where rr_bm25_set_workers was not called (a library caller) */
+void rr_bm25_set_workers(int workers);
+void rr_bm25_busy(int delta);
+size_t rr_bm25_auto_threads(void);
 
 /* Tokenizer: UTF-8 aware, lower-cases ASCII and common Unicode letters (Latin-1,
  * Latin Extended-A, Greek, Cyrillic), splits on anything not a letter or digit.

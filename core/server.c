@@ -108,6 +108,7 @@ void rr_req_finish(rr_req *r)
     if (r->big) w->mem_dirty = 1;
     free(r);
     w->inflight--;
+    if (w->inflight == 0) rr_bm25_busy(-1); /* bm25 threads "auto" count busy workers */
     if (w->inflight == 0 && w->idle_ev && !w->stopping) event_active(w->idle_ev, 0, 0);
     maybe_exit_drained(w);
 }
@@ -329,7 +330,7 @@ static rr_req *req_new(rr_worker *w, struct rr_conn *c)
     r->co_ref = LUA_NOREF;
     r->body_ref = LUA_NOREF;
     r->t0_us = rr_now_us();
-    w->inflight++;
+    if (w->inflight++ == 0) rr_bm25_busy(1);
     rr_req_assign_id(r);
     return r;
 }

@@ -4,7 +4,8 @@
 --   language (a Snowball stemmer: english, french, ...; "none" = exact words; default none),
 --   stopwords (true = the language's shipped list, false = none, or a list of words),
 --   fields ({ title = 2, text = 1, <rank field> = 1 }: BM25F weights of object documents),
---   feedback (false, or { docs = 10, terms = 20, weight = 0.5 }: pseudo-relevance feedback).
+--   feedback (false, or { docs = 10, terms = 20, weight = 0.5 }: pseudo-relevance feedback),
+--   threads ("auto" = the CPUs per worker, or 1 to 4: threads that scan one large request).
 -- With return_score "all" the output carries each document's matched terms (stems).
 local core = require "rerank.core"
 local S = require "rerank.config.schema"
@@ -63,6 +64,15 @@ local function check_feedback(_, v, path, ctx)
   if v == true then v = {} end
   if not S.is_mapping(v) then fail_type(path, "false, true or a mapping with docs, terms, weight", v) end
   return S.check(FEEDBACK, v, path, ctx)
+end
+
+-- "auto", or 1 to core.bm25_max_threads threads scanning one request's documents
+local function check_threads(_, v, path)
+  if v == "auto" then return v end
+  if type(v) ~= "number" or v ~= math.floor(v) or v < 1 or v > core.bm25_max_threads then
+    fail_type(path, ('"auto" or an integer from 1 to %d'):format(core.bm25_max_threads), v)
+  end
+  return v
 end
 
 -- One analyzer per options table and Lua state (worker): libstemmer is not thread-safe,
@@ -141,6 +151,7 @@ return {
     stopwords = { type = "table", check = check_stopwords },
     fields = { type = "table", check = check_fields },
     feedback = { type = "table", check = check_feedback },
+    threads = { check = check_threads },
   },
   handles = { max_tokens_per_document = true, rank_fields = true },
   images = "text", -- image documents are scored on their text alone (an image-only one scores 0)
@@ -172,7 +183,7 @@ return {
       k1 = opts.k1 or 1.2, b = opts.b or 0.75,
       max_tokens = max, keep_end = req.truncate == "start",
       analyzer = analyzer(opts), fields = nf, weights = nf > 1 and weights or nil,
-      feedback = fb or nil, matches = want,
+      feedback = fb or nil, matches = want, threads = opts.threads,
     })
     local tokens = doc_tokens + core.count_tokens(req.query) * #docs
     return { scores = scores, usage = { prompt_tokens = tokens }, matched_terms = matched }

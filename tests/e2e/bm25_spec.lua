@@ -1,6 +1,7 @@
 -- The embedded bm25 model over HTTP (the real daemon): the shipped config's English stemming
 -- on the README example, language none bit for bit as before stemming, stopwords, field
--- weights, rank_fields, pseudo-relevance feedback, return_score "all" and config errors.
+-- weights, rank_fields, pseudo-relevance feedback, return_score "all", threads and config
+-- errors.
 local d = require "support.daemon"
 local cjson = require "cjson"
 
@@ -28,6 +29,8 @@ models:
   - { name: en-tags, provider: bm25, language: english, fields: { tags: 5 } }
   - { name: en-fb, provider: bm25, language: english, feedback: { docs: 2, terms: 20, weight: 0.5 } }
   - { name: en-k1, provider: bm25, language: english, k1: 2.0, b: 0 }
+  - { name: en-t1, provider: bm25, language: english, threads: 1 }
+  - { name: en-t3, provider: bm25, language: english, threads: 3 }
 ]]
 
 local function rank(srv, body)
@@ -155,11 +158,40 @@ describe("bm25 over HTTP: string documents read in place (lazy texts, the body o
   end)
 end)
 
+describe("bm25 over HTTP: threads", function()
+  local srv
+  setup(function() srv = assert(d.start(CONFIG)) end)
+  teardown(function() d.stop(srv) end)
+
+  it("a large request scanned by 3 threads answers what one thread does, byte for byte but the id", function()
+    -- about 450 KB of string documents (read in place), some with escapes
+    local words = { "deploy", "deployments", "models", "Model", "running", "the", "of", "endpoint", "caf\\u00e9",
+                    "nickel", "toxicity", "lung", "tumours", "x1", "\\\"q\\\"" }
+    local seed, docs = 11, {}
+    local function nxt() seed = (seed * 1103515245 + 12345) % 2147483648; return seed end
+    for i = 1, 700 do
+      local t = {}
+      for w = 1, 50 + nxt() % 130 do t[w] = words[1 + nxt() % #words] end
+      docs[i] = '"' .. table.concat(t, " ") .. '"'
+    end
+    local body = '{"model":"%s","query":"deploy models toxicity","return_score":"all","documents":['
+        .. table.concat(docs, ",") .. ']}'
+    assert.is_true(#body > 300000)
+    local _, j1, raw1 = rank(srv, body:format("en-t1"))
+    local _, _, raw3 = rank(srv, body:format("en-t3"))
+    assert.are.equal(700, #j1.results)
+    assert.is_true(j1.results[1].relevance_score > 0)
+    assert.are.equal(raw1:gsub('"id":"[^"]*"', ""):gsub('"model":"[^"]*"', ""),
+                     raw3:gsub('"id":"[^"]*"', ""):gsub('"model":"[^"]*"', ""))
+  end)
+end)
+
 describe("bm25 config errors", function()
   for _, c in ipairs({
     { "language: englsh", ':4:15: models%[0%]%.language: unknown language "englsh" %(did you mean "english"%?%)' },
     { "fields: { title: -2 }", ":4:22: models%[0%]%.fields%.title must be a number from 0 to 1000" },
     { "feedback: { docs: 0 }", ":4:23: models%[0%]%.feedback%.docs must be an integer between 1 and 100" },
+    { "threads: 9", ':4:14: models%[0%]%.threads must be "auto" or an integer from 1 to 4 %(got 9%)' },
   }) do
     it("rerankd -t rejects " .. c[1] .. " with file:line:col", function()
       local f = d.writefile(d.root .. "/tests/tmp/bm25_bad_" .. #c[1] .. ".yaml",

@@ -1,6 +1,7 @@
 -- The embedded bm25 model through the library (require "rerank"): language (Snowball
 -- stemming; none = the exact words of before, bit for bit), stopwords, field weights
--- (BM25F), rank_fields, pseudo-relevance feedback, k1/b and return_score "all".
+-- (BM25F), rank_fields, pseudo-relevance feedback, k1/b, return_score "all" and threads
+-- (a large request's documents scanned by several threads, with the same scores).
 local rerank = require "rerank"
 local cjson = require "cjson"
 
@@ -180,5 +181,55 @@ describe("bm25 k1, b and return_score all", function()
     assert.are.same({}, res.results[2].matched_terms)
     local _, _, plain = scores(model({ language = "english" }), { query = README.query, documents = README.documents })
     assert.is_nil(plain.results[1].matched_terms)
+  end)
+end)
+
+describe("bm25 threads", function()
+  -- about 400 KB of text: above what one thread scans alone (128 KB per thread)
+  local words = { "deploy", "deployments", "models", "model", "running", "runs", "endpoint", "the", "of",
+                  "nickel", "toxicity", "rats", "carbonyl", "inhalation", "lung", "Tumours", "école", "x1" }
+  local function corpus(n, objects)
+    local seed, docs = 7, {}
+    local function nxt() seed = (seed * 1103515245 + 12345) % 2147483648; return seed end
+    for i = 1, n do
+      local t = {}
+      for w = 1, 60 + nxt() % 120 do t[w] = words[1 + nxt() % #words] end
+      local text = table.concat(t, nxt() % 3 == 0 and ", " or " ")
+      docs[i] = objects and { title = words[1 + nxt() % #words] .. " " .. words[1 + nxt() % #words], text = text } or text
+    end
+    return docs
+  end
+
+  for _, case in ipairs({
+    { "string documents", { language = "english" }, false },
+    { "exact words", { language = "none" }, false },
+    { "title and text (BM25F) with feedback", { language = "english", feedback = { docs = 5, terms = 10, weight = 0.5 } }, true },
+  }) do
+    it(case[1] .. ": 2 to 4 threads give one thread's scores, bit for bit", function()
+      local docs = corpus(600, case[3])
+      local req = { query = "deploy models toxicity", documents = docs, return_score = "all" }
+      local opts1 = { threads = 1 }
+      for k, v in pairs(case[2]) do opts1[k] = v end
+      local one, order1, res1 = scores(model(opts1), req)
+      assert.is_true(#res1.results == 600 and res1.usage.prompt_tokens > 50000)
+      for t = 2, 4 do
+        local opts = { threads = t }
+        for k, v in pairs(case[2]) do opts[k] = v end
+        local many, order, res = scores(model(opts), req)
+        assert.are.same(one, many)
+        assert.are.same(order1, order)
+        assert.are.equal(res1.usage.prompt_tokens, res.usage.prompt_tokens)
+        assert.are.same(res1.results[1].matched_terms, res.results[1].matched_terms)
+      end
+    end)
+  end
+
+  it('"auto" is accepted; anything but "auto" or 1 to 4 is a config error', function()
+    assert.truthy(rerank.new({ models = { { name = "b", provider = "bm25", threads = "auto" } } }))
+    for _, bad in ipairs({ 0, 5, 1.5, "two", true }) do
+      local r, err = rerank.new({ models = { { name = "b", provider = "bm25", threads = bad } } })
+      assert.is_nil(r)
+      assert.truthy(tostring(err):find('threads must be "auto" or an integer from 1 to 4', 1, true), tostring(err))
+    end
   end)
 end)

@@ -1,0 +1,160 @@
+/* A BM25 pass shared out between threads: a request whose documents hold a lot of text is
+ * scanned by the calling worker and up to RR_BM25_MAX_THREADS - 1 helper threads, each over
+ * a contiguous run of documents with its own per-document state and its own twin of the
+ * analyzer (libstemmer objects and the word cache are written while scanning). The term
+ * table and prefilters are only read. The parts are joined in document order: the postings,
+ * lengths and document frequencies are exactly those of one thread, so are the scores. */
+#include "bm25_int.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+/* "auto": the CPUs that no worker's request and no other scan is using. Workers count
+ * themselves busy while they have a request in flight (server.c), scans their helper threads. */
+static atomic_int cpus, busy;
+
+void rr_bm25_set_workers(int workers)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN); /* once: it reads /sys */
+    atomic_store(&cpus, workers > 0 && n > 0 ? (int)(n < 1024 ? n : 1024) : 0);
+}
+
+void rr_bm25_busy(int delta)
+{
+    atomic_fetch_add(&busy, delta);
+}
+
+size_t rr_bm25_auto_threads(void)
+{
+    int n = atomic_load(&cpus), b = atomic_load(&busy);
+    if (n <= 0) return 1; /* not the daemon: no worker count known */
+    int spare = n - (b > 1 ? b : 1); /* the caller is one of the busy */
+    return spare <= 0 ? 1 : spare + 1 > RR_BM25_MAX_THREADS ? RR_BM25_MAX_THREADS : (size_t)spare + 1;
+}
+
+typedef struct {
+    bm25_ctx c;            /* the caller's, with this part's document state and analyzer */
+    const char *const *docs;
+    const size_t *lens;
+    size_t nf, a, b;
+    const rr_bm25_params *p;
+    scan_sink s;           /* post_end counted from this part's first posting */
+    int rc;
+    pthread_t thread;
+    int started;
+} part;
+
+static void *run_part(void *arg)
+{
+    part *q = arg;
+    q->rc = rr_bm25_scan_range(&q->c, q->docs, q->lens, q->nf, q->p, q->a, q->b, &q->s);
+    return NULL;
+}
+
+/* Part k's copy of c: its own tf (zeroed), touched, candidates and lower-casing buffer, and
+ * twin k of the analyzer with its cache for this pass. 0, or -1 when out of memory. */
+static int part_init(part *q, const bm25_ctx *c, size_t k)
+{
+    q->c = *c;
+    q->c.b.heap = NULL;
+    q->c.b.cap = 0;
+    q->c.ncand = 0;
+    q->c.tf = calloc(c->nterms ? c->nterms : 1, sizeof *q->c.tf);
+    q->c.touched = malloc((c->nterms ? c->nterms : 1) * sizeof *q->c.touched);
+    q->s.df = calloc(c->nterms ? c->nterms : 1, sizeof *q->s.df);
+    if (!q->c.tf || !q->c.touched || !q->s.df) return -1;
+    if (c->an) {
+        rr_analyzer *t = rr_analyzer_twin(c->an, k);
+        if (!t) return -1;
+        q->c.an = t;
+        if (c->stem) {
+            q->c.epoch = rr_analyzer_next_epoch(t);
+            q->c.cache = rr_analyzer_cache(t);
+        }
+    }
+    return 0;
+}
+
+static void part_free(part *q)
+{
+    free(q->c.tf);
+    free(q->c.touched);
+    free(q->c.b.heap);
+    free(q->s.post);
+    free(q->s.df);
+}
+
+int rr_bm25_scan_parallel(bm25_ctx *c, const char *const *docs, const size_t *lens, size_t n, size_t nf,
+                          const rr_bm25_params *p, scan_sink *s)
+{
+    size_t threads = p->threads > RR_BM25_MAX_THREADS ? RR_BM25_MAX_THREADS : p->threads;
+    size_t per = p->par_bytes ? p->par_bytes : RR_BM25_PAR_BYTES, bytes = 0;
+    if (threads > 1)
+        for (size_t i = 0; i < n * nf; i++) bytes += docs[i] ? lens[i] : 0;
+    if (threads > bytes / per) threads = bytes / per;
+    if (threads > n) threads = n;
+    if (threads <= 1) return rr_bm25_scan_range(c, docs, lens, nf, p, 0, n, s);
+
+    part parts[RR_BM25_MAX_THREADS - 1];
+    memset(parts, 0, sizeof parts);
+    size_t nparts = threads - 1, ends[RR_BM25_MAX_THREADS], i = 0, seen = 0;
+    /* contiguous runs of about equal text; the caller's is the first */
+    for (size_t k = 0; k < threads; k++) {
+        size_t goal = bytes / threads * (k + 1);
+        while (i < n && (k == threads - 1 || seen < goal)) {
+            for (size_t f = 0; f < nf; f++) seen += docs[i * nf + f] ? lens[i * nf + f] : 0;
+            i++;
+        }
+        ends[k] = i;
+    }
+    for (size_t k = 0; k < nparts; k++) {
+        part *q = &parts[k];
+        if (part_init(q, c, k) != 0) { /* out of memory: the caller scans alone */
+            for (size_t j = 0; j <= k; j++) part_free(&parts[j]);
+            return rr_bm25_scan_range(c, docs, lens, nf, p, 0, n, s);
+        }
+        q->docs = docs;
+        q->lens = lens;
+        q->nf = nf;
+        q->p = p;
+        q->a = ends[k];
+        q->b = ends[k + 1];
+        q->s.post_end = s->post_end;
+        q->s.dls = s->dls;
+    }
+    rr_bm25_busy((int)nparts);
+    pthread_attr_t attr;
+    int attr_ok = pthread_attr_init(&attr) == 0;
+    if (attr_ok) pthread_attr_setstacksize(&attr, 256 * 1024); /* no deep recursion here */
+    for (size_t k = 0; k < nparts; k++) /* a part whose thread cannot start runs below, here */
+        parts[k].started = pthread_create(&parts[k].thread, attr_ok ? &attr : NULL, run_part, &parts[k]) == 0;
+    if (attr_ok) pthread_attr_destroy(&attr);
+    int rc = rr_bm25_scan_range(c, docs, lens, nf, p, 0, ends[0], s);
+    for (size_t k = 0; k < nparts; k++) {
+        if (parts[k].started) pthread_join(parts[k].thread, NULL);
+        else run_part(&parts[k]);
+        if (parts[k].rc != 0) rc = -1;
+    }
+    rr_bm25_busy(-(int)nparts);
+    /* join in document order: each part's postings after the previous ones */
+    for (size_t k = 0; rc == 0 && k < nparts; k++) {
+        part *q = &parts[k];
+        size_t base = s->npost;
+        if (q->s.npost > s->cap - s->npost) {
+            size_t cap = s->cap ? s->cap : 16;
+            while (cap < s->npost + q->s.npost) cap *= 2;
+            posting *np = realloc(s->post, cap * sizeof *np);
+            if (!np) { rc = -1; break; }
+            s->post = np;
+            s->cap = cap;
+        }
+        if (q->s.npost) memcpy(s->post + base, q->s.post, q->s.npost * sizeof *s->post);
+        s->npost += q->s.npost;
+        for (size_t d = q->a; d < q->b; d++) s->post_end[d] += base;
+        for (uint32_t t = 0; t < c->nterms; t++) s->df[t] += q->s.df[t]; /* whole counts: exact in any order */
+        s->tokens += q->s.tokens;
+    }
+    for (size_t k = 0; k < nparts; k++) part_free(&parts[k]);
+    return rc;
+}
