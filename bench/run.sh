@@ -30,7 +30,7 @@ trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
 
 # ---- in-process kernels ----
-make -s build/topk.o build/tokenize.o build/analyzer.o build/bm25.o build/bm25_prf.o >&2
+make -s build/topk.o build/tokenize.o build/analyzer.o build/bm25.o build/bm25_par.o build/bm25_prf.o >&2
 SQL_DEF="" SQL_LIB=""
 if printf '#include <sqlite3.h>\n' | $CC -E - >/dev/null 2>&1; then
     SQL_DEF="-DHAVE_SQLITE" SQL_LIB="-lsqlite3"
@@ -39,7 +39,7 @@ else
 fi
 # shellcheck disable=SC2046,SC2086 # flags are word lists
 $CC -std=c11 -O2 -Wall -Wextra -D_GNU_SOURCE $SQL_DEF $(pkg-config --cflags luajit) -Icore \
-    -o "$B/bench_kernels" bench/bench_kernels.c build/topk.o build/tokenize.o build/analyzer.o build/bm25.o build/bm25_prf.o $SQL_LIB -lstemmer -lm
+    -o "$B/bench_kernels" bench/bench_kernels.c build/topk.o build/tokenize.o build/analyzer.o build/bm25.o build/bm25_par.o build/bm25_prf.o $SQL_LIB -lstemmer -lpthread -lm
 "$B/bench_kernels" --dump "$B"
 echo "bench: kernels..." >&2
 "$B/bench_kernels" > "$B/kernels.txt"

@@ -202,6 +202,7 @@ static int l_bm25(lua_State *L)
             return luaL_error(L, "bm25: threads must be \"auto\" or 1 to %d", RR_BM25_MAX_THREADS);
         }
         lua_pop(L, 1);
+        p.par_bytes = opt_count(L, 3, "par_bytes", 0); /* tests: share out smaller texts */
         lua_getfield(L, 3, "feedback");
         if (!lua_isnil(L, -1)) {
             luaL_checktype(L, -1, LUA_TTABLE);

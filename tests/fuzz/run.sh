@@ -8,7 +8,7 @@ TARGETS=${FUZZ_TARGETS:-"request config provider fusion http json answer bm25"}
 B=build/fuzz
 FLAGS="-std=c11 -O1 -g -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -DRERANKD_VERSION=\"fuzz\" $(pkg-config --cflags luajit yaml-0.1 libcurl) -Icore"
 mkdir -p $B tests/fuzz/crashes
-SRC="core/body.c core/topk.c core/tokenize.c core/analyzer.c core/bm25.c core/bm25_prf.c core/lbm25.c core/json.c core/json_answer.c core/json_splice.c core/yaml.c core/yaml_scalar.c core/lcore.c core/log.c"
+SRC="core/body.c core/topk.c core/tokenize.c core/analyzer.c core/bm25.c core/bm25_par.c core/bm25_prf.c core/lbm25.c core/json.c core/json_answer.c core/json_splice.c core/yaml.c core/yaml_scalar.c core/lcore.c core/log.c"
 for t in $TARGETS; do
   if [ "$t" = http ]; then # the HTTP request framing in C (no Lua): core/http_parse.c
     clang $FLAGS -o $B/fuzz_http tests/fuzz/fuzz_http.c core/http_parse.c -lhttp_parser

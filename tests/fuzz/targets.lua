@@ -163,6 +163,8 @@ end
 -- 64-byte block path, which screens tokens by first byte for exact words) against the same
 -- texts through the truncation window's path (no screening) with a window larger than any
 -- text: the same scores, bit for bit, and the same token count; scores finite, never negative.
+-- And the pass shared out between 2 to 4 threads (par_bytes 1: any text is split): the same
+-- scores and count again.
 local bm25_analyzers = { false }
 do
   local stop = { "the", "a", "of", "and", "to", "in", "is", "ourselves", "x1" }
@@ -181,6 +183,11 @@ function M.bm25(s)
     local whole, tw = core.bm25(q, docs, { analyzer = an or nil })
     local windowed, tn = core.bm25(q, docs, { analyzer = an or nil, max_tokens = 1e9 })
     assert(tw == tn, ("token counts %s vs %s"):format(tostring(tw), tostring(tn)))
+    local shared, ts = core.bm25(q, docs, { analyzer = an or nil, threads = 2 + #docs % 3, par_bytes = 1 })
+    assert(tw == ts, ("token counts %s vs %s with threads"):format(tostring(tw), tostring(ts)))
+    for i = 1, #docs do
+      assert(whole[i] == shared[i], ("document %d: %.17g vs %.17g with threads"):format(i, whole[i], shared[i]))
+    end
     for i = 1, #docs do
       local a, b = whole[i], windowed[i]
       assert(a == b, ("document %d: %.17g whole vs %.17g windowed"):format(i, a, b))
