@@ -192,7 +192,7 @@ static int l_bm25(lua_State *L)
         } else {
             lua_pop(L, 1);
         }
-        lua_getfield(L, 3, "threads"); /* "auto" (or nil): the CPUs per worker */
+        lua_getfield(L, 3, "threads"); /* "auto" (or nil): the idle CPUs (bm25_par.c) */
         if (lua_type(L, -1) == LUA_TNUMBER) {
             lua_Number t = lua_tonumber(L, -1);
             if (!(t >= 1 && t <= RR_BM25_MAX_THREADS) || t != (lua_Number)(size_t)t)
