@@ -33,7 +33,14 @@ size_t rr_bm25_auto_threads(void)
     return spare <= 0 ? 1 : spare + 1 > RR_BM25_MAX_THREADS ? RR_BM25_MAX_THREADS : (size_t)spare + 1;
 }
 
+typedef struct part part;
 typedef struct {
+    int remaining;         /* parts not done (under pool.mu) */
+    pthread_cond_t done;
+} batch;
+
+enum { QUEUED, TAKEN, DONE };
+struct part {
     bm25_ctx c;            /* the caller's, with this part's document state and analyzer */
     const char *const *docs;
     const size_t *lens;
@@ -41,15 +48,86 @@ typedef struct {
     const rr_bm25_params *p;
     scan_sink s;           /* post_end counted from this part's first posting */
     int rc;
-    pthread_t thread;
-    int started;
-} part;
+    int state;             /* under pool.mu */
+    part *prev, *next;     /* in the pool's queue while QUEUED */
+    batch *batch;
+};
 
-static void *run_part(void *arg)
+/* The helper threads: one pool for the process, started on first use and kept (a thread
+ * costs 60-120 us to start and join on a VM, a wake-up a few). Parts wait in a FIFO queue;
+ * a caller whose parts are still queued when its own run is done takes them back, so a
+ * pass never waits on helpers busy with another worker's pass, nor on a pool that could
+ * not start a thread. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t work;
+    part *head, *tail;
+    int threads, idle;
+} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0 };
+
+static void unlink_part(part *q)
 {
-    part *q = arg;
+    if (q->prev) q->prev->next = q->next;
+    else pool.head = q->next;
+    if (q->next) q->next->prev = q->prev;
+    else pool.tail = q->prev;
+    q->prev = q->next = NULL;
+}
+
+static void run_part(part *q)
+{
     q->rc = rr_bm25_scan_range(&q->c, q->docs, q->lens, q->nf, q->p, q->a, q->b, &q->s);
+    pthread_mutex_lock(&pool.mu);
+    q->state = DONE;
+    if (--q->batch->remaining == 0) pthread_cond_signal(&q->batch->done);
+    pthread_mutex_unlock(&pool.mu);
+}
+
+static void *helper(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&pool.mu);
+    for (;;) {
+        while (!pool.head) {
+            pool.idle++;
+            pthread_cond_wait(&pool.work, &pool.mu);
+            pool.idle--;
+        }
+        part *q = pool.head;
+        unlink_part(q);
+        q->state = TAKEN;
+        pthread_mutex_unlock(&pool.mu);
+        run_part(q);
+        pthread_mutex_lock(&pool.mu);
+    }
     return NULL;
+}
+
+/* Queues the parts, starting helper threads (up to RR_BM25_MAX_THREADS - 1 in all) while
+ * fewer are idle than parts wait. Under pool.mu. */
+static void submit(part *parts, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        part *q = &parts[k];
+        q->state = QUEUED;
+        q->next = NULL;
+        q->prev = pool.tail;
+        if (pool.tail) pool.tail->next = q;
+        else pool.head = q;
+        pool.tail = q;
+    }
+    for (size_t k = (size_t)pool.idle; k < n && pool.threads < RR_BM25_MAX_THREADS - 1; k++) {
+        pthread_attr_t attr;
+        pthread_t t;
+        if (pthread_attr_init(&attr) != 0) break;
+        pthread_attr_setstacksize(&attr, 256 * 1024); /* no deep recursion here */
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int ok = pthread_create(&t, &attr, helper, NULL) == 0;
+        pthread_attr_destroy(&attr);
+        if (!ok) break; /* the caller runs what no helper takes */
+        pool.threads++;
+    }
+    pthread_cond_broadcast(&pool.work);
 }
 
 /* Part k's copy of c: its own tf (zeroed), touched, candidates and lower-casing buffer, and
@@ -124,18 +202,28 @@ int rr_bm25_scan_parallel(bm25_ctx *c, const char *const *docs, const size_t *le
         q->s.dls = s->dls;
     }
     rr_bm25_busy((int)nparts);
-    pthread_attr_t attr;
-    int attr_ok = pthread_attr_init(&attr) == 0;
-    if (attr_ok) pthread_attr_setstacksize(&attr, 256 * 1024); /* no deep recursion here */
-    for (size_t k = 0; k < nparts; k++) /* a part whose thread cannot start runs below, here */
-        parts[k].started = pthread_create(&parts[k].thread, attr_ok ? &attr : NULL, run_part, &parts[k]) == 0;
-    if (attr_ok) pthread_attr_destroy(&attr);
+    batch bt = { (int)nparts, PTHREAD_COND_INITIALIZER };
+    for (size_t k = 0; k < nparts; k++) parts[k].batch = &bt;
+    pthread_mutex_lock(&pool.mu);
+    submit(parts, nparts);
+    pthread_mutex_unlock(&pool.mu);
     int rc = rr_bm25_scan_range(c, docs, lens, nf, p, 0, ends[0], s);
-    for (size_t k = 0; k < nparts; k++) {
-        if (parts[k].started) pthread_join(parts[k].thread, NULL);
-        else run_part(&parts[k]);
-        if (parts[k].rc != 0) rc = -1;
+    for (size_t k = nparts; k-- > 0;) { /* take back what no helper has started, last first */
+        pthread_mutex_lock(&pool.mu);
+        int mine = parts[k].state == QUEUED;
+        if (mine) {
+            unlink_part(&parts[k]);
+            parts[k].state = TAKEN;
+        }
+        pthread_mutex_unlock(&pool.mu);
+        if (mine) run_part(&parts[k]);
     }
+    pthread_mutex_lock(&pool.mu);
+    while (bt.remaining > 0) pthread_cond_wait(&bt.done, &pool.mu);
+    pthread_mutex_unlock(&pool.mu);
+    pthread_cond_destroy(&bt.done);
+    for (size_t k = 0; k < nparts; k++)
+        if (parts[k].rc != 0) rc = -1;
     rr_bm25_busy(-(int)nparts);
     /* join in document order: each part's postings after the previous ones */
     for (size_t k = 0; rc == 0 && k < nparts; k++) {

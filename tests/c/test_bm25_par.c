@@ -4,6 +4,7 @@
 #include "ctest.h"
 #include "rerank.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -40,6 +41,31 @@ static int same_matches(const rr_bm25_matches *a, const rr_bm25_matches *b, size
             return 0;
     }
     return 1;
+}
+
+/* several callers at once (each worker has its own analyzers): the one pool of helpers
+ * serves them all, each caller taking back what waits too long */
+typedef struct {
+    rr_analyzer *an;
+    const char *const *docs;
+    const size_t *lens;
+    size_t n;
+    const double *want;
+    int ok;
+} caller;
+
+static void *call_many(void *arg)
+{
+    caller *k = arg;
+    double got[64];
+    k->ok = 1;
+    for (int r = 0; r < 30; r++) {
+        rr_bm25_params p = { .k1 = 1.2, .b = 0.75, .analyzer = k->an, .threads = 2 + (size_t)r % 3, .par_bytes = 1 };
+        if (rr_bm25("running deploy models", 21, k->docs, k->lens, k->n, &p, got) != 0 ||
+            memcmp(got, k->want, k->n * sizeof *got) != 0)
+            k->ok = 0;
+    }
+    return NULL;
 }
 
 int main(void)
@@ -99,6 +125,35 @@ int main(void)
                  "stopwords, fields, truncation, feedback)");
     CHECK(tokens_agree, "token counts equal");
     CHECK(matches_agree, "matched terms equal");
+
+    {
+        enum { NC = 3 };
+        const char *cd[64];
+        size_t cl[64];
+        for (size_t i = 0; i < 64; i++) {
+            text(buf[i], sizeof buf[i], 150);
+            cd[i] = buf[i];
+            cl[i] = strlen(buf[i]);
+        }
+        rr_analyzer *ans[NC];
+        double want[64];
+        caller k[NC];
+        pthread_t t[NC];
+        int started = 1, all_ok = 1;
+        for (int j = 0; j < NC; j++) {
+            ans[j] = rr_analyzer_new("english", stop, stop_lens, 5);
+            rr_bm25_params p = { .k1 = 1.2, .b = 0.75, .analyzer = ans[j], .threads = 1 };
+            if (j == 0 && rr_bm25("running deploy models", 21, cd, cl, 64, &p, want) != 0) all_ok = 0;
+            k[j] = (caller){ ans[j], cd, cl, 64, want, 0 };
+        }
+        for (int j = 0; j < NC; j++) started &= pthread_create(&t[j], NULL, call_many, &k[j]) == 0;
+        for (int j = 0; j < NC && started; j++) {
+            pthread_join(t[j], NULL);
+            all_ok &= k[j].ok;
+        }
+        for (int j = 0; j < NC; j++) rr_analyzer_free(ans[j]);
+        CHECK(started && all_ok, "three callers at once share the helpers: each gets one thread's scores (90 passes)");
+    }
 
     /* below par_bytes per thread the caller scans alone; the same answer either way */
     const char *two[2] = { "the cat runs", "dogs run quickly" };
