@@ -216,7 +216,7 @@ int main(int argc, char **argv)
     cfg.port = port;
     nworkers = cfg.workers;
     rr_workers_total = nworkers;
-    rr_bm25_set_workers(nworkers); /* bm25 threads "auto": the CPUs left per worker */
+    rr_bm25_set_workers(nworkers); /* bm25 threads "auto" counts the idle CPUs */
     running_opt = &cfg;
     if (rr_metrics_init(nworkers) != 0) return 1;
     workers = calloc((size_t)nworkers, sizeof *workers);
