@@ -28,18 +28,6 @@ static inline int32_t find_term16(const bm25_ctx *c, uint64_t x, uint64_t y, siz
     }
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t size)
-{
-    if (need <= *cap) return 0;
-    size_t nc = *cap ? *cap : 16;
-    while (nc < need) nc *= 2;
-    void *np = realloc(*p, nc * size);
-    if (!np) return -1;
-    *p = np;
-    *cap = nc;
-    return 0;
-}
-
 /* The id of term tok (added with weight 0 when new); -1 when out of memory. */
 int32_t rr_bm25_add_term(bm25_ctx *c, const char *tok, size_t len, uint64_t h)
 {
@@ -49,9 +37,9 @@ int32_t rr_bm25_add_term(bm25_ctx *c, const char *tok, size_t len, uint64_t h)
     if (c->nterms >= UINT32_MAX / 4 || len > UINT32_MAX) goto oom;
     if (c->nterms == tcap) {
         size_t t1 = tcap, t2 = tcap, t3 = tcap;
-        if (grow((void **)&c->terms, &t1, tcap + 1, sizeof *c->terms) ||
-            grow((void **)&c->tf, &t2, tcap + 1, sizeof *c->tf) ||
-            grow((void **)&c->touched, &t3, tcap + 1, sizeof *c->touched))
+        if (rr_bm25_grow((void **)&c->terms, &t1, tcap + 1, sizeof *c->terms) ||
+            rr_bm25_grow((void **)&c->tf, &t2, tcap + 1, sizeof *c->tf) ||
+            rr_bm25_grow((void **)&c->touched, &t3, tcap + 1, sizeof *c->touched))
             goto oom;
         for (size_t i = tcap; i < t2; i++) c->tf[i] = 0;
         c->tcap = (uint32_t)t1;
@@ -69,7 +57,7 @@ int32_t rr_bm25_add_term(bm25_ctx *c, const char *tok, size_t len, uint64_t h)
         c->slots = ns;
         c->mask = (uint32_t)(cap - 1);
     }
-    if (grow((void **)&c->arena, &acap, c->aused + len + 1, 1)) goto oom;
+    if (rr_bm25_grow((void **)&c->arena, &acap, c->aused + len + 1, 1)) goto oom;
     c->acap = acap;
     memcpy(c->arena + c->aused, tok, len);
     term *t = &c->terms[c->nterms];
@@ -406,7 +394,7 @@ int rr_bm25_scan_range(bm25_ctx *c, const char *const *docs, const size_t *lens,
         scan_doc(c, docs, lens, i, nf, p);
         if (!c->keep_dl) s->dls[i] = c->dl;
         s->tokens += c->ntok;
-        if (grow((void **)&s->post, &s->cap, s->npost + c->ntouched, sizeof *s->post)) return -1;
+        if (rr_bm25_grow((void **)&s->post, &s->cap, s->npost + c->ntouched, sizeof *s->post)) return -1;
         /* canonical term order so equal documents get bit-identical scores */
         if (c->ntouched <= 32) {
             sort_u32(c->touched, c->ntouched);
@@ -439,9 +427,9 @@ int rr_bm25_run_pass(bm25_ctx *c, const char *const *docs, const size_t *lens, s
     c->cache = c->stem ? rr_analyzer_cache(c->an) : NULL;
     build_filters(c);
     size_t nd = o->ndf;
-    if (grow((void **)&o->df, &nd, c->nterms, sizeof *o->df)) return -1;
+    if (rr_bm25_grow((void **)&o->df, &nd, c->nterms, sizeof *o->df)) return -1;
     nd = o->ndf;
-    if (grow((void **)&o->idf, &nd, c->nterms, sizeof *o->idf)) return -1;
+    if (rr_bm25_grow((void **)&o->idf, &nd, c->nterms, sizeof *o->idf)) return -1;
     o->ndf = nd;
     for (uint32_t t = 0; t < c->nterms; t++) o->df[t] = 0;
     scan_sink s = { o->post, 0, o->cap, o->post_end, o->dls, o->df, 0 };

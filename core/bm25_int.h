@@ -59,6 +59,19 @@ typedef struct {
 
 typedef struct { uint32_t term; double tf; } posting;
 
+/* *p holds *cap elements of size bytes: at least need (doubling from 16); -1 when out of memory */
+static inline int rr_bm25_grow(void **p, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap) return 0;
+    size_t nc = *cap ? *cap : 16;
+    while (nc < need) nc *= 2;
+    void *np = realloc(*p, nc * size);
+    if (!np) return -1;
+    *p = np;
+    *cap = nc;
+    return 0;
+}
+
 static inline void sort_u32(uint32_t *a, size_t n)
 {
     for (size_t i = 1; i < n; i++) {

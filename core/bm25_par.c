@@ -39,7 +39,7 @@ typedef struct {
     pthread_cond_t done;
 } batch;
 
-enum { QUEUED, TAKEN, DONE };
+enum { QUEUED, TAKEN }; /* a part left QUEUED is its caller's to take back */
 struct part {
     bm25_ctx c;            /* the caller's, with this part's document state and analyzer */
     const char *const *docs;
@@ -78,7 +78,6 @@ static void run_part(part *q)
 {
     q->rc = rr_bm25_scan_range(&q->c, q->docs, q->lens, q->nf, q->p, q->a, q->b, &q->s);
     pthread_mutex_lock(&pool.mu);
-    q->state = DONE;
     if (--q->batch->remaining == 0) pthread_cond_signal(&q->batch->done);
     pthread_mutex_unlock(&pool.mu);
 }
@@ -229,13 +228,9 @@ int rr_bm25_scan_parallel(bm25_ctx *c, const char *const *docs, const size_t *le
     for (size_t k = 0; rc == 0 && k < nparts; k++) {
         part *q = &parts[k];
         size_t base = s->npost;
-        if (q->s.npost > s->cap - s->npost) {
-            size_t cap = s->cap ? s->cap : 16;
-            while (cap < s->npost + q->s.npost) cap *= 2;
-            posting *np = realloc(s->post, cap * sizeof *np);
-            if (!np) { rc = -1; break; }
-            s->post = np;
-            s->cap = cap;
+        if (rr_bm25_grow((void **)&s->post, &s->cap, s->npost + q->s.npost, sizeof *s->post)) {
+            rc = -1;
+            break;
         }
         if (q->s.npost) memcpy(s->post + base, q->s.post, q->s.npost * sizeof *s->post);
         s->npost += q->s.npost;

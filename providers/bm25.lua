@@ -5,7 +5,8 @@
 --   stopwords (true = the language's shipped list, false = none, or a list of words),
 --   fields ({ title = 2, text = 1, <rank field> = 1 }: BM25F weights of object documents),
 --   feedback (false, or { docs = 10, terms = 20, weight = 0.5 }: pseudo-relevance feedback),
---   threads ("auto" = the CPUs per worker, or 1 to 4: threads that scan one large request).
+--   threads ("auto" = the CPUs idle when the request is scored, or 1 to 4: threads that scan
+--   one large request).
 -- With return_score "all" the output carries each document's matched terms (stems).
 local core = require "rerank.core"
 local S = require "rerank.config.schema"
